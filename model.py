@@ -1,0 +1,244 @@
+"""GPT-2 in one file: the model that train.py pretrains and sample.py samples from.
+
+Token + learned position embeddings, pre-LayerNorm transformer blocks with causal self-attention
+(torch's scaled_dot_product_attention, flash kernels on CUDA) and a GELU MLP, a final LayerNorm
+and an LM head tied to the token embedding. This file never imports an optimizer: train.py owns
+optimisation, so the model can be used with any of them.
+"""
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+GPT2_VOCAB_SIZE = 50257
+# The vocabulary rounded up to a multiple of 64: the padded rows are never targets, and the
+# matrix shapes become friendlier to GPU kernels (nanoGPT measured ~25% faster on A100).
+PADDED_VOCAB_SIZE = 50304
+
+# Dense bf16 tensor-core peak per device, for MFU. Override with train.py's `peak_flops`.
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = PADDED_VOCAB_SIZE
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False  # bias in Linear and LayerNorm layers; GPT-2 had them, without is a bit better and faster
+    scale_attn_by_inverse_layer_idx: bool = False  # the official repo's large (770M) config uses it
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                             f"pick n_embd = n_head * head_dim")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        head_dim = config.n_embd // config.n_head
+        # Stanford CRFM (Mistral GPT-2 runs): scaling layer i by 1/(i+1) stabilises large models.
+        inv_layer = 1.0 / (layer_idx + 1) if config.scale_attn_by_inverse_layer_idx else 1.0
+        self.scale = inv_layer / math.sqrt(head_dim)
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        # GPT-2 used the tanh approximation of GELU; keeping it makes OpenAI's weights exact.
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2 paper: scale the residual projections by 1/sqrt(2 * n_layer) (two per block).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=True):
+        """Parameter count; the tied token embedding counts once (it is also the LM head).
+        With non_embedding=True the position embedding is left out, as in the GPT-2 papers."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) token ids -> (logits (B, T, vocab_size), loss or None).
+
+        The loss is the mean cross-entropy over all B*T positions when targets (B, T) are given."""
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def flops_per_token(self):
+        """Training FLOPs (forward + backward) per token: 6N for the weights plus the attention
+        scores and values, 12 * n_layer * n_embd * T (PaLM paper, appendix B)."""
+        cfg = self.config
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+    def crop_block_size(self, block_size):
+        """Model surgery to use a smaller context than the weights were made for (e.g. GPT-2's 1024)."""
+        if not 0 < block_size <= self.config.block_size:
+            raise ValueError(f"can only crop block_size to 1..{self.config.block_size}, got {block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+        """Extend idx (B, T) by max_new_tokens sampled tokens. temperature -> 0 is greedy."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :GPT2_VOCAB_SIZE].float()  # padded rows are not real tokens
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+    @classmethod
+    def from_pretrained(cls, model_type, dropout=0.0):
+        """OpenAI's GPT-2 weights ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') via
+        Hugging Face transformers, from its local cache or the hub."""
+        sizes = {
+            "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+            "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+            "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+            "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+        }
+        if model_type not in sizes:
+            raise ValueError(f"unknown GPT-2 release {model_type!r}: choose one of {', '.join(sizes)}")
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise ValueError("loading OpenAI GPT-2 weights needs Hugging Face transformers: "
+                             "pip install transformers") from None
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(model_type)
+        except OSError as e:
+            raise ValueError(f"could not load {model_type!r} weights ({str(e).splitlines()[0]}): connect "
+                             f"to the Hugging Face hub once, or set HF_HOME to a cache that has them") from None
+        config = GPTConfig(block_size=1024, vocab_size=GPT2_VOCAB_SIZE, bias=True, dropout=dropout,
+                           **sizes[model_type])
+        model = cls(config)
+        sd = model.state_dict()
+        sd_hf = hf.state_dict()
+        # OpenAI's checkpoints use Conv1D modules, whose weights are the transpose of nn.Linear's.
+        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        keys = [k for k in sd_hf if not k.endswith((".attn.masked_bias", ".attn.bias"))]
+        if len(keys) != len(sd):
+            raise ValueError(f"unexpected {model_type} checkpoint layout: {len(keys)} tensors, expected {len(sd)}")
+        with torch.no_grad():
+            for k in keys:
+                src = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
+                if src.shape != sd[k].shape:
+                    raise ValueError(f"shape mismatch for {k}: {tuple(src.shape)} vs {tuple(sd[k].shape)}")
+                sd[k].copy_(src)
+        return model
+
+
+def config_from_dict(d):
+    """GPTConfig from a dict that may carry other keys (a train config or a checkpoint's)."""
+    names = {f.name for f in fields(GPTConfig)}
+    return GPTConfig(**{k: v for k, v in d.items() if k in names})
+
+
+def peak_flops(device, override=0.0):
+    """The device's dense bf16 peak in FLOP/s for MFU, or None when it is not known (CPU)."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in PEAK_FLOPS.items():
+        if key in name:
+            return flops
+    return None

@@ -1,0 +1,67 @@
+"""Generate text from a trained checkpoint or an OpenAI GPT-2 release.
+
+    python sample.py --out_dir=out/quickstart/sophiag --start="ROMEO:" --num_samples=3
+    python sample.py --init_from=gpt2 --start="The meaning of life is"
+    python sample.py --out_dir=out/x --start=FILE:prompt.txt
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from data.common import get_gpt2_encoding
+from model import GPT, GPTConfig
+from train import PRETRAINED, UserError, latest_valid_checkpoint
+
+
+def load_model(args):
+    if args.init_from in PRETRAINED:
+        return GPT.from_pretrained(args.init_from)
+    if args.init_from != "resume":
+        raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir) "
+                        f"or one of {', '.join(PRETRAINED)}")
+    path, ckpt = latest_valid_checkpoint(Path(args.out_dir), print)
+    if ckpt is None:
+        raise UserError(f"no checkpoint in {args.out_dir}: train first, or pass --init_from=gpt2")
+    print(f"loaded {path} (iter {ckpt['iter']})", file=sys.stderr)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--init_from", default="resume", help="'resume' (newest checkpoint in --out_dir) or gpt2*")
+    p.add_argument("--out_dir", default="out")
+    p.add_argument("--start", default="\n", help="prompt text, or FILE:path to read it from a file")
+    p.add_argument("--num_samples", type=int, default=3)
+    p.add_argument("--max_new_tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; above 1 more random")
+    p.add_argument("--top_k", type=int, default=200, help="sample among the k likeliest tokens (0: all)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.num_samples < 1 or args.max_new_tokens < 1 or args.top_k < 0 or args.temperature < 0:
+        raise UserError("--num_samples and --max_new_tokens must be >= 1, --top_k and --temperature >= 0")
+
+    model = load_model(args).to(args.device).eval()
+    enc = get_gpt2_encoding()
+    start = Path(args.start[5:]).read_text() if args.start.startswith("FILE:") else args.start
+    ids = enc.encode(start, allowed_special={"<|endoftext|>"})
+    if not ids:
+        raise UserError("--start encodes to no tokens: give some prompt text")
+    x = torch.tensor(ids, dtype=torch.long, device=args.device)[None, :]
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    for _ in range(args.num_samples):
+        y = model.generate(x, args.max_new_tokens, temperature=args.temperature,
+                           top_k=args.top_k or None, generator=generator)
+        print(enc.decode(y[0].tolist()))
+        print("---------------")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,115 @@
+"""Optimizer step time on GPT-2 124M parameter shapes: SophiaG (three paths) against torch's AdamW.
+
+    python scripts/bench_optimizer.py                      # CUDA when present, else CPU
+    python scripts/bench_optimizer.py --device cpu --steps 20
+
+All optimizers share one set of parameters and gradients. Each is timed over runs of consecutive
+steps, in two rounds over all optimizers (alternating every step would charge the large frees of
+one optimizer's temporaries to the next one's time). Prints the median wall time of `step()`
+(synchronized on CUDA), its ratio to the fastest AdamW and to AdamW foreach, and the
+optimizer-state bytes per parameter. SophiaG's step includes its clip statistics; its Hessian
+refresh is timed on its own.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sophia import SophiaG  # noqa: E402
+
+
+def gpt2_shapes(n_layer: int = 12, n_embd: int = 768, vocab_size: int = 50304, block_size: int = 1024):
+    """Parameter shapes of bias-free GPT-2 124M (the LM head is tied to wte)."""
+    shapes = [(vocab_size, n_embd), (block_size, n_embd)]
+    for _ in range(n_layer):
+        shapes += [(n_embd,), (3 * n_embd, n_embd), (n_embd, n_embd),  # ln_1, attn.c_attn, attn.c_proj
+                   (n_embd,), (4 * n_embd, n_embd), (n_embd, 4 * n_embd)]  # ln_2, mlp.c_fc, mlp.c_proj
+    return shapes + [(n_embd,)]  # ln_f
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (after warm-up steps)")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a GPU and a CUDA build of torch; pass --device cpu")
+    torch.manual_seed(0)
+
+    params = [torch.nn.Parameter(0.02 * torch.randn(s, device=device)) for s in gpt2_shapes()]
+    for p in params:
+        p.grad = 1e-3 * torch.randn_like(p)
+    n_params = sum(p.numel() for p in params)
+
+    def groups():  # nanoGPT's grouping, weight decay on matrices only; fresh dicts for every optimizer
+        return [{"params": [p for p in params if p.dim() >= 2]},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+    candidates = {
+        "AdamW foreach": lambda: torch.optim.AdamW(groups(), lr=6e-4, betas=(0.9, 0.95), foreach=True),
+        "AdamW fused": lambda: torch.optim.AdamW(groups(), lr=6e-4, betas=(0.9, 0.95), fused=True),
+        "SophiaG per-tensor": lambda: SophiaG(groups(), lr=6e-4, rho=0.05, weight_decay=0.2, foreach=False),
+        "SophiaG foreach": lambda: SophiaG(groups(), lr=6e-4, rho=0.05, weight_decay=0.2, foreach=True),
+        "SophiaG fused": lambda: SophiaG(groups(), lr=6e-4, rho=0.05, weight_decay=0.2, fused=True),
+    }
+    optimizers = {}
+    for name, make in candidates.items():
+        try:
+            optimizers[name] = make()
+        except RuntimeError as e:  # e.g. fused AdamW on a device without the kernel
+            print(f"skipping {name}: {e}")
+
+    def timed_ms(fn, warmup: int, repeats: int) -> list[float]:
+        times = []
+        for i in range(warmup + repeats):
+            synchronize(device)
+            t = time.perf_counter()
+            fn()
+            synchronize(device)
+            if i >= warmup:
+                times.append(1e3 * (time.perf_counter() - t))
+        return times
+
+    t0 = time.perf_counter()
+    for opt in optimizers.values():
+        if isinstance(opt, SophiaG):  # a nonzero h, as in training
+            opt.update_hessian(num_tokens=480 * 1024)
+    step_ms = {name: [] for name in optimizers}
+    hessian_ms = {name: [] for name, opt in optimizers.items() if isinstance(opt, SophiaG)}
+    for round_ in range(2):  # two rounds over the optimizers, so that slow drifts in load hit all of them
+        for name, opt in optimizers.items():
+            step_ms[name] += timed_ms(opt.step, 3 if round_ == 0 else 1, (args.steps + 1) // 2)
+            if name in hessian_ms:
+                hessian_ms[name] += timed_ms(lambda: opt.update_hessian(num_tokens=480 * 1024), 0, 2)
+    median = {name: statistics.median(ts) for name, ts in step_ms.items()}
+    hessian_median = {name: statistics.median(ts) for name, ts in hessian_ms.items()}
+    best_adamw = min(ms for name, ms in median.items() if name.startswith("AdamW"))
+    adamw_foreach = median.get("AdamW foreach", float("nan"))
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"GPT-2 124M shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu}), torch {torch.__version__}, "
+          f"median of {2 * ((args.steps + 1) // 2)} steps")
+    print(f"{'optimizer':<20} {'ms/step':>9} {'x best AdamW':>13} {'x AdamW foreach':>16} {'state B/param':>14}")
+    for name, ms in median.items():
+        state_bytes = sum(t.numel() * t.element_size() for s in optimizers[name].state.values()
+                          for t in s.values() if torch.is_tensor(t))
+        print(f"{name:<20} {ms:>9.1f} {ms / best_adamw:>13.2f} {ms / adamw_foreach:>16.2f} "
+              f"{state_bytes / n_params:>14.2f}")
+    for name, ms in hessian_median.items():
+        print(f"{name} update_hessian: {ms:.1f} ms per call ({ms / 10:.1f} ms per step at k=10)")
+    print(f"timed loop: {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

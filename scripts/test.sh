@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite from a fresh clone: sets up .venv, then runs pytest (CPU only, no network).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k resume -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup_env.sh
+export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+exec python -m pytest -q "$@"

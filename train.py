@@ -1,0 +1,853 @@
+"""Pretrain GPT-2 with Sophia (or AdamW / Lion baselines), on one CPU, one GPU or many.
+
+    python train.py config/train_tiny_sophiag.py                      # laptop CPU
+    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_small_sophiag.py
+    python train.py config/train_tiny_adamw.py --learning_rate=1e-3 --out_dir=out/x
+
+Config files are Python files that are executed; their top-level assignments, then the
+`--key=value` overrides (parsed as Python literals, never evaluated), are applied to TrainConfig.
+Every random draw of a training step (data windows, dropout, Sophia's sampled labels) is a pure
+function of (seed, iteration, global micro-batch index), so a resumed run, or one on a different
+number of GPUs with the same total batch, sees exactly what an uninterrupted run would have.
+"""
+import ast
+import difflib
+import json
+import math
+import os
+import random
+import sys
+import time
+import typing
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
+from sophia import SophiaG, SophiaH, gnb_loss, hutchinson
+
+REPO_ROOT = Path(__file__).resolve().parent
+OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion")
+PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
+TRAIN, HESSIAN, VAL, EVAL_TRAIN = range(4)
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for: reported as one line, without a traceback."""
+
+
+@dataclass
+class TrainConfig:
+    # I/O
+    out_dir: str = "out"
+    eval_interval: int = 2000
+    eval_iters: int = 200  # batches per split in each evaluation
+    log_interval: int = 10
+    eval_only: bool = False  # evaluate once and exit
+    init_from: str = "scratch"  # 'scratch' | 'resume' | 'auto' (resume if a checkpoint exists) | 'gpt2*'
+    keep_last: int = 2  # checkpoints kept in out_dir
+    max_skipped_steps: int = 20  # consecutive non-finite steps that stop the run
+    # wandb
+    wandb_log: bool = False
+    wandb_project: str = "sophia-gpt2"
+    wandb_run_name: str = ""  # default: the out_dir's name
+    # data
+    dataset: str = "openwebtext"
+    data_dir: str = ""  # default: data/<dataset> in this repository
+    seed: int = 1337
+    batch_size: int = 12  # micro-batch, sequences per forward pass on one device
+    total_batch_size: int = 480  # sequences per optimizer step, all devices and micro-steps together
+    block_size: int = 1024
+    # model
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False
+    scale_attn_by_inverse_layer_idx: bool = False
+    # optimizer
+    optimizer_name: str = "sophiag"  # 'sophiag' | 'sophiah' | 'adamw' | 'lion'
+    learning_rate: float = 6e-4  # peak; for Sophia this is the official code's lr (= rho * eta of the paper)
+    max_iters: int = 100000
+    weight_decay: float = 0.2
+    beta1: float = 0.965
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    rho: float = 0.05  # Sophia's clipping threshold
+    hess_interval: int = 10  # Sophia: refresh the Hessian estimate every k steps
+    hess_total_batch_size: typing.Optional[int] = None  # sequences in each Hessian estimate (None: total_batch_size)
+    hess_grad_clip: bool = True  # clip the estimator's gradient at grad_clip, as the official code does
+    # learning-rate schedule: linear warmup, then cosine decay to min_lr
+    decay_lr: bool = True
+    warmup_iters: int = 2000
+    lr_decay_iters: typing.Optional[int] = None  # None: max_iters
+    min_lr: typing.Optional[float] = None  # None: learning_rate / 20 (the paper decays to ~0.05x)
+    # system
+    device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps'
+    dtype: str = "auto"  # 'auto' (bfloat16 on CUDA, else float32) | 'float32' | 'bfloat16' | 'float16'
+    compile: typing.Optional[bool] = None  # None: on for CUDA, off elsewhere
+    backend: str = "auto"  # DDP backend: 'auto' (nccl on CUDA, gloo on CPU) | 'nccl' | 'gloo'
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU (0: A100/H100/H200 known, else MFU is not logged)
+
+    def validate(self):
+        def need(ok, msg):
+            if not ok:
+                raise UserError(msg)
+        for name in ("eval_interval", "eval_iters", "log_interval", "keep_last", "max_skipped_steps",
+                     "batch_size", "total_batch_size", "block_size", "hess_interval"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.max_iters >= 0, f"max_iters must be >= 0, got {self.max_iters}")
+        need(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        need(self.optimizer_name in OPTIMIZERS,
+             f"optimizer_name={self.optimizer_name!r} is not one of {', '.join(OPTIMIZERS)}")
+        need(self.init_from in ("scratch", "resume", "auto") + PRETRAINED,
+             f"init_from={self.init_from!r}: use 'scratch', 'resume', 'auto' or one of {', '.join(PRETRAINED)}")
+        need(self.dtype in ("auto", "float32", "bfloat16", "float16"),
+             f"dtype={self.dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
+        need(self.backend in ("auto", "nccl", "gloo"), f"backend={self.backend!r}: use 'auto', 'nccl' or 'gloo'")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.min_lr is None or 0 <= self.min_lr <= self.learning_rate,
+             f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1, beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        need(self.rho > 0, f"rho must be > 0, got {self.rho}")
+        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        need(self.peak_flops >= 0, f"peak_flops must be >= 0, got {self.peak_flops}")
+        need(self.hess_total_batch_size is None or self.hess_total_batch_size >= 1,
+             f"hess_total_batch_size must be >= 1 (or None for total_batch_size), got {self.hess_total_batch_size}")
+        need(self.lr_decay_iters is None or self.lr_decay_iters >= self.warmup_iters,
+             f"lr_decay_iters={self.lr_decay_iters} must be >= warmup_iters={self.warmup_iters}")
+        need(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+
+    @property
+    def final_min_lr(self):
+        return self.learning_rate / 20 if self.min_lr is None else self.min_lr
+
+    @property
+    def final_lr_decay_iters(self):
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+
+# Keys of nanoGPT and of the official Sophia repo that mean something else here.
+RENAMED = {
+    "gradient_accumulation_steps": "it is derived: set total_batch_size (sequences per optimizer step, "
+                                   "all GPUs together) and batch_size (micro-batch per GPU)",
+    "total_bs": "it is called total_batch_size here (sequences per optimizer step)",
+    "interval": "it is called hess_interval here",
+    "always_save_checkpoint": "a checkpoint is written at every eval; keep_last bounds how many are kept",
+}
+
+
+def _coerce(key, value, annotation):
+    """value if it fits the field's type (ints widen to floats), else a UserError that says what fits."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, (int, float)) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    hint = "'text' in a config file; --key=text on the command line" if str in allowed else names
+    raise UserError(f"{key} must be {names}, got {value!r} ({type(value).__name__}); write it as {hint}")
+
+
+def _set(cfg, key, value, source):
+    types = typing.get_type_hints(TrainConfig)
+    if key not in types:
+        if key in RENAMED:
+            raise UserError(f"{source}: unknown key {key!r}: {RENAMED[key]}")
+        close = difflib.get_close_matches(key, types, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see TrainConfig in train.py for the keys"
+        raise UserError(f"{source}: unknown config key {key!r}; {hint}")
+    setattr(cfg, key, _coerce(key, value, types[key]))
+
+
+def parse_args(argv):
+    """TrainConfig from config files (executed Python) and --key=value overrides (Python literals)."""
+    cfg = TrainConfig()
+    for arg in argv:
+        if arg.startswith("--"):
+            key, eq, text = arg[2:].partition("=")
+            if not eq:
+                raise UserError(f"override {arg!r} must look like --key=value")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # a bare word, e.g. --out_dir=out/run1
+            _set(cfg, key, value, "command line")
+        else:
+            path = Path(arg)
+            if not path.is_file():
+                raise UserError(f"config file {arg} not found (arguments are config files or --key=value)")
+            namespace = {}
+            try:
+                exec(compile(path.read_text(), str(path), "exec"), namespace)
+            except Exception as e:
+                raise UserError(f"config file {arg} failed to run: {type(e).__name__}: {e}") from None
+            for key, value in namespace.items():
+                if not key.startswith("_") and not callable(value) and not isinstance(value, type(sys)):
+                    _set(cfg, key, value, arg)
+    cfg.validate()
+    return cfg
+
+
+# ----------------------------------------------------------------------------- distributed setup
+
+@dataclass
+class Dist:
+    ddp: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+
+def setup_distributed(cfg):
+    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # set by torchrun
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={cfg.device!r} but CUDA is not available here: use --device=cpu")
+    if name == "cuda" and ddp:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if ddp:
+        backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+        torch_dist.init_process_group(backend=backend)
+    return Dist(ddp, rank, local_rank, world_size, device)
+
+
+def all_reduce_mean(t, dist):
+    if dist.ddp:
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
+        t /= dist.world_size
+    return t
+
+
+# ----------------------------------------------------------------------------- data
+
+def open_split(data_dir, split, block_size):
+    """Validate data_dir/<split>.bin (uint16 tokens) against meta.json; returns its token count."""
+    path = data_dir / f"{split}.bin"
+    prepare = data_dir / "prepare.py"
+    fix = f"run `python {prepare.relative_to(REPO_ROOT) if prepare.is_relative_to(REPO_ROOT) else prepare}`" \
+        if prepare.exists() else "point data_dir at a folder with train.bin/val.bin (see data/)"
+    if not path.is_file():
+        raise UserError(f"{path} not found: {fix}")
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f"{path} is empty: {fix} again")
+    if size % 2:
+        raise UserError(f"{path} has an odd size ({size} bytes), so it is not uint16 tokens: {fix} again")
+    meta_path = data_dir / "meta.json"
+    if meta_path.is_file():
+        try:
+            expected = json.loads(meta_path.read_text())["splits"][split]["tokens"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{meta_path} is unreadable ({e}): {fix} again") from None
+        if size != 2 * expected:
+            raise UserError(f"{path} is truncated or stale: {size // 2} tokens, meta.json says {expected}: {fix} again")
+    if size // 2 <= block_size:
+        raise UserError(f"{path} has {size // 2} tokens, not more than block_size={block_size}: "
+                        f"lower block_size or use more data")
+    return size // 2
+
+
+def get_batch(path, seed, stream, it, index, batch_size, block_size, device):
+    """Micro-batch (x, y) number `index` of iteration `it` in a stream: random windows of the
+    memmap drawn from a generator seeded by (seed, stream, it, index) alone."""
+    data = np.memmap(path, dtype=np.uint16, mode="r")  # re-opened per batch: a long-lived memmap leaks memory
+    ix = np.random.default_rng([seed, stream, it, index]).integers(0, len(data) - block_size, size=batch_size)
+    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def reseed(seed, stream, it, index):
+    """Seed torch's RNG (dropout masks, Sophia's sampled labels) for one micro-step."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, stream, it, index, 1]).generate_state(1)[0]))
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), a baseline:
+
+        update = sign(beta1 * m + (1 - beta1) * g)
+        p      <- p * (1 - lr * weight_decay) - lr * update
+        m      <- beta2 * m + (1 - beta2) * g
+    """
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        if lr < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"Lion needs lr >= 0, weight_decay >= 0, betas in [0, 1); got {lr}, {weight_decay}, {betas}")
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if "exp_avg" not in self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            beta1, beta2 = group["betas"]
+            update = torch._foreach_lerp(exp_avgs, grads, 1 - beta1)
+            torch._foreach_sign_(update)
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_add_(params, update, alpha=-group["lr"])
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
+        return loss
+
+
+def make_optimizer(cfg, model, device):
+    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer_name == "adamw":
+        fused = device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, fused=fused, foreach=not fused)
+    if cfg.optimizer_name == "lion":
+        return Lion(groups, lr=cfg.learning_rate, betas=betas)
+    sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
+    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho)
+
+
+def lr_at(it, cfg):
+    """Linear warmup for warmup_iters, then cosine decay to min_lr at lr_decay_iters."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= cfg.final_lr_decay_iters:
+        return cfg.final_min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.final_lr_decay_iters - cfg.warmup_iters)
+    return cfg.final_min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.final_min_lr)
+
+
+# ----------------------------------------------------------------------------- the step
+
+def train_loss(model, x, y):
+    return model(x, y)[1]
+
+
+def gnb_estimator_loss(model, x, y):
+    """Sophia-G's Gauss-Newton-Bartlett estimator: cross-entropy against labels sampled from the
+    model's own predictions (the real targets y are not used)."""
+    return gnb_loss(model(x)[0])
+
+
+def forward_backward(run, loss_fn, stream, it, n_micro):
+    """Accumulate into .grad the gradient of loss_fn averaged over n_micro micro-batches on each
+    rank (and by DDP over ranks); returns the mean loss on this rank, as a tensor (no host sync).
+
+    The training step and Sophia-G's Hessian refresh both run through here, with a different
+    loss_fn and stream. DDP all-reduces gradients only on the last micro-step."""
+    total = torch.zeros((), device=run.dist.device)
+    for micro in range(n_micro):
+        index = run.dist.rank * n_micro + micro  # global micro-batch index: independent of world size
+        x, y = get_batch(run.train_path, run.cfg.seed, stream, it, index, run.cfg.batch_size,
+                         run.cfg.block_size, run.dist.device)
+        reseed(run.cfg.seed, stream, it, index)
+        last = micro == n_micro - 1
+        with nullcontext() if last or not run.dist.ddp else run.model.no_sync():
+            with run.autocast:
+                loss = loss_fn(run.model, x, y) / n_micro
+            run.scaler.scale(loss).backward()
+        total += loss.detach()
+    return total
+
+
+def grad_norm(run, clip):
+    """Unscale fp16 gradients, clip them to `clip` (0: no clipping); returns the norm before clipping."""
+    run.scaler.unscale_(run.optimizer)
+    params = [p for p in run.raw_model.parameters() if p.grad is not None]
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+
+def hutchinson_refresh(run, it):
+    """Sophia-H: u * (H u) of the training loss, averaged over the Hessian batch and all ranks.
+    Runs on the raw model under the math attention kernel: fused kernels have no double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    params = [p for p in run.raw_model.parameters() if p.requires_grad]
+    total = None
+    for micro in range(run.hess_micro):
+        index = run.dist.rank * run.hess_micro + micro
+        x, y = get_batch(run.train_path, run.cfg.seed, HESSIAN, it, index, run.cfg.batch_size,
+                         run.cfg.block_size, run.dist.device)
+        reseed(run.cfg.seed, HESSIAN, it, index)
+        with sdpa_kernel(SDPBackend.MATH), run.autocast:
+            loss = run.raw_model(x, y)[1] / run.hess_micro
+        estimates = hutchinson(loss, params)
+        total = estimates if total is None else torch._foreach_add(total, estimates)
+    for t in total:
+        all_reduce_mean(t, run.dist)
+    return params, total
+
+
+def refresh_hessian(run, it):
+    """Update Sophia's Hessian EMA from a fresh batch; returns False if the estimate was not finite."""
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.cfg.optimizer_name == "sophiah":
+        params, estimates = hutchinson_refresh(run, it)
+        finite = torch.stack([torch.isfinite(e).all() for e in estimates]).all()
+        if not finite.item():
+            return False
+        run.optimizer.update_hessian(params, estimates)
+        return True
+    forward_backward(run, gnb_estimator_loss, HESSIAN, it, run.hess_micro)
+    norm = grad_norm(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
+    finite = bool(torch.isfinite(norm).item())
+    if finite:
+        run.optimizer.update_hessian(num_tokens=run.hess_tokens)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
+def train_step(run, it):
+    """One optimizer step at iteration `it`; returns (loss, grad_norm) as floats, or NaN ones when
+    the step was skipped because the loss or the gradient was not finite (state left untouched)."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr_at(it, run.cfg)
+    loss = forward_backward(run, train_loss, TRAIN, it, run.grad_accum)
+    loss = all_reduce_mean(loss, run.dist)
+    norm = grad_norm(run, run.cfg.grad_clip)
+    loss_f, norm_f = torch.stack([loss, norm.to(loss.device, loss.dtype)]).tolist()  # the step's one host sync
+    ok = math.isfinite(loss_f) and math.isfinite(norm_f)
+    if ok:
+        run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return ok, loss_f, norm_f
+
+
+@torch.no_grad()
+def evaluate(run):
+    """Mean loss over eval_iters fixed batches of each split (the same batches at every eval, for
+    every optimizer with the same seed), shared out across ranks."""
+    run.eval_model.eval()
+    out = {}
+    for key, path, stream in (("val/loss", run.val_path, VAL), ("eval/train_loss", run.train_path, EVAL_TRAIN)):
+        total = torch.zeros((), device=run.dist.device)
+        for k in range(run.dist.rank, run.cfg.eval_iters, run.dist.world_size):
+            x, y = get_batch(path, run.cfg.seed, stream, 0, k, run.cfg.batch_size, run.cfg.block_size,
+                             run.dist.device)
+            with run.autocast:
+                total += run.eval_model(x, y)[1].float()
+        if run.dist.ddp:
+            torch_dist.all_reduce(total)
+        out[key] = total.item() / run.cfg.eval_iters
+    run.eval_model.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CKPT_PREFIX = "ckpt_"
+
+
+def checkpoint_paths(out_dir):
+    """Complete checkpoints in out_dir, newest first. Unfinished writes are hidden '.ckpt_*.tmp' files."""
+    found = []
+    for p in out_dir.glob(f"{CKPT_PREFIX}*.pt"):
+        try:
+            found.append((int(p.stem[len(CKPT_PREFIX):]), p))
+        except ValueError:
+            continue
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def read_checkpoint(path, device="cpu"):
+    """Load a checkpoint safely (weights_only: tensors and plain data, never arbitrary objects)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {path} is corrupted or unreadable ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); delete it to resume from an older one") from None
+    missing = {"model", "optimizer", "iter", "model_args"} - set(ckpt)
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {sorted(missing)}: it was not written by this train.py")
+    return ckpt
+
+
+def save_checkpoint(state, out_dir, it, keep_last):
+    """Write atomically (temp file, fsync, rename), verify the new file loads, and only then remove
+    checkpoints beyond keep_last: a kill at any moment leaves the previous good one in place."""
+    path = out_dir / f"{CKPT_PREFIX}{it:08d}.pt"
+    tmp = out_dir / f".{path.name}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    if read_checkpoint(path)["iter"] != it:
+        raise RuntimeError(f"checkpoint {path} did not read back correctly; older checkpoints were kept")
+    for old in checkpoint_paths(out_dir)[keep_last:]:
+        old.unlink()
+    return path
+
+
+def latest_valid_checkpoint(out_dir, log):
+    for path in checkpoint_paths(out_dir):
+        try:
+            return path, read_checkpoint(path)
+        except UserError as e:
+            log(f"warning: skipping {e}")
+    return None, None
+
+
+def rng_state():
+    """Every RNG, as plain data (for weights_only loading)."""
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- metrics
+
+class MetricsLog:
+    """metrics.jsonl in out_dir (always) and wandb (when wandb_log); rank 0 only. Every row has
+    iter, tokens_seen and time_s. After a resume, rows past the checkpoint's iteration are dropped
+    first, so the file never has duplicated or missing rows."""
+
+    def __init__(self, out_dir, resume_iter, wandb_run):
+        self.path = out_dir / "metrics.jsonl"
+        self.wandb_run = wandb_run
+        rows = []
+        if resume_iter is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if row["iter"] <= resume_iter:
+                    rows.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in rows))
+        os.replace(tmp, self.path)
+        self.file = open(self.path, "a")
+
+    def log(self, row):
+        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log(row, step=row["iter"])
+
+    def close(self):
+        self.file.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def start_wandb(cfg, out_dir, run_id, config):
+    """Start (or, with the checkpoint's run id, continue) the wandb run."""
+    import wandb
+    run_id = run_id or wandb.util.generate_id()
+    name = cfg.wandb_run_name or out_dir.name
+    try:
+        return wandb.init(project=cfg.wandb_project, name=name, id=run_id, resume="allow",
+                          config=config, dir=str(out_dir))
+    except Exception as e:
+        raise UserError(f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                        f"run `wandb login`, or set WANDB_MODE=offline, or pass --wandb_log=False") from None
+
+
+# ----------------------------------------------------------------------------- main
+
+class Run:
+    """What the step functions share: config, devices, model views, optimizer and data paths."""
+
+
+def check_writable(out_dir, rank):
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write_test_{rank}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"out_dir {out_dir} is not writable ({e.strerror}): choose another --out_dir") from None
+
+
+def build_model(cfg, ckpt, log):
+    if ckpt is not None:
+        model_args = ckpt["model_args"]
+        wanted = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
+                  "block_size": cfg.block_size, "bias": cfg.bias}
+        diff = {k: (model_args[k], v) for k, v in wanted.items() if model_args[k] != v}
+        if diff and not cfg.init_from.startswith("gpt2") and ckpt["config"]["init_from"] not in PRETRAINED:
+            desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
+            raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
+                            f"use another out_dir or the checkpoint's shape")
+        model = GPT(GPTConfig(**{**model_args, "dropout": cfg.dropout}))
+        model.load_state_dict(ckpt["model"])
+        return model
+    if cfg.init_from in PRETRAINED:
+        log(f"initialising from OpenAI's {cfg.init_from} weights")
+        model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+        if cfg.block_size < model.config.block_size:
+            model.crop_block_size(cfg.block_size)
+        return model
+    return GPT(config_from_dict({**asdict(cfg), "vocab_size": PADDED_VOCAB_SIZE}))
+
+
+def main(argv=None):
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    dist = setup_distributed(cfg)
+    try:
+        train(cfg, dist)
+    finally:
+        if dist.ddp:
+            torch_dist.destroy_process_group()
+
+
+def train(cfg, dist):
+    log = (lambda *a: print(*a, flush=True)) if dist.master else (lambda *a: None)
+    per_step = cfg.batch_size * dist.world_size
+    if cfg.total_batch_size % per_step:
+        raise UserError(f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
+                        f"{cfg.batch_size} * {dist.world_size}: change batch_size or total_batch_size")
+    hess_total = cfg.hess_total_batch_size or cfg.total_batch_size
+    if cfg.optimizer_name.startswith("sophia") and hess_total % per_step:
+        raise UserError(f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = "
+                        f"{cfg.batch_size} * {dist.world_size}")
+    device = dist.device
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype == "float16" and device.type != "cuda":
+        raise UserError("dtype='float16' needs CUDA (it trains with a GradScaler); use bfloat16 or float32")
+    use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+
+    out_dir = Path(cfg.out_dir)
+    check_writable(out_dir, dist.rank)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset
+
+    run = Run()
+    run.cfg, run.dist = cfg, dist
+    run.train_path, run.val_path = data_dir / "train.bin", data_dir / "val.bin"
+    open_split(data_dir, "train", cfg.block_size)
+    open_split(data_dir, "val", cfg.block_size)
+    run.grad_accum = cfg.total_batch_size // per_step
+    run.hess_micro = hess_total // per_step
+    run.hess_tokens = hess_total * cfg.block_size
+    tokens_per_iter = cfg.total_batch_size * cfg.block_size
+
+    # Resume: rank 0 picks the checkpoint, so that every rank loads the same one.
+    ckpt, ckpt_path = None, None
+    if cfg.init_from in ("resume", "auto"):
+        found = [None]
+        if dist.master:
+            if cfg.init_from == "resume" and not checkpoint_paths(out_dir):
+                found[0] = "none"
+            else:
+                path, _ = latest_valid_checkpoint(out_dir, log)
+                found[0] = str(path) if path else ("none" if cfg.init_from == "resume" else None)
+        if dist.ddp:
+            torch_dist.broadcast_object_list(found, src=0)
+        if found[0] == "none":
+            raise UserError(f"init_from='resume' but {out_dir} has no valid checkpoint: "
+                            f"use init_from='auto' to start from scratch when there is none")
+        if found[0] is not None:
+            ckpt_path = Path(found[0])
+            ckpt = read_checkpoint(ckpt_path)
+            log(f"resuming from {ckpt_path} (iter {ckpt['iter']})")
+
+    torch.manual_seed(cfg.seed)
+    raw_model = build_model(cfg, ckpt, log).to(device)
+    run.raw_model = raw_model
+    run.optimizer = make_optimizer(cfg, raw_model, device)
+    run.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
+    run.autocast = nullcontext() if dtype == "float32" else \
+        torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+    state = {"iter": 0, "tokens_seen": 0, "time_s": 0.0, "best_val_loss": float("inf"), "last_eval_iter": -1,
+             "skipped_steps": 0, "clipped_steps": 0, "skipped_hessian": 0, "wandb_run_id": None}
+    if ckpt is not None:
+        if ckpt["config"]["optimizer_name"] != cfg.optimizer_name:
+            raise UserError(f"the checkpoint in {out_dir} was trained with optimizer_name="
+                            f"{ckpt['config']['optimizer_name']!r}, config says {cfg.optimizer_name!r}")
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scaler.load_state_dict(ckpt["scaler"])
+        state.update({k: ckpt[k] for k in state})
+        set_rng_state(ckpt["rng"])
+        del ckpt
+
+    model = torch.compile(raw_model) if use_compile else raw_model
+    run.eval_model = model
+    run.model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.ddp else model
+
+    config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
+              "hess_micro": run.hess_micro, "tokens_per_iter": tokens_per_iter, "dtype_resolved": dtype,
+              "device_resolved": str(device), "compile_resolved": use_compile,
+              "min_lr_resolved": cfg.final_min_lr, "lr_decay_iters_resolved": cfg.final_lr_decay_iters,
+              "n_params": raw_model.num_params()}
+    metrics = None
+    if dist.master:
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        wandb_run = None
+        if cfg.wandb_log:
+            wandb_run = start_wandb(cfg, out_dir, state["wandb_run_id"], config)
+            state["wandb_run_id"] = wandb_run.id
+        metrics = MetricsLog(out_dir, state["iter"] if ckpt_path else None, wandb_run)
+    is_sophia = cfg.optimizer_name.startswith("sophia")
+    log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {cfg.optimizer_name} | {dist.world_size} x {device} "
+        f"{dtype}{' compiled' if use_compile else ''} | {tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x "
+        f"{run.grad_accum} micro-steps x {cfg.batch_size} x {cfg.block_size}"
+        + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens" if is_sophia else ""))
+
+    flops_per_token = raw_model.flops_per_token()
+    peak = peak_flops(device, cfg.peak_flops)
+    window = {"t": 0.0, "tokens": 0, "steps": 0}
+    process_time, process_steps = 0.0, 0
+    consecutive_skips = 0
+
+    def checkpoint():
+        if dist.master:
+            save_checkpoint({"model": raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                             "scaler": run.scaler.state_dict(), "model_args": asdict(raw_model.config),
+                             "config": asdict(cfg), "rng": rng_state(), **state}, out_dir, state["iter"], cfg.keep_last)
+
+    try:
+        while True:
+            it = state["iter"]
+            if (it % cfg.eval_interval == 0 or it >= cfg.max_iters) and state["last_eval_iter"] != it:
+                losses = evaluate(run)
+                state["last_eval_iter"] = it
+                state["best_val_loss"] = min(state["best_val_loss"], losses["val/loss"])
+                log(f"eval iter {it}: val loss {losses['val/loss']:.4f}, train loss {losses['eval/train_loss']:.4f}")
+                if dist.master:
+                    metrics.log({"iter": it, "tokens_seen": state["tokens_seen"], "time_s": state["time_s"], **losses})
+                if it > 0:
+                    checkpoint()
+                if cfg.eval_only:
+                    break
+            if it >= cfg.max_iters:
+                break
+
+            t0 = time.perf_counter()
+            ok, loss, norm = train_step(run, it)
+            tokens = tokens_per_iter
+            if ok:
+                consecutive_skips = 0
+                state["clipped_steps"] += int(cfg.grad_clip > 0 and norm > cfg.grad_clip)
+            else:
+                consecutive_skips += 1
+                state["skipped_steps"] += 1
+                log(f"iter {it + 1}: non-finite loss ({loss}) or gradient norm ({norm}): update skipped")
+                if consecutive_skips >= cfg.max_skipped_steps:
+                    raise UserError(f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. "
+                                    f"The last good checkpoint is in {out_dir}; lower learning_rate or raise rho "
+                                    f"(Sophia) / weight_decay, then resume with --init_from=resume")
+            if is_sophia and ok and (it + 1) % cfg.hess_interval == 0:
+                if not refresh_hessian(run, it):
+                    state["skipped_hessian"] += 1
+                    log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
+                tokens += run.hess_tokens
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            state["iter"] = it + 1
+            state["tokens_seen"] += tokens
+            state["time_s"] += dt
+            process_time += dt
+            process_steps += 1
+            window["t"] += dt
+            window["tokens"] += tokens
+            window["steps"] += 1
+
+            if state["iter"] % cfg.log_interval == 0 and dist.master:
+                tok_s = window["tokens"] / window["t"]
+                mfu = flops_per_token * tok_s / peak if peak else None
+                row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
+                       "train/loss": loss, "lr": lr_at(it, cfg), "grad_norm": norm,
+                       "param_norm": torch.stack(torch._foreach_norm(list(raw_model.parameters()))).norm().item(),
+                       "mfu": mfu, "ms_per_iter": 1000 * window["t"] / window["steps"], "tokens_per_s": tok_s,
+                       "train/clip_rate": state["clipped_steps"] / state["iter"],
+                       "skipped_steps": state["skipped_steps"]}
+                if is_sophia:
+                    stats = run.optimizer.stats()
+                    row["train/win_rate"] = stats["win_rate"].item()
+                    row["optim/hessian_norm"] = stats["hessian_norm"].item()
+                    row["skipped_hessian"] = state["skipped_hessian"]
+                metrics.log(row)
+                eta = (cfg.max_iters - state["iter"]) * process_time / process_steps
+                log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
+                    f"{row['ms_per_iter']:.0f} ms/iter | {tok_s:,.0f} tok/s"
+                    + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
+                    + (f" | win {row['train/win_rate']:.3f}" if is_sophia else "")
+                    + f" | eta {eta / 60:.1f} min")
+                window = {"t": 0.0, "tokens": 0, "steps": 0}
+    finally:
+        if metrics is not None:
+            metrics.close()
+    log(f"done: {state['iter']} iters, {state['tokens_seen']:,} tokens, best val loss "
+        f"{state['best_val_loss']:.4f}, {state['time_s']:.0f} s of training; outputs in {out_dir}")
+
+
+def cli():
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
