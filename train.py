@@ -16,17 +16,18 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import typing
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
@@ -608,8 +609,26 @@ def start_wandb(cfg, out_dir, run_id, config):
 
 # ----------------------------------------------------------------------------- main
 
+@dataclass
 class Run:
-    """What the step functions share: config, devices, model views, optimizer and data paths."""
+    """What the step functions share."""
+    cfg: TrainConfig
+    dist: Dist
+    train_path: Path
+    val_path: Path
+    grad_accum: int  # micro-steps per rank in an optimizer step
+    hess_micro: int  # micro-steps per rank in a Hessian refresh
+    hess_tokens: int  # predictions in one Hessian estimate, all ranks together
+    raw_model: GPT
+    model: torch.nn.Module  # compiled and/or DDP-wrapped: what the training step calls
+    eval_model: torch.nn.Module  # compiled but not DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: typing.Any
+
+
+class Preempted(Exception):
+    """SIGTERM (a scheduler's pre-emption): a checkpoint was written and the run stopped."""
 
 
 def check_writable(out_dir, rank):
@@ -622,13 +641,33 @@ def check_writable(out_dir, rank):
         raise UserError(f"out_dir {out_dir} is not writable ({e.strerror}): choose another --out_dir") from None
 
 
+def find_checkpoint(cfg, dist, out_dir, log):
+    """The checkpoint to resume from (init_from 'resume' or 'auto'), or None. Rank 0 chooses,
+    so that every rank loads the same one."""
+    if cfg.init_from not in ("resume", "auto"):
+        return None, None
+    found = [None]
+    if dist.master:
+        path, _ = latest_valid_checkpoint(out_dir, log)
+        found[0] = str(path) if path else None
+    if dist.ddp:
+        torch_dist.broadcast_object_list(found, src=0)
+    if found[0] is None:
+        if cfg.init_from == "resume":
+            raise UserError(f"init_from='resume' but {out_dir} has no valid checkpoint: "
+                            f"use init_from='auto' to start from scratch when there is none")
+        return None, None
+    log(f"resuming from {found[0]}")
+    return Path(found[0]), read_checkpoint(Path(found[0]))
+
+
 def build_model(cfg, ckpt, log):
     if ckpt is not None:
         model_args = ckpt["model_args"]
         wanted = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                   "block_size": cfg.block_size, "bias": cfg.bias}
         diff = {k: (model_args[k], v) for k, v in wanted.items() if model_args[k] != v}
-        if diff and not cfg.init_from.startswith("gpt2") and ckpt["config"]["init_from"] not in PRETRAINED:
+        if diff and ckpt["config"]["init_from"] not in PRETRAINED:
             desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
             raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
                             f"use another out_dir or the checkpoint's shape")
@@ -644,18 +683,9 @@ def build_model(cfg, ckpt, log):
     return GPT(config_from_dict({**asdict(cfg), "vocab_size": PADDED_VOCAB_SIZE}))
 
 
-def main(argv=None):
-    cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    dist = setup_distributed(cfg)
-    try:
-        train(cfg, dist)
-    finally:
-        if dist.ddp:
-            torch_dist.destroy_process_group()
-
-
-def train(cfg, dist):
-    log = (lambda *a: print(*a, flush=True)) if dist.master else (lambda *a: None)
+def setup(cfg, dist, log):
+    """Everything before the first step: checks, data, resume, model, optimizer and logging.
+    Returns the Run, the loop's state (what a checkpoint carries besides weights) and the log."""
     per_step = cfg.batch_size * dist.world_size
     if cfg.total_batch_size % per_step:
         raise UserError(f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
@@ -671,64 +701,38 @@ def train(cfg, dist):
     if dtype == "float16" and device.type != "cuda":
         raise UserError("dtype='float16' needs CUDA (it trains with a GradScaler); use bfloat16 or float32")
     use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir, dist.rank)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset
-
-    run = Run()
-    run.cfg, run.dist = cfg, dist
-    run.train_path, run.val_path = data_dir / "train.bin", data_dir / "val.bin"
     open_split(data_dir, "train", cfg.block_size)
     open_split(data_dir, "val", cfg.block_size)
-    run.grad_accum = cfg.total_batch_size // per_step
-    run.hess_micro = hess_total // per_step
-    run.hess_tokens = hess_total * cfg.block_size
-    tokens_per_iter = cfg.total_batch_size * cfg.block_size
 
-    # Resume: rank 0 picks the checkpoint, so that every rank loads the same one.
-    ckpt, ckpt_path = None, None
-    if cfg.init_from in ("resume", "auto"):
-        found = [None]
-        if dist.master:
-            if cfg.init_from == "resume" and not checkpoint_paths(out_dir):
-                found[0] = "none"
-            else:
-                path, _ = latest_valid_checkpoint(out_dir, log)
-                found[0] = str(path) if path else ("none" if cfg.init_from == "resume" else None)
-        if dist.ddp:
-            torch_dist.broadcast_object_list(found, src=0)
-        if found[0] == "none":
-            raise UserError(f"init_from='resume' but {out_dir} has no valid checkpoint: "
-                            f"use init_from='auto' to start from scratch when there is none")
-        if found[0] is not None:
-            ckpt_path = Path(found[0])
-            ckpt = read_checkpoint(ckpt_path)
-            log(f"resuming from {ckpt_path} (iter {ckpt['iter']})")
-
+    ckpt_path, ckpt = find_checkpoint(cfg, dist, out_dir, log)
     torch.manual_seed(cfg.seed)
     raw_model = build_model(cfg, ckpt, log).to(device)
-    run.raw_model = raw_model
-    run.optimizer = make_optimizer(cfg, raw_model, device)
-    run.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
-    run.autocast = nullcontext() if dtype == "float32" else \
-        torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+    optimizer = make_optimizer(cfg, raw_model, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
     state = {"iter": 0, "tokens_seen": 0, "time_s": 0.0, "best_val_loss": float("inf"), "last_eval_iter": -1,
              "skipped_steps": 0, "clipped_steps": 0, "skipped_hessian": 0, "wandb_run_id": None}
     if ckpt is not None:
         if ckpt["config"]["optimizer_name"] != cfg.optimizer_name:
             raise UserError(f"the checkpoint in {out_dir} was trained with optimizer_name="
-                            f"{ckpt['config']['optimizer_name']!r}, config says {cfg.optimizer_name!r}")
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        run.scaler.load_state_dict(ckpt["scaler"])
+                            f"{ckpt['config']['optimizer_name']!r}, config says {cfg.optimizer_name!r}: "
+                            f"use another out_dir")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
         state.update({k: ckpt[k] for k in state})
         set_rng_state(ckpt["rng"])
         del ckpt
-
     model = torch.compile(raw_model) if use_compile else raw_model
-    run.eval_model = model
-    run.model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.ddp else model
+    run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin",
+              grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // per_step,
+              hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
+              model=DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.ddp else model,
+              eval_model=model, optimizer=optimizer, scaler=scaler,
+              autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)))
 
+    tokens_per_iter = cfg.total_batch_size * cfg.block_size
     config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
               "hess_micro": run.hess_micro, "tokens_per_iter": tokens_per_iter, "dtype_resolved": dtype,
               "device_resolved": str(device), "compile_resolved": use_compile,
@@ -742,24 +746,53 @@ def train(cfg, dist):
             wandb_run = start_wandb(cfg, out_dir, state["wandb_run_id"], config)
             state["wandb_run_id"] = wandb_run.id
         metrics = MetricsLog(out_dir, state["iter"] if ckpt_path else None, wandb_run)
-    is_sophia = cfg.optimizer_name.startswith("sophia")
     log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {cfg.optimizer_name} | {dist.world_size} x {device} "
         f"{dtype}{' compiled' if use_compile else ''} | {tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x "
         f"{run.grad_accum} micro-steps x {cfg.batch_size} x {cfg.block_size}"
-        + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens" if is_sophia else ""))
+        + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens"
+           if cfg.optimizer_name.startswith("sophia") else ""))
+    return run, state, metrics
 
-    flops_per_token = raw_model.flops_per_token()
-    peak = peak_flops(device, cfg.peak_flops)
-    window = {"t": 0.0, "tokens": 0, "steps": 0}
-    process_time, process_steps = 0.0, 0
-    consecutive_skips = 0
 
-    def checkpoint():
-        if dist.master:
-            save_checkpoint({"model": raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                             "scaler": run.scaler.state_dict(), "model_args": asdict(raw_model.config),
-                             "config": asdict(cfg), "rng": rng_state(), **state}, out_dir, state["iter"], cfg.keep_last)
+def checkpoint(run, state):
+    """Rank 0 writes model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state."""
+    if not run.dist.master:
+        return
+    if not torch.isfinite(torch.stack(torch._foreach_norm(list(run.raw_model.parameters())))).all():
+        raise RuntimeError("the weights are not finite: no checkpoint written, the previous ones are kept")
+    save_checkpoint({"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                     "scaler": run.scaler.state_dict(), "model_args": asdict(run.raw_model.config),
+                     "config": asdict(run.cfg), "rng": rng_state(), **state},
+                    Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last)
 
+
+def sigterm_flag():
+    """A one-element list that becomes [True] on SIGTERM (pre-emption), checked between steps."""
+    flag = [False]
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
+    return flag
+
+
+def any_rank(flag, run):
+    """True on every rank if it is True on any (so that all ranks stop at the same step)."""
+    if not run.dist.ddp:
+        return flag
+    t = torch.tensor(float(flag), device=run.dist.device)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def train(cfg, dist):
+    log = (lambda *a: print(*a, flush=True)) if dist.master else (lambda *a: None)
+    run, state, metrics = setup(cfg, dist, log)
+    is_sophia = cfg.optimizer_name.startswith("sophia")
+    tokens_per_iter = cfg.total_batch_size * cfg.block_size
+    flops_per_token = run.raw_model.flops_per_token()
+    peak = peak_flops(dist.device, cfg.peak_flops)
+    window = {"t": 0.0, "tokens": 0, "steps": 0}  # since the last log line
+    process_time, process_steps, consecutive_skips = 0.0, 0, 0
+    terminate = sigterm_flag()
     try:
         while True:
             it = state["iter"]
@@ -771,11 +804,15 @@ def train(cfg, dist):
                 if dist.master:
                     metrics.log({"iter": it, "tokens_seen": state["tokens_seen"], "time_s": state["time_s"], **losses})
                 if it > 0:
-                    checkpoint()
+                    checkpoint(run, state)
                 if cfg.eval_only:
                     break
             if it >= cfg.max_iters:
                 break
+            if any_rank(terminate[0], run):
+                checkpoint(run, state)
+                raise Preempted(f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; "
+                                f"continue with --init_from=auto")
 
             t0 = time.perf_counter()
             ok, loss, norm = train_step(run, it)
@@ -789,31 +826,28 @@ def train(cfg, dist):
                 log(f"iter {it + 1}: non-finite loss ({loss}) or gradient norm ({norm}): update skipped")
                 if consecutive_skips >= cfg.max_skipped_steps:
                     raise UserError(f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. "
-                                    f"The last good checkpoint is in {out_dir}; lower learning_rate or raise rho "
-                                    f"(Sophia) / weight_decay, then resume with --init_from=resume")
+                                    f"The last good checkpoint is in {cfg.out_dir}; lower learning_rate or raise "
+                                    f"rho (Sophia) / weight_decay, then resume with --init_from=resume")
             if is_sophia and ok and (it + 1) % cfg.hess_interval == 0:
                 if not refresh_hessian(run, it):
                     state["skipped_hessian"] += 1
                     log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
                 tokens += run.hess_tokens
-            if device.type == "cuda":
+            if dist.device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             state["iter"] = it + 1
             state["tokens_seen"] += tokens
             state["time_s"] += dt
-            process_time += dt
-            process_steps += 1
-            window["t"] += dt
-            window["tokens"] += tokens
-            window["steps"] += 1
+            process_time, process_steps = process_time + dt, process_steps + 1
+            window = {"t": window["t"] + dt, "tokens": window["tokens"] + tokens, "steps": window["steps"] + 1}
 
             if state["iter"] % cfg.log_interval == 0 and dist.master:
                 tok_s = window["tokens"] / window["t"]
                 mfu = flops_per_token * tok_s / peak if peak else None
                 row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
                        "train/loss": loss, "lr": lr_at(it, cfg), "grad_norm": norm,
-                       "param_norm": torch.stack(torch._foreach_norm(list(raw_model.parameters()))).norm().item(),
+                       "param_norm": torch.stack(torch._foreach_norm(list(run.raw_model.parameters()))).norm().item(),
                        "mfu": mfu, "ms_per_iter": 1000 * window["t"] / window["steps"], "tokens_per_s": tok_s,
                        "train/clip_rate": state["clipped_steps"] / state["iter"],
                        "skipped_steps": state["skipped_steps"]}
@@ -834,15 +868,29 @@ def train(cfg, dist):
         if metrics is not None:
             metrics.close()
     log(f"done: {state['iter']} iters, {state['tokens_seen']:,} tokens, best val loss "
-        f"{state['best_val_loss']:.4f}, {state['time_s']:.0f} s of training; outputs in {out_dir}")
+        f"{state['best_val_loss']:.4f}, {state['time_s']:.0f} s of training; outputs in {cfg.out_dir}")
+
+
+def main(argv=None):
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    dist = setup_distributed(cfg)
+    try:
+        train(cfg, dist)
+    finally:
+        if dist.ddp:
+            torch_dist.destroy_process_group()
 
 
 def cli():
+    """Command-line entry: user mistakes are one line on stderr and exit code 2, never a traceback."""
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except Preempted as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
