@@ -526,7 +526,10 @@ def save_checkpoint(state, out_dir, it, keep_last):
         os.close(dir_fd)
     if read_checkpoint(path)["iter"] != it:
         raise RuntimeError(f"checkpoint {path} did not read back correctly; older checkpoints were kept")
-    for old in checkpoint_paths(out_dir)[keep_last:]:
+    paths = checkpoint_paths(out_dir)
+    i = paths.index(path)
+    # numbered after this one: left by an abandoned attempt (e.g. a corrupted one a resume fell back past)
+    for old in paths[:i] + paths[i + keep_last:]:
         old.unlink()
     return path
 
@@ -595,13 +598,12 @@ class MetricsLog:
 
 
 def start_wandb(cfg, out_dir, run_id, config):
-    """Start (or, with the checkpoint's run id, continue) the wandb run."""
+    """Start (or, with the checkpoint's run id, continue) the wandb run; a new run's id is wandb's choice."""
     import wandb
-    run_id = run_id or wandb.util.generate_id()
     name = cfg.wandb_run_name or out_dir.name
     try:
         return wandb.init(project=cfg.wandb_project, name=name, id=run_id, resume="allow",
-                          config=config, dir=str(out_dir))
+                          config=config, dir=os.environ.get("WANDB_DIR") or str(out_dir))
     except Exception as e:
         raise UserError(f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
                         f"run `wandb login`, or set WANDB_MODE=offline, or pass --wandb_log=False") from None
@@ -645,6 +647,9 @@ def find_checkpoint(cfg, dist, out_dir, log):
     """The checkpoint to resume from (init_from 'resume' or 'auto'), or None. Rank 0 chooses,
     so that every rank loads the same one."""
     if cfg.init_from not in ("resume", "auto"):
+        if checkpoint_paths(out_dir):  # every rank sees the same shared out_dir
+            raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={cfg.init_from!r} "
+                            f"would overwrite them: continue it with --init_from=auto, or use another out_dir")
         return None, None
     found = [None]
     if dist.master:
@@ -686,6 +691,10 @@ def build_model(cfg, ckpt, log):
 def setup(cfg, dist, log):
     """Everything before the first step: checks, data, resume, model, optimizer and logging.
     Returns the Run, the loop's state (what a checkpoint carries besides weights) and the log."""
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        log("warning: torchrun shares its TCP store with the workers, so restarted workers can read the last "
+            "attempt's addresses and fail to connect (pytorch/pytorch#135712): "
+            "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before torchrun --max-restarts")
     per_step = cfg.batch_size * dist.world_size
     if cfg.total_batch_size % per_step:
         raise UserError(f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
@@ -708,7 +717,10 @@ def setup(cfg, dist, log):
     open_split(data_dir, "val", cfg.block_size)
 
     ckpt_path, ckpt = find_checkpoint(cfg, dist, out_dir, log)
+    # the initial weights; python's and numpy's global RNGs too, so that a checkpoint depends on the seed alone
     torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     raw_model = build_model(cfg, ckpt, log).to(device)
     optimizer = make_optimizer(cfg, raw_model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
@@ -758,8 +770,11 @@ def checkpoint(run, state):
     """Rank 0 writes model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state."""
     if not run.dist.master:
         return
-    if not torch.isfinite(torch.stack(torch._foreach_norm(list(run.raw_model.parameters())))).all():
-        raise RuntimeError("the weights are not finite: no checkpoint written, the previous ones are kept")
+    tensors = list(run.raw_model.parameters()) + [v for s in run.optimizer.state.values() for v in s.values()
+                                                  if torch.is_tensor(v) and v.is_floating_point()]
+    if not torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all():
+        raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
+                           "the previous ones are kept")
     save_checkpoint({"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
                      "scaler": run.scaler.state_dict(), "model_args": asdict(run.raw_model.config),
                      "config": asdict(run.cfg), "rng": rng_state(), **state},
@@ -767,11 +782,12 @@ def checkpoint(run, state):
 
 
 def sigterm_flag():
-    """A one-element list that becomes [True] on SIGTERM (pre-emption), checked between steps."""
+    """A one-element list that becomes [True] on SIGTERM (pre-emption), checked between steps, and
+    the handler it replaced (None off the main thread), to be put back when training ends."""
     flag = [False]
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
-    return flag
+    if threading.current_thread() is not threading.main_thread():
+        return flag, None
+    return flag, signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
 
 
 def any_rank(flag, run):
@@ -792,7 +808,7 @@ def train(cfg, dist):
     peak = peak_flops(dist.device, cfg.peak_flops)
     window = {"t": 0.0, "tokens": 0, "steps": 0}  # since the last log line
     process_time, process_steps, consecutive_skips = 0.0, 0, 0
-    terminate = sigterm_flag()
+    terminate, previous_sigterm = sigterm_flag()
     try:
         while True:
             it = state["iter"]
@@ -826,8 +842,8 @@ def train(cfg, dist):
                 log(f"iter {it + 1}: non-finite loss ({loss}) or gradient norm ({norm}): update skipped")
                 if consecutive_skips >= cfg.max_skipped_steps:
                     raise UserError(f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. "
-                                    f"The last good checkpoint is in {cfg.out_dir}; lower learning_rate or raise "
-                                    f"rho (Sophia) / weight_decay, then resume with --init_from=resume")
+                                    f"Lower learning_rate or raise rho (Sophia) / weight_decay, then continue from the "
+                                    f"last good checkpoint in {cfg.out_dir} (if any) with --init_from=auto")
             if is_sophia and ok and (it + 1) % cfg.hess_interval == 0:
                 if not refresh_hessian(run, it):
                     state["skipped_hessian"] += 1
@@ -851,8 +867,9 @@ def train(cfg, dist):
                        "mfu": mfu, "ms_per_iter": 1000 * window["t"] / window["steps"], "tokens_per_s": tok_s,
                        "train/clip_rate": state["clipped_steps"] / state["iter"],
                        "skipped_steps": state["skipped_steps"]}
-                if is_sophia:
-                    stats = run.optimizer.stats()
+                if is_sophia:  # a skipped step has no clipping to report (and after a resume no step may exist yet)
+                    stats = run.optimizer.stats() if ok else dict.fromkeys(("win_rate", "hessian_norm"),
+                                                                            torch.tensor(math.nan))
                     row["train/win_rate"] = stats["win_rate"].item()
                     row["optim/hessian_norm"] = stats["hessian_norm"].item()
                     row["skipped_hessian"] = state["skipped_hessian"]
@@ -865,6 +882,8 @@ def train(cfg, dist):
                     + f" | eta {eta / 60:.1f} min")
                 window = {"t": 0.0, "tokens": 0, "steps": 0}
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if metrics is not None:
             metrics.close()
     log(f"done: {state['iter']} iters, {state['tokens_seen']:,} tokens, best val loss "

@@ -153,3 +153,17 @@ def test_model_forward_gives_logits_everywhere_and_the_loss():
     assert model.transformer.wte.weight is model.lm_head.weight
     out = model.generate(idx[:1, :4], 5, temperature=0)
     assert out.shape == (1, 9) and torch.equal(out[:, :4], idx[:1, :4])
+
+
+def test_sample_generates_text_from_a_checkpoint(shakespeare, tmp_path):
+    train.main(tiny_args(shakespeare, tmp_path / "run", max_iters=2, eval_interval=2))
+    out = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path / 'run'}", "--start=ROMEO:",
+                          "--num_samples=2", "--max_new_tokens=8", "--device=cpu"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    samples = out.stdout.split("---------------\n")
+    assert len(samples) == 3 and all(s.startswith("ROMEO:") for s in samples[:2])
+    missing = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path / 'none'}"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode != 0 and missing.stderr.strip() == \
+        f"error: no checkpoint in {tmp_path / 'none'}: train first, or pass --init_from=gpt2"
