@@ -1,0 +1,499 @@
+"""
+A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
+
+Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a
+time, each in <out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there).
+Then, per optimizer, it selects the lr with the lowest mean final val loss across seeds, and
+for each seed measures how many steps / tokens / seconds the selected run of each other
+optimizer needed to first reach the final val loss of the selected baseline (AdamW) run of
+the SAME seed, as a ratio to the baseline's own (0.50x = half as many). It reports these
+ratios per seed and their mean, min-max and std across seeds, or "not reached".
+
+    python scripts/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
+        --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
+    python scripts/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
+    python scripts/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
+    python scripts/sweep.py ... --analyze_only                           # no training
+
+Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped,
+an unfinished one continues from its newest checkpoint (train.py --init_from=auto). A run that
+fails is reported and the sweep goes on; the exit status is then 1.
+Writes <out>/sweep_summary.json and <out>/sweep_best.png (scripts/compare.py's figure of the
+selected runs, all seeds; its target is the first seed's baseline run).
+"""
+import argparse
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import train  # noqa: E402  (after the repo root is on sys.path)
+from scripts.compare import (  # noqa: E402
+    FORMATS, X_NAMES, Run, fmt_lr, fmt_seconds, load_run, plot_runs, summarize)
+
+# train.py keys the sweep sets itself for every run
+RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
+SUMMARY_JSON, BEST_PNG = "sweep_summary.json", "sweep_best.png"
+
+
+def say(*args):
+    print(*args, flush=True)  # the console is often a nohup log file
+
+
+@dataclass
+class Point:
+    """One training run of the grid."""
+    optimizer: str
+    lr: float
+    seed: int
+    out_dir: Path
+    args: list[str]  # train.py arguments
+    settings: dict  # the resolved TrainConfig, which the run dir's config.json must match
+
+    @property
+    def label(self) -> str:  # the same label compare.py gives the run
+        return f"{self.optimizer} lr={fmt_lr(self.lr)} seed={self.seed}"
+
+    @property
+    def max_iters(self) -> int:
+        return self.settings["max_iters"]
+
+
+# -----------------------------------------------------------------------------
+# the grid
+
+def parse_lrs(specs: list[str]) -> dict[str, list[float]]:
+    """["adamw=1e-3,3e-3", ...] -> {"adamw": [0.001, 0.003]} (sorted, unique)."""
+    grid = {}
+    for spec in specs:
+        name, eq, values = spec.partition("=")
+        if not eq or not name or not values:
+            raise ValueError(f"--lrs {spec!r}: write OPTIMIZER=LR,LR,..., e.g. adamw=1e-3,3e-3")
+        if name in grid:
+            raise ValueError(f"--lrs names {name!r} twice: give all its lrs in one "
+                             f"OPTIMIZER=LR,LR,...")
+        try:
+            lrs = sorted({float(v) for v in values.split(",")})
+        except ValueError:
+            raise ValueError(f"--lrs {spec!r}: learning rates must be numbers, "
+                             f"e.g. {name}=1e-3,3e-3") from None
+        if not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+            raise ValueError(f"--lrs {spec!r}: learning rates must be finite and > 0")
+        grid[name] = lrs
+    return grid
+
+
+def parse_sets(sets: list[str]) -> list[str]:
+    """["n_layer=2", ...] -> ["--n_layer=2", ...]; train.py checks keys and values."""
+    args = []
+    for item in sets:
+        key, eq, _ = item.partition("=")
+        if not eq or not key or key.startswith("-"):
+            raise ValueError(f"--set {item!r}: write KEY=VALUE with a train.py key, "
+                             f"e.g. max_iters=100")
+        if key in RESERVED:
+            raise ValueError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
+                             f"(use --lrs, --seeds, --out and one config per optimizer)")
+        args.append(f"--{item}")
+    return args
+
+
+def plan(configs: list[str], grid: dict[str, list[float]], seeds: list[int], out: Path,
+         sets: list[str]) -> list[Point]:
+    """Every point of the sweep, seed by seed (a full grid for the first seed comes first)."""
+    by_optimizer = {}
+    for path in configs:
+        if not Path(path).is_file():
+            raise ValueError(f"--configs {path}: file not found")
+        cfg = train.parse_args([path, *sets])
+        if cfg.init_from not in ("scratch", "auto", "resume"):
+            raise ValueError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from "
+                             f"scratch")
+        if cfg.optimizer_name in by_optimizer:
+            raise ValueError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
+                             f"{cfg.optimizer_name!r}: give one config per optimizer")
+        by_optimizer[cfg.optimizer_name] = path
+    trained = ", ".join(by_optimizer)
+    for name in grid:
+        if name not in by_optimizer:
+            raise ValueError(f"--lrs {name}: no --configs file trains {name!r} "
+                             f"(they train {trained})")
+    for name, path in by_optimizer.items():
+        if name not in grid:
+            raise ValueError(f"no --lrs for {name!r} (trained by {path}): add e.g. "
+                             f"{name}=1e-3,3e-3,1e-2")
+    points, dirs = [], set()
+    for seed in seeds:
+        for name, path in by_optimizer.items():
+            for lr in grid[name]:
+                out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
+                if out_dir in dirs:
+                    raise ValueError(f"--lrs {name}: two learning rates both name {out_dir}; "
+                                     f"make them differ in the first 4 digits")
+                dirs.add(out_dir)
+                args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}",
+                        f"--out_dir={out_dir}", "--init_from=auto"]
+                points.append(Point(name, lr, seed, out_dir, args, asdict(train.parse_args(args))))
+    return points
+
+
+def check_settings(point: Point) -> None:
+    """A run dir left by a sweep with other settings would be resumed or skipped wrongly."""
+    path = point.out_dir / "config.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items()
+            if old.get(k) != v]
+    if diff:
+        raise ValueError(f"{point.out_dir} holds a run with other settings "
+                         f"({'; '.join(diff[:3])}): use another --out, or delete that directory")
+
+
+# -----------------------------------------------------------------------------
+# running
+
+def load_point(point: Point) -> Run | None:
+    """The point's run as on disk; None when it has not logged anything readable yet."""
+    try:
+        return load_run(point.out_dir, point.label)
+    except ValueError:
+        return None
+
+
+def is_finished(run: Run | None, max_iters: int) -> bool:
+    evals = run.evals if run else []
+    return bool(evals) and evals[-1]["iter"] >= max_iters
+
+
+def last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+def train_point(point: Point, launcher: list[str]) -> int:
+    """train.py for one point, its output appended to train.log in the run dir; exit status."""
+    cmd = [*launcher, str(REPO / "train.py"), *point.args]
+    point.out_dir.mkdir(parents=True, exist_ok=True)
+    with open(point.out_dir / "train.log", "a") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep.py runs: {shlex.join(cmd)}\n")
+        log.flush()
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
+    """Train every unfinished point; returns {label: why it failed} for those that failed."""
+    todo = sum(not is_finished(load_point(p), p.max_iters) for p in points)
+    say(f"sweep: {len(points)} runs, {len(points) - todo} finished already, {todo} to train")
+    start, durations, failed = time.time(), [], {}
+    for k, point in enumerate(points, 1):
+        head = f"[{k}/{len(points)}] {point.label}:"
+        run = load_point(point)
+        if is_finished(run, point.max_iters):
+            say(f"{head} finished already (final val loss {run.final_val_loss:.4f}), skipped")
+            continue
+        verb = "resuming" if train.checkpoint_paths(point.out_dir) else "training"
+        eta = (f"ETA {fmt_seconds(statistics.mean(durations) * todo)}" if durations
+               else "ETA after the first run")
+        say(f"{head} {verb} (log: {point.out_dir / 'train.log'}) | elapsed "
+            f"{fmt_seconds(time.time() - start)} | {todo} runs left, {eta}")
+        t0 = time.time()
+        code = train_point(point, launcher)
+        durations.append(time.time() - t0)
+        todo -= 1
+        run = load_point(point)
+        took = fmt_seconds(durations[-1])
+        if code == 0 and is_finished(run, point.max_iters):
+            say(f"{head} done in {took}: final val loss {run.final_val_loss:.4f} at iter "
+                f"{run.evals[-1]['iter']}/{point.max_iters}")
+        else:
+            why = f"exit {code}" if code else "exited 0 without its final eval"
+            failed[point.label] = f"{why}: {last_line(point.out_dir / 'train.log')}"
+            say(f"{head} FAILED after {took} ({failed[point.label]}); log: "
+                f"{point.out_dir / 'train.log'}")
+    say(f"sweep: trained for {fmt_seconds(time.time() - start)}, {len(failed)} failed")
+    return failed
+
+
+# -----------------------------------------------------------------------------
+# selection and speedup (pure functions of final losses and runs)
+
+def select_lr(losses: dict[float, list[float | None]]) -> dict:
+    """losses: lr -> the final val loss of each seed's run (None: not finished).
+
+    The mean is None when a seed's run is unfinished (that lr cannot be judged yet) and inf when
+    one diverged (non-finite final loss). The best lr has the lowest finite mean; `edge` says
+    when it is the lowest or highest lr of the grid (a diverged lr counts, an unfinished one
+    does not), i.e. when the optimum may lie outside it.
+    """
+    means = {}
+    for lr, values in losses.items():
+        if any(v is None for v in values):
+            means[lr] = None
+        elif all(math.isfinite(v) for v in values):
+            means[lr] = statistics.mean(values)
+        else:
+            means[lr] = math.inf
+    judged = {lr: m for lr, m in means.items() if m is not None and math.isfinite(m)}
+    best = min(judged, key=judged.get) if judged else None
+    edge = None
+    done = sorted(lr for lr, m in means.items() if m is not None)  # diverged lrs bracket too
+    if best is not None and len(done) == len(means):
+        if len(done) == 1:
+            edge = "the only lr of the grid: sweep at least 3"
+        elif best in (done[0], done[-1]):
+            side, step = ("highest", 3) if best == done[-1] else ("lowest", 1 / 3)
+            edge = (f"the {side} lr of the grid: widen the grid "
+                    f"(e.g. add {fmt_lr(float(f'{best * step:.2g}'))})")
+    elif best is not None and best in (done[0], done[-1]):
+        edge = "the lowest or highest lr with finished runs: finish the sweep to know"
+    return {"means": means, "best": best, "edge": edge}
+
+
+def spread(values: list[float]) -> dict:
+    """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
+    return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
+            "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
+    """Per seed: steps / tokens / seconds each run needs to first reach the final val loss of the
+    baseline run of the same seed, as ratios to the baseline's own (compare.summarize), and
+    their spread over the seeds where it was reached."""
+    per_seed = []
+    for seed, base in baselines.items():
+        base_row, row = summarize([base, runs[seed]], base)
+        entry = {"seed": seed, "target": row["target"], "final_val_loss": row["final_val_loss"],
+                 "reached": row["reached"]}
+        for name in X_NAMES.values():
+            entry[f"{name}_to_target"] = row[f"{name}_to_target"]
+            entry[f"baseline_{name}_to_target"] = base_row[f"{name}_to_target"]
+            entry[f"{name}_ratio"] = row[f"{name}_ratio"]
+        per_seed.append(entry)
+    stats = {}
+    for name in X_NAMES.values():
+        ratios = [e[f"{name}_ratio"] for e in per_seed if e[f"{name}_ratio"] is not None]
+        stats[name] = spread(ratios) if ratios else None
+    return {"per_seed": per_seed, "stats": stats,
+            "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
+
+
+def status(run: Run | None, max_iters: int, failure: str | None) -> str:
+    if failure:
+        return f"FAILED ({failure})"
+    if run is None or not run.rows:
+        return "not started"
+    if not is_finished(run, max_iters):
+        return f"incomplete ({run.last_iter}/{max_iters} iters)"
+    return "finished" if math.isfinite(run.final_val_loss) else "diverged"
+
+
+def analyze(points: list[Point], baseline: str, failed: dict[str, str]) -> tuple[dict, dict]:
+    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: Run}}."""
+    runs = {p.label: load_point(p) for p in points}
+    seeds = sorted({p.seed for p in points})
+    table, losses = [], {}
+    for p in points:
+        run = runs[p.label]
+        final = run.final_val_loss if is_finished(run, p.max_iters) else None
+        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final)
+        table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
+                      "final_val_loss": final,
+                      "status": status(run, p.max_iters, failed.get(p.label))})
+    selection = {name: select_lr(by_lr) for name, by_lr in losses.items()}
+    chosen = {}
+    for name, sel in selection.items():
+        if sel["best"] is not None:
+            chosen[name] = {p.seed: runs[p.label] for p in points
+                            if p.optimizer == name and p.lr == sel["best"]}
+    speedups = {}
+    if baseline in chosen:
+        for name, runs_by_seed in chosen.items():
+            if name != baseline:
+                speedups[name] = speedup(chosen[baseline], runs_by_seed)
+    summary = {"baseline": baseline, "seeds": seeds, "runs": table,
+               "selection": {name: {"lrs": [{"lr": lr, "mean_val_loss": sel["means"][lr],
+                                             "per_seed": losses[name][lr]}
+                                            for lr in sorted(losses[name])],
+                                    "best_lr": sel["best"], "edge": sel["edge"]}
+                             for name, sel in selection.items()},
+               "speedup": speedups}
+    return summary, chosen
+
+
+# -----------------------------------------------------------------------------
+# output
+
+def align(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def fmt_loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def format_summary(summary: dict) -> str:
+    baseline, seeds = summary["baseline"], summary["seeds"]
+    lines = ["runs (final val loss = the last eval, at max_iters)",
+             align([["optimizer", "lr", "seed", "final val loss", "status"]] +
+                   [[r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]),
+                     r["status"]] for r in summary["runs"]]),
+             "", f"learning rate: mean final val loss over seeds {', '.join(map(str, seeds))}"]
+    rows = [["optimizer", "lr", "mean", "per seed", ""]]
+    for name, sel in summary["selection"].items():
+        for entry in sel["lrs"]:
+            mean = entry["mean_val_loss"]
+            mean = ("incomplete" if mean is None else "diverged" if math.isinf(mean)
+                    else f"{mean:.4f}")
+            per_seed = " ".join(map(fmt_loss, entry["per_seed"]))
+            rows.append([name, fmt_lr(entry["lr"]), mean, per_seed,
+                         "<- best" if entry["lr"] == sel["best_lr"] else ""])
+    lines.append(align(rows))
+    for name, sel in summary["selection"].items():
+        if sel["best_lr"] is None:
+            lines.append(f"{name}: no lr has a finished, finite run for every seed: "
+                         f"nothing selected")
+        else:
+            lines.append(f"{name}: best lr {fmt_lr(sel['best_lr'])}"
+                         + (f", {sel['edge']}" if sel["edge"] else ""))
+    if baseline not in summary["selection"] or summary["selection"][baseline]["best_lr"] is None:
+        lines.append(f"no speedup: the baseline {baseline} has no selected lr")
+    for name, result in summary["speedup"].items():
+        lr, base_lr = (fmt_lr(summary["selection"][n]["best_lr"]) for n in (name, baseline))
+        title = (f"speedup of {name} lr={lr} over {baseline} lr={base_lr}: steps / tokens / "
+                 f"seconds to first reach the final val loss of the {baseline} run of the "
+                 f"same seed")
+        lines += ["", title]
+        rows = [["seed", "target", f"{name} final", *FORMATS]]
+        for e in result["per_seed"]:
+            cells = [str(e["seed"]), fmt_loss(e["target"]), fmt_loss(e["final_val_loss"])]
+            for unit, fmt in FORMATS.items():
+                x, base_x, ratio = (e[f"{unit}_to_target"], e[f"baseline_{unit}_to_target"],
+                                    e[f"{unit}_ratio"])
+                cells.append("not reached" if x is None else
+                             f"{fmt(x)} vs {fmt(base_x)} = " + ("n/a" if ratio is None
+                                                               else f"{ratio:.2f}x"))
+            rows.append(cells)
+        lines.append(align(rows))
+        missed = result["not_reached_seeds"]
+        if missed:
+            lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
+                         f"{baseline}'s final val loss there")
+        over = f"over the {len(seeds) - len(missed)} of {len(seeds)} seeds that reached it" \
+            if missed else f"over {len(seeds)} seeds"
+        lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
+        for unit, st in result["stats"].items():
+            if st is None:
+                lines.append(f"  {unit:<8}not reached")
+                continue
+            std = "n/a (1 seed)" if st["std"] is None else f"{st['std']:.2f}"
+            lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-"
+                         f"{st['max']:.2f}x  std {std}"
+                         + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+    return "\n".join(lines)
+
+
+def jsonable(value):
+    """JSON is strict: non-finite floats become null (the status says diverged / incomplete)."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_outputs(summary: dict, chosen: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / SUMMARY_JSON]
+    baseline = summary["baseline"]
+    if baseline in chosen:
+        runs = [run for name in chosen for run in chosen[name].values()]
+        base = chosen[baseline][summary["seeds"][0]]
+        plot_runs(runs, base, summarize(runs, base), out / BEST_PNG)
+        written.append(out / BEST_PNG)
+    (out / SUMMARY_JSON).write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
+    return written
+
+
+# -----------------------------------------------------------------------------
+
+def parse_args(argv):
+    intro, examples = __doc__.strip().split("\n\n    ", 1)
+    p = argparse.ArgumentParser(description=intro, epilog="    " + examples,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", required=True, metavar="CONFIG",
+                   help="train.py config files, one per optimizer (its optimizer_name)")
+    p.add_argument("--lrs", nargs="+", required=True, metavar="OPT=LR,LR",
+                   help="learning rates per optimizer, e.g. adamw=1e-3,3e-3,1e-2")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="default: 0 1")
+    p.add_argument("--out", default="out/sweep", help="root of the run dirs (default out/sweep)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="train.py settings for every run, e.g. max_iters=100 device=cpu")
+    p.add_argument("--baseline", default="adamw",
+                   help="optimizer whose final val loss is the target (default adamw)")
+    p.add_argument("--launcher", default=shlex.quote(sys.executable),
+                   help='command that runs train.py (default: this python), e.g. '
+                        '"torchrun --standalone --nproc_per_node=8"')
+    p.add_argument("--dry_run", action="store_true",
+                   help="print the runs and their commands, train nothing")
+    p.add_argument("--analyze_only", action="store_true",
+                   help="summarize the existing run dirs, train nothing")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    try:
+        if len(set(args.seeds)) != len(args.seeds):
+            raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
+        launcher = shlex.split(args.launcher)
+        if not launcher:
+            raise ValueError("--launcher is empty: leave it out to run train.py with this python")
+        points = plan(args.configs, parse_lrs(args.lrs), args.seeds, out, parse_sets(args.set))
+        if args.baseline not in {p.optimizer for p in points}:
+            raise ValueError(f"--baseline {args.baseline}: no --configs file trains it")
+        for point in points:
+            check_settings(point)
+    except ValueError as e:
+        print(f"sweep.py: error: {e}", file=sys.stderr)
+        return 2
+
+    if args.dry_run:
+        for k, p in enumerate(points, 1):
+            done = is_finished(load_point(p), p.max_iters)
+            verdict = "finished, would skip" if done else "would run"
+            say(f"[{k}/{len(points)}] {p.label}: {verdict}\n"
+                f"    {shlex.join([*launcher, str(REPO / 'train.py'), *p.args])}")
+        return 0
+    failed = {}
+    if not args.analyze_only:
+        try:
+            failed = run_sweep(points, launcher)
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume (finished runs are skipped)",
+                  file=sys.stderr)
+            return 130
+
+    summary, chosen = analyze(points, args.baseline, failed)
+    summary["command"] = shlex.join(["scripts/sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    say("\n" + format_summary(summary) + "\n")
+    for path in write_outputs(summary, chosen, out):
+        say(f"wrote {path}")
+    complete = all(sel["best_lr"] is not None for sel in summary["selection"].values())
+    return 1 if failed or not complete else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
