@@ -688,6 +688,14 @@ def build_model(cfg, ckpt, log):
     return GPT(config_from_dict({**asdict(cfg), "vocab_size": PADDED_VOCAB_SIZE}))
 
 
+def batch_sizes_that_fit(total: int, world_size: int) -> str:
+    """The end of a batch-divisibility error: which micro-batch sizes would work."""
+    fits = [str(b) for b in range(1, total // world_size + 1) if total % (b * world_size) == 0]
+    if not fits:
+        return f" ({total} sequences cannot be split evenly over world_size={world_size}: use a multiple of it)"
+    return f" (batch_size values that fit world_size={world_size}: {', '.join(fits)})"
+
+
 def setup(cfg, dist, log):
     """Everything before the first step: checks, data, resume, model, optimizer and logging.
     Returns the Run, the loop's state (what a checkpoint carries besides weights) and the log."""
@@ -698,11 +706,12 @@ def setup(cfg, dist, log):
     per_step = cfg.batch_size * dist.world_size
     if cfg.total_batch_size % per_step:
         raise UserError(f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
-                        f"{cfg.batch_size} * {dist.world_size}: change batch_size or total_batch_size")
+                        f"{cfg.batch_size} * {dist.world_size}: change batch_size or total_batch_size"
+                        f"{batch_sizes_that_fit(cfg.total_batch_size, dist.world_size)}")
     hess_total = cfg.hess_total_batch_size or cfg.total_batch_size
     if cfg.optimizer_name.startswith("sophia") and hess_total % per_step:
         raise UserError(f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = "
-                        f"{cfg.batch_size} * {dist.world_size}")
+                        f"{cfg.batch_size} * {dist.world_size}{batch_sizes_that_fit(hess_total, dist.world_size)}")
     device = dist.device
     dtype = cfg.dtype
     if dtype == "auto":

@@ -426,7 +426,8 @@ BAD_INPUTS = {
                                    "optimizer_name='sophia' is not one of sophiag, sophiah, adamw, lion"),
     "batch not divisible": args_case(["--total_batch_size=10"],
                                      "total_batch_size=10 is not divisible by batch_size * world_size = 4 * 1: "
-                                     "change batch_size or total_batch_size"),
+                                     "change batch_size or total_batch_size "
+                                     "(batch_size values that fit world_size=1: 1, 2, 5, 10)"),
     "missing bin": data_case(_missing, "{d}/train.bin not found: point data_dir at a folder with train.bin/val.bin"),
     "empty bin": data_case(_empty, "{d}/train.bin is empty: point data_dir at"),
     "truncated bin": data_case(_truncated, "{d}/train.bin is truncated or stale: 999 tokens, meta.json says 1000"),
@@ -475,7 +476,7 @@ def test_batch_not_divisible_by_world_size_under_torchrun(shakespeare, tmp_path)
     out = run_train(run_args(shakespeare, tmp_path / "out", total_batch_size=12), nproc=2, check=False)
     assert out.returncode != 0
     message = ("error: total_batch_size=12 is not divisible by batch_size * world_size = 4 * 2: "
-               "change batch_size or total_batch_size")
+               "change batch_size or total_batch_size (batch_size values that fit world_size=2: 1, 2, 3, 6)\n")
     assert out.stderr.count(message) == 2  # each rank says it once, on one line, and exits 2
     assert "exitcode  : 2" in out.stderr
     assert "File \"" + str(REPO / "train.py") not in out.stderr  # no traceback from train.py
