@@ -22,7 +22,7 @@ import threading
 import time
 import typing
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -444,20 +444,23 @@ def refresh_hessian(run, it):
 
 
 def train_step(run, it):
-    """One optimizer step at iteration `it`; returns (loss, grad_norm) as floats, or NaN ones when
-    the step was skipped because the loss or the gradient was not finite (state left untouched)."""
+    """One optimizer step at iteration `it`; returns (ok, loss, grad_norm, stop): loss and norm as
+    floats, NaN ones when the step was skipped because the loss or the gradient was not finite (state
+    left untouched); stop is True on every rank when any rank has received SIGTERM."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(it, run.cfg)
     loss = forward_backward(run, train_loss, TRAIN, it, run.grad_accum)
-    loss = all_reduce_mean(loss, run.dist)
+    # the SIGTERM flag rides on the loss all-reduce, so all ranks stop at the same step at no extra cost
+    loss, stop = all_reduce_mean(torch.stack([loss, torch.tensor(float(run.sigterm[0]), device=loss.device)]),
+                                 run.dist)
     norm = grad_norm(run, run.cfg.grad_clip)
-    loss_f, norm_f = torch.stack([loss, norm.to(loss.device, loss.dtype)]).tolist()  # the step's one host sync
+    loss_f, norm_f, stop_f = torch.stack([loss, norm.to(loss.device, loss.dtype), stop]).tolist()  # one host sync
     ok = math.isfinite(loss_f) and math.isfinite(norm_f)
     if ok:
         run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
-    return ok, loss_f, norm_f
+    return ok, loss_f, norm_f, stop_f > 0
 
 
 @torch.no_grad()
@@ -627,6 +630,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: typing.Any
+    tokens_per_iter: int  # training tokens in one optimizer step, all ranks together
+    sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
 
 
 class Preempted(Exception):
@@ -751,11 +756,10 @@ def setup(cfg, dist, log):
               hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
               model=DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.ddp else model,
               eval_model=model, optimizer=optimizer, scaler=scaler,
-              autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)))
-
-    tokens_per_iter = cfg.total_batch_size * cfg.block_size
+              autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)),
+              tokens_per_iter=cfg.total_batch_size * cfg.block_size)
     config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
-              "hess_micro": run.hess_micro, "tokens_per_iter": tokens_per_iter, "dtype_resolved": dtype,
+              "hess_micro": run.hess_micro, "tokens_per_iter": run.tokens_per_iter, "dtype_resolved": dtype,
               "device_resolved": str(device), "compile_resolved": use_compile,
               "min_lr_resolved": cfg.final_min_lr, "lr_decay_iters_resolved": cfg.final_lr_decay_iters,
               "n_params": raw_model.num_params()}
@@ -768,7 +772,7 @@ def setup(cfg, dist, log):
             state["wandb_run_id"] = wandb_run.id
         metrics = MetricsLog(out_dir, state["iter"] if ckpt_path else None, wandb_run)
     log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {cfg.optimizer_name} | {dist.world_size} x {device} "
-        f"{dtype}{' compiled' if use_compile else ''} | {tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x "
+        f"{dtype}{' compiled' if use_compile else ''} | {run.tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x "
         f"{run.grad_accum} micro-steps x {cfg.batch_size} x {cfg.block_size}"
         + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens"
            if cfg.optimizer_name.startswith("sophia") else ""))
@@ -790,34 +794,24 @@ def checkpoint(run, state):
                     Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last)
 
 
-def sigterm_flag():
-    """A one-element list that becomes [True] on SIGTERM (pre-emption), checked between steps, and
+def catch_sigterm(run):
+    """On SIGTERM (pre-emption) set run.sigterm[0], which the next step shares with all ranks; returns
     the handler it replaced (None off the main thread), to be put back when training ends."""
-    flag = [False]
     if threading.current_thread() is not threading.main_thread():
-        return flag, None
-    return flag, signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
-
-
-def any_rank(flag, run):
-    """True on every rank if it is True on any (so that all ranks stop at the same step)."""
-    if not run.dist.ddp:
-        return flag
-    t = torch.tensor(float(flag), device=run.dist.device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-    return bool(t.item())
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: run.sigterm.__setitem__(0, True))
 
 
 def train(cfg, dist):
     log = (lambda *a: print(*a, flush=True)) if dist.master else (lambda *a: None)
     run, state, metrics = setup(cfg, dist, log)
     is_sophia = cfg.optimizer_name.startswith("sophia")
-    tokens_per_iter = cfg.total_batch_size * cfg.block_size
     flops_per_token = run.raw_model.flops_per_token()
     peak = peak_flops(dist.device, cfg.peak_flops)
     window = {"t": 0.0, "tokens": 0, "steps": 0}  # since the last log line
     process_time, process_steps, consecutive_skips = 0.0, 0, 0
-    terminate, previous_sigterm = sigterm_flag()
+    stop = False  # SIGTERM on some rank, learnt in the last step
+    previous_sigterm = catch_sigterm(run)
     try:
         while True:
             it = state["iter"]
@@ -834,14 +828,14 @@ def train(cfg, dist):
                     break
             if it >= cfg.max_iters:
                 break
-            if any_rank(terminate[0], run):
+            if stop:
                 checkpoint(run, state)
                 raise Preempted(f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; "
                                 f"continue with --init_from=auto")
 
             t0 = time.perf_counter()
-            ok, loss, norm = train_step(run, it)
-            tokens = tokens_per_iter
+            ok, loss, norm, stop = train_step(run, it)
+            tokens = run.tokens_per_iter
             if ok:
                 consecutive_skips = 0
                 state["clipped_steps"] += int(cfg.grad_clip > 0 and norm > cfg.grad_clip)
