@@ -903,15 +903,22 @@ def main(argv=None):
             torch_dist.destroy_process_group()
 
 
+def say_stderr(line):
+    """One write per line: under torchrun every rank shares stderr, and print's separate write of
+    the newline lets two ranks' lines interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def cli():
     """Command-line entry: user mistakes are one line on stderr and exit code 2, never a traceback."""
     try:
         main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        say_stderr(f"error: {e}")
         return 2
     except Preempted as e:
-        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        say_stderr(f"stopped: {e}")
         return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
