@@ -12,7 +12,9 @@ import torch
 
 from data.common import get_gpt2_encoding
 from model import GPT, GPTConfig
-from train import PRETRAINED, UserError, latest_valid_checkpoint
+from checkpoint import latest_valid_checkpoint
+from errors import UserError
+from train import PRETRAINED
 
 
 def load_model(args):

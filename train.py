@@ -28,20 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+from checkpoint import (checkpoint_paths, latest_valid_checkpoint, read_checkpoint, rng_state, save_checkpoint,
+                        set_rng_state)
+from errors import UserError
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
-from sophia import SophiaG, SophiaH, gnb_loss, hutchinson
+from optimizers import OPTIMIZERS, make_optimizer
+from parallel import Dist, all_reduce_mean, setup_distributed, wrap_data_parallel
+from sophia import gnb_loss, hutchinson
 
 REPO_ROOT = Path(__file__).resolve().parent
-OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion")
 PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
 TRAIN, HESSIAN, VAL, EVAL_TRAIN = range(4)
-
-
-class UserError(ValueError):
-    """A mistake in what the user asked for: reported as one line, without a traceback."""
 
 
 @dataclass
@@ -206,49 +205,6 @@ def parse_args(argv):
     return cfg
 
 
-# ----------------------------------------------------------------------------- distributed setup
-
-@dataclass
-class Dist:
-    ddp: bool
-    rank: int
-    local_rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def master(self):
-        return self.rank == 0
-
-
-def setup_distributed(cfg):
-    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # set by torchrun
-    rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={cfg.device!r} but CUDA is not available here: use --device=cpu")
-    if name == "cuda" and ddp:
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if ddp:
-        backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
-        torch_dist.init_process_group(backend=backend)
-    return Dist(ddp, rank, local_rank, world_size, device)
-
-
-def all_reduce_mean(t, dist):
-    if dist.ddp:
-        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
-        t /= dist.world_size
-    return t
-
-
 # ----------------------------------------------------------------------------- data
 
 def open_split(data_dir, split, block_size):
@@ -293,60 +249,6 @@ def get_batch(path, seed, stream, it, index, batch_size, block_size, device):
 def reseed(seed, stream, it, index):
     """Seed torch's RNG (dropout masks, Sophia's sampled labels) for one micro-step."""
     torch.manual_seed(int(np.random.SeedSequence([seed, stream, it, index, 1]).generate_state(1)[0]))
-
-
-# ----------------------------------------------------------------------------- optimizers
-
-class Lion(torch.optim.Optimizer):
-    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), a baseline:
-
-        update = sign(beta1 * m + (1 - beta1) * g)
-        p      <- p * (1 - lr * weight_decay) - lr * update
-        m      <- beta2 * m + (1 - beta2) * g
-    """
-
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
-        if lr < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"Lion needs lr >= 0, weight_decay >= 0, betas in [0, 1); got {lr}, {weight_decay}, {betas}")
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            for p in params:
-                if "exp_avg" not in self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs = [self.state[p]["exp_avg"] for p in params]
-            beta1, beta2 = group["betas"]
-            update = torch._foreach_lerp(exp_avgs, grads, 1 - beta1)
-            torch._foreach_sign_(update)
-            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            torch._foreach_add_(params, update, alpha=-group["lr"])
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta2)
-        return loss
-
-
-def make_optimizer(cfg, model, device):
-    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    betas = (cfg.beta1, cfg.beta2)
-    if cfg.optimizer_name == "adamw":
-        fused = device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, fused=fused, foreach=not fused)
-    if cfg.optimizer_name == "lion":
-        return Lion(groups, lr=cfg.learning_rate, betas=betas)
-    sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
-    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho)
 
 
 def lr_at(it, cfg):
@@ -481,86 +383,6 @@ def evaluate(run):
         out[key] = total.item() / run.cfg.eval_iters
     run.eval_model.train()
     return out
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-CKPT_PREFIX = "ckpt_"
-
-
-def checkpoint_paths(out_dir):
-    """Complete checkpoints in out_dir, newest first. Unfinished writes are hidden '.ckpt_*.tmp' files."""
-    found = []
-    for p in out_dir.glob(f"{CKPT_PREFIX}*.pt"):
-        try:
-            found.append((int(p.stem[len(CKPT_PREFIX):]), p))
-        except ValueError:
-            continue
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def read_checkpoint(path, device="cpu"):
-    """Load a checkpoint safely (weights_only: tensors and plain data, never arbitrary objects)."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
-    except Exception as e:
-        raise UserError(f"checkpoint {path} is corrupted or unreadable ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); delete it to resume from an older one") from None
-    missing = {"model", "optimizer", "iter", "model_args"} - set(ckpt)
-    if missing:
-        raise UserError(f"checkpoint {path} lacks {sorted(missing)}: it was not written by this train.py")
-    return ckpt
-
-
-def save_checkpoint(state, out_dir, it, keep_last):
-    """Write atomically (temp file, fsync, rename), verify the new file loads, and only then remove
-    checkpoints beyond keep_last: a kill at any moment leaves the previous good one in place."""
-    path = out_dir / f"{CKPT_PREFIX}{it:08d}.pt"
-    tmp = out_dir / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    if read_checkpoint(path)["iter"] != it:
-        raise RuntimeError(f"checkpoint {path} did not read back correctly; older checkpoints were kept")
-    paths = checkpoint_paths(out_dir)
-    i = paths.index(path)
-    # numbered after this one: left by an abandoned attempt (e.g. a corrupted one a resume fell back past)
-    for old in paths[:i] + paths[i + keep_last:]:
-        old.unlink()
-    return path
-
-
-def latest_valid_checkpoint(out_dir, log):
-    for path in checkpoint_paths(out_dir):
-        try:
-            return path, read_checkpoint(path)
-        except UserError as e:
-            log(f"warning: skipping {e}")
-    return None, None
-
-
-def rng_state():
-    """Every RNG, as plain data (for weights_only loading)."""
-    np_state = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -754,7 +576,7 @@ def setup(cfg, dist, log):
     run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin",
               grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // per_step,
               hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
-              model=DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.ddp else model,
+              model=wrap_data_parallel(model, dist),
               eval_model=model, optimizer=optimizer, scaler=scaler,
               autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)),
               tokens_per_iter=cfg.total_batch_size * cfg.block_size)

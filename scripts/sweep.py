@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train  # noqa: E402  (after the repo root is on sys.path)
+import checkpoint  # noqa: E402  (after the repo root is on sys.path)
+import train  # noqa: E402
 from scripts.compare import (  # noqa: E402
     FORMATS, X_NAMES, Run, fmt_lr, fmt_seconds, load_run, plot_runs, summarize)
 
@@ -200,7 +201,7 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
         if is_finished(run, point.max_iters):
             say(f"{head} finished already (final val loss {run.final_val_loss:.4f}), skipped")
             continue
-        verb = "resuming" if train.checkpoint_paths(point.out_dir) else "training"
+        verb = "resuming" if checkpoint.checkpoint_paths(point.out_dir) else "training"
         eta = (f"ETA {fmt_seconds(statistics.mean(durations) * todo)}" if durations
                else "ETA after the first run")
         say(f"{head} {verb} (log: {point.out_dir / 'train.log'}) | elapsed "

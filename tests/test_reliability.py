@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import train
 from tests.helpers import REPO, metrics_rows, run_train, tiny_args
 
@@ -96,7 +97,7 @@ def same(a, b):
 
 
 def ckpt_names(out_dir):
-    return [p.name for p in train.checkpoint_paths(out_dir)]
+    return [p.name for p in checkpoint.checkpoint_paths(out_dir)]
 
 
 def assert_same_run(out_dir, ref_dir):
@@ -107,8 +108,8 @@ def assert_same_run(out_dir, ref_dir):
     assert [r["iter"] for r in rows if "val/loss" in r] == list(range(0, MAX_ITERS + 1, EVAL_INTERVAL))
     assert deterministic(rows) == deterministic(metrics_rows(ref_dir))
     assert ckpt_names(out_dir) == ckpt_names(ref_dir) == ["ckpt_00000012.pt", "ckpt_00000008.pt"]
-    a = train.read_checkpoint(train.checkpoint_paths(out_dir)[0])
-    b = train.read_checkpoint(train.checkpoint_paths(ref_dir)[0])
+    a = checkpoint.read_checkpoint(checkpoint.checkpoint_paths(out_dir)[0])
+    b = checkpoint.read_checkpoint(checkpoint.checkpoint_paths(ref_dir)[0])
     assert a.keys() == b.keys()
     for key in a.keys() - {"time_s", "config", "wandb_run_id"}:
         assert same(a[key], b[key]), key
@@ -175,8 +176,8 @@ def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(fault, shakesp
         assert ckpt_names(out) == ["ckpt_00000004.pt"]
     else:  # renamed into place but not yet verified nor pruned: both are complete
         assert ckpt_names(out) == ["ckpt_00000008.pt", "ckpt_00000004.pt"]
-    newest = train.checkpoint_paths(out)[0]
-    assert train.read_checkpoint(newest)["iter"] == int(newest.stem[len(train.CKPT_PREFIX):])
+    newest = checkpoint.checkpoint_paths(out)[0]
+    assert checkpoint.read_checkpoint(newest)["iter"] == int(newest.stem[len(checkpoint.CKPT_PREFIX):])
     capsys.readouterr()
     train.main(args)
     assert f"resuming from {newest}" in capsys.readouterr().out
@@ -223,7 +224,7 @@ def test_a_stale_newer_checkpoint_never_gets_the_new_one_pruned(shakespeare, ref
     corrupt(out / "ckpt_00000012.pt", "truncated")
     train.main(run_args(shakespeare, out, init_from="auto", keep_last=1, max_iters=4))
     assert ckpt_names(out) == ["ckpt_00000004.pt"]
-    assert train.read_checkpoint(out / "ckpt_00000004.pt")["iter"] == 4
+    assert checkpoint.read_checkpoint(out / "ckpt_00000004.pt")["iter"] == 4
 
 
 def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare, tmp_path, monkeypatch, capsys):
@@ -243,7 +244,7 @@ def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare, t
     assert code == 2
     assert err.startswith(f"error: checkpoint {out / 'ckpt_00000004.pt'} is corrupted or unreadable")
     assert len(err.splitlines()) == 1
-    assert train.read_checkpoint(out / "ckpt_00000002.pt")["iter"] == 2
+    assert checkpoint.read_checkpoint(out / "ckpt_00000002.pt")["iter"] == 2
 
 
 # ----------------------------------------------------------------------------- non-finite guard
@@ -270,8 +271,8 @@ def test_nan_gradient_skips_the_step_and_leaves_the_optimizer_state_untouched(sh
     assert [r["skipped_steps"] for r in logs] == [0] * bad + [1] * (MAX_ITERS - bad)
     assert logs[bad]["grad_norm"] is None and logs[bad]["train/win_rate"] is None
     assert all(r["grad_norm"] is not None for r in logs if r["iter"] != bad + 1)
-    assert all(train.read_checkpoint(p)["skipped_steps"] == 1 for p in train.checkpoint_paths(out))
-    assert all_finite(train.read_checkpoint(out / "ckpt_00000012.pt"))
+    assert all(checkpoint.read_checkpoint(p)["skipped_steps"] == 1 for p in checkpoint.checkpoint_paths(out))
+    assert all_finite(checkpoint.read_checkpoint(out / "ckpt_00000012.pt"))
 
 
 def test_nan_at_every_step_from_the_start_stops_with_a_message(shakespeare, tmp_path, monkeypatch, capsys):
@@ -292,7 +293,7 @@ def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(shakesp
                                                                         monkeypatch, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    before = {p.name: p.read_bytes() for p in train.checkpoint_paths(out)}
+    before = {p.name: p.read_bytes() for p in checkpoint.checkpoint_paths(out)}
     poison_grads(monkeypatch, train.TRAIN, range(MAX_ITERS, 2 * MAX_ITERS))
     code, _, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from="resume", max_iters=2 * MAX_ITERS,
                                                      max_skipped_steps=3))
@@ -300,8 +301,8 @@ def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(shakesp
     assert err.startswith("error: 3 consecutive non-finite steps at iter 15: stopping. Lower learning_rate")
     assert "continue from the last good checkpoint in" in err
     assert len(err.splitlines()) == 1
-    assert {p.name: p.read_bytes() for p in train.checkpoint_paths(out)} == before
-    assert all(all_finite(train.read_checkpoint(p)) for p in train.checkpoint_paths(out))
+    assert {p.name: p.read_bytes() for p in checkpoint.checkpoint_paths(out)} == before
+    assert all(all_finite(checkpoint.read_checkpoint(p)) for p in checkpoint.checkpoint_paths(out))
 
 
 @pytest.mark.parametrize("optimizer", ["sophiag", "sophiah"])
@@ -339,7 +340,7 @@ def test_non_finite_hessian_estimate_is_skipped_and_counted(optimizer, shakespea
     logs = [r for r in metrics_rows(out) if "train/loss" in r]
     assert [r["skipped_hessian"] for r in logs] == [0] * bad + [1] * (6 - bad)
     assert [r["skipped_steps"] for r in logs] == [0] * 6
-    final = train.read_checkpoint(out / "ckpt_00000006.pt")
+    final = checkpoint.read_checkpoint(out / "ckpt_00000006.pt")
     assert final["skipped_hessian"] == 1 and all_finite(final)
 
 
@@ -498,7 +499,7 @@ def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(shakespeare,
                                                                     capsys):
     out, marker = tmp_path / "out", tmp_path / "PWNED"
     out.mkdir()
-    ckpt = train.read_checkpoint(reference / "ckpt_00000012.pt")
+    ckpt = checkpoint.read_checkpoint(reference / "ckpt_00000012.pt")
     torch.save({**ckpt, "note": Payload(marker)}, out / "ckpt_00000012.pt")
     code, log, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from="resume"))
     assert code == 2 and len(err.splitlines()) == 1
@@ -561,10 +562,10 @@ def test_wandb_run_id_survives_a_kill_and_resume(shakespeare, reference, tmp_pat
     args = run_args(shakespeare, out, init_from="auto", wandb_log=True)
     died = run_harness(["--kill_at_iter", "6"], args, env=env)
     assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
-    run_id = train.read_checkpoint(out / "ckpt_00000004.pt")["wandb_run_id"]
+    run_id = checkpoint.read_checkpoint(out / "ckpt_00000004.pt")["wandb_run_id"]
     assert run_id
     run_train(args, env={**env, **THREADS})
-    assert train.read_checkpoint(out / "ckpt_00000012.pt")["wandb_run_id"] == run_id
+    assert checkpoint.read_checkpoint(out / "ckpt_00000012.pt")["wandb_run_id"] == run_id
     runs = sorted(wandb_dir.rglob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs), runs
     assert all((r / f"run-{run_id}.wandb").is_file() for r in runs)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
+import optimizers
 import train
 from tests.helpers import REPO, metrics_rows, run_train, tiny_args
 
@@ -62,8 +64,8 @@ def test_resume_is_bit_for_bit(shakespeare, tmp_path):
     train.main(tiny_args(shakespeare, tmp_path / "split", **common, init_from="resume"))
     straight, split = metrics_rows(tmp_path / "straight"), metrics_rows(tmp_path / "split")
     assert deterministic(straight) == deterministic(split)
-    a = train.read_checkpoint(train.checkpoint_paths(tmp_path / "straight")[0])
-    b = train.read_checkpoint(train.checkpoint_paths(tmp_path / "split")[0])
+    a = checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / "straight")[0])
+    b = checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / "split")[0])
     assert a["iter"] == b["iter"] == 10 and a["tokens_seen"] == b["tokens_seen"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -115,7 +117,7 @@ def test_lion_matches_its_definition():
     torch.manual_seed(0)
     p = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     ref, m = p.detach().clone(), torch.zeros(5, 3, dtype=torch.float64)
-    opt = train.Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    opt = optimizers.Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
     for _ in range(4):
         g = torch.randn(5, 3, dtype=torch.float64)
         p.grad = g.clone()
@@ -128,7 +130,7 @@ def test_lion_matches_its_definition():
 def test_weight_decay_only_on_matrices_and_embeddings():
     cfg = train.TrainConfig(optimizer_name="adamw", n_layer=1, n_head=2, n_embd=8, block_size=8, bias=True)
     model = train.build_model(cfg, None, print)
-    decay, no_decay = train.make_optimizer(cfg, model, torch.device("cpu")).param_groups
+    decay, no_decay = optimizers.make_optimizer(cfg, model, torch.device("cpu")).param_groups
     assert decay["weight_decay"] == cfg.weight_decay and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
+import checkpoint  # noqa: E402
 import train  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def patch(args):
     torch.save = half_save
 
     replace = os.replace
-    renamed = None if args.kill_after_rename is None else f"{train.CKPT_PREFIX}{args.kill_after_rename:08d}.pt"
+    renamed = None if args.kill_after_rename is None else f"{checkpoint.CKPT_PREFIX}{args.kill_after_rename:08d}.pt"
 
     def replace_then_die(src, dst):
         replace(src, dst)
