@@ -2,6 +2,7 @@
 RNG states that make a resumed run equal to an uninterrupted one."""
 import os
 import random
+import zipfile
 
 import numpy as np
 import torch
@@ -22,16 +23,47 @@ def checkpoint_paths(out_dir):
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def read_checkpoint(path, device="cpu"):
-    """Load a checkpoint safely (weights_only: tensors and plain data, never arbitrary objects)."""
+def verify_file(path):
+    """Why the checkpoint file at path is damaged, or None when it is intact. torch.save writes a zip
+    archive whose every entry (the pickled structure and each tensor's bytes) carries a CRC-32 of its
+    content, but torch.load never checks them: recomputing them here catches damage that keeps the
+    file's size and structure (bit rot, a half-finished copy), which loading alone would not."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
-    except Exception as e:
-        raise UserError(f"checkpoint {path} is corrupted or unreadable ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); delete it to resume from an older one") from None
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"not a readable archive: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return f"checksum mismatch in {bad}" if bad else None
+
+
+def non_finite(tensors):
+    """Whether any floating-point tensor among `tensors` holds a NaN or an infinity."""
+    floats = [t for t in tensors if torch.is_tensor(t) and t.is_floating_point() and t.numel()]
+    return bool(floats) and not torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()
+
+
+def state_tensors(model_state, optimizer_state):
+    """The tensors a checkpoint's weights and optimizer state are made of."""
+    return list(model_state.values()) + [v for s in optimizer_state.get("state", {}).values() for v in s.values()]
+
+
+def read_checkpoint(path, device="cpu", verify=True):
+    """Load a checkpoint safely (weights_only: tensors and plain data, never arbitrary objects). With
+    verify, a checksum mismatch or a non-finite weight or optimizer state makes it invalid (UserError)."""
+    fix = "delete it (or restore it from a copy) to resume from an older one"
+    why = verify_file(path) if verify else None
+    if why is None:
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
+        except Exception as e:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if why is not None:
+        raise UserError(f"checkpoint {path} is damaged or unreadable ({why}); {fix}")
     missing = {"model", "optimizer", "iter", "model_args"} - set(ckpt)
     if missing:
         raise UserError(f"checkpoint {path} lacks {sorted(missing)}: it was not written by this train.py")
+    if verify and non_finite(state_tensors(ckpt["model"], ckpt["optimizer"])):
+        raise UserError(f"checkpoint {path} is damaged or unreadable (non-finite weights or optimizer state); {fix}")
     return ckpt
 
 
@@ -61,6 +93,8 @@ def save_checkpoint(state, out_dir, it, keep_last):
 
 
 def latest_valid_checkpoint(out_dir, log):
+    """The newest checkpoint in out_dir that verifies, as (path, checkpoint); (None, None) if none does.
+    Each one skipped is named in a warning."""
     for path in checkpoint_paths(out_dir):
         try:
             return path, read_checkpoint(path)

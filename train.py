@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from checkpoint import (checkpoint_paths, latest_valid_checkpoint, read_checkpoint, rng_state, save_checkpoint,
-                        set_rng_state)
+from checkpoint import (checkpoint_paths, latest_valid_checkpoint, non_finite, read_checkpoint, rng_state,
+                        save_checkpoint, set_rng_state)
 from errors import UserError
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
 from optimizers import OPTIMIZERS, make_optimizer
@@ -478,19 +478,25 @@ def find_checkpoint(cfg, dist, out_dir, log):
             raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={cfg.init_from!r} "
                             f"would overwrite them: continue it with --init_from=auto, or use another out_dir")
         return None, None
-    found = [None]
+    found, ckpt = [None], None
     if dist.master:
-        path, _ = latest_valid_checkpoint(out_dir, log)
+        path, ckpt = latest_valid_checkpoint(out_dir, log)
         found[0] = str(path) if path else None
     if dist.ddp:
         torch_dist.broadcast_object_list(found, src=0)
     if found[0] is None:
+        damaged = checkpoint_paths(out_dir)
+        if damaged:  # never start over silently on top of a run whose every checkpoint is damaged
+            raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in damaged)}): "
+                            f"restore them from a copy (check it with `python scripts/verify_checkpoint.py "
+                            f"{out_dir}`), or use another out_dir to start over")
         if cfg.init_from == "resume":
-            raise UserError(f"init_from='resume' but {out_dir} has no valid checkpoint: "
+            raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
                             f"use init_from='auto' to start from scratch when there is none")
         return None, None
     log(f"resuming from {found[0]}")
-    return Path(found[0]), read_checkpoint(Path(found[0]))
+    # rank 0 has verified it; the other ranks load the same file without reading it all once more
+    return Path(found[0]), ckpt if dist.master else read_checkpoint(Path(found[0]), verify=False)
 
 
 def build_model(cfg, ckpt, log):
@@ -605,9 +611,7 @@ def checkpoint(run, state):
     """Rank 0 writes model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state."""
     if not run.dist.master:
         return
-    tensors = list(run.raw_model.parameters()) + [v for s in run.optimizer.state.values() for v in s.values()
-                                                  if torch.is_tensor(v) and v.is_floating_point()]
-    if not torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all():
+    if non_finite(list(run.raw_model.parameters()) + [v for s in run.optimizer.state.values() for v in s.values()]):
         raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
                            "the previous ones are kept")
     save_checkpoint({"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),

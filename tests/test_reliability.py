@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -210,21 +211,23 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(how, shakesp
     capsys.readouterr()
     train.main(run_args(shakespeare, out, init_from="auto"))
     log = capsys.readouterr().out
-    assert f"warning: skipping checkpoint {newest} is corrupted or unreadable" in log
+    assert f"warning: skipping checkpoint {newest} is damaged or unreadable" in log
     assert f"resuming from {out / 'ckpt_00000008.pt'}" in log
     assert_same_run(out, reference)  # iterations 9-12 redone, ckpt 12 rewritten
 
 
 def test_a_stale_newer_checkpoint_never_gets_the_new_one_pruned(shakespeare, reference, tmp_path):
-    """keep_last=1 and a corrupted ckpt 12 from an earlier attempt: the fresh run's checkpoint must
-    survive (pruning by number alone would delete the new one and keep the corrupted file)."""
+    """keep_last=1, a good ckpt 8 and a corrupted ckpt 12 from an earlier attempt: the run resumes from
+    8 and writes 10, which must survive (pruning by number alone would delete the new one and keep
+    the corrupted file)."""
     out = tmp_path / "run"
     out.mkdir()
+    shutil.copy(reference / "ckpt_00000008.pt", out)
     shutil.copy(reference / "ckpt_00000012.pt", out)
     corrupt(out / "ckpt_00000012.pt", "truncated")
-    train.main(run_args(shakespeare, out, init_from="auto", keep_last=1, max_iters=4))
-    assert ckpt_names(out) == ["ckpt_00000004.pt"]
-    assert checkpoint.read_checkpoint(out / "ckpt_00000004.pt")["iter"] == 4
+    train.main(run_args(shakespeare, out, init_from="auto", keep_last=1, eval_interval=2, max_iters=10))
+    assert ckpt_names(out) == ["ckpt_00000010.pt"]
+    assert checkpoint.read_checkpoint(out / "ckpt_00000010.pt")["iter"] == 10
 
 
 def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare, tmp_path, monkeypatch, capsys):
@@ -242,9 +245,85 @@ def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare, t
     monkeypatch.setattr(torch, "save", bad_disk)
     code, _, err = cli(monkeypatch, capsys, run_args(shakespeare, out, keep_last=1, eval_interval=2, max_iters=4))
     assert code == 2
-    assert err.startswith(f"error: checkpoint {out / 'ckpt_00000004.pt'} is corrupted or unreadable")
+    assert err.startswith(f"error: checkpoint {out / 'ckpt_00000004.pt'} is damaged or unreadable")
     assert len(err.splitlines()) == 1
     assert checkpoint.read_checkpoint(out / "ckpt_00000002.pt")["iter"] == 2
+
+
+def damage_tensor_bytes(path, finite):
+    """Overwrite 64 bytes in the middle of the largest tensor inside a checkpoint, keeping the file's
+    size and zip structure (what bit rot or a half-finished copy leaves). finite=True writes float32
+    values that are finite and plausible (0.01), which no finiteness check can see."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(entry.header_offset + 26)
+        name_len, extra_len = np.frombuffer(f.read(4), dtype="<u2")
+        start = entry.header_offset + 30 + int(name_len) + int(extra_len)  # the entry's first data byte
+        f.seek(start + (entry.file_size // 2) // 4 * 4)
+        f.write(np.full(16, 0.01, np.float32).tobytes() if finite else b"\xff" * 64)
+
+
+@pytest.mark.parametrize("finite", [False, True], ids=["nan-bytes", "finite-values"])
+def test_damaged_tensor_bytes_are_detected_and_the_run_falls_back_to_an_equal_result(finite, shakespeare, reference,
+                                                                                    tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    newest = out / "ckpt_00000012.pt"
+    damage_tensor_bytes(newest, finite)
+    assert newest.stat().st_size == (reference / "ckpt_00000012.pt").stat().st_size
+    torch.load(newest, weights_only=True)  # torch itself loads it without complaint
+    capsys.readouterr()
+    train.main(run_args(shakespeare, out, init_from="resume"))
+    log = capsys.readouterr().out
+    assert f"warning: skipping checkpoint {newest} is damaged or unreadable (checksum mismatch in " in log
+    assert f"resuming from {out / 'ckpt_00000008.pt'}" in log
+    assert_same_run(out, reference)
+
+
+def test_non_finite_state_in_an_intact_file_makes_the_checkpoint_invalid(shakespeare, reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    ckpt = checkpoint.read_checkpoint(out / "ckpt_00000012.pt")
+    next(iter(ckpt["optimizer"]["state"].values()))["hessian"].view(-1)[0] = float("inf")
+    torch.save(ckpt, tmp_path / "nan.pt")  # checksums match: the damage happened before writing
+    os.replace(tmp_path / "nan.pt", out / "ckpt_00000012.pt")  # (the loaded one is memory-mapped: no overwrite)
+    capsys.readouterr()
+    train.main(run_args(shakespeare, out, init_from="auto"))
+    assert (f"skipping checkpoint {out / 'ckpt_00000012.pt'} is damaged or unreadable (non-finite weights or "
+            f"optimizer state)") in capsys.readouterr().out
+    assert_same_run(out, reference)
+
+
+def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(shakespeare, reference, tmp_path, monkeypatch,
+                                                                     capsys):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    for path in checkpoint.checkpoint_paths(out):
+        damage_tensor_bytes(path, finite=True)
+    for init_from in ("resume", "auto"):  # auto must not start over on top of the damaged run either
+        code, _, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from=init_from))
+        assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+        assert err.startswith(f"error: every checkpoint in {out} is damaged (ckpt_00000012.pt, ckpt_00000008.pt): "
+                              f"restore them from a copy")
+    assert ckpt_names(out) == ["ckpt_00000012.pt", "ckpt_00000008.pt"]  # nothing was overwritten or pruned
+
+
+def test_verify_checkpoint_lists_each_checkpoint_as_ok_or_damaged(reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    script = [sys.executable, str(REPO / "scripts" / "verify_checkpoint.py"), str(out)]
+    good = subprocess.run(script, capture_output=True, text=True)
+    assert good.returncode == 0 and good.stdout.splitlines()[-1] == "2 ok, 0 damaged"
+    damage_tensor_bytes(out / "ckpt_00000008.pt", finite=True)
+    bad = subprocess.run(script, capture_output=True, text=True)
+    lines = bad.stdout.splitlines()
+    assert bad.returncode == 1 and lines[-1] == "1 ok, 1 damaged"
+    assert lines[0].startswith(f"ok       {out / 'ckpt_00000012.pt'}: iter 12, optimizer sophiag")
+    assert lines[1].startswith(f"DAMAGED  {out / 'ckpt_00000008.pt'}: checkpoint {out / 'ckpt_00000008.pt'} is "
+                               f"damaged or unreadable (checksum mismatch in ")
+    empty = subprocess.run(script[:-1] + [str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: no checkpoint in ")
 
 
 # ----------------------------------------------------------------------------- non-finite guard
@@ -441,11 +520,12 @@ BAD_INPUTS = {
     "checkpoint of another optimizer": ckpt_case(["--optimizer_name=adamw", "--init_from=resume"], lambda p: None,
                                                  "was trained with optimizer_name='sophiag', config says 'adamw'"),
     "corrupted checkpoint": ckpt_case(["--init_from=resume"], lambda p: corrupt(p, "truncated"),
-                                      "init_from='resume' but {out} has no valid checkpoint"),
+                                      "every checkpoint in {out} is damaged (ckpt_00000012.pt): restore them "
+                                      "from a copy"),
     "scratch over an earlier run": ckpt_case([], lambda p: None,
                                              "{out} holds checkpoints of an earlier run and init_from='scratch' "
                                              "would overwrite them: continue it with --init_from=auto"),
-    "resume without a checkpoint": args_case(["--init_from=resume"], "has no valid checkpoint: use init_from='auto'"),
+    "resume without a checkpoint": args_case(["--init_from=resume"], "has no checkpoint: use init_from='auto'"),
     "out_dir not writable": _out_dir_below_a_file,
     "config file not found": config_case(None, "config file {path} not found"),
     "config file syntax error": config_case("batch_size = (4\n", "config file {path} failed to run: SyntaxError:"),
@@ -503,8 +583,8 @@ def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(shakespeare,
     torch.save({**ckpt, "note": Payload(marker)}, out / "ckpt_00000012.pt")
     code, log, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from="resume"))
     assert code == 2 and len(err.splitlines()) == 1
-    assert f"init_from='resume' but {out} has no valid checkpoint" in err
-    assert f"skipping checkpoint {out / 'ckpt_00000012.pt'} is corrupted or unreadable (UnpicklingError" in log
+    assert f"every checkpoint in {out} is damaged (ckpt_00000012.pt)" in err
+    assert f"skipping checkpoint {out / 'ckpt_00000012.pt'} is damaged or unreadable (UnpicklingError" in log
     assert not marker.exists()
     pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: unrestricted unpickling runs it
     assert marker.exists()
