@@ -1,26 +1,54 @@
-"""Checkpoints: one file per checkpoint, written atomically and verified, read safely, and the
-RNG states that make a resumed run equal to an uninterrupted one."""
+"""Checkpoints, in two formats, each written atomically, carrying checksums that are verified on
+every read, and read safely (tensors and plain data only):
+
+- one file, `ckpt_XXXXXXXX.pt` (DDP and single-process runs): torch.save's zip archive, whose
+  entries carry CRC-32s;
+- sharded, a directory `ckpt_XXXXXXXX/` (FSDP runs): torch.distributed.checkpoint (DCP) files, each
+  rank writing its own shards, `meta.pt` (everything but the weights and the optimizer state) and
+  `checksums.json` (a CRC-32 of every file). DCP reshards on load, so a run can resume on another
+  number of ranks.
+
+Plus the RNG states that make a resumed run equal to an uninterrupted one.
+"""
+import json
 import os
 import random
+import shutil
+import warnings
 import zipfile
+import zlib
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_optimizer_state_dict, set_state_dict)
+from torch.distributed.tensor import DTensor
 
 from errors import UserError
 
 CKPT_PREFIX = "ckpt_"
+META, CHECKSUMS = "meta.pt", "checksums.json"  # in a sharded checkpoint's directory, next to DCP's files
 
 
 def checkpoint_paths(out_dir):
-    """Complete checkpoints in out_dir, newest first. Unfinished writes are hidden '.ckpt_*.tmp' files."""
+    """Complete checkpoints in out_dir, newest first: files (ckpt_N.pt) and sharded directories (ckpt_N).
+    Unfinished writes are hidden '.ckpt_*.tmp' files or directories."""
     found = []
-    for p in out_dir.glob(f"{CKPT_PREFIX}*.pt"):
-        try:
-            found.append((int(p.stem[len(CKPT_PREFIX):]), p))
-        except ValueError:
+    for p in out_dir.glob(f"{CKPT_PREFIX}*"):
+        number = p.name[len(CKPT_PREFIX):]
+        if p.suffix == ".pt" and not p.is_dir():
+            number = p.stem[len(CKPT_PREFIX):]
+        elif not p.is_dir():
             continue
+        if number.isdigit():
+            found.append((int(number), p))
     return [p for _, p in sorted(found, reverse=True)]
+
+
+def is_sharded(path):
+    return path.is_dir()
 
 
 def verify_file(path):
@@ -37,8 +65,11 @@ def verify_file(path):
 
 
 def non_finite(tensors):
-    """Whether any floating-point tensor among `tensors` holds a NaN or an infinity."""
-    floats = [t for t in tensors if torch.is_tensor(t) and t.is_floating_point() and t.numel()]
+    """Whether any floating-point tensor among `tensors` holds a NaN or an infinity (for DTensors: in
+    this rank's shard; the caller combines the ranks' answers)."""
+    floats = [t.to_local() if isinstance(t, DTensor) else t for t in tensors
+              if torch.is_tensor(t) and t.is_floating_point()]
+    floats = [t for t in floats if t.numel()]
     return bool(floats) and not torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()
 
 
@@ -47,10 +78,28 @@ def state_tensors(model_state, optimizer_state):
     return list(model_state.values()) + [v for s in optimizer_state.get("state", {}).values() for v in s.values()]
 
 
+def damaged(path, why):
+    """The message for a checkpoint that fails verification."""
+    return f"checkpoint {path} is damaged or unreadable ({why}); delete it (or restore it from a copy) to resume from an older one"
+
+
 def read_checkpoint(path, device="cpu", verify=True):
     """Load a checkpoint safely (weights_only: tensors and plain data, never arbitrary objects). With
-    verify, a checksum mismatch or a non-finite weight or optimizer state makes it invalid (UserError)."""
-    fix = "delete it (or restore it from a copy) to resume from an older one"
+    verify, a checksum mismatch or a non-finite weight or optimizer state makes it invalid (UserError).
+
+    A sharded checkpoint is read whole into this process: its weights under "model" (the keys of
+    GPT.state_dict()), no optimizer state; for sample.py, exports and checks. train.py loads one
+    shard-wise with `load_sharded` instead."""
+    if is_sharded(path):
+        meta = read_sharded_meta(path, verify=verify)
+        from model import GPT, GPTConfig  # here, not at the top: model.py is the only user of this path
+        model = GPT(GPTConfig(**meta["model_args"]))
+        state = {"model": get_model_state_dict(model)}
+        _dcp_load(state, path)
+        if verify and non_finite(list(state["model"].values())):
+            raise UserError(damaged(path, "non-finite weights"))
+        model.load_state_dict(state["model"])
+        return {**meta, "model": model.state_dict()}
     why = verify_file(path) if verify else None
     if why is None:
         try:
@@ -58,43 +107,189 @@ def read_checkpoint(path, device="cpu", verify=True):
         except Exception as e:
             why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     if why is not None:
-        raise UserError(f"checkpoint {path} is damaged or unreadable ({why}); {fix}")
+        raise UserError(damaged(path, why))
     missing = {"model", "optimizer", "iter", "model_args"} - set(ckpt)
     if missing:
         raise UserError(f"checkpoint {path} lacks {sorted(missing)}: it was not written by this train.py")
     if verify and non_finite(state_tensors(ckpt["model"], ckpt["optimizer"])):
-        raise UserError(f"checkpoint {path} is damaged or unreadable (non-finite weights or optimizer state); {fix}")
+        raise UserError(damaged(path, "non-finite weights or optimizer state"))
     return ckpt
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path):
+    """Delete a checkpoint; a directory is first renamed out of sight, so a kill in the middle of the
+    deletion never leaves a half-deleted checkpoint under a valid name."""
+    if not is_sharded(path):
+        path.unlink()
+        return
+    doomed = path.with_name(f".{path.name}.deleting")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _prune(out_dir, path, keep_last):
+    paths = checkpoint_paths(out_dir)
+    i = paths.index(path)
+    # numbered after this one: left by an abandoned attempt (e.g. a corrupted one a resume fell back past)
+    for old in paths[:i] + paths[i + keep_last:]:
+        _remove(old)
+
+
+def write_file(state, path):
+    """torch.save into a hidden temporary file, fsync, rename into place, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def save_checkpoint(state, out_dir, it, keep_last):
     """Write atomically (temp file, fsync, rename), verify the new file loads, and only then remove
     checkpoints beyond keep_last: a kill at any moment leaves the previous good one in place."""
     path = out_dir / f"{CKPT_PREFIX}{it:08d}.pt"
-    tmp = out_dir / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_file(state, path)
     if read_checkpoint(path)["iter"] != it:
         raise RuntimeError(f"checkpoint {path} did not read back correctly; older checkpoints were kept")
-    paths = checkpoint_paths(out_dir)
-    i = paths.index(path)
-    # numbered after this one: left by an abandoned attempt (e.g. a corrupted one a resume fell back past)
-    for old in paths[:i] + paths[i + keep_last:]:
-        old.unlink()
+    _prune(out_dir, path, keep_last)
     return path
 
 
+# ----------------------------------------------------------------------------- sharded (DCP)
+
+def _crc32(path):
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _share(names, rank, world_size):
+    """This rank's share of a checkpoint's files, so that the ranks checksum them in parallel."""
+    return sorted(names)[rank::world_size]
+
+
+def save_sharded(model, optimizer, meta, out_dir, it, keep_last, dist):
+    """Every rank writes its shards of the weights and the optimizer state (DCP) into a hidden
+    directory; the ranks checksum its files in parallel; rank 0 adds meta.pt and checksums.json,
+    renames the directory into place and fsyncs; the ranks verify it; only then rank 0 prunes. A kill
+    at any moment leaves the previous checkpoints in place. Call on every rank."""
+    path = out_dir / f"{CKPT_PREFIX}{it:08d}"
+    tmp = out_dir / f".{path.name}.tmp"
+    if dist.master and tmp.exists():
+        shutil.rmtree(tmp)  # a kill's leftover
+    torch_dist.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)  # fsyncs its files
+    crcs = {name: _crc32(tmp / name) for name in _share([f.name for f in tmp.iterdir()], dist.rank, dist.world_size)}
+    gathered = [None] * dist.world_size
+    torch_dist.all_gather_object(gathered, crcs)
+    if dist.master:
+        with open(tmp / META, "wb") as f:
+            torch.save(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        files = {name: crc for part in gathered for name, crc in part.items()}
+        files[META] = _crc32(tmp / META)
+        with open(tmp / CHECKSUMS, "w") as f:
+            json.dump({"iter": it, "files": files}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if path.exists():  # a damaged checkpoint of this iteration that a resume fell back past
+            _remove(path)
+        os.replace(tmp, path)
+        _fsync_dir(out_dir)
+    torch_dist.barrier()
+    why = agree(verify_sharded(path, dist.rank, dist.world_size), dist)
+    if why is not None:
+        raise RuntimeError(f"checkpoint {path} did not read back correctly ({why}); older checkpoints were kept")
+    if dist.master:
+        _prune(out_dir, path, keep_last)
+    torch_dist.barrier()
+    return path
+
+
+def agree(why, dist):
+    """The first rank's reason among all ranks' (None when every rank found nothing wrong)."""
+    if not dist.ddp:
+        return why
+    reasons = [None] * dist.world_size
+    torch_dist.all_gather_object(reasons, why)
+    return next((r for r in reasons if r is not None), None)
+
+
+def verify_sharded(path, rank=0, world_size=1):
+    """Why the sharded checkpoint at path is damaged, or None: its files must be exactly those of
+    checksums.json, and this rank's share of them must match their CRC-32s (one rank: all of them)."""
+    try:
+        files = json.loads((path / CHECKSUMS).read_text())["files"]
+        present = {f.name for f in path.iterdir()} - {CHECKSUMS}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"no readable {CHECKSUMS}: {type(e).__name__}"
+    if present != set(files):
+        return f"files missing or unexpected: {', '.join(sorted(present ^ set(files)))}"
+    for name in _share(files, rank, world_size):
+        if _crc32(path / name) != files[name]:
+            return f"checksum mismatch in {name}"
+    return None
+
+
+def read_sharded_meta(path, verify=True):
+    """meta.pt of a sharded checkpoint (iteration, config, RNGs, ...), after checking every file of it
+    in this process when verify."""
+    why = verify_sharded(path) if verify else None
+    if why is None:
+        try:
+            return torch.load(path / META, weights_only=True)
+        except Exception as e:
+            why = f"{META}: {type(e).__name__}"
+    raise UserError(damaged(path, why))
+
+
+def _dcp_load(state, path):
+    """dcp.load in place; in one process when there is no process group (DCP warns about that every
+    time, though reading a sharded checkpoint in one process is exactly what we mean then)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=path, no_dist=not torch_dist.is_initialized())
+
+
+def load_sharded(path, model, optimizer):
+    """Load a sharded checkpoint's weights and optimizer state into model and optimizer, sharded
+    (FSDP) or not: DCP reads each rank's part of every tensor, whatever the number of ranks that wrote
+    it. Call on every rank."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    _dcp_load({"model": model_state, "optimizer": optimizer_state}, path)
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+
+
+def load_full_optimizer_state(model, optimizer, optimizer_state):
+    """A one-file checkpoint's optimizer state (torch's format: parameters numbered in param_groups
+    order) into an optimizer of sharded (FSDP) parameters: renamed to parameter names, the format
+    torch.distributed.checkpoint's set_optimizer_state_dict shards from."""
+    name = {id(p): n for n, p in model.named_parameters()}
+    names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {"state": {names[i]: s for i, s in optimizer_state["state"].items()},
+               "param_groups": [{**g, "params": [names[i] for i in g["params"]]}
+                                for g in optimizer_state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+
+
 def latest_valid_checkpoint(out_dir, log):
-    """The newest checkpoint in out_dir that verifies, as (path, checkpoint); (None, None) if none does.
-    Each one skipped is named in a warning."""
+    """The newest checkpoint in out_dir that verifies, as (path, checkpoint) (see read_checkpoint);
+    (None, None) if none does. Each one skipped is named in a warning. One process."""
     for path in checkpoint_paths(out_dir):
         try:
             return path, read_checkpoint(path)

@@ -1,17 +1,25 @@
-"""Processes and devices: torchrun's environment, the process group, and how the model is
-wrapped for data parallelism (DDP)."""
+"""Processes and devices: torchrun's environment, the process group, and how the model is spread
+over the ranks: DDP (every rank holds the whole model) or FSDP2 (`fully_shard`: each rank holds
+1/world_size of the weights, gradients and optimizer state)."""
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from errors import UserError
 
+PARALLELISMS = ("ddp", "fsdp")
+
+
 @dataclass
 class Dist:
-    ddp: bool
+    ddp: bool  # a process group exists (torchrun, or FSDP in a single process): collectives are needed
     rank: int
     local_rank: int
     world_size: int
@@ -23,7 +31,7 @@ class Dist:
 
 
 def setup_distributed(cfg):
-    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # set by torchrun
+    under_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -32,15 +40,17 @@ def setup_distributed(cfg):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={cfg.device!r} but CUDA is not available here: use --device=cpu")
-    if name == "cuda" and ddp:
+    if name == "cuda" and under_torchrun:
         name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if ddp:
-        backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+    if under_torchrun:
         torch_dist.init_process_group(backend=backend)
-    return Dist(ddp, rank, local_rank, world_size, device)
+    elif cfg.parallelism == "fsdp":  # FSDP needs a process group even alone (e.g. one GPU, or resuming on 1 rank)
+        torch_dist.init_process_group(backend=backend, store=torch_dist.HashStore(), rank=0, world_size=1)
+    return Dist(torch_dist.is_initialized(), rank, local_rank, world_size, device)
 
 
 def all_reduce_mean(t, dist):
@@ -50,8 +60,52 @@ def all_reduce_mean(t, dist):
     return t
 
 
-def wrap_data_parallel(model, dist):
-    """The model the training step calls: DDP-wrapped under torchrun, else the model itself."""
+def shard_model(model, dist, dtype, activation_checkpointing, use_compile):
+    """FSDP2 in place: each transformer block is one unit (all-gathered just before its forward and
+    backward, freed after), the root holds the rest. The tied token embedding / LM head is a single
+    parameter of the root unit, so it stays tied (sharding lm_head alone would untie it). The model
+    may be built on the CPU: fully_shard moves each rank's shards to the mesh's device, so a rank
+    never holds the whole model on the GPU."""
+    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+    # bf16 compute with fp32 master weights and fp32 gradient reduction (CUDA); fp32 elsewhere
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if dist.device.type == "cuda" and dtype == "bfloat16" else MixedPrecisionPolicy()
+    model.activation_checkpointing = activation_checkpointing
+    for block in model.transformer.h:
+        if use_compile:
+            block.compile()  # per block, in place: FSDP's hooks stay outside the graphs and the names unchanged
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
+def parallelize(model, cfg, dist, dtype, use_compile):
+    """Place the model (built on the CPU) for cfg.parallelism; returns (the module the training step
+    calls, the module evaluation calls). FSDP: both are the sharded model itself (blocks compiled in
+    place). DDP: the compiled model, DDP-wrapped under torchrun for training, bare for evaluation
+    (which has no gradients to synchronise)."""
+    if cfg.parallelism == "fsdp":
+        shard_model(model, dist, dtype, cfg.activation_checkpointing, use_compile)
+        return model, model
+    model.to(dist.device)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    compiled = torch.compile(model) if use_compile else model
     if not dist.ddp:
-        return model
-    return DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        return compiled, compiled
+    return DDP(compiled, device_ids=[dist.device.index] if dist.device.type == "cuda" else None), compiled
+
+
+def global_norm(tensors):
+    """The 2-norm of all tensors together, as a float64 tensor equal on every rank (for FSDP's
+    DTensors: one all-reduce of the shards' partial norms). Accumulated in float64: in float32 its
+    rounding (~1e-5 relative on CPU) depends on how the tensors are split into shards, which would make
+    gradient clipping, and so the whole run, depend on the number of ranks."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)))
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+def grad_sync(model, last):
+    """DDP all-reduces the gradients on the last micro-step only (no_sync before it). FSDP
+    reduce-scatters them after every micro-step: holding them back would keep every rank's full
+    unsharded gradient in memory between micro-steps, the memory that sharding is there to save."""
+    return model.no_sync() if isinstance(model, DDP) and not last else nullcontext()

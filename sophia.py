@@ -17,8 +17,10 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
 __all__ = ["SophiaG", "SophiaH", "gnb_loss", "hutchinson", "sophia"]
@@ -73,6 +75,7 @@ class _Sophia(Optimizer):
     def _reset_stats(self) -> None:
         self._clipped: tuple[Tensor, int] | None = None  # (clipped coordinates, coordinates) of the last step
         self._hessian_norm: Tensor | None = None  # None: recompute from the state on demand
+        self._shard_group = None  # process group of sharded (DTensor) parameters: stats() sums over it
 
     def _state(self, p: Tensor) -> dict:
         """The state of parameter p, created on first use: step count, exp_avg (m), hessian (h)."""
@@ -108,9 +111,12 @@ class _Sophia(Optimizer):
                 continue
             states = [self._state(p) for p in params]
             beta1, _ = group["betas"]
+            if isinstance(params[0], DTensor):
+                self._shard_group = params[0].device_mesh.get_group()
+            params, grads, exp_avgs, hessians = (_local(ts) for ts in (
+                params, grads, [s["exp_avg"] for s in states], [s["hessian"] for s in states]))
             clipped.append(sophia(
-                params, grads,
-                [s["exp_avg"] for s in states], [s["hessian"] for s in states], [s["step"] for s in states],
+                params, grads, exp_avgs, hessians, [s["step"] for s in states],
                 foreach=group["foreach"], fused=group["fused"], beta1=beta1, lr=group["lr"], rho=group["rho"],
                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
             ))
@@ -123,7 +129,7 @@ class _Sophia(Optimizer):
         hessians = [self._state(p)["hessian"] for p in params]
         _, beta2 = group["betas"]
         fn = _single_tensor_update_hessian if group["foreach"] is False else _multi_tensor_update_hessian
-        fn(hessians, estimates, beta2=beta2, num_tokens=num_tokens)
+        fn(_local(hessians), _local(estimates), beta2=beta2, num_tokens=num_tokens)
 
     def stats(self) -> dict[str, Tensor]:
         """Clipping and curvature statistics as 0-dim tensors on the parameters' device (no host sync).
@@ -138,21 +144,30 @@ class _Sophia(Optimizer):
 
         Counted during `step()` / `update_hessian()`, so calling this is free; call `.item()` only when
         logging. Raises RuntimeError before the first `step()` (and after `load_state_dict()` until the
-        next `step()`).
+        next `step()`). With sharded (FSDP2 DTensor) parameters both are counted on each rank's shards
+        and summed here by one all-reduce, so every rank must call stats() and gets the global values.
         """
         if self._clipped is None:
             raise RuntimeError("stats() describes the last step(); call step() first")
         if self._hessian_norm is None:
             self._hessian_norm = self._l1_hessian_norm()
         clipped, numel = self._clipped
-        return {"win_rate": 1 - clipped / numel, "hessian_norm": self._hessian_norm}
+        hessian_norm = self._hessian_norm
+        if self._shard_group is not None:
+            totals = torch.stack([clipped.double(), hessian_norm.to(clipped.device, torch.float64),
+                                  clipped.new_tensor(numel, dtype=torch.float64)])
+            dist.all_reduce(totals, group=self._shard_group)
+            clipped, hessian_norm, numel = totals
+        return {"win_rate": 1 - clipped.double() / numel, "hessian_norm": hessian_norm}
 
     def _l1_hessian_norm(self) -> Tensor:
-        hessians = [s["hessian"] for s in self.state.values() if "hessian" in s]
+        hessians = _local([s["hessian"] for s in self.state.values() if "hessian" in s])
         if not hessians:
             return torch.zeros(())
         grouped = Optimizer._group_tensors_by_device_and_dtype([hessians])
-        return _total([n for (tensors,), _ in grouped.values() for n in torch._foreach_norm(tensors, 1)])
+        # accumulated in float64: float32's rounding (~1e-5 relative on CPU) would depend on the sharding
+        norms = [torch._foreach_norm(tensors, 1, dtype=torch.float64) for (tensors,), _ in grouped.values()]
+        return _total([n for device_norms in norms for n in device_norms])
 
 
 class SophiaG(_Sophia):
@@ -271,6 +286,13 @@ def _check_hyperparameters(name: str, group: dict) -> None:
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ValueError(f"{name}: invalid betas={betas!r}; pass a pair (beta1, beta2) with each in [0, 1), "
                          "e.g. (0.965, 0.99)")
+
+
+def _local(tensors: list[Tensor]) -> list[Tensor]:
+    """Each tensor's local shard where it is a DTensor (FSDP2 shards parameters, gradients and the state
+    created from them), else the tensor itself. Sophia's update is elementwise, so every rank updates
+    its own shards in place, with the same arithmetic as unsharded and no communication."""
+    return [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
 
 
 def _total(values: list[Tensor]) -> Tensor:

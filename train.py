@@ -22,19 +22,21 @@ import threading
 import time
 import typing
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from checkpoint import (checkpoint_paths, latest_valid_checkpoint, non_finite, read_checkpoint, rng_state,
-                        save_checkpoint, set_rng_state)
+from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, load_full_optimizer_state, load_sharded,
+                        non_finite, read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded,
+                        set_rng_state, verify_sharded)
 from errors import UserError
+from memory import GB, estimate
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
 from optimizers import OPTIMIZERS, make_optimizer
-from parallel import Dist, all_reduce_mean, setup_distributed, wrap_data_parallel
+from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from sophia import gnb_loss, hutchinson
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -93,7 +95,9 @@ class TrainConfig:
     device: str = "auto"  # 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps'
     dtype: str = "auto"  # 'auto' (bfloat16 on CUDA, else float32) | 'float32' | 'bfloat16' | 'float16'
     compile: typing.Optional[bool] = None  # None: on for CUDA, off elsewhere
-    backend: str = "auto"  # DDP backend: 'auto' (nccl on CUDA, gloo on CPU) | 'nccl' | 'gloo'
+    backend: str = "auto"  # process-group backend: 'auto' (nccl on CUDA, gloo on CPU) | 'nccl' | 'gloo'
+    parallelism: str = "ddp"  # 'ddp': every rank holds the model | 'fsdp': weights, grads, optimizer state sharded
+    activation_checkpointing: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
     peak_flops: float = 0.0  # device peak FLOP/s for MFU (0: A100/H100/H200 known, else MFU is not logged)
 
     def validate(self):
@@ -112,6 +116,12 @@ class TrainConfig:
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"),
              f"dtype={self.dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
         need(self.backend in ("auto", "nccl", "gloo"), f"backend={self.backend!r}: use 'auto', 'nccl' or 'gloo'")
+        need(self.parallelism in PARALLELISMS, f"parallelism={self.parallelism!r}: use 'ddp' or 'fsdp'")
+        need(not (self.parallelism == "fsdp" and self.optimizer_name == "sophiah"),
+             "optimizer_name='sophiah' does not run under parallelism='fsdp' (its Hutchinson estimator needs "
+             "double backward through the unsharded parameters): use parallelism='ddp', or sophiag")
+        need(not (self.parallelism == "fsdp" and self.dtype == "float16"),
+             "dtype='float16' is not supported with parallelism='fsdp': use dtype='bfloat16' (or float32)")
         need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         need(self.min_lr is None or 0 <= self.min_lr <= self.learning_rate,
              f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
@@ -280,7 +290,8 @@ def forward_backward(run, loss_fn, stream, it, n_micro):
     rank (and by DDP over ranks); returns the mean loss on this rank, as a tensor (no host sync).
 
     The training step and Sophia-G's Hessian refresh both run through here, with a different
-    loss_fn and stream. DDP all-reduces gradients only on the last micro-step."""
+    loss_fn and stream. DDP all-reduces gradients on the last micro-step, FSDP reduce-scatters them
+    after each one."""
     total = torch.zeros((), device=run.dist.device)
     for micro in range(n_micro):
         index = run.dist.rank * n_micro + micro  # global micro-batch index: independent of world size
@@ -288,7 +299,7 @@ def forward_backward(run, loss_fn, stream, it, n_micro):
                          run.cfg.block_size, run.dist.device)
         reseed(run.cfg.seed, stream, it, index)
         last = micro == n_micro - 1
-        with nullcontext() if last or not run.dist.ddp else run.model.no_sync():
+        with grad_sync(run.model, last):
             with run.autocast:
                 loss = loss_fn(run.model, x, y) / n_micro
             run.scaler.scale(loss).backward()
@@ -300,9 +311,10 @@ def grad_norm(run, clip):
     """Unscale fp16 gradients, clip them to `clip` (0: no clipping); returns the norm before clipping."""
     run.scaler.unscale_(run.optimizer)
     params = [p for p in run.raw_model.parameters() if p.grad is not None]
+    norm = global_norm([p.grad for p in params])
     if clip > 0:
-        return torch.nn.utils.clip_grad_norm_(params, clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in params])
+        torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
+    return norm
 
 
 def hutchinson_refresh(run, it):
@@ -368,16 +380,20 @@ def train_step(run, it):
 @torch.no_grad()
 def evaluate(run):
     """Mean loss over eval_iters fixed batches of each split (the same batches at every eval, for
-    every optimizer with the same seed), shared out across ranks."""
+    every optimizer with the same seed), shared out across ranks. Every rank runs the same number of forward passes (FSDP's all-gathers
+    need every rank); where eval_iters does not divide evenly, a rank's extra pass is not counted."""
     run.eval_model.eval()
     out = {}
+    world = run.dist.world_size
     for key, path, stream in (("val/loss", run.val_path, VAL), ("eval/train_loss", run.train_path, EVAL_TRAIN)):
         total = torch.zeros((), device=run.dist.device)
-        for k in range(run.dist.rank, run.cfg.eval_iters, run.dist.world_size):
-            x, y = get_batch(path, run.cfg.seed, stream, 0, k, run.cfg.batch_size, run.cfg.block_size,
-                             run.dist.device)
+        for k in range(run.dist.rank, math.ceil(run.cfg.eval_iters / world) * world, world):
+            x, y = get_batch(path, run.cfg.seed, stream, 0, k % run.cfg.eval_iters, run.cfg.batch_size,
+                             run.cfg.block_size, run.dist.device)
             with run.autocast:
-                total += run.eval_model(x, y)[1].float()
+                loss = run.eval_model(x, y)[1].float()
+            if k < run.cfg.eval_iters:
+                total += loss
         if run.dist.ddp:
             torch_dist.all_reduce(total)
         out[key] = total.item() / run.cfg.eval_iters
@@ -478,25 +494,31 @@ def find_checkpoint(cfg, dist, out_dir, log):
             raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={cfg.init_from!r} "
                             f"would overwrite them: continue it with --init_from=auto, or use another out_dir")
         return None, None
-    found, ckpt = [None], None
-    if dist.master:
-        path, ckpt = latest_valid_checkpoint(out_dir, log)
-        found[0] = str(path) if path else None
-    if dist.ddp:
-        torch_dist.broadcast_object_list(found, src=0)
-    if found[0] is None:
-        damaged = checkpoint_paths(out_dir)
-        if damaged:  # never start over silently on top of a run whose every checkpoint is damaged
-            raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in damaged)}): "
-                            f"restore them from a copy (check it with `python scripts/verify_checkpoint.py "
-                            f"{out_dir}`), or use another out_dir to start over")
-        if cfg.init_from == "resume":
-            raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
-                            f"use init_from='auto' to start from scratch when there is none")
-        return None, None
-    log(f"resuming from {found[0]}")
-    # rank 0 has verified it; the other ranks load the same file without reading it all once more
-    return Path(found[0]), ckpt if dist.master else read_checkpoint(Path(found[0]), verify=False)
+    paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
+    for path in paths:
+        ckpt, why = None, None
+        if is_sharded(path):  # the ranks checksum its files in parallel
+            why = verify_sharded(path, dist.rank, dist.world_size)
+        elif dist.master:  # rank 0 verifies the file; the others load it without reading it all once more
+            try:
+                ckpt = read_checkpoint(path)
+            except UserError as e:
+                why = str(e)
+        why = agree(why, dist)  # all ranks take the same decision
+        if why is None:
+            log(f"resuming from {path}")
+            if ckpt is None:
+                ckpt = read_sharded_meta(path, verify=False) if is_sharded(path) else read_checkpoint(path, verify=False)
+            return path, ckpt
+        log(f"warning: skipping {why if why.startswith('checkpoint ') else damaged(path, why)}")
+    if paths:  # never start over silently on top of a run whose every checkpoint is damaged
+        raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in paths)}): "
+                        f"restore them from a copy (check it with `python scripts/verify_checkpoint.py "
+                        f"{out_dir}`), or use another out_dir to start over")
+    if cfg.init_from == "resume":
+        raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
+                        f"use init_from='auto' to start from scratch when there is none")
+    return None, None
 
 
 def build_model(cfg, ckpt, log):
@@ -510,7 +532,8 @@ def build_model(cfg, ckpt, log):
             raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
                             f"use another out_dir or the checkpoint's shape")
         model = GPT(GPTConfig(**{**model_args, "dropout": cfg.dropout}))
-        model.load_state_dict(ckpt["model"])
+        if "model" in ckpt:  # a one-file checkpoint; a sharded one is loaded once the model is sharded
+            model.load_state_dict(ckpt["model"])
         return model
     if cfg.init_from in PRETRAINED:
         log(f"initialising from OpenAI's {cfg.init_from} weights")
@@ -563,7 +586,8 @@ def setup(cfg, dist, log):
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    raw_model = build_model(cfg, ckpt, log).to(device)
+    raw_model = build_model(cfg, ckpt, log)
+    model, eval_model = parallelize(raw_model, cfg, dist, dtype, use_compile)
     optimizer = make_optimizer(cfg, raw_model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
     state = {"iter": 0, "tokens_seen": 0, "time_s": 0.0, "best_val_loss": float("inf"), "last_eval_iter": -1,
@@ -573,17 +597,23 @@ def setup(cfg, dist, log):
             raise UserError(f"the checkpoint in {out_dir} was trained with optimizer_name="
                             f"{ckpt['config']['optimizer_name']!r}, config says {cfg.optimizer_name!r}: "
                             f"use another out_dir")
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if is_sharded(ckpt_path):
+            load_sharded(ckpt_path, raw_model, optimizer)
+            bad = non_finite(list(raw_model.parameters()) + optimizer_tensors(optimizer))
+            if agree("non-finite weights or optimizer state" if bad else None, dist):
+                raise UserError(damaged(ckpt_path, "non-finite weights or optimizer state"))
+        elif cfg.parallelism == "fsdp":
+            load_full_optimizer_state(raw_model, optimizer, ckpt["optimizer"])
+        else:
+            optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         state.update({k: ckpt[k] for k in state})
         set_rng_state(ckpt["rng"])
         del ckpt
-    model = torch.compile(raw_model) if use_compile else raw_model
     run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin",
               grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // per_step,
               hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
-              model=wrap_data_parallel(model, dist),
-              eval_model=model, optimizer=optimizer, scaler=scaler,
+              model=model, eval_model=eval_model, optimizer=optimizer, scaler=scaler,
               autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)),
               tokens_per_iter=cfg.total_batch_size * cfg.block_size)
     config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
@@ -604,20 +634,36 @@ def setup(cfg, dist, log):
         f"{run.grad_accum} micro-steps x {cfg.batch_size} x {cfg.block_size}"
         + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens"
            if cfg.optimizer_name.startswith("sophia") else ""))
+    shape = {k: getattr(raw_model.config, k) for k in ("n_layer", "n_embd", "block_size", "bias")}
+    memory = estimate(replace(cfg, **shape), dist.world_size, dtype, raw_model.config.vocab_size)
+    log(f"{cfg.parallelism} memory estimate: {memory.line()}" + (
+        f"; this GPU has {torch.cuda.get_device_properties(device).total_memory / GB:.1f} GB"
+        if device.type == "cuda" else ""))
     return run, state, metrics
 
 
+def optimizer_tensors(optimizer):
+    return [v for s in optimizer.state.values() for v in s.values()]
+
+
 def checkpoint(run, state):
-    """Rank 0 writes model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state."""
-    if not run.dist.master:
+    """Model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state: one file written by
+    rank 0, or under FSDP a sharded checkpoint that every rank writes its part of."""
+    sharded = run.cfg.parallelism == "fsdp"
+    if not (sharded or run.dist.master):
         return
-    if non_finite(list(run.raw_model.parameters()) + [v for s in run.optimizer.state.values() for v in s.values()]):
+    bad = non_finite(list(run.raw_model.parameters()) + optimizer_tensors(run.optimizer))
+    if agree("non-finite" if bad else None, run.dist) if sharded else bad:
         raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
                            "the previous ones are kept")
-    save_checkpoint({"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                     "scaler": run.scaler.state_dict(), "model_args": asdict(run.raw_model.config),
-                     "config": asdict(run.cfg), "rng": rng_state(), **state},
-                    Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last)
+    meta = {"scaler": run.scaler.state_dict(), "model_args": asdict(run.raw_model.config), "config": asdict(run.cfg),
+            "rng": rng_state(), **state}
+    if sharded:
+        save_sharded(run.raw_model, run.optimizer, meta, Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last,
+                     run.dist)
+    else:
+        save_checkpoint({"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(), **meta},
+                        Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last)
 
 
 def catch_sigterm(run):
@@ -687,28 +733,30 @@ def train(cfg, dist):
             process_time, process_steps = process_time + dt, process_steps + 1
             window = {"t": window["t"] + dt, "tokens": window["tokens"] + tokens, "steps": window["steps"] + 1}
 
-            if state["iter"] % cfg.log_interval == 0 and dist.master:
-                tok_s = window["tokens"] / window["t"]
-                mfu = flops_per_token * tok_s / peak if peak else None
-                row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
-                       "train/loss": loss, "lr": lr_at(it, cfg), "grad_norm": norm,
-                       "param_norm": torch.stack(torch._foreach_norm(list(run.raw_model.parameters()))).norm().item(),
-                       "mfu": mfu, "ms_per_iter": 1000 * window["t"] / window["steps"], "tokens_per_s": tok_s,
-                       "train/clip_rate": state["clipped_steps"] / state["iter"],
-                       "skipped_steps": state["skipped_steps"]}
-                if is_sophia:  # a skipped step has no clipping to report (and after a resume no step may exist yet)
-                    stats = run.optimizer.stats() if ok else dict.fromkeys(("win_rate", "hessian_norm"),
-                                                                            torch.tensor(math.nan))
-                    row["train/win_rate"] = stats["win_rate"].item()
-                    row["optim/hessian_norm"] = stats["hessian_norm"].item()
-                    row["skipped_hessian"] = state["skipped_hessian"]
-                metrics.log(row)
-                eta = (cfg.max_iters - state["iter"]) * process_time / process_steps
-                log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
-                    f"{row['ms_per_iter']:.0f} ms/iter | {tok_s:,.0f} tok/s"
-                    + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
-                    + (f" | win {row['train/win_rate']:.3f}" if is_sophia else "")
-                    + f" | eta {eta / 60:.1f} min")
+            if state["iter"] % cfg.log_interval == 0:
+                # under FSDP these are reductions over every rank's shards: all ranks compute them
+                param_norm = global_norm(list(run.raw_model.parameters())).item()
+                # a skipped step has no clipping to report (and after a resume no step may exist yet)
+                stats = {k: v.item() for k, v in run.optimizer.stats().items()} if is_sophia and ok else {}
+                if dist.master:
+                    tok_s = window["tokens"] / window["t"]
+                    mfu = flops_per_token * tok_s / peak if peak else None
+                    row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
+                           "train/loss": loss, "lr": lr_at(it, cfg), "grad_norm": norm, "param_norm": param_norm,
+                           "mfu": mfu, "ms_per_iter": 1000 * window["t"] / window["steps"], "tokens_per_s": tok_s,
+                           "train/clip_rate": state["clipped_steps"] / state["iter"],
+                           "skipped_steps": state["skipped_steps"]}
+                    if is_sophia:
+                        row["train/win_rate"] = stats.get("win_rate", math.nan)
+                        row["optim/hessian_norm"] = stats.get("hessian_norm", math.nan)
+                        row["skipped_hessian"] = state["skipped_hessian"]
+                    metrics.log(row)
+                    eta = (cfg.max_iters - state["iter"]) * process_time / process_steps
+                    log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
+                        f"{row['ms_per_iter']:.0f} ms/iter | {tok_s:,.0f} tok/s"
+                        + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
+                        + (f" | win {row['train/win_rate']:.3f}" if is_sophia else "")
+                        + f" | eta {eta / 60:.1f} min")
                 window = {"t": 0.0, "tokens": 0, "steps": 0}
     finally:
         if previous_sigterm is not None:

@@ -7,7 +7,8 @@ can kill a real training process at a chosen moment (deterministically, not by r
 --kill_at_iter K       SIGKILL this process when iteration K is about to start (between checkpoints)
 --sigterm_at_iter K    send SIGTERM to this process when iteration K is about to start (pre-emption)
 --kill_in_save K       the checkpoint of iteration K writes half of its bytes and fsyncs them, then
-                       this process SIGKILLs itself (a kill in the middle of writing)
+                       this process SIGKILLs itself (a kill in the middle of writing; for a sharded
+                       checkpoint: in its meta.pt, after the ranks' shards are written)
 --kill_after_rename K  SIGKILL right after the checkpoint of iteration K is renamed into place,
                        before it is verified and older ones are pruned
 --rank R               the options above act on rank R only (default: every rank)
@@ -78,11 +79,11 @@ def patch(args):
     torch.save = half_save
 
     replace = os.replace
-    renamed = None if args.kill_after_rename is None else f"{checkpoint.CKPT_PREFIX}{args.kill_after_rename:08d}.pt"
+    name = None if args.kill_after_rename is None else f"{checkpoint.CKPT_PREFIX}{args.kill_after_rename:08d}"
 
     def replace_then_die(src, dst):
         replace(src, dst)
-        if Path(dst).name == renamed:
+        if Path(dst).name in (name, f"{name}.pt"):  # a sharded checkpoint's directory, or a file
             die()
 
     os.replace = replace_then_die

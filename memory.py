@@ -1,0 +1,71 @@
+"""Training memory per rank, estimated from the config alone (no GPU, no model built): what
+scripts/estimate_memory.py prints and train.py reports at start-up.
+
+Per parameter (fp32 master weights): weights 4 bytes, gradients 4, optimizer state 8 for Sophia
+(m, h) and AdamW (m, v), 4 for Lion (m), for Muon 4 on the block matrices (momentum) and 8 on the
+rest (its AdamW part). DDP keeps every byte of this on every rank, plus its gradient buckets (a
+second copy of the gradients, torch's default); FSDP divides it by the world size and adds the
+parameters and gradients it unshards for one unit at a time: the root (embeddings, LM head) and two
+blocks (the current one and the prefetched next) in the compute dtype, one block's gradients in fp32.
+
+Activations per micro-batch of b sequences of s tokens, per layer of width h, with SDPA (flash
+attention: no s x s scores are stored): 34 * s * b * h bytes in bf16/fp16 (Korthikanti et al. 2022,
+without the 5 a s / h attention-scores term), twice that in fp32; with activation checkpointing only
+each block's input (s * b * h values) plus one block recomputed at a time. The logits: 10 bytes per
+(token, vocabulary entry) in bf16 (the logits, cross-entropy's fp32 log-softmax, their gradient),
+12 in fp32. Not included: the CUDA context and the allocator's fragmentation (typically 1-3 GB).
+"""
+from dataclasses import dataclass
+
+GB = 1024 ** 3
+OPTIMIZER_BYTES = {"sophiag": 8, "sophiah": 8, "adamw": 8, "lion": 4}
+
+
+@dataclass
+class Estimate:
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    other: float  # DDP's gradient buckets, or FSDP's unsharded units
+    other_name: str
+
+    @property
+    def total(self):
+        return self.weights + self.gradients + self.optimizer + self.activations + self.other
+
+    def line(self):
+        return (f"{self.total / GB:.2f} GB per rank (weights {self.weights / GB:.2f}, gradients {self.gradients / GB:.2f}, "
+                f"optimizer {self.optimizer / GB:.2f}, activations {self.activations / GB:.2f}, "
+                f"{self.other_name} {self.other / GB:.2f})")
+
+
+def parameter_counts(cfg, vocab_size):
+    """(all parameters, those in the blocks' weight matrices, one block's): the tied embedding once."""
+    h = cfg.n_embd
+    block_matrices = 12 * h * h  # attention qkv 3h^2 + projection h^2, MLP 4h^2 + 4h^2
+    per_block = block_matrices + (2 + 9 if cfg.bias else 0) * h + 2 * h  # + biases, + LayerNorm gains (and biases)
+    total = vocab_size * h + cfg.block_size * h + cfg.n_layer * per_block + (2 if cfg.bias else 1) * h
+    return total, cfg.n_layer * block_matrices, per_block
+
+
+def estimate(cfg, world_size, dtype, vocab_size):
+    """Estimate for a TrainConfig-like cfg (parallelism, optimizer_name, batch_size, block_size, model
+    shape, activation_checkpointing) on world_size ranks computing in dtype ('float32', 'bfloat16',
+    'float16')."""
+    n, matrices, per_block = parameter_counts(cfg, vocab_size)
+    if cfg.optimizer_name == "muon":
+        state = 4 * matrices + 8 * (n - matrices)
+    else:
+        state = OPTIMIZER_BYTES[cfg.optimizer_name] * n
+    low = dtype in ("bfloat16", "float16")
+    s, b, h = cfg.block_size, cfg.batch_size, cfg.n_embd
+    layer = (34 if low else 68) * s * b * h
+    stored = (2 if low else 4) * s * b * h * cfg.n_layer + layer if cfg.activation_checkpointing \
+        else layer * cfg.n_layer
+    activations = stored + (10 if low else 12) * s * b * vocab_size
+    if cfg.parallelism == "fsdp":
+        unsharded = (2 if low else 4) * ((vocab_size + s) * h + 2 * per_block) + 4 * per_block
+        return Estimate(4 * n / world_size, 4 * n / world_size, state / world_size, activations, unsharded,
+                        "unsharded units")
+    return Estimate(4 * n, 4 * n, state, activations, 4 * n if world_size > 1 else 0, "DDP buckets")

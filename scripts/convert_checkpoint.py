@@ -1,0 +1,57 @@
+"""Turn a sharded (FSDP) checkpoint into a one-file checkpoint, the format of DDP runs.
+
+    python scripts/convert_checkpoint.py out/gpt2_xl_sophiag/ckpt_00010000 xl_10000.pt
+
+The output holds everything the sharded checkpoint does, with the weights and the optimizer state
+whole: sample.py and scripts/export_hf.py read it, and a run continues from it under DDP when it is
+placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified first; the conversion runs in
+one process and needs the CPU memory of the whole model and its optimizer state (16 bytes per
+parameter for Sophia or AdamW). (sample.py, train.py and export_hf.py also read sharded checkpoints
+directly; this is for tools that want one file.)
+"""
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from checkpoint import is_sharded, load_sharded, read_checkpoint, read_sharded_meta, write_file  # noqa: E402
+from errors import UserError  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+from optimizers import make_optimizer  # noqa: E402
+from train import TrainConfig  # noqa: E402
+
+
+def convert(src, dst):
+    meta = read_sharded_meta(src)
+    model = GPT(GPTConfig(**meta["model_args"]))
+    cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
+    optimizer = make_optimizer(cfg, model, model.lm_head.weight.device)
+    load_sharded(src, model, optimizer)
+    write_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **meta}, dst)
+    read_checkpoint(dst)  # verify what was written
+    return meta["iter"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path, help="a sharded checkpoint directory, e.g. out/run/ckpt_00010000")
+    p.add_argument("dst", type=Path, help="the .pt file to write")
+    args = p.parse_args(argv)
+    try:
+        if not (args.src.exists() and is_sharded(args.src)):
+            raise UserError(f"{args.src} is not a sharded checkpoint directory (ckpt_XXXXXXXX/ in an FSDP run's out_dir)")
+        if args.dst.exists():
+            raise UserError(f"{args.dst} exists: choose another output file or delete it")
+        if not args.dst.parent.is_dir():
+            raise UserError(f"{args.dst.parent} is not a directory: create it first")
+        it = convert(args.src, args.dst)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst}: iteration {it}, {args.dst.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

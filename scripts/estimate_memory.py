@@ -1,0 +1,116 @@
+"""Training memory per rank for a config, estimated without a GPU (see memory.py for the model).
+
+    python scripts/estimate_memory.py config/train_gpt2_xl_sophiag.py
+    python scripts/estimate_memory.py config/train_gpt2_large_sophiag.py --parallelism=ddp --world_size=8
+    python scripts/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
+    python scripts/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
+
+Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8 for a
+multi-GPU estimate). dtype 'auto' is taken as bfloat16 (a GPU run). --measure trains the config for
+a few steps (one Hessian refresh, one eval) in this process on the CPU, fp32, one rank, and compares
+the peak resident memory that training added with the estimate for that setting.
+"""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from errors import UserError  # noqa: E402
+from memory import GB, estimate, parameter_counts  # noqa: E402
+from model import PADDED_VOCAB_SIZE  # noqa: E402
+from train import parse_args  # noqa: E402
+
+SIZES = ("small", "medium", "large", "xl")
+RESERVED_GB = 2.0  # CUDA context and allocator fragmentation, not in the estimate
+
+
+def resolved_dtype(cfg):
+    return "bfloat16" if cfg.dtype == "auto" else cfg.dtype
+
+
+def fitting_batch(cfg, world_size, capacity_gb):
+    """The largest micro-batch that divides the global batch and fits capacity_gb, or None."""
+    per_rank = cfg.total_batch_size // world_size
+    for b in sorted((b for b in range(1, per_rank + 1) if per_rank % b == 0), reverse=True):
+        e = estimate(replace(cfg, batch_size=b), world_size, resolved_dtype(cfg), PADDED_VOCAB_SIZE)
+        if e.total / GB + RESERVED_GB <= capacity_gb:
+            return b, e
+    return None, None
+
+
+def table(world_size=8):
+    print(f"Sophia-G, bf16, {world_size} GPUs, micro-batch = the largest that fits with {RESERVED_GB:.0f} GB reserved "
+          f"(memory at that micro-batch); AdamW needs the same, Lion 4 bytes/param less")
+    print("| model | params | parallelism | state per rank (weights+grads+optimizer) | 40 GB GPU | 80 GB GPU |")
+    print("|---|---|---|---|---|---|")
+    for size in SIZES:
+        base = parse_args([str(Path(__file__).resolve().parents[1] / "config" / f"train_gpt2_{size}_sophiag.py")])
+        n = parameter_counts(base, PADDED_VOCAB_SIZE)[0]
+        for parallelism in ("ddp", "fsdp"):
+            for checkpointing in (False, True):
+                cfg = replace(base, parallelism=parallelism, activation_checkpointing=checkpointing)
+                e = estimate(cfg, world_size, "bfloat16", PADDED_VOCAB_SIZE)
+                cells = []
+                for capacity in (40, 80):
+                    b, fit = fitting_batch(cfg, world_size, capacity)
+                    cells.append(f"batch_size={b} ({fit.total / GB:.1f} GB)" if b else "does not fit")
+                name = parallelism + (" + activation_checkpointing" if checkpointing else "")
+                print(f"| {size} | {n / 1e6:.0f}M | {name} | {(e.weights + e.gradients + e.optimizer) / GB:.1f} GB | "
+                      f"{cells[0]} | {cells[1]} |")
+
+
+def resident_bytes():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (--measure needs Linux)")
+
+
+def measure(argv):
+    import resource
+    import tempfile
+
+    import train
+    with tempfile.TemporaryDirectory() as out_dir:
+        cfg = parse_args(argv)
+        steps = cfg.hess_interval + 1
+        overrides = ["--device=cpu", "--dtype=float32", "--compile=False", f"--out_dir={out_dir}", f"--max_iters={steps}",
+                     f"--eval_interval={steps}", "--eval_iters=2", "--wandb_log=False", "--parallelism=ddp"]
+        cfg = parse_args(argv + overrides)
+        before = resident_bytes()
+        train.train(cfg, train.setup_distributed(cfg))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # Linux: ru_maxrss in KiB
+    e = estimate(cfg, 1, "float32", PADDED_VOCAB_SIZE)
+    print(f"estimate {e.total / GB:.3f} GB, measured peak {peak / GB:.3f} GB (resident memory added by training, "
+          f"fp32, CPU, 1 rank, batch_size={cfg.batch_size}): estimate / measured = {e.total / peak:.2f}")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--table"]:
+        table()
+        return 0
+    if argv[:1] == ["--measure"]:
+        measure(argv[1:])
+        return 0
+    world = [a for a in argv if a.startswith("--world_size=")]
+    world_size = int(world[-1].split("=", 1)[1]) if world else 8
+    try:
+        cfg = parse_args([a for a in argv if not a.startswith("--world_size=")])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = parameter_counts(cfg, PADDED_VOCAB_SIZE)[0]
+    e = estimate(cfg, world_size, resolved_dtype(cfg), PADDED_VOCAB_SIZE)
+    print(f"{n / 1e6:.0f}M parameters | {cfg.optimizer_name} | {cfg.parallelism} on {world_size} ranks | "
+          f"batch_size={cfg.batch_size} x block_size={cfg.block_size} | {resolved_dtype(cfg)}"
+          f"{' | activation checkpointing' if cfg.activation_checkpointing else ''}")
+    for name in ("weights", "gradients", "optimizer", "activations"):
+        print(f"  {name:14} {getattr(e, name) / GB:8.2f} GB")
+    print(f"  {e.other_name:14} {e.other / GB:8.2f} GB")
+    print(f"  {'total':14} {e.total / GB:8.2f} GB per rank (+ ~{RESERVED_GB:.0f} GB CUDA context and fragmentation)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
