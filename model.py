@@ -192,44 +192,13 @@ class GPT(nn.Module):
         return idx
 
     @classmethod
-    def from_pretrained(cls, model_type, dropout=0.0):
-        """OpenAI's GPT-2 weights ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') via
-        Hugging Face transformers, from its local cache or the hub."""
-        sizes = {
-            "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
-            "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
-            "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
-            "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
-        }
-        if model_type not in sizes:
-            raise ValueError(f"unknown GPT-2 release {model_type!r}: choose one of {', '.join(sizes)}")
-        try:
-            from transformers import GPT2LMHeadModel
-        except ImportError:
-            raise ValueError("loading OpenAI GPT-2 weights needs Hugging Face transformers: "
-                             "pip install transformers") from None
-        try:
-            hf = GPT2LMHeadModel.from_pretrained(model_type)
-        except OSError as e:
-            raise ValueError(f"could not load {model_type!r} weights ({str(e).splitlines()[0]}): connect "
-                             f"to the Hugging Face hub once, or set HF_HOME to a cache that has them") from None
-        config = GPTConfig(block_size=1024, vocab_size=GPT2_VOCAB_SIZE, bias=True, dropout=dropout,
-                           **sizes[model_type])
-        model = cls(config)
-        sd = model.state_dict()
-        sd_hf = hf.state_dict()
-        # OpenAI's checkpoints use Conv1D modules, whose weights are the transpose of nn.Linear's.
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        keys = [k for k in sd_hf if not k.endswith((".attn.masked_bias", ".attn.bias"))]
-        if len(keys) != len(sd):
-            raise ValueError(f"unexpected {model_type} checkpoint layout: {len(keys)} tensors, expected {len(sd)}")
-        with torch.no_grad():
-            for k in keys:
-                src = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
-                if src.shape != sd[k].shape:
-                    raise ValueError(f"shape mismatch for {k}: {tuple(src.shape)} vs {tuple(sd[k].shape)}")
-                sd[k].copy_(src)
-        return model
+    def from_pretrained(cls, name_or_dir, dropout=0.0):
+        """GPT-2 weights from OpenAI's releases ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl':
+        Hugging Face's cache, or the Hub) or from a local Hugging Face GPT-2 directory (e.g. one
+        written by scripts/export_hf.py). The mapping lives in hf.py, with transformers."""
+        from hf import load_gpt2  # here, not at the top: hf.py imports this module
+
+        return load_gpt2(name_or_dir, dropout)
 
 
 def config_from_dict(d):

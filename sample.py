@@ -1,7 +1,8 @@
-"""Generate text from a trained checkpoint or an OpenAI GPT-2 release.
+"""Generate text from a trained checkpoint, an OpenAI GPT-2 release or a Hugging Face GPT-2 directory.
 
     python sample.py --out_dir=out/quickstart/sophiag --start="ROMEO:" --num_samples=3
     python sample.py --init_from=gpt2 --start="The meaning of life is"
+    python sample.py --init_from=out/hf/sophiag --start="ROMEO:"
     python sample.py --out_dir=out/x --start=FILE:prompt.txt
 """
 import argparse
@@ -10,20 +11,20 @@ from pathlib import Path
 
 import torch
 
-from data.common import get_gpt2_encoding
+from data.common import PrepareError, get_gpt2_encoding
 from model import GPT, GPTConfig
 from checkpoint import latest_valid_checkpoint
 from errors import UserError
-from train import PRETRAINED
+from hf import RELEASES, is_pretrained
 
 
 def load_model(args):
-    if args.init_from in PRETRAINED:
-        return GPT.from_pretrained(args.init_from)
     if args.init_from != "resume":
-        raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir) "
-                        f"or one of {', '.join(PRETRAINED)}")
-    path, ckpt = latest_valid_checkpoint(Path(args.out_dir), print)
+        if not is_pretrained(args.init_from):
+            raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
+                            f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
+        return GPT.from_pretrained(args.init_from)
+    path, ckpt = latest_valid_checkpoint(Path(args.out_dir), lambda msg: print(msg, file=sys.stderr))
     if ckpt is None:
         raise UserError(f"no checkpoint in {args.out_dir}: train first, or pass --init_from=gpt2")
     print(f"loaded {path} (iter {ckpt['iter']})", file=sys.stderr)
@@ -34,7 +35,8 @@ def load_model(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init_from", default="resume", help="'resume' (newest checkpoint in --out_dir) or gpt2*")
+    p.add_argument("--init_from", default="resume",
+                   help="'resume' (newest checkpoint in --out_dir), gpt2* or a Hugging Face GPT-2 directory")
     p.add_argument("--out_dir", default="out")
     p.add_argument("--start", default="\n", help="prompt text, or FILE:path to read it from a file")
     p.add_argument("--num_samples", type=int, default=3)
@@ -46,10 +48,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.num_samples < 1 or args.max_new_tokens < 1 or args.top_k < 0 or args.temperature < 0:
         raise UserError("--num_samples and --max_new_tokens must be >= 1, --top_k and --temperature >= 0")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device={args.device} but CUDA is not available here: use --device=cpu")
+    start = args.start
+    if start.startswith("FILE:"):
+        try:
+            start = Path(start[5:]).read_text()
+        except OSError as e:
+            raise UserError(f"--start={args.start}: cannot read {start[5:]} ({e.strerror})") from None
 
     model = load_model(args).to(args.device).eval()
     enc = get_gpt2_encoding()
-    start = Path(args.start[5:]).read_text() if args.start.startswith("FILE:") else args.start
     ids = enc.encode(start, allowed_special={"<|endoftext|>"})
     if not ids:
         raise UserError("--start encodes to no tokens: give some prompt text")
@@ -62,8 +71,15 @@ def main(argv=None):
         print("---------------")
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """Command-line entry: mistakes are one line on stderr and exit code 2, as in train.py."""
     try:
-        main()
-    except UserError as e:
-        sys.exit(f"error: {e}")
+        main(argv)
+    except (UserError, PrepareError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -33,6 +33,7 @@ from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, load_full_
                         non_finite, read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded,
                         set_rng_state, verify_sharded)
 from errors import UserError
+from hf import RELEASES, is_pretrained
 from memory import GB, estimate
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
 from optimizers import OPTIMIZERS, make_optimizer
@@ -40,7 +41,6 @@ from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync
 from sophia import gnb_loss, hutchinson
 
 REPO_ROOT = Path(__file__).resolve().parent
-PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
 TRAIN, HESSIAN, VAL, EVAL_TRAIN = range(4)
 
@@ -53,7 +53,7 @@ class TrainConfig:
     eval_iters: int = 200  # batches per split in each evaluation
     log_interval: int = 10
     eval_only: bool = False  # evaluate once and exit
-    init_from: str = "scratch"  # 'scratch' | 'resume' | 'auto' (resume if a checkpoint exists) | 'gpt2*'
+    init_from: str = "scratch"  # 'scratch' | 'resume' | 'auto' (resume if a checkpoint exists) | 'gpt2*' | a Hugging Face GPT-2 dir
     keep_last: int = 2  # checkpoints kept in out_dir
     max_skipped_steps: int = 20  # consecutive non-finite steps that stop the run
     # wandb
@@ -111,8 +111,9 @@ class TrainConfig:
         need(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
         need(self.optimizer_name in OPTIMIZERS,
              f"optimizer_name={self.optimizer_name!r} is not one of {', '.join(OPTIMIZERS)}")
-        need(self.init_from in ("scratch", "resume", "auto") + PRETRAINED,
-             f"init_from={self.init_from!r}: use 'scratch', 'resume', 'auto' or one of {', '.join(PRETRAINED)}")
+        need(self.init_from in ("scratch", "resume", "auto") or is_pretrained(self.init_from),
+             f"init_from={self.init_from!r}: use 'scratch', 'resume', 'auto', one of {', '.join(RELEASES)} "
+             f"or the path of a Hugging Face GPT-2 directory")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"),
              f"dtype={self.dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
         need(self.backend in ("auto", "nccl", "gloo"), f"backend={self.backend!r}: use 'auto', 'nccl' or 'gloo'")
@@ -527,7 +528,10 @@ def build_model(cfg, ckpt, log):
         wanted = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                   "block_size": cfg.block_size, "bias": cfg.bias}
         diff = {k: (model_args[k], v) for k, v in wanted.items() if model_args[k] != v}
-        if diff and ckpt["config"]["init_from"] not in PRETRAINED:
+        # A run started from pretrained weights has their shape, not its config's: only a run whose
+        # config described its model can have been resumed with a config of another shape by mistake.
+        described = all(ckpt["config"][k] == model_args[k] for k in wanted)
+        if diff and described:
             desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
             raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
                             f"use another out_dir or the checkpoint's shape")
@@ -535,9 +539,12 @@ def build_model(cfg, ckpt, log):
         if "model" in ckpt:  # a one-file checkpoint; a sharded one is loaded once the model is sharded
             model.load_state_dict(ckpt["model"])
         return model
-    if cfg.init_from in PRETRAINED:
-        log(f"initialising from OpenAI's {cfg.init_from} weights")
+    if is_pretrained(cfg.init_from):
+        log(f"initialising from the GPT-2 weights of {cfg.init_from}")
         model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+        if cfg.block_size > model.config.block_size:
+            raise UserError(f"block_size={cfg.block_size} is longer than the context of {cfg.init_from} "
+                            f"({model.config.block_size} tokens): set block_size <= {model.config.block_size}")
         if cfg.block_size < model.config.block_size:
             model.crop_block_size(cfg.block_size)
         return model

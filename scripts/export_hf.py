@@ -1,0 +1,72 @@
+"""Export the newest checkpoint of a run as a Hugging Face transformers GPT-2 model.
+
+    python scripts/export_hf.py out/quickstart/sophiag out/hf/sophiag
+
+HF_DIR gets config.json, model.safetensors and GPT-2's tokenizer files, so that
+`transformers.AutoModelForCausalLM.from_pretrained(HF_DIR)`, lm-evaluation-harness
+(`lm_eval --model hf --model_args pretrained=HF_DIR`), `python sample.py --init_from=HF_DIR` and
+`python train.py --init_from=HF_DIR` load it without network. Its logits over the 50257 real tokens
+equal the run's (the padded rows of the vocabulary are never targets and are left out).
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from checkpoint import latest_valid_checkpoint  # noqa: E402
+from errors import UserError  # noqa: E402
+from hf import save_hf  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dir", help="a run's out_dir (its newest valid checkpoint is exported)")
+    p.add_argument("hf_dir", help="the directory to write the Hugging Face model into")
+    p.add_argument("--force", action="store_true", help="write into a non-empty hf_dir, replacing the files of an earlier export")
+    args = p.parse_args(argv)
+    out_dir, hf_dir = Path(args.out_dir), Path(args.hf_dir)
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} is not a directory: pass the out_dir of a training run")
+    if hf_dir.is_dir() and any(hf_dir.iterdir()) and not args.force:
+        raise UserError(f"{hf_dir} is not empty: pass --force to replace an earlier export there, or choose another directory")
+    path, ckpt = latest_valid_checkpoint(out_dir, lambda msg: print(msg, file=sys.stderr))
+    if ckpt is None:
+        raise UserError(f"no checkpoint in {out_dir}: train first (checkpoints are written at every eval_interval)")
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    print(f"exporting {path} (iter {ckpt['iter']}, {model.num_params() / 1e6:.2f}M parameters)")
+    try:
+        hf_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Written next to hf_dir first and moved in file by file: a failed export leaves hf_dir as it was.
+        staging = Path(tempfile.mkdtemp(prefix=f".{hf_dir.name}.", dir=hf_dir.parent))
+    except OSError as e:
+        raise UserError(f"cannot write to {hf_dir} ({e.strerror}): choose another directory") from None
+    try:
+        files = save_hf(model, staging)
+        hf_dir.mkdir(exist_ok=True)
+        for f in files:
+            os.replace(f, hf_dir / f.name)
+    except OSError as e:
+        raise UserError(f"writing {hf_dir} failed ({e.strerror or e}): check the disk and permissions") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for f in files:
+        print(f"wrote {hf_dir / f.name} ({(hf_dir / f.name).stat().st_size:,} bytes)")
+
+
+def cli(argv=None):
+    """Command-line entry: mistakes are one line on stderr and exit code 2."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
