@@ -7,9 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import checkpoint
 import train
+from model import GPT, GPT2_VOCAB_SIZE, GPTConfig
 from tests.helpers import REPO, metrics_rows, run_train, tiny_args
 from tests.test_reliability import NONDETERMINISTIC, run_harness, same
 
@@ -129,6 +131,16 @@ def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_p
     sample = subprocess.run([sys.executable, "sample.py", f"--out_dir={reference}", "--max_new_tokens=4",
                              "--num_samples=1", "--device=cpu"], cwd=REPO, capture_output=True, text=True)
     assert sample.returncode == 0 and "---------------" in sample.stdout
+    # Hugging Face export reads the sharded checkpoint directly: the same logits as the weights' own
+    subprocess.run([sys.executable, "scripts/export_hf.py", str(reference), str(tmp_path / "hf")], cwd=REPO,
+                   check=True, capture_output=True)
+    from transformers import GPT2LMHeadModel
+    model = GPT(GPTConfig(**whole["model_args"])).eval()
+    model.load_state_dict(whole["model"])
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hf_logits = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()(idx).logits
+        torch.testing.assert_close(hf_logits, model(idx)[0][..., :GPT2_VOCAB_SIZE], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("overrides, message", [
