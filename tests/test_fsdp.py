@@ -128,6 +128,12 @@ def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_p
     shutil.copytree(reference, fsdp)
     run_train(args(shakespeare, fsdp, init_from="resume", max_iters=14), nproc=2)
     assert_close_rows(fsdp, ddp, ["train/loss", "val/loss"], rel=1e-5, after=12)
+    # ... and the one file continues under FSDP too (its optimizer state is sharded on load), on 1 rank
+    one_rank = tmp_path / "fsdp_from_one_file"
+    one_rank.mkdir()
+    shutil.copy(one_file, one_rank)
+    run_train(args(shakespeare, one_rank, init_from="resume", max_iters=14))
+    assert_close_rows(fsdp, one_rank, ["train/loss", "val/loss"], rel=1e-5, after=12)
     sample = subprocess.run([sys.executable, "sample.py", f"--out_dir={reference}", "--max_new_tokens=4",
                              "--num_samples=1", "--device=cpu"], cwd=REPO, capture_output=True, text=True)
     assert sample.returncode == 0 and "---------------" in sample.stdout
