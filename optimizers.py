@@ -1,10 +1,10 @@
 """The optimizers train.py can build, with their parameter groups: Sophia-G / Sophia-H (sophia.py)
-and the baselines AdamW (torch) and Lion."""
+and the baselines AdamW (torch), Lion and Muon (torch's, with AdamW for the non-matrix parameters)."""
 import torch
 
 from sophia import SophiaG, SophiaH
 
-OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion")
+OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion", "muon")
 
 
 class Lion(torch.optim.Optimizer):
@@ -44,14 +44,79 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for the hidden weight matrices and AdamW for every other parameter, as one optimizer.
+
+    Muon (Jordan et al. 2024) orthogonalises each matrix's Nesterov momentum with a Newton-Schulz
+    iteration; it is meant for the 2-D weights inside the network, so embeddings, the LM head, norm
+    gains and biases go to AdamW (KellerJordan/Muon's README). Both parts are torch optimizers,
+    built by the caller; this class only makes them one for the training loop, the GradScaler and
+    checkpoints: `param_groups` is the Muon groups followed by the AdamW groups, the very dicts the
+    two parts read (so setting a group's lr reaches them), `state` is one dict that both parts
+    fill, and `state_dict()` / `load_state_dict()` are torch.optim.Optimizer's over all of it.
+    Any torch.optim.Muon subclass can be the Muon part, e.g. one that orthogonalises whole
+    matrices gathered from FSDP shards.
+    """
+
+    def __init__(self, muon, adamw):
+        self.muon, self.adamw = muon, adamw
+        super().__init__(muon.param_groups + adamw.param_groups, {})
+        self._share()
+
+    def _share(self):
+        """Point both parts at this optimizer's groups and state (load_state_dict replaces them)."""
+        n = len(self.muon.param_groups)
+        self.muon.param_groups, self.adamw.param_groups = self.param_groups[:n], self.param_groups[n:]
+        self.muon.state = self.adamw.state = self.state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._share()
+
+
+def hidden_matrices(model):
+    """The parameters Muon trains: the 2-D weights inside the transformer blocks (attention qkv and
+    output, MLP in and out), not the embeddings / tied LM head, norm gains or biases."""
+    return [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
+
+
+def set_lr(optimizer, lr):
+    """Every group's lr = lr times its `lr_scale` (its peak lr / learning_rate; 1 when absent), so
+    that the schedule drives groups with different peak lrs, like Muon's AdamW part."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
 def make_optimizer(cfg, model, device):
     """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
+    betas = (cfg.beta1, cfg.beta2)
+    fused = device.type == "cuda"
+    if cfg.optimizer_name == "muon":
+        matrices = hidden_matrices(model)
+        muon = torch.optim.Muon(matrices, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                momentum=cfg.muon_momentum, nesterov=True, adjust_lr_fn=cfg.muon_adjust_lr_fn)
+        rest = [p for p in params if id(p) not in {id(m) for m in matrices}]
+        scale = cfg.muon_adamw_lr / cfg.learning_rate
+        adamw = torch.optim.AdamW(
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.muon_adamw_weight_decay,
+              "lr_scale": scale},
+             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}],
+            lr=cfg.muon_adamw_lr, betas=betas, fused=fused, foreach=not fused)
+        return MuonWithAdamW(muon, adamw)
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer_name == "adamw":
-        fused = device.type == "cuda"
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, fused=fused, foreach=not fused)
     if cfg.optimizer_name == "lion":
         return Lion(groups, lr=cfg.learning_rate, betas=betas)

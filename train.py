@@ -1,4 +1,4 @@
-"""Pretrain GPT-2 with Sophia (or AdamW / Lion baselines), on one CPU, one GPU or many.
+"""Pretrain GPT-2 with Sophia (or AdamW / Lion / Muon baselines), on one CPU, one GPU or many.
 
     python train.py config/train_tiny_sophiag.py                      # laptop CPU
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_small_sophiag.py
@@ -36,7 +36,7 @@ from errors import UserError
 from hf import RELEASES, is_pretrained
 from memory import GB, estimate
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
-from optimizers import OPTIMIZERS, make_optimizer
+from optimizers import OPTIMIZERS, make_optimizer, set_lr
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from sophia import gnb_loss, hutchinson
 
@@ -75,7 +75,7 @@ class TrainConfig:
     bias: bool = False
     scale_attn_by_inverse_layer_idx: bool = False
     # optimizer
-    optimizer_name: str = "sophiag"  # 'sophiag' | 'sophiah' | 'adamw' | 'lion'
+    optimizer_name: str = "sophiag"  # 'sophiag' | 'sophiah' | 'adamw' | 'lion' | 'muon'
     learning_rate: float = 6e-4  # peak; for Sophia this is the official code's lr (= rho * eta of the paper)
     max_iters: int = 100000
     weight_decay: float = 0.2
@@ -86,6 +86,17 @@ class TrainConfig:
     hess_interval: int = 10  # Sophia: refresh the Hessian estimate every k steps
     hess_total_batch_size: typing.Optional[int] = None  # sequences in each Hessian estimate (None: total_batch_size)
     hess_grad_clip: bool = True  # clip the estimator's gradient at grad_clip, as the official code does
+    # Muon (optimizer_name='muon'; defaults: KellerJordan/Muon's recipe): learning_rate and weight_decay
+    # are Muon's, which trains the 2-D weight matrices inside the transformer blocks; AdamW trains the
+    # rest (token and position embeddings = the tied LM head, norm gains, biases) with beta1, beta2 and
+    # the muon_adamw_* keys. Both follow the lr schedule, the AdamW part scaled to peak at muon_adamw_lr.
+    # muon_adjust_lr_fn is torch.optim.Muon's per-matrix lr: 'original' (Keller Jordan's, lr * sqrt(max(1,
+    # rows / cols))) or 'match_rms_adamw' (Moonshot's, lr * 0.2 * sqrt(max(rows, cols)): updates as large
+    # as AdamW's, so that AdamW's learning_rate and weight_decay carry over).
+    muon_momentum: float = 0.95  # Nesterov momentum
+    muon_adjust_lr_fn: str = "original"  # 'original' | 'match_rms_adamw'
+    muon_adamw_lr: float = 3e-4
+    muon_adamw_weight_decay: float = 0.01  # on the embeddings; none on gains and biases
     # learning-rate schedule: linear warmup, then cosine decay to min_lr
     decay_lr: bool = True
     warmup_iters: int = 2000
@@ -130,6 +141,11 @@ class TrainConfig:
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1, beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         need(self.rho > 0, f"rho must be > 0, got {self.rho}")
+        need(0 <= self.muon_momentum < 1, f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        need(self.muon_adjust_lr_fn in ("original", "match_rms_adamw"),
+             f"muon_adjust_lr_fn={self.muon_adjust_lr_fn!r}: use 'original' or 'match_rms_adamw'")
+        need(self.muon_adamw_lr > 0, f"muon_adamw_lr must be > 0, got {self.muon_adamw_lr}")
+        need(self.muon_adamw_weight_decay >= 0, f"muon_adamw_weight_decay must be >= 0, got {self.muon_adamw_weight_decay}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.peak_flops >= 0, f"peak_flops must be >= 0, got {self.peak_flops}")
         need(self.hess_total_batch_size is None or self.hess_total_batch_size >= 1,
@@ -362,8 +378,7 @@ def train_step(run, it):
     """One optimizer step at iteration `it`; returns (ok, loss, grad_norm, stop): loss and norm as
     floats, NaN ones when the step was skipped because the loss or the gradient was not finite (state
     left untouched); stop is True on every rank when any rank has received SIGTERM."""
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr_at(it, run.cfg)
+    set_lr(run.optimizer, lr_at(it, run.cfg))
     loss = forward_backward(run, train_loss, TRAIN, it, run.grad_accum)
     # the SIGTERM flag rides on the loss all-reduce, so all ranks stop at the same step at no extra cost
     loss, stop = all_reduce_mean(torch.stack([loss, torch.tensor(float(run.sigterm[0]), device=loss.device)]),

@@ -1,7 +1,9 @@
-"""Optimizer step time on GPT-2 124M parameter shapes: SophiaG (three paths) against torch's AdamW.
+"""Optimizer step time on GPT-2 124M parameter shapes: SophiaG (three paths), Lion and Muon (with
+AdamW for the non-matrix parameters, as optimizer_name='muon' trains) against torch's AdamW.
 
     python scripts/bench_optimizer.py                      # CUDA when present, else CPU
     python scripts/bench_optimizer.py --device cpu --steps 20
+    python scripts/bench_optimizer.py --model tiny         # the shapes of config/train_tiny_*.py
 
 All optimizers share one set of parameters and gradients. Each is timed over runs of consecutive
 steps, in two rounds over all optimizers (alternating every step would charge the large frees of
@@ -19,7 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from optimizers import Lion, MuonWithAdamW  # noqa: E402
 from sophia import SophiaG  # noqa: E402
+
+MODELS = {"124m": dict(n_layer=12, n_embd=768, block_size=1024), "tiny": dict(n_layer=4, n_embd=128, block_size=64)}
 
 
 def gpt2_shapes(n_layer: int = 12, n_embd: int = 768, vocab_size: int = 50304, block_size: int = 1024):
@@ -40,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (after warm-up steps)")
+    parser.add_argument("--model", choices=MODELS, default="124m", help="parameter shapes: GPT-2 124M or the tiny configs'")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -48,7 +54,7 @@ def main() -> None:
         parser.error("--device cuda needs a GPU and a CUDA build of torch; pass --device cpu")
     torch.manual_seed(0)
 
-    params = [torch.nn.Parameter(0.02 * torch.randn(s, device=device)) for s in gpt2_shapes()]
+    params = [torch.nn.Parameter(0.02 * torch.randn(s, device=device)) for s in gpt2_shapes(**MODELS[args.model])]
     for p in params:
         p.grad = 1e-3 * torch.randn_like(p)
     n_params = sum(p.numel() for p in params)
@@ -57,13 +63,25 @@ def main() -> None:
         return [{"params": [p for p in params if p.dim() >= 2]},
                 {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
+    def muon_with_adamw():  # Muon on the blocks' matrices (params[2:]), AdamW on wte, wpe and the gains
+        matrices = [p for p in params[2:] if p.dim() == 2]
+        rest = [{"params": params[:2]}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return MuonWithAdamW(torch.optim.Muon(matrices, lr=0.02, weight_decay=0.01),
+                             torch.optim.AdamW(rest, lr=6e-4, betas=(0.9, 0.95), foreach=True))
+
     candidates = {
         "AdamW foreach": lambda: torch.optim.AdamW(groups(), lr=6e-4, betas=(0.9, 0.95), foreach=True),
         "AdamW fused": lambda: torch.optim.AdamW(groups(), lr=6e-4, betas=(0.9, 0.95), fused=True),
         "SophiaG per-tensor": lambda: SophiaG(groups(), lr=6e-4, rho=0.05, weight_decay=0.2, foreach=False),
         "SophiaG foreach": lambda: SophiaG(groups(), lr=6e-4, rho=0.05, weight_decay=0.2, foreach=True),
         "SophiaG fused": lambda: SophiaG(groups(), lr=6e-4, rho=0.05, weight_decay=0.2, fused=True),
+        "Lion": lambda: Lion(groups(), lr=1e-4, betas=(0.95, 0.98)),
+        "Muon + AdamW": muon_with_adamw,
     }
+    if device.type == "cpu" and args.model == "124m":  # torch's Newton-Schulz runs in bf16: slow on most CPUs
+        print("skipping Muon + AdamW: its bf16 Newton-Schulz iteration is very slow at 124M shapes on a CPU; "
+              "use --model tiny or a GPU")
+        del candidates["Muon + AdamW"]
     optimizers = {}
     for name, make in candidates.items():
         try:
@@ -98,7 +116,7 @@ def main() -> None:
     best_adamw = min(ms for name, ms in median.items() if name.startswith("AdamW"))
     adamw_foreach = median.get("AdamW foreach", float("nan"))
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"GPT-2 124M shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu}), torch {torch.__version__}, "
+    print(f"GPT-2 {args.model} shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu}), torch {torch.__version__}, "
           f"median of {2 * ((args.steps + 1) // 2)} steps")
     print(f"{'optimizer':<20} {'ms/step':>9} {'x best AdamW':>13} {'x AdamW foreach':>16} {'state B/param':>14}")
     for name, ms in median.items():

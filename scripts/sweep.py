@@ -7,7 +7,9 @@ Then, per optimizer, it selects the lr with the lowest mean final val loss acros
 for each seed measures how many steps / tokens / seconds the selected run of each other
 optimizer needed to first reach the final val loss of the selected baseline (AdamW) run of
 the SAME seed, as a ratio to the baseline's own (0.50x = half as many). It reports these
-ratios per seed and their mean, min-max and std across seeds, or "not reached".
+ratios per seed and their mean, min-max and std across seeds, or "not reached"; and each
+optimizer's training wall-clock per step (median over its finished runs) as a ratio to the
+baseline's.
 
     python scripts/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
@@ -287,6 +289,18 @@ def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
             "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
 
 
+def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
+    """seconds: optimizer -> training seconds per step of each of its finished runs. Per
+    optimizer: median, min, max and the median as a ratio to the baseline's (None without it)."""
+    out = {}
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        ratio = median / statistics.median(seconds[baseline]) if baseline in seconds else None
+        out[name] = {"n": len(values), "median": median, "min": min(values), "max": max(values),
+                     "ratio": ratio}
+    return out
+
+
 def status(run: Run | None, max_iters: int, failure: str | None) -> str:
     if failure:
         return f"FAILED ({failure})"
@@ -301,10 +315,12 @@ def analyze(points: list[Point], baseline: str, failed: dict[str, str]) -> tuple
     """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: Run}}."""
     runs = {p.label: load_point(p) for p in points}
     seeds = sorted({p.seed for p in points})
-    table, losses = [], {}
+    table, losses, seconds = [], {}, {}
     for p in points:
         run = runs[p.label]
         final = run.final_val_loss if is_finished(run, p.max_iters) else None
+        if final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
+            seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
         losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final)
         table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
                       "final_val_loss": final,
@@ -326,7 +342,7 @@ def analyze(points: list[Point], baseline: str, failed: dict[str, str]) -> tuple
                                             for lr in sorted(losses[name])],
                                     "best_lr": sel["best"], "edge": sel["edge"]}
                              for name, sel in selection.items()},
-               "speedup": speedups}
+               "speedup": speedups, "step_time": step_time(seconds, baseline)}
     return summary, chosen
 
 
@@ -400,6 +416,16 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-"
                          f"{st['max']:.2f}x  std {std}"
                          + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+    if summary["step_time"]:
+        lines += ["", "training wall-clock per step (time_s / steps, evals excluded), median over each "
+                      "optimizer's finished runs (all lrs and seeds); the ratio is only as fair as the "
+                      "machine load was even across those runs"]
+        rows = [["optimizer", "runs", "median", "min-max", f"x {baseline}"]]
+        for name, st in summary["step_time"].items():
+            rows.append([name, str(st["n"]), f"{st['median']:.3f} s",
+                         f"{st['min']:.3f}-{st['max']:.3f} s",
+                         "-" if st["ratio"] is None else f"{st['ratio']:.2f}x"])
+        lines.append(align(rows))
     return "\n".join(lines)
 
 

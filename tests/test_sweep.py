@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from scripts.compare import Run, first_crossing, load_run
-from scripts.sweep import Point, analyze, format_summary, main, select_lr, speedup, write_outputs
+from scripts.sweep import Point, analyze, format_summary, main, select_lr, speedup, step_time, write_outputs
 from tests.helpers import REPO
 
 ADAMW, SOPHIAG = (str(REPO / "config" / f"train_tiny_{o}.py") for o in ("adamw", "sophiag"))
@@ -136,6 +136,8 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
     statuses = {(r["optimizer"], r["lr"], r["seed"]): r["status"] for r in summary["runs"]}
     assert statuses[("sophiag", 1e-2, 0)] == "FAILED (exit 2: error: boom)"
     assert statuses[("adamw", 3e-3, 1)] == "finished"
+    assert summary["step_time"]["adamw"] == {"n": 6, "median": 0.5, "min": 0.5, "max": 0.5, "ratio": 1.0}
+    assert summary["step_time"]["sophiag"]["n"] == 5  # the unfinished run has no final time
 
     text = format_summary(summary)
     assert "adamw: best lr 3e-3\n" in text
@@ -143,6 +145,7 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
     assert "NOT REACHED for seed 1" in text
     assert "over the 1 of 2 seeds that reached it" in text
     assert "1e-2  incomplete" in text
+    assert "sophiag    5     0.500 s  0.500-0.500 s  1.00x" in text
 
     written = write_outputs(summary, chosen, tmp_path / "sweep")
     report = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
@@ -150,6 +153,13 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
     assert report["speedup"]["sophiag"]["not_reached_seeds"] == [1]
     assert (tmp_path / "sweep" / "sweep_best.png").stat().st_size > 10_000
     assert len(written) == 2
+
+
+def test_step_time_is_each_optimizers_median_as_a_ratio_to_the_baseline():
+    times = step_time({"adamw": [1.0, 3.0, 2.0], "muon": [3.0, 2.5]}, "adamw")
+    assert times["adamw"] == {"n": 3, "median": 2.0, "min": 1.0, "max": 3.0, "ratio": 1.0}
+    assert times["muon"]["median"] == 2.75 and times["muon"]["ratio"] == pytest.approx(1.375)
+    assert step_time({"muon": [1.0]}, "adamw")["muon"]["ratio"] is None  # no baseline run finished
 
 
 # --------------------------------------------------------------------------- a real sweep
