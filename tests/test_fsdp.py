@@ -1,6 +1,8 @@
 """FSDP (parallelism='fsdp') on 2 CPU ranks (gloo): the same results as DDP for every optimizer,
 sharded checkpoints that survive a kill during a save and damage to a shard, resume on another
 number of ranks, the tools that read sharded checkpoints, and one-line errors."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,7 +59,7 @@ def assert_same_run(out_dir, ref_dir):
         assert same(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("optimizer", ["sophiag", "adamw", "lion"])
+@pytest.mark.parametrize("optimizer", ["sophiag", "adamw", "lion", "muon"])
 def test_fsdp_matches_ddp(optimizer, shakespeare, tmp_path):
     """10 steps on 2 ranks, Hessian refreshes every 3: the losses and Sophia's statistics (global:
     summed over both ranks' shards) equal DDP's."""
@@ -170,3 +172,17 @@ def test_a_sharded_checkpoint_of_another_shape_is_one_line(shakespeare, referenc
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert "has a different model shape: n_embd=32 (config says 64)" in proc.stderr
 
+
+
+def test_muon_under_fsdp_orthogonalises_whole_matrices_with_one_gather_each():
+    """GatheredMuon: one all-gather per matrix and the unsharded torch.optim.Muon's update (up to the
+    last bits of the sharded gradient reduction); torch.optim.Muon on the shards as it is pays ~13
+    collectives per matrix."""
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "tests" / "muon_collectives.py")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["gathered"]["collectives"] == result["matrices"] == 8
+    assert result["gathered"]["max_abs_diff"] < 1e-6
+    assert result["as_is"]["collectives"] > 10 * result["matrices"]
