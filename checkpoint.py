@@ -275,6 +275,25 @@ def load_sharded(path, model, optimizer):
     set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
+def live_tensors(model, optimizer):
+    """The tensors of a model's weights and its optimizer's state, as training holds them."""
+    return list(model.parameters()) + [v for s in optimizer.state.values() for v in s.values()]
+
+
+def load_training_state(path, ckpt, model, optimizer, dist):
+    """Resume: the checkpoint's optimizer state into optimizer, and a sharded one's weights into model
+    (a one-file checkpoint's weights are loaded before the model is sharded). Call on every rank."""
+    if is_sharded(path):
+        load_sharded(path, model, optimizer)
+        why = agree("non-finite weights or optimizer state" if non_finite(live_tensors(model, optimizer)) else None, dist)
+        if why is not None:
+            raise UserError(damaged(path, why))
+    elif isinstance(next(model.parameters()), DTensor):  # a one-file checkpoint into an FSDP run
+        load_full_optimizer_state(model, optimizer, ckpt["optimizer"])
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
+
+
 def load_full_optimizer_state(model, optimizer, optimizer_state):
     """A one-file checkpoint's optimizer state (torch's format: parameters numbered in param_groups
     order) into an optimizer of sharded (FSDP) parameters: renamed to parameter names, the format

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, load_full_optimizer_state, load_sharded,
-                        non_finite, read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded,
-                        set_rng_state, verify_sharded)
+from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, live_tensors, load_training_state, non_finite,
+                        read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded, set_rng_state,
+                        verify_sharded)
 from errors import UserError
 from hf import RELEASES, is_pretrained
 from memory import GB, estimate
@@ -619,15 +619,7 @@ def setup(cfg, dist, log):
             raise UserError(f"the checkpoint in {out_dir} was trained with optimizer_name="
                             f"{ckpt['config']['optimizer_name']!r}, config says {cfg.optimizer_name!r}: "
                             f"use another out_dir")
-        if is_sharded(ckpt_path):
-            load_sharded(ckpt_path, raw_model, optimizer)
-            bad = non_finite(list(raw_model.parameters()) + optimizer_tensors(optimizer))
-            if agree("non-finite weights or optimizer state" if bad else None, dist):
-                raise UserError(damaged(ckpt_path, "non-finite weights or optimizer state"))
-        elif cfg.parallelism == "fsdp":
-            load_full_optimizer_state(raw_model, optimizer, ckpt["optimizer"])
-        else:
-            optimizer.load_state_dict(ckpt["optimizer"])
+        load_training_state(ckpt_path, ckpt, raw_model, optimizer, dist)
         scaler.load_state_dict(ckpt["scaler"])
         state.update({k: ckpt[k] for k in state})
         set_rng_state(ckpt["rng"])
@@ -664,17 +656,13 @@ def setup(cfg, dist, log):
     return run, state, metrics
 
 
-def optimizer_tensors(optimizer):
-    return [v for s in optimizer.state.values() for v in s.values()]
-
-
 def checkpoint(run, state):
     """Model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state: one file written by
     rank 0, or under FSDP a sharded checkpoint that every rank writes its part of."""
     sharded = run.cfg.parallelism == "fsdp"
     if not (sharded or run.dist.master):
         return
-    bad = non_finite(list(run.raw_model.parameters()) + optimizer_tensors(run.optimizer))
+    bad = non_finite(live_tensors(run.raw_model, run.optimizer))
     if agree("non-finite" if bad else None, run.dist) if sharded else bad:
         raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
                            "the previous ones are kept")
