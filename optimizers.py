@@ -5,6 +5,7 @@ import torch
 from sophia import SophiaG, SophiaH
 
 OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion")
+FUSED = ("sophiag", "sophiah", "adamw")  # those with a fused step (TrainConfig.fused_optimizer)
 
 
 class Lion(torch.optim.Optimizer):
@@ -45,15 +46,17 @@ class Lion(torch.optim.Optimizer):
 
 
 def make_optimizer(cfg, model, device):
-    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
+    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains.
+    fused_optimizer: None leaves each optimizer's default step, fused (torch's kernel) only for
+    AdamW on CUDA; Sophia's fused step is a torch.compile'd kernel, not yet measured on GPUs."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer_name == "adamw":
-        fused = device.type == "cuda"
+        fused = device.type == "cuda" if cfg.fused_optimizer is None else cfg.fused_optimizer
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, fused=fused, foreach=not fused)
     if cfg.optimizer_name == "lion":
         return Lion(groups, lr=cfg.learning_rate, betas=betas)
     sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
-    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho)
+    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho, fused=bool(cfg.fused_optimizer))
