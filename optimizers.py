@@ -8,6 +8,7 @@ from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
 from sophia import SophiaG, SophiaH
 
 OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion", "muon")
+FUSED = ("sophiag", "sophiah", "adamw")  # those with a fused step (TrainConfig.fused_optimizer)
 
 
 class Lion(torch.optim.Optimizer):
@@ -134,10 +135,12 @@ def set_lr(optimizer, lr):
 
 
 def make_optimizer(cfg, model, device):
-    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
+    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains.
+    fused_optimizer: None leaves each optimizer's default step, fused (torch's kernel) only for
+    AdamW on CUDA; Sophia's fused step is a torch.compile'd kernel, not yet measured on GPUs."""
     params = [p for p in model.parameters() if p.requires_grad]
     betas = (cfg.beta1, cfg.beta2)
-    fused = device.type == "cuda"
+    fused = device.type == "cuda" if cfg.fused_optimizer is None else cfg.fused_optimizer  # AdamW (and Muon's AdamW part)
     if cfg.optimizer_name == "muon":
         matrices = hidden_matrices(model)
         sharded = isinstance(matrices[0], DTensor)  # FSDP
@@ -159,4 +162,4 @@ def make_optimizer(cfg, model, device):
     if cfg.optimizer_name == "lion":
         return Lion(groups, lr=cfg.learning_rate, betas=betas)
     sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
-    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho)
+    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho, fused=bool(cfg.fused_optimizer))

@@ -8,7 +8,9 @@ Config files are Python files that are executed; their top-level assignments, th
 `--key=value` overrides (parsed as Python literals, never evaluated), are applied to TrainConfig.
 Every random draw of a training step (data windows, dropout, Sophia's sampled labels) is a pure
 function of (seed, iteration, global micro-batch index), so a resumed run, or one on a different
-number of GPUs with the same total batch, sees exactly what an uninterrupted run would have.
+number of GPUs with the same total batch, sees exactly what an uninterrupted run would have (but
+a Hessian batch smaller than one micro-batch per rank is split by rank, so its windows depend on
+the number of GPUs).
 """
 import ast
 import difflib
@@ -36,9 +38,10 @@ from errors import UserError
 from hf import RELEASES, is_pretrained
 from memory import GB, estimate
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
-from optimizers import OPTIMIZERS, make_optimizer, set_lr
+from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from sophia import gnb_loss, hutchinson
+from timing import StepTimer
 
 REPO_ROOT = Path(__file__).resolve().parent
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
@@ -82,9 +85,14 @@ class TrainConfig:
     beta1: float = 0.965
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
+    # True: a fused step (AdamW: torch's kernel; Sophia: one torch.compile'd kernel per parameter);
+    # None: fused AdamW on CUDA, every other optimizer's foreach step
+    fused_optimizer: typing.Optional[bool] = None
     rho: float = 0.05  # Sophia's clipping threshold
     hess_interval: int = 10  # Sophia: refresh the Hessian estimate every k steps
-    hess_total_batch_size: typing.Optional[int] = None  # sequences in each Hessian estimate (None: total_batch_size)
+    # sequences in each Hessian estimate (None: total_batch_size); below batch_size * world_size, each
+    # rank draws one micro-batch of hess_total_batch_size / world_size sequences
+    hess_total_batch_size: typing.Optional[int] = None
     hess_grad_clip: bool = True  # clip the estimator's gradient at grad_clip, as the official code does
     # Muon (optimizer_name='muon'; defaults: KellerJordan/Muon's recipe): learning_rate and weight_decay
     # are Muon's, which trains the 2-D weight matrices inside the transformer blocks; AdamW trains the
@@ -122,6 +130,9 @@ class TrainConfig:
         need(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
         need(self.optimizer_name in OPTIMIZERS,
              f"optimizer_name={self.optimizer_name!r} is not one of {', '.join(OPTIMIZERS)}")
+        need(not self.fused_optimizer or self.optimizer_name in FUSED,
+             f"fused_optimizer=True but {self.optimizer_name} has no fused step (only {', '.join(FUSED)}): "
+             f"leave fused_optimizer unset")
         need(self.init_from in ("scratch", "resume", "auto") or is_pretrained(self.init_from),
              f"init_from={self.init_from!r}: use 'scratch', 'resume', 'auto', one of {', '.join(RELEASES)} "
              f"or the path of a Hugging Face GPT-2 directory")
@@ -308,18 +319,28 @@ def forward_backward(run, loss_fn, stream, it, n_micro):
 
     The training step and Sophia-G's Hessian refresh both run through here, with a different
     loss_fn and stream. DDP all-reduces gradients on the last micro-step, FSDP reduce-scatters them
-    after each one."""
-    total = torch.zeros((), device=run.dist.device)
-    for micro in range(n_micro):
+    after each one. The next micro-batch is read while the device runs the current forward pass
+    (CUDA kernels are asynchronous)."""
+    batch_size = run.hess_batch_size if stream == HESSIAN else run.cfg.batch_size
+
+    def load(micro):
         index = run.dist.rank * n_micro + micro  # global micro-batch index: independent of world size
-        x, y = get_batch(run.train_path, run.cfg.seed, stream, it, index, run.cfg.batch_size,
-                         run.cfg.block_size, run.dist.device)
+        with run.timer("data"):
+            return index, get_batch(run.train_path, run.cfg.seed, stream, it, index, batch_size,
+                                    run.cfg.block_size, run.dist.device)
+
+    total = torch.zeros((), device=run.dist.device)
+    index, (x, y) = load(0)
+    for micro in range(n_micro):
         reseed(run.cfg.seed, stream, it, index)
         last = micro == n_micro - 1
         with grad_sync(run.model, last):
-            with run.autocast:
+            with run.timer("forward_backward"), run.autocast:
                 loss = loss_fn(run.model, x, y) / n_micro
-            run.scaler.scale(loss).backward()
+            if not last:
+                index, (x, y) = load(micro + 1)
+            with run.timer("forward_backward"):
+                run.scaler.scale(loss).backward()
         total += loss.detach()
     return total
 
@@ -354,24 +375,30 @@ def hutchinson_refresh(run, it):
     return params, total
 
 
+def hessian_due(run, it):
+    """Sophia refreshes its Hessian estimate after every hess_interval-th step."""
+    return run.cfg.optimizer_name.startswith("sophia") and (it + 1) % run.cfg.hess_interval == 0
+
+
 def refresh_hessian(run, it):
     """Update Sophia's Hessian EMA from a fresh batch; returns False if the estimate was not finite."""
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.cfg.optimizer_name == "sophiah":
-        params, estimates = hutchinson_refresh(run, it)
-        finite = torch.stack([torch.isfinite(e).all() for e in estimates]).all()
-        if not finite.item():
-            return False
-        run.optimizer.update_hessian(params, estimates)
-        return True
-    forward_backward(run, gnb_estimator_loss, HESSIAN, it, run.hess_micro)
-    norm = grad_norm(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
-    finite = bool(torch.isfinite(norm).item())
-    if finite:
-        run.optimizer.update_hessian(num_tokens=run.hess_tokens)
-    run.scaler.update()
-    run.optimizer.zero_grad(set_to_none=True)
-    return finite
+    with run.timer("hessian"):
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.cfg.optimizer_name == "sophiah":
+            params, estimates = hutchinson_refresh(run, it)
+            finite = torch.stack([torch.isfinite(e).all() for e in estimates]).all()
+            if not finite.item():
+                return False
+            run.optimizer.update_hessian(params, estimates)
+            return True
+        forward_backward(run, gnb_estimator_loss, HESSIAN, it, run.hess_micro)
+        norm = grad_norm(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
+        finite = bool(torch.isfinite(norm).item())
+        if finite:
+            run.optimizer.update_hessian(num_tokens=run.hess_tokens)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+        return finite
 
 
 def train_step(run, it):
@@ -380,16 +407,17 @@ def train_step(run, it):
     left untouched); stop is True on every rank when any rank has received SIGTERM."""
     set_lr(run.optimizer, lr_at(it, run.cfg))
     loss = forward_backward(run, train_loss, TRAIN, it, run.grad_accum)
-    # the SIGTERM flag rides on the loss all-reduce, so all ranks stop at the same step at no extra cost
-    loss, stop = all_reduce_mean(torch.stack([loss, torch.tensor(float(run.sigterm[0]), device=loss.device)]),
-                                 run.dist)
-    norm = grad_norm(run, run.cfg.grad_clip)
-    loss_f, norm_f, stop_f = torch.stack([loss, norm.to(loss.device, loss.dtype), stop]).tolist()  # one host sync
-    ok = math.isfinite(loss_f) and math.isfinite(norm_f)
-    if ok:
-        run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.optimizer.zero_grad(set_to_none=True)
+    with run.timer("optimizer"):
+        # the SIGTERM flag rides on the loss all-reduce, so all ranks stop at the same step at no extra cost
+        loss, stop = all_reduce_mean(torch.stack([loss, torch.tensor(float(run.sigterm[0]), device=loss.device)]),
+                                     run.dist)
+        norm = grad_norm(run, run.cfg.grad_clip)
+        loss_f, norm_f, stop_f = torch.stack([loss, norm.to(loss.device, loss.dtype), stop]).tolist()  # one host sync
+        ok = math.isfinite(loss_f) and math.isfinite(norm_f)
+        if ok:
+            run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
     return ok, loss_f, norm_f, stop_f > 0
 
 
@@ -477,6 +505,7 @@ class Run:
     val_path: Path
     grad_accum: int  # micro-steps per rank in an optimizer step
     hess_micro: int  # micro-steps per rank in a Hessian refresh
+    hess_batch_size: int  # sequences per micro-step in a Hessian refresh
     hess_tokens: int  # predictions in one Hessian estimate, all ranks together
     raw_model: GPT
     model: torch.nn.Module  # compiled and/or DDP-wrapped: what the training step calls
@@ -485,6 +514,7 @@ class Run:
     scaler: torch.amp.GradScaler
     autocast: typing.Any
     tokens_per_iter: int  # training tokens in one optimizer step, all ranks together
+    timer: StepTimer  # where a step's time goes; off unless scripts/bench_train.py switches it on
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
 
 
@@ -587,9 +617,11 @@ def setup(cfg, dist, log):
                         f"{cfg.batch_size} * {dist.world_size}: change batch_size or total_batch_size"
                         f"{batch_sizes_that_fit(cfg.total_batch_size, dist.world_size)}")
     hess_total = cfg.hess_total_batch_size or cfg.total_batch_size
-    if cfg.optimizer_name.startswith("sophia") and hess_total % per_step:
+    hess_batch = min(cfg.batch_size, hess_total // dist.world_size)
+    if cfg.optimizer_name.startswith("sophia") and (hess_batch == 0 or hess_total % (hess_batch * dist.world_size)):
         raise UserError(f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = "
-                        f"{cfg.batch_size} * {dist.world_size}{batch_sizes_that_fit(hess_total, dist.world_size)}")
+                        f"{cfg.batch_size} * {dist.world_size}: use a multiple of it, or a multiple of world_size "
+                        f"below it{batch_sizes_that_fit(hess_total, dist.world_size)}")
     device = dist.device
     dtype = cfg.dtype
     if dtype == "auto":
@@ -625,11 +657,12 @@ def setup(cfg, dist, log):
         set_rng_state(ckpt["rng"])
         del ckpt
     run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin",
-              grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // per_step,
+              grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * dist.world_size),
+              hess_batch_size=hess_batch,
               hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
               model=model, eval_model=eval_model, optimizer=optimizer, scaler=scaler,
               autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)),
-              tokens_per_iter=cfg.total_batch_size * cfg.block_size)
+              tokens_per_iter=cfg.total_batch_size * cfg.block_size, timer=StepTimer(device))
     config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
               "hess_micro": run.hess_micro, "tokens_per_iter": run.tokens_per_iter, "dtype_resolved": dtype,
               "device_resolved": str(device), "compile_resolved": use_compile,
@@ -729,13 +762,13 @@ def train(cfg, dist):
                     raise UserError(f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. "
                                     f"Lower learning_rate or raise rho (Sophia) / weight_decay, then continue from the "
                                     f"last good checkpoint in {cfg.out_dir} (if any) with --init_from=auto")
-            if is_sophia and ok and (it + 1) % cfg.hess_interval == 0:
+            if ok and hessian_due(run, it):
                 if not refresh_hessian(run, it):
                     state["skipped_hessian"] += 1
                     log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
                 tokens += run.hess_tokens
-            if dist.device.type == "cuda":
-                torch.cuda.synchronize()
+            # no device synchronize here: the step's loss read-back waits for the device every step, and
+            # meanwhile the device runs the optimizer step while the host reads the next batch
             dt = time.perf_counter() - t0
             state["iter"] = it + 1
             state["tokens_seen"] += tokens

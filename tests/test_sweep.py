@@ -244,13 +244,13 @@ def test_changed_settings_on_an_existing_sweep_is_an_error(swept, shakespeare, c
 
 
 def test_failing_run_is_reported_and_the_sweep_goes_on(shakespeare, tmp_path, capsys):
-    # the Hessian batch (3 sequences) does not split into micro-batches of 4: only Sophia fails
+    # the Hessian batch (6 sequences) does not split into micro-batches of 4: only Sophia fails
     argv = sweep_argv(tmp_path, shakespeare, lrs=("adamw=1e-2", "sophiag=1e-2"), seeds=("0",),
-                      configs=(SOPHIAG, ADAMW), extra_sets=["hess_total_batch_size=3"])
+                      configs=(SOPHIAG, ADAMW), extra_sets=["hess_total_batch_size=6"])
     assert main(argv) == 1
     console = capsys.readouterr().out
     assert "[1/2] sophiag lr=1e-2 seed=0: FAILED after" in console
-    assert "exit 2: error: hess_total_batch_size=3 is not divisible" in console
+    assert "exit 2: error: hess_total_batch_size=6 is not divisible" in console
     assert "[2/2] adamw lr=1e-2 seed=0: done in" in console
     assert "sophiag: no lr has a finished, finite run for every seed" in console
     report = json.loads((tmp_path / "sweep_summary.json").read_text())

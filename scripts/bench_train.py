@@ -1,0 +1,164 @@
+"""Training throughput of several optimizers in one run, through train.py's own step functions.
+
+    python scripts/bench_train.py config/train_tiny_sophiag.py --optimizers adamw,sophiag
+    python scripts/bench_train.py config/train_gpt2_small_sophiag.py --optimizers adamw,sophiag,lion \\
+        --batch_size=12 --total_batch_size=480 --steps 20 --rounds 3
+    torchrun --standalone --nproc_per_node=8 scripts/bench_train.py config/train_gpt2_small_sophiag.py ...
+
+Config files and --key=value overrides are train.py's (one set for every optimizer). Each entry of
+--optimizers is an optimizer name, optionally followed by its own overrides, e.g.
+`sophiag:hess_total_batch_size=8:fused_optimizer=True`. Every entry is set up by train.setup(),
+warmed up (compilation, one Hessian refresh), then timed for --rounds rounds of --steps
+iterations: train.train_step() plus train.refresh_hessian() when train.hessian_due() says so, the
+loop's own rule. The entries take turns at every iteration (each one leading in turn), so that a
+load change on a shared machine hits all of them alike. --steps should be a multiple of
+hess_interval so that every round holds the same number of refreshes.
+
+Printed per entry: ms per iteration (median over rounds, and range), training tokens/s, MFU (on a
+GPU whose peak train.py knows, or --peak_flops), the share of the iteration spent in data loading,
+forward+backward, the optimizer step and the Hessian refresh (train.py's StepTimer; 'other' is the
+rest), its peak memory (CUDA), and its ms/iter as a ratio to AdamW's in the same round (median and
+range over rounds; needs an adamw entry). On CPU the process's peak RSS is printed once.
+"""
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as torch_dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402
+from errors import UserError  # noqa: E402
+from model import peak_flops  # noqa: E402
+from parallel import setup_distributed  # noqa: E402
+
+PARTS = ("data", "forward_backward", "optimizer", "hessian")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--optimizers", default="adamw,sophiag",
+                        help="comma-separated entries: name[:key=value[:key=value...]]")
+    parser.add_argument("--steps", type=int, default=10, help="timed iterations per entry and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per entry before the rounds")
+    args, train_args = parser.parse_known_args(argv)
+    if args.steps < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
+    entries = []
+    for entry in args.optimizers.split(","):
+        name, *overrides = entry.split(":")
+        entries.append((entry, [f"--optimizer_name={name}"] + [f"--{o}" for o in overrides]))
+    return args, train_args, entries
+
+
+def iteration(run, it):
+    """train.py's iteration: the step, then the Hessian refresh when it is due."""
+    ok = train.train_step(run, it)[0]
+    if ok and train.hessian_due(run, it):
+        train.refresh_hessian(run, it)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None):
+    args, train_args, entries = parse(sys.argv[1:] if argv is None else argv)
+    scratch = tempfile.TemporaryDirectory(prefix="bench_train_")
+    quiet = lambda *a: None  # noqa: E731
+    cfgs = [train.parse_args(train_args + extra + [f"--out_dir={scratch.name}/{i}", "--wandb_log=False",
+                                                   "--init_from=scratch"])
+            for i, (_, extra) in enumerate(entries)]
+    dist = setup_distributed(cfgs[0])
+    say = print if dist.master else quiet
+    runs, peak_mem = {}, {}
+    try:
+        for (label, _), cfg in zip(entries, cfgs):
+            device = dist.device
+            before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            run, _, metrics = train.setup(cfg, dist, quiet)
+            if metrics is not None:
+                metrics.close()
+            t0 = time.perf_counter()
+            for it in range(args.warmup):
+                iteration(run, it)
+            if cfg.optimizer_name.startswith("sophia"):
+                train.refresh_hessian(run, args.warmup)  # compiles the refresh's graph before timing
+            synchronize(device)
+            if device.type == "cuda":
+                peak_mem[label] = torch.cuda.max_memory_allocated(device) - before
+            say(f"{label}: set up and warmed up in {time.perf_counter() - t0:.1f} s")
+            run.timer.enabled = True
+            runs[label] = run
+        results = {label: [] for label in runs}  # per round: (seconds, parts)
+        for r in range(args.rounds):
+            seconds = dict.fromkeys(runs, 0.0)
+            for run in runs.values():
+                run.timer.reset()
+            for i in range(args.steps):
+                it = args.warmup + r * args.steps + i
+                order = list(runs)[i % len(runs):] + list(runs)[:i % len(runs)]  # each entry leads in turn
+                for label in order:
+                    synchronize(dist.device)
+                    t0 = time.perf_counter()
+                    iteration(runs[label], it)
+                    synchronize(dist.device)
+                    seconds[label] += time.perf_counter() - t0
+            for label, run in runs.items():
+                results[label].append((seconds[label], run.timer.seconds()))
+            say(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                f"{label} {1000 * results[label][-1][0] / args.steps:.0f} ms/iter" for label in runs))
+        report(args, runs, results, peak_mem, dist, say)
+    finally:
+        if dist.ddp:
+            torch_dist.destroy_process_group()
+        scratch.cleanup()
+
+
+def report(args, runs, results, peak_mem, dist, say):
+    any_run = next(iter(runs.values()))
+    device = dist.device
+    peak = peak_flops(device, any_run.cfg.peak_flops)
+    baseline = next((label for label, run in runs.items() if run.cfg.optimizer_name == "adamw"), None)
+    say(f"\n{dist.world_size} x {device}, {args.rounds} rounds of {args.steps} iterations per entry "
+        f"(after {args.warmup} warm-up); ms/iter and ratios: median [min-max] over rounds")
+    header = (f"{'entry':<44} {'ms/iter':>20} {'tok/s':>9} {'MFU':>6} {'data':>6} {'fwd+bwd':>8} {'optim':>6} "
+              f"{'hessian':>8} {'other':>6} {'memory':>8} {'vs ' + (baseline or 'adamw'):>22}")
+    say(header)
+    for label, run in runs.items():
+        ms = [1000 * seconds / args.steps for seconds, _ in results[label]]
+        seconds = sum(s for s, _ in results[label])
+        parts = {p: sum(r[1].get(p, 0.0) for r in results[label]) / seconds for p in PARTS}
+        tokens = run.tokens_per_iter * args.steps * args.rounds
+        refreshes = sum(train.hessian_due(run, it) for it in range(args.warmup, args.warmup + args.steps * args.rounds))
+        mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.hess_tokens) / seconds / peak
+               if peak else None)
+        ratio = "-"
+        if baseline is not None:
+            ratios = [a / b for (a, _), (b, _) in zip(results[label], results[baseline])]
+            ratio = f"{statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]"
+        memory = f"{peak_mem[label] / 2**30:.2f} GiB" if label in peak_mem else "-"
+        say(f"{label:<44} {statistics.median(ms):>7.1f} [{min(ms):.0f}-{max(ms):.0f}] {tokens / seconds:>9,.0f} "
+            f"{'-' if mfu is None else f'{100 * mfu:.1f}%':>6} "
+            + " ".join(f"{100 * parts[p]:>{w}.1f}%" for p, w in zip(PARTS, (5, 7, 5, 7)))
+            + f" {100 * (1 - sum(parts.values())):>5.1f}% {memory:>8} {ratio:>22}")
+    if device.type != "cuda":
+        say(f"peak RSS of the process (all entries): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
