@@ -18,19 +18,19 @@ def tiny_args(data_dir, out_dir, **overrides):
     return [f"--{k}={v}" for k, v in cfg.items()]
 
 
-def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=()):
-    """train.py in a subprocess: plain python, or torchrun with nproc CPU ranks (gloo)."""
+def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=(), script=REPO / "train.py"):
+    """train.py (or another script) in a subprocess: plain python, or torchrun with nproc CPU ranks (gloo)."""
     if nproc == 1 and not extra_torchrun:
-        cmd = [sys.executable, str(REPO / "train.py"), *args]
+        cmd = [sys.executable, str(script), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               *extra_torchrun, str(REPO / "train.py"), *args]
+               *extra_torchrun, str(script), *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         full_env.pop(k, None)
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and out.returncode != 0:
-        raise AssertionError(f"train.py failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out
 
 

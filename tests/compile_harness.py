@@ -1,0 +1,42 @@
+"""
+Trains several configurations one after the other in this one process (under torchrun: on every
+rank, one process group for all of them) and writes how many graphs torch.compile has made after
+each, so that a test can check that nothing compiles again after the first (warm-up) run.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/compile_harness.py RUNS.json OUT
+RUNS.json holds a list of train.py argument lists; OUT<rank>.json receives the list of counts.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch._dynamo.utils  # noqa: E402
+import torch.distributed as torch_dist  # noqa: E402
+
+import train  # noqa: E402
+from parallel import setup_distributed  # noqa: E402
+
+
+def compiled_graphs():
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def main():
+    runs, out = json.loads(Path(sys.argv[1]).read_text()), sys.argv[2]
+    cfgs = [train.parse_args(args) for args in runs]
+    dist = setup_distributed(cfgs[0])
+    counts = []
+    try:
+        for cfg in cfgs:
+            train.train(cfg, dist)
+            counts.append(compiled_graphs())
+    finally:
+        if dist.ddp:
+            torch_dist.destroy_process_group()
+    Path(f"{out}{os.environ.get('RANK', '0')}.json").write_text(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    main()
