@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test suite from a fresh clone: sets up .venv, then runs pytest (CPU only, no network).
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k resume -x`.
+# The test files run in parallel, one pytest worker per core (pytest-xdist), each file on one worker
+# so that its module fixtures are built once. Extra arguments go to pytest, e.g.
+# `bash scripts/test.sh -k resume -x`; `-n 0` runs everything in this one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
-exec python -m pytest -q "$@"
+exec python -m pytest -q -n auto --dist loadfile "$@"

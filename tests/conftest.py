@@ -9,7 +9,8 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# 2 threads, or 1 per pytest worker when scripts/test.sh runs one worker per core
+os.environ.setdefault("OMP_NUM_THREADS", "1" if "PYTEST_XDIST_WORKER" in os.environ else "2")
 
 from tests.helpers import REPO  # noqa: E402  (after the environment is set)
 

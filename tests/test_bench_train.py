@@ -89,3 +89,17 @@ def test_bench_train_times_every_entry_against_adamw(shakespeare):
     bad = subprocess.run([sys.executable, "scripts/bench_train.py", "--optimizers", "adamw,nope"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: optimizer_name='nope'")
+
+
+def test_bench_refresh_prices_every_lever_as_overhead_on_a_step(shakespeare):
+    cmd = [sys.executable, "scripts/bench_refresh.py", str(REPO / "config" / "train_tiny_sophiag.py"),
+           f"--data_dir={shakespeare}", "--device=cpu", "--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16",
+           "--batch_size=4", "--total_batch_size=4", "--fractions", "1,4", "--repeats", "1"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line[:32].strip(): line[32:].split() for line in out.stdout.splitlines()[2:]}
+    assert list(rows) == ["step", "fresh batch of 4", "fresh batch of 1", "training forward, 4",
+                          "training forward, 1", "sampling: gnb_loss", "sampling: torch.multinomial"]
+    assert float(rows["step"][0]) > 0 and all(v[1].endswith("%") for k, v in rows.items() if k != "step")
+    bad = subprocess.run(cmd[:-4] + ["--fractions", "3"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr == "error: --fractions: batch_size=4 is not divisible by 3\n"

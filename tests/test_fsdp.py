@@ -59,16 +59,30 @@ def assert_same_run(out_dir, ref_dir):
         assert same(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("optimizer", ["sophiag", "adamw", "lion", "muon"])
-def test_fsdp_matches_ddp(optimizer, shakespeare, tmp_path):
-    """10 steps on 2 ranks, Hessian refreshes every 3: the losses and Sophia's statistics (global:
-    summed over both ranks' shards) equal DDP's."""
-    common = dict(max_iters=10, eval_interval=5, hess_interval=3, optimizer_name=optimizer)
-    run_train(tiny_args(shakespeare, tmp_path / "ddp", **common), nproc=2)
-    run_train(tiny_args(shakespeare, tmp_path / "fsdp", parallelism="fsdp", **common), nproc=2)
+OPTIMIZERS = ["sophiag", "adamw", "lion", "muon"]
+
+
+@pytest.fixture(scope="module")
+def ddp_and_fsdp(shakespeare, tmp_path_factory):
+    """Every optimizer for 10 steps on 2 ranks, Hessian refreshes every 3, under DDP and under FSDP:
+    all in one torchrun launch."""
+    out = tmp_path_factory.mktemp("ddp_and_fsdp")
+    runs = [tiny_args(shakespeare, out / f"{optimizer}_{parallelism}", max_iters=10, eval_interval=5, hess_interval=3,
+                      optimizer_name=optimizer, parallelism=parallelism)
+            for optimizer in OPTIMIZERS for parallelism in ("ddp", "fsdp")]
+    (out / "runs.json").write_text(json.dumps(runs))
+    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=2, script=REPO / "tests" / "runs_harness.py",
+              timeout=600)
+    return out
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_fsdp_matches_ddp(optimizer, ddp_and_fsdp):
+    """The losses and Sophia's statistics (global: summed over both ranks' shards) equal DDP's."""
+    ddp, fsdp = ddp_and_fsdp / f"{optimizer}_ddp", ddp_and_fsdp / f"{optimizer}_fsdp"
     keys = ["train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate", "optim/hessian_norm"]
-    assert_close_rows(tmp_path / "ddp", tmp_path / "fsdp", keys, rel=1e-5)
-    rows = metrics_rows(tmp_path / "fsdp")
+    assert_close_rows(ddp, fsdp, keys, rel=1e-5)
+    rows = metrics_rows(fsdp)
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert losses[-1] < losses[0]
     if optimizer == "sophiag":

@@ -1,6 +1,6 @@
 """The GPU defaults, run on CPU on every commit: torch.compile (inductor) with bf16 autocast, through
-Hessian refreshes and evaluations, for Sophia-G (foreach and fused step), AdamW and Lion, in one
-process and on 2 gloo ranks, and Sophia-H's double backward. The loss falls, bf16 stays close to
+Hessian refreshes and evaluations, for Sophia-G (foreach and fused step), AdamW, Lion and Muon, in
+one process and on 2 gloo ranks, and Sophia-H's double backward. The loss falls, bf16 stays close to
 fp32, and after a warm-up run that compiles each graph once (training step, Hessian refresh, eval,
 fused optimizer step), nothing compiles again: not the next refreshes or evals, not another run.
 
@@ -14,7 +14,7 @@ import torch
 import torch._dynamo.utils
 
 import train
-from tests.compile_harness import compiled_graphs
+from tests.runs_harness import compiled_graphs
 from tests.helpers import REPO, metrics_rows, run_train, tiny_args
 
 # 4 iterations of 2 micro-batches of 2 x 16 tokens: Hessian refreshes after iterations 2 and 4, evals
@@ -25,7 +25,8 @@ WARM_UP = dict(optimizer_name="sophiag", fused_optimizer=True, max_iters=1, eval
 OPTIMIZERS = {"sophiag": dict(optimizer_name="sophiag"),
               "sophiag_fused": dict(optimizer_name="sophiag", fused_optimizer=True),
               "adamw": dict(optimizer_name="adamw"),
-              "lion": dict(optimizer_name="lion")}
+              "lion": dict(optimizer_name="lion"),
+              "muon": dict(optimizer_name="muon", muon_adamw_lr=3e-2)}  # its AdamW part (the embeddings) moves the loss here
 GPU_PATH = dict(compile=True, dtype="bfloat16")
 # |bf16 compiled - fp32 eager| of every logged train loss and eval loss: measured at most 0.0010
 # (Sophia-G; AdamW 0.0002, Lion 0.0004; the same on 2 ranks; 0.005 after 6 steps), so that a bf16 or
@@ -77,7 +78,7 @@ def two_ranks(shakespeare, tmp_path_factory, inductor_cache):
     runs = [args(shakespeare, out / name, **GPU_PATH, **({**WARM_UP} if name == "warm_up" else OPTIMIZERS[name]))
             for name in names]
     (out / "runs.json").write_text(json.dumps(runs))
-    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=2, script=REPO / "tests" / "compile_harness.py",
+    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=2, script=REPO / "tests" / "runs_harness.py",
               timeout=600)
     counts = [json.loads((out / f"graphs{rank}.json").read_text()) for rank in (0, 1)]
     return {name: metrics_rows(out / name) for name in OPTIMIZERS}, *counts

@@ -1,9 +1,10 @@
 """
 Trains several configurations one after the other in this one process (under torchrun: on every
-rank, one process group for all of them) and writes how many graphs torch.compile has made after
-each, so that a test can check that nothing compiles again after the first (warm-up) run.
+rank, one process group for all of them; DDP and FSDP runs may alternate) and writes how many graphs
+torch.compile has made after each, so that a test can check that nothing compiles again after the
+first (warm-up) run. One launch instead of one per run: each launch costs seconds of start-up.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/compile_harness.py RUNS.json OUT
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/runs_harness.py RUNS.json OUT
 RUNS.json holds a list of train.py argument lists; OUT<rank>.json receives the list of counts.
 """
 import json
