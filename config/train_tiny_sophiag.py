@@ -28,7 +28,7 @@ weight_decay = 0.2
 rho = 0.05
 hess_interval = 10  # Hessian refresh every 10 steps
 # ... on 8 fresh sequences, a quarter of the training batch (the paper: all 32): Sophia-G's time per step
-# drops from 1.11x AdamW's to 1.0Nx at the same final val loss (2 seeds; docs/performance.md)
+# drops from 1.10x AdamW's to 0.999x, final val loss within seed noise (2 seeds; docs/performance.md)
 hess_total_batch_size = 8
 
 eval_interval = 25
