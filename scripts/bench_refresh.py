@@ -63,9 +63,10 @@ def main(argv=None):
     if dist.ddp:
         raise UserError("bench_refresh runs in one process: run it with python, not torchrun")
     sizes = []
-    for f in map(int, args.fractions.split(",")):
-        if cfg.batch_size % f:
-            raise UserError(f"--fractions: batch_size={cfg.batch_size} is not divisible by {f}")
+    for text in args.fractions.split(","):
+        f = int(text) if text.strip().isdigit() else 0
+        if f < 1 or cfg.batch_size % f:
+            raise UserError(f"--fractions: batch_size={cfg.batch_size} is not divisible by {text!r}")
         sizes.append(cfg.batch_size // f)
     runs = {}
     for b in sizes:

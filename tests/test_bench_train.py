@@ -102,4 +102,4 @@ def test_bench_refresh_prices_every_lever_as_overhead_on_a_step(shakespeare):
                           "training forward, 1", "sampling: gnb_loss", "sampling: torch.multinomial"]
     assert float(rows["step"][0]) > 0 and all(v[1].endswith("%") for k, v in rows.items() if k != "step")
     bad = subprocess.run(cmd[:-4] + ["--fractions", "3"], cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr == "error: --fractions: batch_size=4 is not divisible by 3\n"
+    assert bad.returncode == 2 and bad.stderr == "error: --fractions: batch_size=4 is not divisible by '3'\n"
