@@ -34,5 +34,15 @@ def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=(
     return out
 
 
+def train_in_one_launch(runs, out, nproc=2):
+    """train.py runs (argument lists) one after another in one torchrun launch (tests/runs_harness.py),
+    which saves each run's start-up; returns per rank the number of graphs torch.compile had made
+    after each run."""
+    (out / "runs.json").write_text(json.dumps(runs))
+    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=nproc, script=REPO / "tests" / "runs_harness.py",
+              timeout=600)
+    return [json.loads((out / f"graphs{rank}.json").read_text()) for rank in range(nproc)]
+
+
 def metrics_rows(out_dir):
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]

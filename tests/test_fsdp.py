@@ -14,7 +14,7 @@ import torch
 import checkpoint
 import train
 from model import GPT, GPT2_VOCAB_SIZE, GPTConfig
-from tests.helpers import REPO, metrics_rows, run_train, tiny_args
+from tests.helpers import REPO, metrics_rows, run_train, tiny_args, train_in_one_launch
 from tests.test_reliability import NONDETERMINISTIC, run_harness, same
 
 MAX_ITERS, EVAL_INTERVAL = 12, 4
@@ -70,9 +70,7 @@ def ddp_and_fsdp(shakespeare, tmp_path_factory):
     runs = [tiny_args(shakespeare, out / f"{optimizer}_{parallelism}", max_iters=10, eval_interval=5, hess_interval=3,
                       optimizer_name=optimizer, parallelism=parallelism)
             for optimizer in OPTIMIZERS for parallelism in ("ddp", "fsdp")]
-    (out / "runs.json").write_text(json.dumps(runs))
-    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=2, script=REPO / "tests" / "runs_harness.py",
-              timeout=600)
+    train_in_one_launch(runs, out)
     return out
 
 

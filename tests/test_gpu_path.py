@@ -7,7 +7,6 @@ fused optimizer step), nothing compiles again: not the next refreshes or evals, 
 Compiling is the cost here (~17 s per graph on 2 cores, less from the module's shared inductor
 cache), and bf16 matmuls without native CPU support take ~8x fp32's time, so every run is 64
 tokens per step and every compiling process trains all the optimizers."""
-import json
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ import torch._dynamo.utils
 
 import train
 from tests.runs_harness import compiled_graphs
-from tests.helpers import REPO, metrics_rows, run_train, tiny_args
+from tests.helpers import metrics_rows, tiny_args, train_in_one_launch
 
 # 4 iterations of 2 micro-batches of 2 x 16 tokens: Hessian refreshes after iterations 2 and 4, evals
 # at 0, 2 and 4
@@ -77,10 +76,7 @@ def two_ranks(shakespeare, tmp_path_factory, inductor_cache):
     names = ["warm_up", *OPTIMIZERS]
     runs = [args(shakespeare, out / name, **GPU_PATH, **({**WARM_UP} if name == "warm_up" else OPTIMIZERS[name]))
             for name in names]
-    (out / "runs.json").write_text(json.dumps(runs))
-    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=2, script=REPO / "tests" / "runs_harness.py",
-              timeout=600)
-    counts = [json.loads((out / f"graphs{rank}.json").read_text()) for rank in (0, 1)]
+    counts = train_in_one_launch(runs, out)
     return {name: metrics_rows(out / name) for name in OPTIMIZERS}, *counts
 
 
