@@ -16,6 +16,10 @@ baseline's.
     python scripts/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
     python scripts/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
     python scripts/sweep.py ... --analyze_only                           # no training
+    python scripts/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # cheaper, see below
+
+With --tune_seeds N only the first N seeds train the whole grid and select the lr; the other
+seeds then train each optimizer at its selected lr only, and the speedup covers every seed.
 
 Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped,
 an unfinished one continues from its newest checkpoint (train.py --init_from=auto). A run that
@@ -109,9 +113,8 @@ def parse_sets(sets: list[str]) -> list[str]:
     return args
 
 
-def plan(configs: list[str], grid: dict[str, list[float]], seeds: list[int], out: Path,
-         sets: list[str]) -> list[Point]:
-    """Every point of the sweep, seed by seed (a full grid for the first seed comes first)."""
+def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]) -> dict[str, str]:
+    """{optimizer_name: its config file}, checked against the configs and the --lrs grid."""
     by_optimizer = {}
     for path in configs:
         if not Path(path).is_file():
@@ -133,10 +136,17 @@ def plan(configs: list[str], grid: dict[str, list[float]], seeds: list[int], out
         if name not in grid:
             raise ValueError(f"no --lrs for {name!r} (trained by {path}): add e.g. "
                              f"{name}=1e-3,3e-3,1e-2")
+    return by_optimizer
+
+
+def plan(by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list[int], out: Path,
+         sets: list[str]) -> list[Point]:
+    """Every point of grid x seeds, seed by seed (a full grid for the first seed comes first)."""
     points, dirs = [], set()
     for seed in seeds:
-        for name, path in by_optimizer.items():
-            for lr in grid[name]:
+        for name, lrs in grid.items():
+            path = by_optimizer[name]
+            for lr in lrs:
                 out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
                 if out_dir in dirs:
                     raise ValueError(f"--lrs {name}: two learning rates both name {out_dir}; "
@@ -268,11 +278,13 @@ def spread(values: list[float]) -> dict:
 
 
 def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
-    """Per seed: steps / tokens / seconds each run needs to first reach the final val loss of the
-    baseline run of the same seed, as ratios to the baseline's own (compare.summarize), and
-    their spread over the seeds where it was reached."""
+    """Per seed that has both runs: steps / tokens / seconds each run needs to first reach the
+    final val loss of the baseline run of the same seed, as ratios to the baseline's own
+    (compare.summarize), and their spread over the seeds where it was reached."""
     per_seed = []
     for seed, base in baselines.items():
+        if seed not in runs:
+            continue
         base_row, row = summarize([base, runs[seed]], base)
         entry = {"seed": seed, "target": row["target"], "final_val_loss": row["final_val_loss"],
                  "reached": row["reached"]}
@@ -311,35 +323,59 @@ def status(run: Run | None, max_iters: int, failure: str | None) -> str:
     return "finished" if math.isfinite(run.final_val_loss) else "diverged"
 
 
-def analyze(points: list[Point], baseline: str, failed: dict[str, str]) -> tuple[dict, dict]:
-    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: Run}}."""
+def final_loss(point: Point, run: Run | None) -> float | None:
+    return run.final_val_loss if is_finished(run, point.max_iters) else None
+
+
+def selected_lrs(points: list[Point]) -> dict[str, dict]:
+    """select_lr for each optimizer over these points' finished runs."""
+    losses = {}
+    for p in points:
+        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(p, load_point(p)))
+    return {name: select_lr(by_lr) | {"losses": by_lr} for name, by_lr in losses.items()}
+
+
+def confirm_plan(by_optimizer: dict[str, str], tune_points: list[Point], seeds: list[int],
+                 out: Path, sets: list[str]) -> list[Point]:
+    """The runs of the seeds that do not tune: each optimizer at the lr its tuning runs
+    selected, none for an optimizer whose tuning runs have not all finished."""
+    grid = {name: [sel["best"]] for name, sel in selected_lrs(tune_points).items()
+            if sel["best"] is not None and None not in sel["means"].values()}
+    return plan(by_optimizer, grid, seeds, out, sets)
+
+
+def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str,
+            failed: dict[str, str]) -> tuple[dict, dict]:
+    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: Run}}:
+    each lr is judged on the tuning runs (the full grid), the speedup is measured on every
+    seed's finished run at the selected lr."""
+    points = tune_points + confirm_points
     runs = {p.label: load_point(p) for p in points}
-    seeds = sorted({p.seed for p in points})
-    table, losses, seconds = [], {}, {}
+    table, seconds = [], {}
     for p in points:
         run = runs[p.label]
-        final = run.final_val_loss if is_finished(run, p.max_iters) else None
+        final = final_loss(p, run)
         if final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
             seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
-        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final)
         table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
                       "final_val_loss": final,
                       "status": status(run, p.max_iters, failed.get(p.label))})
-    selection = {name: select_lr(by_lr) for name, by_lr in losses.items()}
+    selection = selected_lrs(tune_points)
     chosen = {}
     for name, sel in selection.items():
         if sel["best"] is not None:
-            chosen[name] = {p.seed: runs[p.label] for p in points
-                            if p.optimizer == name and p.lr == sel["best"]}
+            chosen[name] = {p.seed: runs[p.label] for p in points if p.optimizer == name
+                            and p.lr == sel["best"] and final_loss(p, runs[p.label]) is not None}
     speedups = {}
     if baseline in chosen:
         for name, runs_by_seed in chosen.items():
             if name != baseline:
                 speedups[name] = speedup(chosen[baseline], runs_by_seed)
-    summary = {"baseline": baseline, "seeds": seeds, "runs": table,
+    summary = {"baseline": baseline, "seeds": sorted({p.seed for p in points}),
+               "tune_seeds": sorted({p.seed for p in tune_points}), "runs": table,
                "selection": {name: {"lrs": [{"lr": lr, "mean_val_loss": sel["means"][lr],
-                                             "per_seed": losses[name][lr]}
-                                            for lr in sorted(losses[name])],
+                                             "per_seed": sel["losses"][lr]}
+                                            for lr in sorted(sel["losses"])],
                                     "best_lr": sel["best"], "edge": sel["edge"]}
                              for name, sel in selection.items()},
                "speedup": speedups, "step_time": step_time(seconds, baseline)}
@@ -359,12 +395,16 @@ def fmt_loss(x: float | None) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    baseline, seeds = summary["baseline"], summary["seeds"]
+    baseline, seeds, tune = summary["baseline"], summary["seeds"], summary["tune_seeds"]
     lines = ["runs (final val loss = the last eval, at max_iters)",
              align([["optimizer", "lr", "seed", "final val loss", "status"]] +
                    [[r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]),
                      r["status"]] for r in summary["runs"]]),
-             "", f"learning rate: mean final val loss over seeds {', '.join(map(str, seeds))}"]
+             "", f"learning rate: mean final val loss over seeds {', '.join(map(str, tune))}"]
+    confirm = [s for s in seeds if s not in tune]
+    if confirm:
+        lines.append(f"(seeds {', '.join(map(str, confirm))} train each optimizer's selected lr "
+                     f"only, --tune_seeds {len(tune)})")
     rows = [["optimizer", "lr", "mean", "per seed", ""]]
     for name, sel in summary["selection"].items():
         for entry in sel["lrs"]:
@@ -401,12 +441,15 @@ def format_summary(summary: dict) -> str:
                                                                else f"{ratio:.2f}x"))
             rows.append(cells)
         lines.append(align(rows))
-        missed = result["not_reached_seeds"]
+        missed, n = result["not_reached_seeds"], len(result["per_seed"])
         if missed:
             lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
                          f"{baseline}'s final val loss there")
-        over = f"over the {len(seeds) - len(missed)} of {len(seeds)} seeds that reached it" \
-            if missed else f"over {len(seeds)} seeds"
+        absent = [s for s in seeds if s not in {e["seed"] for e in result["per_seed"]}]
+        if absent:
+            lines.append(f"seed {', '.join(map(str, absent))}: no finished run of both yet")
+        over = f"over the {n - len(missed)} of {n} seeds that reached it" \
+            if missed else f"over {n} seeds"
         lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
         for unit, st in result["stats"].items():
             if st is None:
@@ -464,6 +507,9 @@ def parse_args(argv):
     p.add_argument("--lrs", nargs="+", required=True, metavar="OPT=LR,LR",
                    help="learning rates per optimizer, e.g. adamw=1e-3,3e-3,1e-2")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="default: 0 1")
+    p.add_argument("--tune_seeds", type=int, metavar="N",
+                   help="select each lr on the first N seeds' full grid, then train the other "
+                        "seeds at the selected lr only (default: every seed trains the full grid)")
     p.add_argument("--out", default="out/sweep", help="root of the run dirs (default out/sweep)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="train.py settings for every run, e.g. max_iters=100 device=cpu")
@@ -479,47 +525,75 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def sweep(args, command: str) -> int:
+    """The whole sweep; ValueError for bad input, before anything trains."""
     out = Path(args.out)
-    try:
-        if len(set(args.seeds)) != len(args.seeds):
-            raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
-        launcher = shlex.split(args.launcher)
-        if not launcher:
-            raise ValueError("--launcher is empty: leave it out to run train.py with this python")
-        points = plan(args.configs, parse_lrs(args.lrs), args.seeds, out, parse_sets(args.set))
-        if args.baseline not in {p.optimizer for p in points}:
-            raise ValueError(f"--baseline {args.baseline}: no --configs file trains it")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
+    launcher = shlex.split(args.launcher)
+    if not launcher:
+        raise ValueError("--launcher is empty: leave it out to run train.py with this python")
+    n_tune = len(args.seeds) if args.tune_seeds is None else args.tune_seeds
+    if not 1 <= n_tune <= len(args.seeds):
+        raise ValueError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number "
+                         f"of --seeds")
+    tune_seeds, confirm_seeds = args.seeds[:n_tune], args.seeds[n_tune:]
+    grid, sets = parse_lrs(args.lrs), parse_sets(args.set)
+    by_optimizer = optimizers(args.configs, grid, sets)
+    if args.baseline not in by_optimizer:
+        raise ValueError(f"--baseline {args.baseline}: no --configs file trains it")
+    tune_points = plan(by_optimizer, grid, tune_seeds, out, sets)
+
+    def confirm() -> list[Point]:  # known once the tuning runs have finished
+        points = confirm_plan(by_optimizer, tune_points, confirm_seeds, out, sets)
         for point in points:
             check_settings(point)
-    except ValueError as e:
-        print(f"sweep.py: error: {e}", file=sys.stderr)
-        return 2
+        return points
 
+    for point in tune_points:
+        check_settings(point)
     if args.dry_run:
+        points = tune_points + confirm()
         for k, p in enumerate(points, 1):
             done = is_finished(load_point(p), p.max_iters)
             verdict = "finished, would skip" if done else "would run"
             say(f"[{k}/{len(points)}] {p.label}: {verdict}\n"
                 f"    {shlex.join([*launcher, str(REPO / 'train.py'), *p.args])}")
+        if confirm_seeds:
+            say(f"seeds {' '.join(map(str, confirm_seeds))}: each optimizer at the lr selected "
+                f"on seeds {' '.join(map(str, tune_seeds))} (listed once those have finished)")
         return 0
     failed = {}
     if not args.analyze_only:
-        try:
-            failed = run_sweep(points, launcher)
-        except KeyboardInterrupt:
-            print("interrupted: rerun the same command to resume (finished runs are skipped)",
-                  file=sys.stderr)
-            return 130
+        failed = run_sweep(tune_points, launcher)
+    confirm_points = confirm()
+    if not args.analyze_only and confirm_points:
+        say(f"seeds {' '.join(map(str, confirm_seeds))}: the selected lrs")
+        failed |= run_sweep(confirm_points, launcher)
 
-    summary, chosen = analyze(points, args.baseline, failed)
-    summary["command"] = shlex.join(["scripts/sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    summary, chosen = analyze(tune_points, confirm_points, args.baseline, failed)
+    summary["command"] = command
     say("\n" + format_summary(summary) + "\n")
     for path in write_outputs(summary, chosen, out):
         say(f"wrote {path}")
-    complete = all(sel["best_lr"] is not None for sel in summary["selection"].values())
+    complete = (all(sel["best_lr"] is not None for sel in summary["selection"].values())
+                and len(confirm_points) == len(confirm_seeds) * len(by_optimizer)
+                and all(r["final_val_loss"] is not None for r in summary["runs"]))
     return 1 if failed or not complete else 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["scripts/sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return sweep(args, command)
+    except ValueError as e:
+        print(f"sweep.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume (finished runs are skipped)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

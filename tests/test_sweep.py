@@ -125,7 +125,7 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
             final = finals[seed]
             evals = [(0, 10.0), (100, 5.0)] + ([(200, final)] if final is not None else [])
             points.append(write_point(tmp_path, optimizer, lr, seed, evals))
-    summary, chosen = analyze(points, "adamw", {"sophiag lr=1e-2 seed=0": "exit 2: error: boom"})
+    summary, chosen = analyze(points, [], "adamw", {"sophiag lr=1e-2 seed=0": "exit 2: error: boom"})
     assert summary["selection"]["adamw"]["best_lr"] == 3e-3  # mean 4.25 < 4.35 < 4.65
     assert summary["selection"]["sophiag"]["best_lr"] == 3e-3  # 1e-2 is unfinished for seed 0
     assert summary["selection"]["sophiag"]["lrs"][2]["mean_val_loss"] is None
@@ -153,6 +153,35 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
     assert report["speedup"]["sophiag"]["not_reached_seeds"] == [1]
     assert (tmp_path / "sweep" / "sweep_best.png").stat().st_size > 10_000
     assert len(written) == 2
+
+
+def test_analyze_with_tuning_seeds_selects_on_them_and_measures_every_seed(tmp_path):
+    """--tune_seeds 1: seed 0 trains the grid and picks the lr, seeds 1 and 2 only train it."""
+    tune = [write_point(tmp_path, "adamw", lr, 0, [(0, 10.0), (100, 5.0), (200, final)])
+            for lr, final in ((1e-3, 4.6), (3e-3, 4.0), (1e-2, 4.3))]
+    tune += [write_point(tmp_path, "muon", lr, 0, [(0, 10.0), (100, 4.5), (200, final)])
+             for lr, final in ((1e-2, 3.9), (3e-2, 3.6), (1e-1, 3.8))]
+    confirm = [write_point(tmp_path, "adamw", 3e-3, 1, [(0, 10.0), (100, 5.0), (200, 4.2)]),
+               write_point(tmp_path, "muon", 3e-2, 1, [(0, 10.0), (100, 4.0), (200, 3.7)]),
+               write_point(tmp_path, "adamw", 3e-3, 2, [(0, 10.0), (100, 5.0), (200, 4.1)]),
+               write_point(tmp_path, "muon", 3e-2, 2, [(0, 10.0), (100, 4.2)])]  # unfinished
+    summary, chosen = analyze(tune, confirm, "adamw", {})
+    assert summary["tune_seeds"] == [0] and summary["seeds"] == [0, 1, 2]
+    adamw = summary["selection"]["adamw"]
+    assert adamw["best_lr"] == 3e-3 and adamw["edge"] is None
+    assert [e["per_seed"] for e in adamw["lrs"]] == [[4.6], [4.0], [4.3]]  # seed 0 only
+    assert sorted(chosen["adamw"]) == [0, 1, 2] and sorted(chosen["muon"]) == [0, 1]
+    per_seed = summary["speedup"]["muon"]["per_seed"]
+    assert [e["seed"] for e in per_seed] == [0, 1]
+    # seed 1: target 4.2 (adamw seed 1); muon goes 10 -> 4.0 over 0..100: 4.2 at 96.7 steps
+    assert per_seed[1]["steps_ratio"] == pytest.approx(100 * 5.8 / 6.0 / 200)
+    text = format_summary(summary)
+    assert "mean final val loss over seeds 0\n(seeds 1, 2 train each optimizer's selected lr " \
+           "only, --tune_seeds 1)" in text
+    assert "seed 2: no finished run of both yet" in text
+    assert "muon / adamw ratio, over 2 seeds" in text
+    statuses = {(r["optimizer"], r["seed"]): r["status"] for r in summary["runs"]}
+    assert statuses[("muon", 2)] == "incomplete (100/200 iters)"
 
 
 def test_step_time_is_each_optimizers_median_as_a_ratio_to_the_baseline():
@@ -235,6 +264,27 @@ def test_unfinished_run_resumes_from_its_checkpoint(swept, shakespeare, capsys):
     assert load_run(run_dir).final_val_loss == final  # train.py resumes bit for bit
 
 
+def test_tune_seeds_plans_the_other_seeds_at_the_selected_lrs_only(swept, shakespeare, capsys):
+    out, _, _ = swept
+    assert main([*sweep_argv(out, shakespeare), "--tune_seeds", "1", "--dry_run"]) == 0
+    listed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("[")]
+    assert listed == ["[1/5] adamw lr=1e-3 seed=0", "[2/5] adamw lr=1e-2 seed=0",
+                      "[3/5] sophiag lr=1e-2 seed=0", "[4/5] adamw lr=1e-2 seed=1",
+                      "[5/5] sophiag lr=1e-2 seed=1"]
+
+
+def test_tune_seeds_trains_the_grid_once_then_the_selected_lr(shakespeare, tmp_path, capsys):
+    argv = sweep_argv(tmp_path, shakespeare, lrs=("adamw=1e-3,1e-2",), configs=(ADAMW,))
+    assert main([*argv, "--tune_seeds", "1"]) == 0
+    console = capsys.readouterr().out
+    assert "seeds 1: the selected lrs" in console
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == \
+        ["adamw_lr1e-2_seed0", "adamw_lr1e-2_seed1", "adamw_lr1e-3_seed0"]
+    report = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert report["tune_seeds"] == [0] and report["selection"]["adamw"]["best_lr"] == 1e-2
+
+
 def test_changed_settings_on_an_existing_sweep_is_an_error(swept, shakespeare, capsys):
     out, _, _ = swept
     assert main(sweep_argv(out, shakespeare, extra_sets=["max_iters=8"])) == 2
@@ -281,6 +331,8 @@ def test_dry_run_and_analyze_only_train_nothing(shakespeare, tmp_path, capsys):
     (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--set", "seed=3"], "the sweep sets"),
     (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--set", "n_layers=3"], "did you mean 'n_layer'"),
     (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--seeds", "0", "0"], "a seed is repeated"),
+    (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--seeds", "0", "1", "--tune_seeds", "3"],
+     "--tune_seeds 3: must be 1 to 2"),
     (["--configs", SOPHIAG, "--lrs", "sophiag=1e-3"], "--baseline adamw: no --configs file"),
 ])
 def test_bad_input_is_one_line_error_and_nonzero_exit(args, message, tmp_path, capsys):
