@@ -144,9 +144,8 @@ def plan(by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list
     """Every point of grid x seeds, seed by seed (a full grid for the first seed comes first)."""
     points, dirs = [], set()
     for seed in seeds:
-        for name, lrs in grid.items():
-            path = by_optimizer[name]
-            for lr in lrs:
+        for name, path in by_optimizer.items():  # the --configs order
+            for lr in grid.get(name, []):
                 out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
                 if out_dir in dirs:
                     raise ValueError(f"--lrs {name}: two learning rates both name {out_dir}; "
