@@ -368,7 +368,7 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
             "test_size": test_size,
             "splits": {s: {**counts[s], "bytes": 2 * counts[s]["tokens"]} for s in SPLITS},
         }
-        _write_json_atomic(paths["meta"], meta)
+        write_json_atomic(paths["meta"], meta)
     except BaseException as e:
         _remove(tmp.values())
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
@@ -405,7 +405,7 @@ def _write_bins(ranges, tmp_paths, num_docs):
     return counts
 
 
-def _write_json_atomic(path, obj):
+def write_json_atomic(path, obj):
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w") as f:
