@@ -7,6 +7,7 @@
 # loss, as a ratio to AdamW's steps, against the non-embedding parameter count.
 #
 #     bash scripts/ladder.sh [OUT]        # default out/ladder; rerunning resumes
+#     SIZES="s l" bash scripts/ladder.sh  # some sizes only (the figure needs every size's sweep)
 #
 # Sizes (non-embedding parameters): s = 2 x 64 (0.10M), m = 4 x 128 (0.79M, the four-way
 # comparison's model), l = 6 x 192 (2.65M).
@@ -15,11 +16,11 @@ cd "$(dirname "$0")/.."
 out=${1:-out/ladder}
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
-sizes=(s m l)
+read -r -a sizes <<< "${SIZES:-s m l}"
 declare -A shape=([s]="n_layer=2 n_head=2 n_embd=64" [m]="n_layer=4 n_head=4 n_embd=128"
                   [l]="n_layer=6 n_head=6 n_embd=192")
-declare -A adamw_lrs=([s]=3e-3,1e-2,3e-2 [m]=3e-3,1e-2,3e-2 [l]=1e-3,3e-3,1e-2)
-declare -A sophiag_lrs=([s]=1e-3,3e-3,1e-2 [m]=1e-3,3e-3,1e-2 [l]=3e-4,1e-3,3e-3)
+declare -A adamw_lrs=([s]=1e-2,3e-2,1e-1 [m]=3e-3,1e-2,3e-2 [l]=3e-3,1e-2,3e-2)
+declare -A sophiag_lrs=([s]=1e-3,3e-3,1e-2 [m]=3e-4,1e-3,3e-3 [l]=3e-4,1e-3,3e-3)
 configs=(config/train_shakespeare_char_adamw.py config/train_shakespeare_char_sophiag.py)
 
 for size in "${sizes[@]}"; do
@@ -38,4 +39,4 @@ for size in "${sizes[@]}"; do
         "sophiag=${sophiag_lrs[$size]}" "${common[@]}" --analyze_only > "$out/$size.summary.txt"
     echo "   $out/$size.summary.txt"
 done
-python scripts/ladder_plot.py "${sizes[@]/#/$out/}" --out "$out/ladder.png"
+python scripts/ladder_plot.py "$out/s" "$out/m" "$out/l" --out "$out/ladder.png"
