@@ -62,7 +62,7 @@ class Mode:
     """How big each step is, and what its time estimate assumes, on a GPU or in --smoke."""
     overrides: list  # train.py overrides for every step
     accumulation: int  # micro-steps per optimizer step in steps b and d
-    bench: tuple  # (steps, rounds, warm-up) per entry in step b; d and e run one round
+    bench: tuple  # (timed iterations per round, rounds, warm-up iterations) per entry in step b; d and e: 1 round
     gap_iters: int  # step c's iterations
     synthetic_tokens: int  # train split; val gets a tenth
     mfu_assumed: float  # achieved / peak FLOP/s of compiled bf16 training, until step b measures it
@@ -79,8 +79,8 @@ GPU = Mode(overrides=["--device=cuda", "--dtype=bfloat16", "--compile=True"], ac
            gap_iters=30, synthetic_tokens=4_000_000, mfu_assumed=0.35, flops_assumed=100e12, slow_run=10,
            setup_s=2, compile_s=30, compile_layer_s=2, init_param_s=5e-9, tests_s=60)
 SMOKE = Mode(overrides=["--device=cpu", "--dtype=float32", "--compile=False", "--n_layer=2", "--n_head=2",
-                        "--n_embd=32", "--block_size=32", "--batch_size=2", "--hess_interval=2"],
-             accumulation=2, bench=(2, 1, 1), gap_iters=4, synthetic_tokens=100_000, mfu_assumed=0.0,
+                        "--n_embd=16", "--block_size=16", "--batch_size=2", "--hess_interval=2"],
+             accumulation=2, bench=(2, 1, 0), gap_iters=3, synthetic_tokens=100_000, mfu_assumed=0.0,
              flops_assumed=2e10, slow_run=8, setup_s=0.5, compile_s=0, compile_layer_s=0, init_param_s=5e-8,
              tests_s=15)
 
@@ -134,7 +134,9 @@ def environment(smoke, commit):
         missing.append(f"torch >= {'.'.join(map(str, MIN_TORCH))}: this is {torch.__version__}")
     if not smoke:
         if not cuda:
-            missing.append(f"CUDA: torch.cuda.is_available() is False (torch built for CUDA {torch.version.cuda})")
+            missing.append("CUDA: torch.cuda.is_available() is False ("
+                           + (f"torch is built for CUDA {torch.version.cuda})" if torch.version.cuda else
+                              "a CPU-only torch build)"))
         elif not env["bf16"]:
             missing.append(f"bf16: {env['gpu']} does not support it")
         if not env["triton"]:
@@ -216,11 +218,9 @@ class Pace:
         return sum(self.setup_s(cfg, compiles=i == 0) + self.train_s(cfg, iterations) for i, cfg in enumerate(cfgs))
 
     def learn(self, results):
-        """Take the throughput and set-up time that a bench_train run measured."""
+        """Take the throughput and the set-up time that a bench_train run measured."""
         self.flops_per_s = statistics.median(r.tokens_per_s * r.flops_per_token for r in results)
-        self.setup_scale = 1.0
-        first = results[0]
-        self.setup_scale = first.warmup_s / self.setup_s(first.cfg)
+        self.setup_scale *= results[0].warmup_s / self.setup_s(results[0].cfg)
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -297,7 +297,7 @@ def plan(mode, data, scratch, pace, deadline):
         args = [CONFIG[size]] + base + list(overrides)
         return args + [f"--total_batch_size={train.parse_args(args).batch_size * accumulation}"]
 
-    def bench(train_args, optimizers, rounds=1, warmup=1, learn=False):
+    def bench(train_args, optimizers, rounds=1):
         """(estimate, run) of a scripts/bench_train.py run, set up by its own argument parsing."""
         args, train_args, entries = bench_train.parse(train_args + ["--optimizers", ",".join(optimizers), "--steps",
                                                                     str(steps), "--rounds", str(rounds), "--warmup",
@@ -307,8 +307,7 @@ def plan(mode, data, scratch, pace, deadline):
         def run():
             torch._dynamo.reset()  # compile as a fresh process would (no shapes marked dynamic by earlier steps)
             results = bench_train.measure(train_args, entries, steps, rounds, warmup)
-            if learn:
-                pace.learn(results)
+            pace.learn(results)
             return {"rows": bench_rows(results)}
         return (lambda p: p.bench_s(cfgs, steps, rounds, warmup)), run
 
@@ -321,7 +320,7 @@ def plan(mode, data, scratch, pace, deadline):
              lambda: cuda_tests(max(1.0, deadline - time.monotonic()))),
         Step("b", "124M, every optimizer: throughput, time shares, memory",
              *bench(small, ["adamw", "sophiag", f"sophiag:hess_total_batch_size={quarter}", "lion", "muon"],
-                    rounds, warmup, learn=True)),
+                    rounds)),
         Step("c", f"124M: bf16 vs fp32 eager, {mode.gap_iters} steps on the same batches",
              lambda p: 2 * p.setup_s(gap_cfg, compiles=False) + (1 + mode.slow_run) * p.train_s(gap_cfg, mode.gap_iters),
              lambda: loss_gap(gap_args, mode.gap_iters, scratch)),
@@ -367,11 +366,12 @@ def bench_table(rows, with_ratio):
 
 def markdown(report):
     env = report["environment"]
-    lines = [f"# GPU check: {env['gpu'] or 'CPU (--smoke)'}", "",
+    lines = [f"# GPU check: {env['gpu'] or ('CPU (--smoke)' if report['smoke'] else 'no GPU')}", "",
              f"{report['started_utc']}, commit {env['commit']}, torch {env['torch']}, CUDA {env['cuda'] or 'none'}, "
-             f"Python {env['python']}; data: {report['data']}; budget {report['budget_s']:.0f} s, "
-             f"{report['elapsed_s']:.0f} s used", "",
-             "| step | what | estimate | took | status |", "|---|---|---|---|---|"]
+             f"Python {env['python']}; data: {report['data'] or '-'}; budget {report['budget_s']:.0f} s, "
+             f"{report['elapsed_s']:.0f} s used", "", *(f"missing: {line}\n" for line in report["missing"])]
+    if report["steps"]:
+        lines += ["| step | what | estimate | took | status |", "|---|---|---|---|---|"]
     for s in report["steps"]:
         lines.append(f"| {s['key']} | {s['title']} | {s['estimate_s']:.0f} s | {fmt(s['seconds'], '.0f', ' s')} | "
                      f"{s['status']}{': ' + s['note'] if s['note'] else ''} |")
@@ -413,14 +413,30 @@ def write(out, report):
 
 # ----------------------------------------------------------------------------- main
 
-def free_memory():
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def out_of_time(*_):
     raise OutOfTime()
+
+
+def run_step(step, entry, deadline):
+    """Run one step into its report entry, stopped by SIGALRM at the deadline; False when it was."""
+    t0 = time.monotonic()
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - t0, 0.001))
+    try:
+        entry["result"] = step.run()
+        entry["status"] = "ran"
+    except OutOfTime:
+        entry.update(status="stopped", note="the budget ended during the step")
+    except Exception as e:  # the next steps still run: a quarter-hour on a GPU is not lost to one error
+        traceback.print_exc()
+        entry.update(status="failed", note=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        entry["seconds"] = time.monotonic() - t0
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return entry["status"] != "stopped"
 
 
 def main(argv=None):
@@ -431,49 +447,36 @@ def main(argv=None):
     train.check_writable(out, 0)
     mode = SMOKE if args.smoke else GPU
     env, missing = environment(args.smoke, args.commit)
+    report = {"started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "smoke": args.smoke, "budget_s": args.budget_s, "elapsed_s": 0.0, "environment": env,
+              "missing": missing, "data": None, "steps": []}
     for line in environment_lines(env):
         print(line)
     for line in missing:
         print(f"missing: {line}", file=sys.stderr)
     if missing:
+        write(out, report)
         raise UserError(f"{len(missing)} missing piece(s) of the environment, listed above"
                         + ("" if args.smoke or env["cuda_available"] else "; on a CPU, --smoke runs the same code path"))
     pace = Pace(mode, env["peak_flops"])
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
-        data, data_note = data_dir(scratch, mode.synthetic_tokens, train.parse_args([CONFIG["xl"]]).block_size)
-        report = {"started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "smoke": args.smoke, "budget_s": args.budget_s, "elapsed_s": 0.0, "environment": env,
-                  "data": data_note, "steps": []}
-        signal.signal(signal.SIGALRM, out_of_time)
-        signal.setitimer(signal.ITIMER_REAL, args.budget_s)
-        stopped = False
-        try:
-            for step in plan(mode, data, scratch, pace, deadline):
-                guess = step.estimate(pace)
-                left = deadline - time.monotonic()
-                entry = {"key": step.key, "title": step.title, "estimate_s": guess, "seconds": None,
-                         "status": "skipped", "note": "", "result": None}
-                report["steps"].append(entry)
-                if stopped or guess > left:
-                    entry["note"] = "the budget ended" if stopped else f"needs ~{guess:.0f} s, {max(left, 0):.0f} s left"
-                else:
-                    print(f"\n== {step.key}. {step.title} (estimate {guess:.0f} s, {left:.0f} s left)", flush=True)
-                    t0 = time.monotonic()
-                    try:
-                        entry["result"] = step.run()
-                        entry["status"] = "ran"
-                    except OutOfTime:
-                        stopped = True
-                        entry.update(status="stopped", note="the budget ended during the step")
-                    except Exception as e:  # the next steps still run: a quarter-hour GPU is not lost to one error
-                        traceback.print_exc()
-                        entry.update(status="failed", note=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                    entry["seconds"] = time.monotonic() - t0
-                    free_memory()
-                report["elapsed_s"] = time.monotonic() - start
-                write(out, report)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        data, report["data"] = data_dir(scratch, mode.synthetic_tokens, train.parse_args([CONFIG["xl"]]).block_size)
+        in_time = True
+        for step in plan(mode, data, scratch, pace, deadline):
+            guess = step.estimate(pace)
+            left = deadline - time.monotonic()
+            entry = {"key": step.key, "title": step.title, "estimate_s": guess, "seconds": None,
+                     "status": "skipped", "note": "", "result": None}
+            report["steps"].append(entry)
+            if not in_time:
+                entry["note"] = "the budget ended"
+            elif guess > left:
+                entry["note"] = f"needs ~{guess:.0f} s, {max(left, 0):.0f} s left"
+            else:
+                print(f"\n== {step.key}. {step.title} (estimate {guess:.0f} s, {left:.0f} s left)", flush=True)
+                in_time = run_step(step, entry, deadline)
+            report["elapsed_s"] = time.monotonic() - start
+            write(out, report)
     print("\n" + (out / "report.md").read_text(), end="")
 
 
