@@ -13,8 +13,10 @@ folder at start. Then the steps, in order of value, each timed:
      refresh and with a quarter-batch one, lion, muon: ms/iter, tokens/s, MFU, time shares, peak
      memory against memory.estimate;
   c. compiled bf16 against fp32 eager at 124M: the same batches, the loss gap;
-  d. Sophia-G at 355M, then 1.5B under FSDP on one GPU (a one-rank process group) with activation
-     checkpointing off and on, then 770M: ms/iter, MFU, peak memory against the estimate.
+  d1. Sophia-G at 355M: ms/iter, MFU, peak memory against the estimate;
+  e1, e2. the same at 1.5B under FSDP on one GPU (a one-rank process group), activation
+     checkpointing off, then on;
+  d2. the same at 770M (last: the first to go when time is short).
 
 Each step's time is estimated before it starts, from its FLOPs at an assumed throughput plus an
 assumed set-up and compile time, both replaced by what the earlier steps measured; a step that the
@@ -22,7 +24,7 @@ budget left cannot hold is skipped with a note, and a step still running at the 
 is stopped, so the command ends in time. DIR receives report.json (every number, the GPU, torch and
 CUDA versions, the commit) and report.md (the tables), rewritten after every step, and the command
 prints report.md. --smoke runs every step on the CPU in fp32 (bf16 autocast in step c) without
-torch.compile, at a 2-layer, 32-wide size, in well under a minute (tests/test_gpu_check.py).
+torch.compile, at a 2-layer, 16-wide size, in well under a minute (tests/test_gpu_check.py).
 """
 import argparse
 import datetime
@@ -44,15 +46,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench_train  # noqa: E402  (the folder of this script)
-import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train  # noqa: E402  (after the repo root is on sys.path)
 from errors import UserError  # noqa: E402
 from memory import GB, estimate, parameter_counts  # noqa: E402
 from model import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE, peak_flops  # noqa: E402
 from parallel import setup_distributed  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from scripts import bench_train  # noqa: E402
 MIN_TORCH = (2, 11)
 CONFIG = {size: str(REPO / "config" / f"train_gpt2_{size}_sophiag.py") for size in ("small", "medium", "large", "xl")}
 
@@ -263,15 +264,14 @@ def loss_gap(base, iters, scratch):
     """The same iterations on the same batches, from the same initial weights, compiled in bf16 and eager
     in fp32: the training loss of each step and the gap."""
     runs = {}
-    for name, overrides in (("bf16", ["--dtype=bfloat16"]), ("fp32 eager", ["--dtype=float32", "--compile=False"])):
+    for overrides in (["--dtype=bfloat16"], ["--dtype=float32", "--compile=False"]):
         cfg = train.parse_args(base + overrides + [f"--out_dir={scratch}/gap_{len(runs)}", "--wandb_log=False"])
-        dist = setup_distributed(cfg)
         t0 = time.perf_counter()
-        run, _, metrics = train.setup(cfg, dist, lambda *a: None)
+        run, _, metrics = train.setup(cfg, setup_distributed(cfg), lambda *a: None)
         metrics.close()
         losses = [bench_train.iteration(run, it) for it in range(iters)]
-        label = f"{name}{' compiled' if cfg.compile else ''}" if name == "bf16" else name
-        runs[label] = {"losses": losses, "seconds": time.perf_counter() - t0}
+        runs[f"{cfg.dtype} {'compiled' if cfg.compile else 'eager'}"] = {"losses": losses,
+                                                                          "seconds": time.perf_counter() - t0}
         del run
     (a, b) = (r["losses"] for r in runs.values())
     gaps = [x - y for x, y in zip(a, b)]
@@ -297,11 +297,10 @@ def plan(mode, data, scratch, pace, deadline):
         args = [CONFIG[size]] + base + list(overrides)
         return args + [f"--total_batch_size={train.parse_args(args).batch_size * accumulation}"]
 
-    def bench(train_args, optimizers, rounds=1):
+    def bench(args, optimizers, rounds=1):
         """(estimate, run) of a scripts/bench_train.py run, set up by its own argument parsing."""
-        args, train_args, entries = bench_train.parse(train_args + ["--optimizers", ",".join(optimizers), "--steps",
-                                                                    str(steps), "--rounds", str(rounds), "--warmup",
-                                                                    str(warmup)])
+        _, train_args, entries = bench_train.parse(args + ["--optimizers", ",".join(optimizers), "--steps", str(steps),
+                                                           "--rounds", str(rounds), "--warmup", str(warmup)])
         cfgs = [train.parse_args(train_args + extra) for _, extra in entries]
 
         def run():
@@ -321,7 +320,8 @@ def plan(mode, data, scratch, pace, deadline):
         Step("b", "124M, every optimizer: throughput, time shares, memory",
              *bench(small, ["adamw", "sophiag", f"sophiag:hess_total_batch_size={quarter}", "lion", "muon"],
                     rounds)),
-        Step("c", f"124M: bf16 vs fp32 eager, {mode.gap_iters} steps on the same batches",
+        Step("c", f"124M: {'compiled ' if gap_cfg.compile else ''}bf16 vs fp32 eager, {mode.gap_iters} steps on the "
+                  f"same batches",
              lambda p: 2 * p.setup_s(gap_cfg, compiles=False) + (1 + mode.slow_run) * p.train_s(gap_cfg, mode.gap_iters),
              lambda: loss_gap(gap_args, mode.gap_iters, scratch)),
         Step("d1", "355M, Sophia-G", *bench(config("medium"), ["sophiag"])),
@@ -357,7 +357,7 @@ def bench_table(rows, with_ratio):
     for r in rows:
         shares = " | ".join(f"{100 * r['shares'][p]:.1f}%" for p in (*bench_train.PARTS, "other"))
         lines.append(f"| {r['entry']} | {r['params'] / 1e6:.0f}M | {r['ms_per_iter']:.1f} | {r['tokens_per_s']:,.0f} | "
-                     f"{fmt(r['mfu'] and 100 * r['mfu'], '.1f', '%')} | {shares} |"
+                     f"{fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f', '%')} | {shares} |"
                      + (f" {fmt(r['vs_adamw'], '.3f', 'x')} |" if with_ratio else "")
                      + f" {fmt(r['peak_memory_gib'], '.2f', ' GiB')} | {r['estimate_gib']:.2f} GiB | "
                        f"{fmt(r['measured_over_estimate'], '.2f')} |")
@@ -460,7 +460,7 @@ def main(argv=None):
                         + ("" if args.smoke or env["cuda_available"] else "; on a CPU, --smoke runs the same code path"))
     pace = Pace(mode, env["peak_flops"])
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
-        data, report["data"] = data_dir(scratch, mode.synthetic_tokens, train.parse_args([CONFIG["xl"]]).block_size)
+        data, report["data"] = data_dir(scratch, mode.synthetic_tokens, train.TrainConfig.block_size)
         in_time = True
         for step in plan(mode, data, scratch, pace, deadline):
             guess = step.estimate(pace)
