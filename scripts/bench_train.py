@@ -19,6 +19,7 @@ GPU whose peak train.py knows, or --peak_flops), the share of the iteration spen
 forward+backward, the optimizer step and the Hessian refresh (train.py's StepTimer; 'other' is the
 rest), its peak memory (CUDA), and its ms/iter as a ratio to AdamW's in the same round (median and
 range over rounds; needs an adamw entry). On CPU the process's peak RSS is printed once.
+measure() returns the same numbers as Results, for scripts/gpu_check.py.
 """
 import argparse
 import os

@@ -221,7 +221,8 @@ class Pace:
     def learn(self, results):
         """Take the throughput and the set-up time that a bench_train run measured."""
         self.flops_per_s = statistics.median(r.tokens_per_s * r.flops_per_token for r in results)
-        self.setup_scale *= results[0].warmup_s / self.setup_s(results[0].cfg)
+        guessed = sum(self.setup_s(r.cfg, compiles=i == 0) for i, r in enumerate(results))
+        self.setup_scale *= sum(r.warmup_s for r in results) / guessed
 
 
 # ----------------------------------------------------------------------------- the steps
