@@ -165,8 +165,8 @@ def summarize(label, run, timings, baseline, steps, warmup, peak_memory, warmup_
            if peak else None)
     vs_adamw = None if baseline is None else [a / b for (a, _), (b, _) in zip(timings, baseline)]
     return Result(label, run.cfg, str(dist.device), dist.world_size, run.raw_model.num_params(),
-                  run.raw_model.flops_per_token(), [1000 * s / steps for s, _ in timings], tokens / seconds, mfu, shares, peak_memory, vs_adamw,
-                  warmup_s)
+                  run.raw_model.flops_per_token(), [1000 * s / steps for s, _ in timings], tokens / seconds, mfu,
+                  shares, peak_memory, vs_adamw, warmup_s)
 
 
 def main(argv=None):
@@ -179,7 +179,7 @@ def main(argv=None):
 def report(args, results):
     first = results[0]
     print(f"\n{first.world_size} x {first.device}, {args.rounds} rounds of {args.steps} iterations per entry "
-        f"(after {args.warmup} warm-up); ms/iter and ratios: median [min-max] over rounds")
+          f"(after {args.warmup} warm-up); ms/iter and ratios: median [min-max] over rounds")
     header = (f"{'entry':<44} {'ms/iter':>20} {'tok/s':>9} {'MFU':>6} {'data':>6} {'fwd+bwd':>8} {'optim':>6} "
               f"{'hessian':>8} {'other':>6} {'memory':>8} {'vs adamw':>22}")
     print(header)
@@ -189,9 +189,9 @@ def report(args, results):
         memory = "-" if r.peak_memory is None else f"{r.peak_memory / 2**30:.2f} GiB"
         ms = r.ms_per_iter
         print(f"{r.entry:<44} {statistics.median(ms):>7.1f} [{min(ms):.0f}-{max(ms):.0f}] {r.tokens_per_s:>9,.0f} "
-            f"{'-' if r.mfu is None else f'{100 * r.mfu:.1f}%':>6} "
-            + " ".join(f"{100 * r.shares[p]:>{w}.1f}%" for p, w in zip(PARTS, (5, 7, 5, 7)))
-            + f" {100 * r.shares['other']:>5.1f}% {memory:>8} {ratio:>22}")
+              f"{'-' if r.mfu is None else f'{100 * r.mfu:.1f}%':>6} "
+              + " ".join(f"{100 * r.shares[p]:>{w}.1f}%" for p, w in zip(PARTS, (5, 7, 5, 7)))
+              + f" {100 * r.shares['other']:>5.1f}% {memory:>8} {ratio:>22}")
     if not first.device.startswith("cuda"):
         print(f"peak RSS of the process (all entries): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 

@@ -207,7 +207,8 @@ class Pace:
 
     def train_s(self, cfg, iterations):
         """Compiled bf16 iterations of cfg, the Hessian refreshes included."""
-        flops_per_token = 6 * parameter_counts(cfg, PADDED_VOCAB_SIZE)[0] + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        n = parameter_counts(cfg, PADDED_VOCAB_SIZE)[0]
+        flops_per_token = 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size  # model.flops_per_token
         refresh = (cfg.hess_total_batch_size or cfg.total_batch_size) / cfg.total_batch_size / cfg.hess_interval
         recompute = 4 / 3 if cfg.activation_checkpointing else 1  # each block's forward runs twice
         tokens = iterations * cfg.total_batch_size * cfg.block_size * (1 + refresh)
@@ -251,7 +252,8 @@ def bench_rows(results):
             "activation_checkpointing": cfg.activation_checkpointing, "batch_size": cfg.batch_size,
             "total_batch_size": cfg.total_batch_size, "block_size": cfg.block_size,
             "hess_total_batch_size": cfg.hess_total_batch_size or cfg.total_batch_size, "dtype": cfg.dtype,
-            "compile": cfg.compile, "ms_per_iter": statistics.median(r.ms_per_iter), "ms_per_iter_rounds": r.ms_per_iter,
+            "compile": cfg.compile, "ms_per_iter": statistics.median(r.ms_per_iter),
+            "ms_per_iter_rounds": r.ms_per_iter,
             "tokens_per_s": r.tokens_per_s, "mfu": r.mfu, "shares": r.shares,
             "vs_adamw": None if r.vs_adamw is None else statistics.median(r.vs_adamw),
             "peak_memory_gib": None if r.peak_memory is None else r.peak_memory / GB,
@@ -323,7 +325,8 @@ def plan(mode, data, scratch, pace, deadline):
                     rounds)),
         Step("c", f"124M: {'compiled ' if gap_cfg.compile else ''}bf16 vs fp32 eager, {mode.gap_iters} steps on the "
                   f"same batches",
-             lambda p: 2 * p.setup_s(gap_cfg, compiles=False) + (1 + mode.slow_run) * p.train_s(gap_cfg, mode.gap_iters),
+             lambda p: (2 * p.setup_s(gap_cfg, compiles=False)
+                        + (1 + mode.slow_run) * p.train_s(gap_cfg, mode.gap_iters)),
              lambda: loss_gap(gap_args, mode.gap_iters, scratch)),
         Step("d1", "355M, Sophia-G", *bench(config("medium"), ["sophiag"])),
         Step("e1", "1.5B, FSDP on one GPU, Sophia-G, without activation checkpointing",
@@ -384,10 +387,11 @@ def markdown(report):
         if s["key"] == "a":
             lines.append(f"`pytest -m cuda {' '.join(result['files'])}`: {result['summary']}")
         elif s["key"] == "c":
-            lines += ["| run | " + " | ".join(f"loss at step {i + 1}" for i in checkpoints(result["iters"]))
-                      + " | seconds |", "|---|" + "---|" * (len(checkpoints(result["iters"])) + 1)]
+            shown = checkpoints(result["iters"])
+            lines += ["| run | " + " | ".join(f"loss at step {i + 1}" for i in shown) + " | seconds |",
+                      "|---|" + "---|" * (len(shown) + 1)]
             for name, run in result["runs"].items():
-                lines.append(f"| {name} | " + " | ".join(fmt(run["losses"][i], ".4f") for i in checkpoints(result["iters"]))
+                lines.append(f"| {name} | " + " | ".join(fmt(run["losses"][i], ".4f") for i in shown)
                              + f" | {run['seconds']:.1f} |")
             lines += ["", f"Gap (bf16 - fp32): at most {fmt(result['max_abs_gap'], '.4f')} in absolute value, "
                           f"{fmt(result['final_gap'], '+.4f')} at the last step, "
@@ -395,10 +399,10 @@ def markdown(report):
         else:
             lines += bench_table(result["rows"], with_ratio=s["key"] == "b")
             r = result["rows"][0]
-            lines += ["", f"{r['total_batch_size']} x {r['block_size']} tokens per step ({r['batch_size']} per micro-step), "
-                          f"{r['dtype']}{', compiled' if r['compile'] else ''}, {r['parallelism']}; ms/iter: median over "
-                          f"rounds; peak memory: torch.cuda.max_memory_allocated during set-up and warm-up; estimate: "
-                          f"memory.estimate for the same config."]
+            lines += ["", f"{r['total_batch_size']} x {r['block_size']} tokens per step ({r['batch_size']} per "
+                          f"micro-step), {r['dtype']}{', compiled' if r['compile'] else ''}, {r['parallelism']}; "
+                          f"ms/iter: median over rounds; peak memory: torch.cuda.max_memory_allocated during set-up "
+                          f"and warm-up; estimate: memory.estimate for the same config."]
     return "\n".join(lines) + "\n"
 
 
@@ -457,8 +461,8 @@ def main(argv=None):
         print(f"missing: {line}", file=sys.stderr)
     if missing:
         write(out, report)
-        raise UserError(f"{len(missing)} missing piece(s) of the environment, listed above"
-                        + ("" if args.smoke or env["cuda_available"] else "; on a CPU, --smoke runs the same code path"))
+        hint = "" if args.smoke or env["cuda_available"] else "; on a CPU, --smoke runs the same code path"
+        raise UserError(f"{len(missing)} missing piece(s) of the environment, listed above{hint}")
     pace = Pace(mode, env["peak_flops"])
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
         data, report["data"] = data_dir(scratch, mode.synthetic_tokens, train.TrainConfig.block_size)
