@@ -278,8 +278,9 @@ def loss_gap(base, iters, scratch):
         del run
     (a, b) = (r["losses"] for r in runs.values())
     gaps = [x - y for x, y in zip(a, b)]
+    last = gaps[-10:]
     return {"iters": iters, "runs": runs, "gaps": gaps, "max_abs_gap": max(abs(g) for g in gaps),
-            "final_gap": gaps[-1], "mean_gap_last_10": statistics.mean(gaps[-10:])}
+            "final_gap": gaps[-1], "mean_gap_last_steps": statistics.mean(last), "last_steps": len(last)}
 
 
 @dataclass
@@ -395,7 +396,8 @@ def markdown(report):
                              + f" | {run['seconds']:.1f} |")
             lines += ["", f"Gap (bf16 - fp32): at most {fmt(result['max_abs_gap'], '.4f')} in absolute value, "
                           f"{fmt(result['final_gap'], '+.4f')} at the last step, "
-                          f"{fmt(result['mean_gap_last_10'], '+.4f')} on average over the last 10."]
+                          f"{fmt(result['mean_gap_last_steps'], '+.4f')} on average over the last "
+                          f"{result['last_steps']} steps."]
         else:
             lines += bench_table(result["rows"], with_ratio=s["key"] == "b")
             r = result["rows"][0]
