@@ -24,7 +24,7 @@ budget left cannot hold is skipped with a note, and a step still running at the 
 is stopped, so the command ends in time. DIR receives report.json (every number, the GPU, torch and
 CUDA versions, the commit) and report.md (the tables), rewritten after every step, and the command
 prints report.md. --smoke runs every step on the CPU in fp32 (bf16 autocast in step c) without
-torch.compile, at a 2-layer, 16-wide size, in well under a minute (tests/test_gpu_check.py).
+torch.compile, at a 2-layer, 16-wide size, in under 30 s of CPU time (tests/test_gpu_check.py).
 """
 import argparse
 import datetime
