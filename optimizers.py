@@ -113,8 +113,10 @@ class GatheredMuon(torch.optim.Muon):
                 assert isinstance(param, DTensor), "GatheredMuon is for FSDP's sharded parameters"
                 buf.lerp_(grad, 1 - group["momentum"])
                 update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                # torch builds whose Muon has a use_addmm option take it here too (a private function)
+                addmm = (group["use_addmm"],) if "use_addmm" in group else ()
                 whole = _zeropower_via_newtonschulz(update.full_tensor(), group["ns_coefficients"], group["ns_steps"],
-                                                    group["eps"])
+                                                    group["eps"], *addmm)
                 rows = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)  # local slice
                 param.mul_(1 - group["lr"] * group["weight_decay"])
                 param.add_(rows, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], param.shape))

@@ -19,13 +19,17 @@ GPU whose peak train.py knows, or --peak_flops), the share of the iteration spen
 forward+backward, the optimizer step and the Hessian refresh (train.py's StepTimer; 'other' is the
 rest), its peak memory (CUDA), and its ms/iter as a ratio to AdamW's in the same round (median and
 range over rounds; needs an adamw entry). On CPU the process's peak RSS is printed once.
+measure() returns the same numbers as Results, for scripts/gpu_check.py.
 """
 import argparse
+import os
 import resource
 import statistics
 import sys
 import tempfile
 import time
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,10 +63,11 @@ def parse(argv):
 
 
 def iteration(run, it):
-    """train.py's iteration: the step, then the Hessian refresh when it is due."""
-    ok = train.train_step(run, it)[0]
+    """train.py's iteration: the step, then the Hessian refresh when it is due; returns the step's loss."""
+    ok, loss, _, _ = train.train_step(run, it)
     if ok and train.hessian_due(run, it):
         train.refresh_hessian(run, it)
+    return loss
 
 
 def synchronize(device):
@@ -70,43 +75,63 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def main(argv=None):
-    args, train_args, entries = parse(sys.argv[1:] if argv is None else argv)
+@dataclass
+class Result:
+    """One entry's measurements."""
+    entry: str
+    cfg: train.TrainConfig
+    device: str
+    world_size: int
+    n_params: int
+    flops_per_token: int  # model FLOPs of training, forward and backward
+    ms_per_iter: list[float]  # one per round
+    tokens_per_s: float  # training tokens (the Hessian refresh's not counted)
+    mfu: typing.Optional[float]  # model FLOPs of training and refresh tokens / time / the device's peak
+    shares: dict[str, float]  # PARTS and "other": fractions of the iteration
+    peak_memory: typing.Optional[int]  # bytes allocated at the peak of set-up and warm-up (CUDA)
+    vs_adamw: typing.Optional[list[float]]  # ms/iter / the adamw entry's, one per round
+    warmup_s: float  # set-up, compilation and warm-up
+
+
+def measure(train_args, entries, steps, rounds, warmup, say=print):
+    """Set up every entry with train.setup(), warm it up, then time `rounds` rounds of `steps`
+    iterations, the entries taking turns; returns one Result per entry, in order."""
     scratch = tempfile.TemporaryDirectory(prefix="bench_train_")
     quiet = lambda *a: None  # noqa: E731
     cfgs = [train.parse_args(train_args + extra + [f"--out_dir={scratch.name}/{i}", "--wandb_log=False",
                                                    "--init_from=scratch"])
             for i, (_, extra) in enumerate(entries)]
     dist = setup_distributed(cfgs[0])
-    say = print if dist.master else quiet
-    runs, peak_mem = {}, {}
+    say = say if dist.master else quiet
+    runs, peak_mem, warmup_s = {}, {}, {}
     try:
         for (label, _), cfg in zip(entries, cfgs):
             device = dist.device
             before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
             run, _, metrics = train.setup(cfg, dist, quiet)
             if metrics is not None:
                 metrics.close()
-            t0 = time.perf_counter()
-            for it in range(args.warmup):
+            for it in range(warmup):
                 iteration(run, it)
             if cfg.optimizer_name.startswith("sophia"):
-                train.refresh_hessian(run, args.warmup)  # compiles the refresh's graph before timing
+                train.refresh_hessian(run, warmup)  # compiles the refresh's graph before timing
             synchronize(device)
             if device.type == "cuda":
                 peak_mem[label] = torch.cuda.max_memory_allocated(device) - before
-            say(f"{label}: set up and warmed up in {time.perf_counter() - t0:.1f} s")
+            warmup_s[label] = time.perf_counter() - t0
+            say(f"{label}: set up and warmed up in {warmup_s[label]:.1f} s")
             run.timer.enabled = True
             runs[label] = run
-        results = {label: [] for label in runs}  # per round: (seconds, parts)
-        for r in range(args.rounds):
+        timings = {label: [] for label in runs}  # per round: (seconds, parts)
+        for r in range(rounds):
             seconds = dict.fromkeys(runs, 0.0)
             for run in runs.values():
                 run.timer.reset()
-            for i in range(args.steps):
-                it = args.warmup + r * args.steps + i
+            for i in range(steps):
+                it = warmup + r * steps + i
                 order = list(runs)[i % len(runs):] + list(runs)[:i % len(runs)]  # each entry leads in turn
                 for label in order:
                     synchronize(dist.device)
@@ -115,45 +140,60 @@ def main(argv=None):
                     synchronize(dist.device)
                     seconds[label] += time.perf_counter() - t0
             for label, run in runs.items():
-                results[label].append((seconds[label], run.timer.seconds()))
-            say(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{label} {1000 * results[label][-1][0] / args.steps:.0f} ms/iter" for label in runs))
-        report(args, runs, results, peak_mem, dist, say)
+                timings[label].append((seconds[label], run.timer.seconds()))
+            say(f"round {r + 1}/{rounds}: " + ", ".join(
+                f"{label} {1000 * timings[label][-1][0] / steps:.0f} ms/iter" for label in runs))
+        baseline = next((label for label, run in runs.items() if run.cfg.optimizer_name == "adamw"), None)
+        return [summarize(label, run, timings[label], timings.get(baseline), steps, warmup, peak_mem.get(label),
+                          warmup_s[label], dist) for label, run in runs.items()]
     finally:
         if dist.ddp:
             torch_dist.destroy_process_group()
         scratch.cleanup()
 
 
-def report(args, runs, results, peak_mem, dist, say):
-    any_run = next(iter(runs.values()))
-    device = dist.device
-    peak = peak_flops(device, any_run.cfg.peak_flops)
-    baseline = next((label for label, run in runs.items() if run.cfg.optimizer_name == "adamw"), None)
-    say(f"\n{dist.world_size} x {device}, {args.rounds} rounds of {args.steps} iterations per entry "
-        f"(after {args.warmup} warm-up); ms/iter and ratios: median [min-max] over rounds")
+def summarize(label, run, timings, baseline, steps, warmup, peak_memory, warmup_s, dist):
+    """A Result from one entry's (seconds, parts) per round and the adamw entry's (baseline, or None)."""
+    rounds = len(timings)
+    seconds = sum(s for s, _ in timings)
+    shares = {p: sum(parts.get(p, 0.0) for _, parts in timings) / seconds for p in PARTS}
+    shares["other"] = 1 - sum(shares.values())
+    tokens = run.tokens_per_iter * steps * rounds
+    refreshes = sum(train.hessian_due(run, it) for it in range(warmup, warmup + steps * rounds))
+    peak = peak_flops(dist.device, run.cfg.peak_flops)
+    mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.hess_tokens) / seconds / peak
+           if peak else None)
+    vs_adamw = None if baseline is None else [a / b for (a, _), (b, _) in zip(timings, baseline)]
+    return Result(label, run.cfg, str(dist.device), dist.world_size, run.raw_model.num_params(),
+                  run.raw_model.flops_per_token(), [1000 * s / steps for s, _ in timings], tokens / seconds, mfu,
+                  shares, peak_memory, vs_adamw, warmup_s)
+
+
+def main(argv=None):
+    args, train_args, entries = parse(sys.argv[1:] if argv is None else argv)
+    results = measure(train_args, entries, args.steps, args.rounds, args.warmup)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints
+        report(args, results)
+
+
+def report(args, results):
+    first = results[0]
+    print(f"\n{first.world_size} x {first.device}, {args.rounds} rounds of {args.steps} iterations per entry "
+          f"(after {args.warmup} warm-up); ms/iter and ratios: median [min-max] over rounds")
     header = (f"{'entry':<44} {'ms/iter':>20} {'tok/s':>9} {'MFU':>6} {'data':>6} {'fwd+bwd':>8} {'optim':>6} "
-              f"{'hessian':>8} {'other':>6} {'memory':>8} {'vs ' + (baseline or 'adamw'):>22}")
-    say(header)
-    for label, run in runs.items():
-        ms = [1000 * seconds / args.steps for seconds, _ in results[label]]
-        seconds = sum(s for s, _ in results[label])
-        parts = {p: sum(r[1].get(p, 0.0) for r in results[label]) / seconds for p in PARTS}
-        tokens = run.tokens_per_iter * args.steps * args.rounds
-        refreshes = sum(train.hessian_due(run, it) for it in range(args.warmup, args.warmup + args.steps * args.rounds))
-        mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.hess_tokens) / seconds / peak
-               if peak else None)
-        ratio = "-"
-        if baseline is not None:
-            ratios = [a / b for (a, _), (b, _) in zip(results[label], results[baseline])]
-            ratio = f"{statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]"
-        memory = f"{peak_mem[label] / 2**30:.2f} GiB" if label in peak_mem else "-"
-        say(f"{label:<44} {statistics.median(ms):>7.1f} [{min(ms):.0f}-{max(ms):.0f}] {tokens / seconds:>9,.0f} "
-            f"{'-' if mfu is None else f'{100 * mfu:.1f}%':>6} "
-            + " ".join(f"{100 * parts[p]:>{w}.1f}%" for p, w in zip(PARTS, (5, 7, 5, 7)))
-            + f" {100 * (1 - sum(parts.values())):>5.1f}% {memory:>8} {ratio:>22}")
-    if device.type != "cuda":
-        say(f"peak RSS of the process (all entries): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+              f"{'hessian':>8} {'other':>6} {'memory':>8} {'vs adamw':>22}")
+    print(header)
+    for r in results:
+        ratio = "-" if r.vs_adamw is None else \
+            f"{statistics.median(r.vs_adamw):.3f}x [{min(r.vs_adamw):.3f}-{max(r.vs_adamw):.3f}]"
+        memory = "-" if r.peak_memory is None else f"{r.peak_memory / 2**30:.2f} GiB"
+        ms = r.ms_per_iter
+        print(f"{r.entry:<44} {statistics.median(ms):>7.1f} [{min(ms):.0f}-{max(ms):.0f}] {r.tokens_per_s:>9,.0f} "
+              f"{'-' if r.mfu is None else f'{100 * r.mfu:.1f}%':>6} "
+              + " ".join(f"{100 * r.shares[p]:>{w}.1f}%" for p, w in zip(PARTS, (5, 7, 5, 7)))
+              + f" {100 * r.shares['other']:>5.1f}% {memory:>8} {ratio:>22}")
+    if not first.device.startswith("cuda"):
+        print(f"peak RSS of the process (all entries): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
 if __name__ == "__main__":

