@@ -101,7 +101,8 @@ def lengths(block_size):
 def batches(examples, block_size, tokens_per_forward):
     """The fixed batches, as (padded length, examples per batch, example indices): each example goes to
     the shortest length that holds its longest row, and every batch of a length has room for
-    tokens_per_forward // (4 * length) examples (at least 1); the last one of a length is padded."""
+    tokens_per_forward // (4 * length) examples (at least 1, at most all of that length's); the last
+    one of a length is padded."""
     sizes = lengths(block_size)
     by_length = {}
     for i, example in enumerate(examples):
@@ -109,8 +110,8 @@ def batches(examples, block_size, tokens_per_forward):
         by_length.setdefault(next(n for n in sizes if n >= longest), []).append(i)
     out = []
     for length in sorted(by_length):
-        per_batch = max(1, tokens_per_forward // (4 * length))
         indices = by_length[length]
+        per_batch = min(max(1, tokens_per_forward // (4 * length)), len(indices))
         out += [(length, per_batch, indices[k:k + per_batch]) for k in range(0, len(indices), per_batch)]
     return out
 
@@ -133,9 +134,9 @@ def ending_losses(model, x, y, mask, autocast=nullcontext()):
     """Summed and mean cross-entropy over each row's ending tokens, as (rows // 4, 4) float32 tensors."""
     with autocast:
         logits = model(x)[0]
-    logits = logits[..., :GPT2_VOCAB_SIZE].float()
-    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
-    sums = (losses * mask).sum(1)
+    rows, cols = mask.nonzero(as_tuple=True)  # only the scored positions go through the float32 softmax
+    losses = F.cross_entropy(logits[rows, cols, :GPT2_VOCAB_SIZE].float(), y[rows, cols], reduction="none")
+    sums = torch.zeros(mask.shape, device=losses.device).index_put_((rows, cols), losses).sum(1)
     means = sums / mask.sum(1).clamp(min=1)
     return sums.view(-1, 4), means.view(-1, 4)
 
