@@ -26,7 +26,7 @@ PREPARE = REPO / "data" / "hellaswag" / "prepare.py"
 RIGHT = "red green blue yellow black white orange purple brown pink gray silver".split()
 WRONG = "table chair window door floor roof wall stair lamp shelf desk bench".split()  # never in a right ending
 FILLER = "the a man woman dog runs walks then and slowly quickly street park house".split()
-STEPS = 25  # of AdamW to memorise the fixture
+STEPS = 18  # of AdamW to memorise the fixture
 BLOCK = 64  # rows of 13 to ~95 tokens: padded lengths 32 and 64, and some cut to the last 65 tokens
 
 
@@ -143,7 +143,7 @@ def test_memorised_fixture_picks_its_right_endings(examples):
     y = torch.full((len(rows), BLOCK), -1)
     for i, row in enumerate(rows):
         x[i, :len(row) - 1], y[i, :len(row) - 1] = torch.from_numpy(row[:-1]), torch.from_numpy(row[1:])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
     before = hellaswag.evaluate(model, examples, BLOCK, 1024)
     for _ in range(STEPS):
         logits = model(x)[0]
