@@ -34,8 +34,8 @@ import torch.distributed as torch_dist
 from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, live_tensors, load_training_state, non_finite,
                         read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded, set_rng_state,
                         verify_sharded)
-import hellaswag
 from errors import UserError
+import hellaswag
 from hf import RELEASES, is_pretrained
 from memory import GB, estimate
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
