@@ -121,7 +121,7 @@ def direct_losses(model, example):
 def test_batched_scorer_equals_direct_computation(examples):
     model = tiny_model().eval()
     direct = [direct_losses(model, ex) for ex in examples]
-    for tokens_per_forward in (128, 1000, 100_000):  # 1 example per pass, a few, all of a length in one
+    for tokens_per_forward in (128, 100_000):  # 1 example per pass; all examples of a length in one
         for length, per_batch, indices in hellaswag.batches(examples, BLOCK, tokens_per_forward):
             x, y, mask = hellaswag.batch_tensors(examples, length, per_batch, indices, BLOCK, "cpu")
             sums, means = hellaswag.ending_losses(model, x, y, mask)
@@ -137,20 +137,20 @@ def test_batched_scorer_equals_direct_computation(examples):
 
 def test_memorised_fixture_picks_its_right_endings(examples):
     """Trained only on each context followed by its right ending, the model scores every example right."""
-    model = tiny_model(1)
-    rows = [np.concatenate([ex.ctx, ex.endings[ex.label]])[-(BLOCK + 1):] for ex in examples]
-    x = torch.zeros(len(rows), BLOCK, dtype=torch.long)
-    y = torch.full((len(rows), BLOCK), -1)
+    model, block = tiny_model(1), BLOCK // 2  # rows cut to 33 tokens: half the compute
+    rows = [np.concatenate([ex.ctx, ex.endings[ex.label]])[-(block + 1):] for ex in examples]
+    x = torch.zeros(len(rows), block, dtype=torch.long)
+    y = torch.full((len(rows), block), -1)
     for i, row in enumerate(rows):
         x[i, :len(row) - 1], y[i, :len(row) - 1] = torch.from_numpy(row[:-1]), torch.from_numpy(row[1:])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
-    before = hellaswag.evaluate(model, examples, BLOCK, 1024)
+    before = hellaswag.evaluate(model, examples, block, 1024)
     for _ in range(STEPS):
         logits = model(x)[0]
         F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1).backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert hellaswag.evaluate(model, examples, BLOCK, 1024) == {"eval/hellaswag_acc": 1.0,
+    assert hellaswag.evaluate(model, examples, block, 1024) == {"eval/hellaswag_acc": 1.0,
                                                                  "eval/hellaswag_acc_norm": 1.0}
     assert before["eval/hellaswag_acc_norm"] < 1.0
     assert model.training
@@ -177,8 +177,8 @@ def test_nothing_recompiles_after_the_first_eval(examples):
 def loop_args(data, out, npz, **overrides):
     # 4 sequences of 32 tokens per forward: 1 example per pass, 13 passes, so one rank of two runs an
     # extra, uncounted pass
-    return tiny_args(data, out, **{"hellaswag_interval": 2, "hellaswag_data": npz, "max_iters": 4,
-                                   "eval_interval": 2, "optimizer_name": "adamw", **overrides})
+    return tiny_args(data, out, **{"hellaswag_interval": 2, "hellaswag_data": npz, "max_iters": 2,
+                                   "eval_interval": 1, "optimizer_name": "adamw", **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +195,10 @@ def hellaswag_rows(out):
 
 def test_loop_logs_accuracy_and_its_time(one_process):
     out, stdout = one_process
-    assert [r["iter"] for r in hellaswag_rows(out)] == [0, 2, 4]
+    assert [r["iter"] for r in hellaswag_rows(out)] == [0, 2]  # not at the eval of iteration 1
     lines = [line for line in stdout.splitlines() if line.startswith("eval iter")]
-    assert len(lines) == 3 and all(", hellaswag acc_norm " in line and line.endswith(" s)") for line in lines)
+    assert len(lines) == 3 and [", hellaswag acc_norm " in line for line in lines] == [True, False, True]
+    assert lines[0].endswith(" s)")
 
 
 def test_two_gloo_ranks_give_the_accuracy_of_one_process(one_process, shakespeare, prepared, tmp_path):
@@ -211,7 +212,7 @@ def test_eval_script_on_a_checkpoint_and_an_exported_directory(one_process, prep
     expected = (f"acc {last['eval/hellaswag_acc']:.4f} acc_norm {last['eval/hellaswag_acc_norm']:.4f} "
                 f"on 13 examples")
     assert eval_hellaswag.cli([str(out), "--data", str(prepared[1]), "--device", "cpu"]) == 0
-    assert "ckpt_00000004.pt (iter 4): " + expected in capsys.readouterr().out
+    assert "ckpt_00000002.pt (iter 2): " + expected in capsys.readouterr().out
     model, _ = eval_hellaswag.load_model(str(out))
     save_hf(model, tmp_path / "hf")
     assert eval_hellaswag.cli([str(tmp_path / "hf"), "--data", str(prepared[1]), "--batch_tokens", "256"]) == 0
