@@ -35,6 +35,7 @@ from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, live_tenso
                         read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded, set_rng_state,
                         verify_sharded)
 from errors import UserError
+import hellaswag
 from hf import RELEASES, is_pretrained
 from memory import GB, estimate
 from model import GPT, GPTConfig, config_from_dict, peak_flops
@@ -60,6 +61,10 @@ class TrainConfig:
     init_from: str = "scratch"  # 'scratch' | 'resume' | 'auto' (resume if a checkpoint exists) | 'gpt2*' | a Hugging Face GPT-2 dir
     keep_last: int = 2  # checkpoints kept in out_dir
     max_skipped_steps: int = 20  # consecutive non-finite steps that stop the run
+    # HellaSwag accuracy (hellaswag.py) at the evals of every hellaswag_interval-th iteration and at the
+    # end (0: off); hellaswag_data is the file data/hellaswag/prepare.py wrote ('': data/hellaswag/val.npz)
+    hellaswag_interval: int = 0
+    hellaswag_data: str = ""
     # wandb
     wandb_log: bool = False
     wandb_project: str = "sophia-gpt2"
@@ -127,6 +132,9 @@ class TrainConfig:
         for name in ("eval_interval", "eval_iters", "log_interval", "keep_last", "max_skipped_steps",
                      "batch_size", "total_batch_size", "block_size", "hess_interval"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.hellaswag_interval >= 0 and self.hellaswag_interval % self.eval_interval == 0,
+             f"hellaswag_interval={self.hellaswag_interval} must be 0 (off) or a multiple of "
+             f"eval_interval={self.eval_interval}: HellaSwag runs with the evals")
         need(self.max_iters >= 0, f"max_iters must be >= 0, got {self.max_iters}")
         need(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
         need(self.optimizer_name in OPTIMIZERS,
@@ -518,6 +526,7 @@ class Run:
     tokens_per_iter: int  # training tokens in one optimizer step, all ranks together
     timer: StepTimer  # where a step's time goes; off unless scripts/bench_train.py switches it on
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
+    hellaswag: typing.Optional[list] = None  # HellaSwag examples when hellaswag_interval > 0
 
 
 class Preempted(Exception):
@@ -649,6 +658,10 @@ def setup(cfg, dist, log):
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     raw_model = build_model(cfg, ckpt, vocab, log)
+    examples = None
+    if cfg.hellaswag_interval:
+        hellaswag.check_vocab(raw_model.config.vocab_size, data_dir)
+        examples = hellaswag.load(cfg.hellaswag_data or hellaswag.DEFAULT_DATA)
     model, eval_model = parallelize(raw_model, cfg, dist, dtype, use_compile)
     optimizer = make_optimizer(cfg, raw_model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
@@ -670,7 +683,7 @@ def setup(cfg, dist, log):
               hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
               model=model, eval_model=eval_model, optimizer=optimizer, scaler=scaler,
               autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)),
-              tokens_per_iter=cfg.total_batch_size * cfg.block_size, timer=StepTimer(device))
+              tokens_per_iter=cfg.total_batch_size * cfg.block_size, timer=StepTimer(device), hellaswag=examples)
     config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
               "hess_micro": run.hess_micro, "tokens_per_iter": run.tokens_per_iter, "dtype_resolved": dtype,
               "device_resolved": str(device), "compile_resolved": use_compile,
@@ -742,7 +755,15 @@ def train(cfg, dist):
                 losses = evaluate(run)
                 state["last_eval_iter"] = it
                 state["best_val_loss"] = min(state["best_val_loss"], losses["val/loss"])
-                log(f"eval iter {it}: val loss {losses['val/loss']:.4f}, train loss {losses['eval/train_loss']:.4f}")
+                line = f"eval iter {it}: val loss {losses['val/loss']:.4f}, train loss {losses['eval/train_loss']:.4f}"
+                if run.hellaswag is not None and (it % cfg.hellaswag_interval == 0 or it >= cfg.max_iters):
+                    t0 = time.perf_counter()
+                    losses.update(hellaswag.evaluate(run.eval_model, run.hellaswag, cfg.block_size,
+                                                     cfg.batch_size * cfg.block_size, run.autocast, dist.device,
+                                                     dist.rank, dist.world_size))
+                    line += (f", hellaswag acc_norm {losses['eval/hellaswag_acc_norm']:.4f} acc "
+                             f"{losses['eval/hellaswag_acc']:.4f} ({time.perf_counter() - t0:.1f} s)")
+                log(line)
                 if dist.master:
                     metrics.log({"iter": it, "tokens_seen": state["tokens_seen"], "time_s": state["time_s"], **losses})
                 if it > 0:

@@ -1,10 +1,11 @@
 """
 Shared tokenization and writing for every data/<name>/prepare.py.
 
-A prepare script turns its source into a `datasets.DatasetDict` with "train" and "val" splits
-(`split_train_val`) and hands it to `write_splits`, which tokenizes every document with GPT-2's
-BPE (`encode_ordinary` + EOT 50256) in `num_proc` worker processes and streams the token ids
-into `<out_dir>/train.bin` and `val.bin` (flat uint16), then writes `meta.json`. Memory stays
+A prepare script loads its source (`load_documents`: a Hub dataset or local files), turns it into
+a `datasets.DatasetDict` with "train" and "val" splits (e.g. `split_train_val`) and hands it to
+`write_splits`, which tokenizes every document with GPT-2's BPE (`encode_ordinary` + EOT 50256)
+in `num_proc` worker processes and streams the token ids into `<out_dir>/train.bin` and
+`val.bin` (flat uint16), then writes `meta.json`. Memory stays
 bounded: workers tokenize contiguous ranges of a few MB of text, at most 2 * num_proc ranges are
 in flight, and the main process appends each range's tokens to `<split>.bin.tmp` as they come
 back in order. Bins are renamed into place only when complete and meta.json is written last, so
@@ -151,6 +152,82 @@ def encode_document(enc, text):
     out[:-1] = ids
     out[-1] = EOT_TOKEN
     return out
+
+
+# -----------------------------------------------------------------------------
+# loading: the Hub or local files
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # datasets decompresses these on the fly
+
+
+def _builder(path):
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
+    return BUILDERS.get(suffixes[-1]) if suffixes else None
+
+
+def local_data_files(data_path):
+    """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
+    path = Path(data_path)
+    if not path.exists():
+        raise PrepareError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
+                           f".parquet/.txt file (optionally compressed) or a folder of them")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
+    builders = {_builder(p) for p in files}
+    if not files or None in builders:
+        raise PrepareError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
+                           f"pass a file or folder of those formats")
+    if len(builders) > 1:
+        raise PrepareError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
+                           f"put one format in the folder or pass a single file")
+    return builders.pop(), [str(p) for p in files]
+
+
+def load_documents(args, local):
+    """The `args.split` split of the Hub dataset `args.dataset` (config `args.name`), or of the
+    `local` (builder, files) from `local_data_files`, as a `datasets.Dataset`."""
+    import datasets
+    from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
+
+    name = args.data_path or args.dataset
+    try:
+        if local:
+            builder, files = local
+            kwargs = {"sample_by": args.sample_by} if builder == "text" else {}
+            num_proc = min(args.num_proc, len(files))
+            dd = datasets.load_dataset(builder, data_files=files,
+                                       num_proc=num_proc if num_proc > 1 else None, **kwargs)
+        else:
+            dd = datasets.load_dataset(args.dataset, args.name, revision=args.revision,
+                                       num_proc=args.num_proc if args.num_proc > 1 else None)
+    except DatasetNotFoundError:
+        raise PrepareError(f"dataset {name!r} not found on the Hugging Face Hub; check "
+                           f"--dataset, or use --data_path") from None
+    except ConnectionError as e:
+        raise PrepareError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
+                           f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
+    except DatasetGenerationError as e:
+        cause = str(e.__cause__ or e).splitlines()[0]
+        raise PrepareError(f"could not read {name}: {cause}; check the files' format") from None
+    except (StopIteration, ValueError) as e:  # datasets' ways of saying "no rows at all"
+        if isinstance(e, ValueError) and "BuilderConfig" in str(e):
+            raise PrepareError(f"{args.dataset} has no config {args.name!r} ({str(e).splitlines()[0]}); "
+                               f"pass --name with one of them") from None
+        if isinstance(e, ValueError) and "corresponds to no data" not in str(e):
+            raise
+        raise PrepareError(f"{name} holds no documents; check the path") from None
+    except RuntimeError as e:
+        if "scripts are no longer supported" not in str(e):
+            raise
+        raise PrepareError(f"{name} only has a loading script, which datasets>=4 no longer "
+                           f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
+                           f"check its size, exports of large datasets can be partial), or "
+                           f"download the data and use --data_path") from None
+    if args.split not in dd:
+        raise PrepareError(f"no split {args.split!r} in the dataset (splits: "
+                           f"{', '.join(dd)}); pass --split NAME")
+    return dd[args.split]
 
 
 # -----------------------------------------------------------------------------

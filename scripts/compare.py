@@ -235,9 +235,16 @@ def pick_baseline(runs: list[Run], choice: str | None = None) -> tuple[Run, str]
     return matches[0], "--baseline"
 
 
+def last_logged(rows: list[dict], key: str):
+    """The last value of `key` in the rows, None if it was never logged."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return values[-1] if values else None
+
+
 def summarize(runs: list[Run], baseline: Run) -> list[dict]:
-    """One flat dict per run: final val loss and the steps / tokens / seconds to first reach
-    the baseline's final val loss, with ratios to the baseline's own (None = not reached)."""
+    """One flat dict per run: final val loss, the last HellaSwag accuracies (None if not logged)
+    and the steps / tokens / seconds to first reach the baseline's final val loss, with ratios
+    to the baseline's own (None = not reached)."""
     target = baseline.final_val_loss
     if target is None or not math.isfinite(target):
         problem = "has no val/loss rows yet" if target is None else f"ended with val loss {target}"
@@ -251,7 +258,9 @@ def summarize(runs: list[Run], baseline: Run) -> list[dict]:
                "optimizer": run.config.get("optimizer_name"), "baseline": run is baseline,
                "iters": run.last_iter, "max_iters": run.config.get("max_iters"),
                "incomplete": run.incomplete, "evals": len(run.evals), "final_val_loss": final,
-               "diverged": final is not None and not math.isfinite(final), "target": target}
+               "diverged": final is not None and not math.isfinite(final), "target": target,
+               "hellaswag_acc": last_logged(run.rows, "eval/hellaswag_acc"),
+               "hellaswag_acc_norm": last_logged(run.rows, "eval/hellaswag_acc_norm")}
         for key in X_KEYS:
             x = first_crossing(run.rows, target, key)
             row[f"{X_NAMES[key]}_to_target"] = x
@@ -299,14 +308,19 @@ def note(row: dict) -> str:
 
 
 def format_table(summary: list[dict]) -> str:
-    """Plain aligned text table of summarize()'s rows."""
-    header = ["run", "iters", "final val loss", "steps to target", "tokens to target",
-              "time to target", "note"]
+    """Plain aligned text table of summarize()'s rows; a HellaSwag acc_norm column when a run
+    logged it."""
+    hellaswag = any(row.get("hellaswag_acc_norm") is not None for row in summary)
+    header = ["run", "iters", "final val loss", *(["hellaswag acc_norm"] if hellaswag else []),
+              "steps to target", "tokens to target", "time to target", "note"]
     lines = [header]
     for row in summary:
         iters = f"{row['iters']}/{row['max_iters']}" if row["max_iters"] else str(row["iters"])
         final = "-" if row["final_val_loss"] is None else f"{row['final_val_loss']:.4f}"
         cells = [row["label"], iters, final]
+        if hellaswag:
+            acc = row["hellaswag_acc_norm"]
+            cells.append("-" if acc is None else f"{acc:.4f}")
         for name, fmt in FORMATS.items():
             x, ratio = row[f"{name}_to_target"], row[f"{name}_ratio"]
             if x is None:

@@ -112,6 +112,20 @@ def test_summarize_ratios_on_known_crossings_with_different_eval_intervals():
     assert "(0.40x)" in line
 
 
+def test_last_hellaswag_accuracy_sits_beside_the_final_val_loss():
+    adamw = make_run("adamw", [(0, 10.0), (100, 4.0), (200, 3.2)])
+    sophia = make_run("sophia", [(0, 10.0), (100, 3.6), (200, 3.0)], optimizer="sophiag")
+    assert "hellaswag" not in format_table(summarize([adamw, sophia], adamw))
+    for row, acc_norm in zip(sophia.evals, (0.25, 0.2617, 0.2734)):
+        row.update({"eval/hellaswag_acc": acc_norm - 0.01, "eval/hellaswag_acc_norm": acc_norm})
+    base, soph = summarize([adamw, sophia], adamw)
+    assert (soph["hellaswag_acc"], soph["hellaswag_acc_norm"]) == (pytest.approx(0.2634), 0.2734)
+    assert base["hellaswag_acc"] is base["hellaswag_acc_norm"] is None
+    header, base_line, soph_line = format_table([base, soph]).splitlines()
+    assert "final val loss  hellaswag acc_norm  steps to target" in header
+    assert "3.0000          0.2734" in soph_line and "3.2000          -" in base_line
+
+
 def test_baseline_that_dips_below_its_final_loss_earlier_uses_its_first_crossing():
     # final 3.6; the baseline first got there between 100 (4.0) and 200 (3.5): at 180
     adamw = make_run("adamw", [(0, 10.0), (100, 4.0), (200, 3.5), (300, 3.6), (400, 3.6)])

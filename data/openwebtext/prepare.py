@@ -15,79 +15,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import PrepareError, already_prepared, run_cli, split_train_val, write_splits
+from data.common import (PrepareError, already_prepared, load_documents, local_data_files, run_cli,
+                         split_train_val, write_splits)
 
 HUB_DATASET = "Skylion007/openwebtext"
 TEST_SIZE = 0.0005  # nanoGPT's: ~4k of ~8M documents
 SEED = 2357  # nanoGPT's
-BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # datasets decompresses these on the fly
-
-
-def _builder(path):
-    suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
-    return BUILDERS.get(suffixes[-1]) if suffixes else None
-
-
-def local_data_files(data_path):
-    """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
-    path = Path(data_path)
-    if not path.exists():
-        raise PrepareError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
-                           f".parquet/.txt file (optionally compressed) or a folder of them")
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
-    builders = {_builder(p) for p in files}
-    if not files or None in builders:
-        raise PrepareError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
-                           f"pass a file or folder of those formats")
-    if len(builders) > 1:
-        raise PrepareError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
-                           f"put one format in the folder or pass a single file")
-    return builders.pop(), [str(p) for p in files]
-
-
-def load_documents(args, local):
-    """The `args.split` split of the Hub dataset, or of the `local` (builder, files), as a
-    `datasets.Dataset`."""
-    import datasets
-    from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
-
-    name = args.data_path or args.dataset
-    try:
-        if local:
-            builder, files = local
-            kwargs = {"sample_by": args.sample_by} if builder == "text" else {}
-            num_proc = min(args.num_proc, len(files))
-            dd = datasets.load_dataset(builder, data_files=files,
-                                       num_proc=num_proc if num_proc > 1 else None, **kwargs)
-        else:
-            dd = datasets.load_dataset(args.dataset, revision=args.revision,
-                                       num_proc=args.num_proc if args.num_proc > 1 else None)
-    except DatasetNotFoundError:
-        raise PrepareError(f"dataset {name!r} not found on the Hugging Face Hub; check "
-                           f"--dataset, or use --data_path") from None
-    except ConnectionError as e:
-        raise PrepareError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
-                           f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
-    except DatasetGenerationError as e:
-        cause = str(e.__cause__ or e).splitlines()[0]
-        raise PrepareError(f"could not read {name}: {cause}; check the files' format") from None
-    except (StopIteration, ValueError) as e:  # datasets' ways of saying "no rows at all"
-        if isinstance(e, ValueError) and "corresponds to no data" not in str(e):
-            raise
-        raise PrepareError(f"{name} holds no documents; check the path") from None
-    except RuntimeError as e:
-        if "scripts are no longer supported" not in str(e):
-            raise
-        raise PrepareError(f"{name} only has a loading script, which datasets>=4 no longer "
-                           f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
-                           f"check its size, exports of large datasets can be partial), or "
-                           f"download the data and use --data_path") from None
-    if args.split not in dd:
-        raise PrepareError(f"no split {args.split!r} in the dataset (splits: "
-                           f"{', '.join(dd)}); pass --split NAME")
-    return dd[args.split]
 
 
 def describe_source(args, local):
@@ -96,7 +29,8 @@ def describe_source(args, local):
         source = f"local:{os.path.abspath(args.data_path)}"
         source += f" sample_by={args.sample_by}" if local[0] == "text" else ""
     else:
-        source = f"hub:{args.dataset}" + (f"@{args.revision}" if args.revision else "")
+        source = f"hub:{args.dataset}" + (f" name={args.name}" if args.name else "")
+        source += f"@{args.revision}" if args.revision else ""
     source += f" split={args.split}" if args.split != "train" else ""
     source += f" text_column={args.text_column}" if args.text_column != "text" else ""
     source += f" max_docs={args.max_docs}" if args.max_docs else ""
@@ -108,6 +42,7 @@ def main(argv=None):
     src = parser.add_argument_group("input (default: the Hub's OpenWebText)")
     src.add_argument("--dataset", default=None,
                      help=f"Hub dataset name (default {HUB_DATASET})")
+    src.add_argument("--name", default=None, help="Hub dataset config name, for datasets that have several")
     src.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     src.add_argument("--data_path", default=None,
                      help="local .jsonl/.json/.parquet/.txt file, or a folder of them")

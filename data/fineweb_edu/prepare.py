@@ -1,0 +1,80 @@
+"""
+Prepare FineWeb-Edu (HuggingFaceFW/fineweb-edu, config sample-10BT by default) as GPT-2 tokens.
+
+    python data/fineweb_edu/prepare.py                         # Hub, sample-10BT -> data/fineweb_edu/
+    python data/fineweb_edu/prepare.py --name sample-100BT     # another config of the dataset
+    python data/fineweb_edu/prepare.py --data_path shards/     # local parquet shards of the dataset
+    python data/fineweb_edu/prepare.py --max_docs 100000       # a quick sample
+
+Validation is a fixed slice: the first --val_docs documents (default 10,000) in the dataset's
+published order (the Hub's parquet shards in order; local files sorted by name), train is all the
+rest. No shuffling, so the split does not depend on a seed or on the number of documents read.
+Loading, tokenizing, writing, the disk-space check and re-runs are the OpenWebText prepare's
+(data/common.py); output format: see data/common.py.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from data.common import PrepareError, already_prepared, load_documents, local_data_files, run_cli, write_splits
+
+HUB_DATASET = "HuggingFaceFW/fineweb-edu"
+DEFAULT_NAME = "sample-10BT"
+VAL_DOCS = 10_000
+
+
+def describe_source(args, local):
+    """A string naming everything that determines the outputs (it is stored in meta.json)."""
+    source = f"local:{os.path.abspath(args.data_path)}" if local else \
+        f"hub:{HUB_DATASET} name={args.name}" + (f"@{args.revision}" if args.revision else "")
+    source += f" val_docs={args.val_docs}"
+    source += f" max_docs={args.max_docs}" if args.max_docs else ""
+    return source
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    src = parser.add_argument_group(f"input (default: the Hub's {HUB_DATASET}, {DEFAULT_NAME})")
+    src.add_argument("--name", default=DEFAULT_NAME,
+                     help=f"config of {HUB_DATASET} (default {DEFAULT_NAME}; e.g. sample-100BT)")
+    src.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    src.add_argument("--data_path", default=None,
+                     help="local parquet shards of the dataset (a file or a folder), instead of the Hub")
+    src.add_argument("--max_docs", type=int, default=None,
+                     help="use only the first N documents (a quick sample)")
+    parser.add_argument("--val_docs", type=int, default=VAL_DOCS,
+                        help=f"the first N documents are the validation split (default {VAL_DOCS:,})")
+    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
+                        help="where train.bin, val.bin and meta.json go (default: this folder)")
+    parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1),
+                        help="worker processes for loading and tokenizing (default min(8, cores))")
+    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    args = parser.parse_args(argv)
+    if args.num_proc < 1:
+        raise PrepareError(f"--num_proc must be >= 1, got {args.num_proc}")
+    if args.val_docs < 1:
+        raise PrepareError(f"--val_docs must be >= 1, got {args.val_docs}")
+    if args.max_docs is not None and args.max_docs <= args.val_docs:
+        raise PrepareError(f"--max_docs={args.max_docs} leaves no training documents after the "
+                           f"--val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs")
+    args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what load_documents reads
+
+    local = local_data_files(args.data_path) if args.data_path else None
+    source = describe_source(args, local)
+    if already_prepared(args.out_dir, source, args.overwrite):
+        return
+    docs = load_documents(args, local)
+    if args.max_docs:
+        docs = docs.select(range(min(args.max_docs, len(docs))))
+    if len(docs) <= args.val_docs:
+        raise PrepareError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: "
+                           f"lower --val_docs or give it more documents")
+    splits = {"train": docs.select(range(args.val_docs, len(docs))), "val": docs.select(range(args.val_docs))}
+    write_splits(splits, args.out_dir, source=source, split_seed=None, test_size=args.val_docs,
+                 num_proc=args.num_proc)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

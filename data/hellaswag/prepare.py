@@ -1,0 +1,141 @@
+"""
+Prepare HellaSwag's validation set (rowanz/hellaswag, 10,042 examples) as GPT-2 tokens, once.
+
+    python data/hellaswag/prepare.py                          # download -> data/hellaswag/val.npz
+    python data/hellaswag/prepare.py --data_path hellaswag_val.jsonl   # a local copy
+
+Reads the jsonl (one example per line: ctx, endings [4 texts], label 0-3, and fields that are not
+used), tokenizes every context and " " + every ending with GPT-2's BPE, and writes `val.npz`
+(`tokens`: all token ids, uint16; `offsets`: per example the start of its context and of its 4
+endings and the end of the last, int64 (n, 6); `labels`: int8) and `meta.json` last. hellaswag.py
+scores it. Mistakes are one line and exit status 1, as in the other prepare scripts.
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from data.common import DTYPE, PrepareError, get_gpt2_encoding, run_cli
+
+URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+
+
+def download(out_dir):
+    """The validation jsonl in out_dir, downloaded first if it is not there yet."""
+    path = Path(out_dir) / "hellaswag_val.jsonl"
+    if path.is_file():
+        return path
+    tmp = path.with_name(path.name + ".tmp")
+    print(f"downloading {URL}")
+    try:
+        with urllib.request.urlopen(URL, timeout=60) as response, open(tmp, "wb") as f:
+            f.write(response.read())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PrepareError(f"cannot download {URL} ({getattr(e, 'reason', e)}); download it elsewhere "
+                           f"and pass --data_path FILE") from None
+    return path
+
+
+def read_examples(path):
+    """(context, 4 endings, label) of every line of a HellaSwag jsonl."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise PrepareError(f"cannot read --data_path {path} ({e.strerror}); pass HellaSwag's "
+                           f"hellaswag_val.jsonl") from None
+    examples = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            ex = json.loads(line)
+        except ValueError as e:
+            raise PrepareError(f"{where}: not valid JSON ({e}); fix or delete that line") from None
+        ctx, endings, label = (ex.get(k) for k in ("ctx", "endings", "label")) if isinstance(ex, dict) else [None] * 3
+        if not (isinstance(ctx, str) and isinstance(endings, list) and len(endings) == 4
+                and all(isinstance(e, str) for e in endings) and isinstance(label, int)):
+            raise PrepareError(f"{where}: an example needs ctx (text), endings (4 texts) and label "
+                               f"(0-3); is this HellaSwag's jsonl?")
+        if not 0 <= label <= 3:
+            raise PrepareError(f"{where}: label {label} is not the index of one of the 4 endings (0-3)")
+        if not ctx.strip():
+            raise PrepareError(f"{where}: the context (ctx) is empty: nothing to condition on")
+        for k, ending in enumerate(endings):
+            if not ending.strip():
+                raise PrepareError(f"{where}: ending {k} has no tokens of its own (empty text): nothing to score")
+        examples.append((ctx, endings, label))
+    if not examples:
+        raise PrepareError(f"{path} holds no examples; pass HellaSwag's hellaswag_val.jsonl")
+    return examples
+
+
+def tokenize(examples):
+    """tokens (uint16), offsets (n, 6) and labels (int8) of the examples, as val.npz stores them."""
+    enc = get_gpt2_encoding()
+    pieces, offsets, position = [], [], 0
+    for ctx, endings, _ in examples:
+        starts = []
+        for text in [ctx] + [" " + e for e in endings]:
+            ids = enc.encode_ordinary(text)
+            starts.append(position)
+            pieces.append(np.array(ids, dtype=DTYPE))
+            position += len(ids)
+        offsets.append(starts + [position])
+    labels = np.array([label for _, _, label in examples], dtype=np.int8)
+    return np.concatenate(pieces), np.array(offsets, dtype=np.int64), labels
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--data_path", default=None,
+                        help=f"a local HellaSwag jsonl (default: download {URL})")
+    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
+                        help="where val.npz and meta.json go (default: this folder)")
+    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out_dir)
+    if args.data_path and not Path(args.data_path).is_file():
+        raise PrepareError(f"--data_path {args.data_path} does not exist; pass HellaSwag's hellaswag_val.jsonl")
+    source = f"local:{os.path.abspath(args.data_path)}" if args.data_path else URL
+    npz, meta_path = out_dir / "val.npz", out_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = None
+    if meta and meta.get("source") == source and npz.is_file() and not args.overwrite:
+        print(f"{out_dir} is already prepared from {source!r} ({meta['examples']:,} examples); "
+              f"pass --overwrite to redo it")
+        return
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepareError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+    path = Path(args.data_path) if args.data_path else download(out_dir)
+    examples = read_examples(path)
+    tokens, offsets, labels = tokenize(examples)
+    meta_path.unlink(missing_ok=True)  # outputs are complete exactly when meta.json exists
+    tmp = npz.with_name("val.npz.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, tokens=tokens, offsets=offsets, labels=labels)
+        os.replace(tmp, npz)
+        meta = {"source": source, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "tokenizer": "gpt2",
+                "examples": len(examples), "tokens": len(tokens)}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PrepareError(f"writing {out_dir} failed ({e.strerror}); free up space or choose another --out_dir") from None
+    print(f"wrote {npz}: {len(examples):,} examples, {len(tokens):,} tokens (source: {source})")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,168 @@
+"""HellaSwag accuracy of a GPT: the downstream number that GPT-2 reproductions report beside val loss.
+
+Each example is a context and 4 endings, one of them right. The model scores 4 rows, the context's
+GPT-2 tokens followed by the tokens of " " + ending, by its cross-entropy over the ending tokens
+only: `acc` takes the ending with the lowest summed loss, `acc_norm` the one with the lowest mean
+loss per token (the definitions of llm.c and build-nanogpt). A row longer than the model's context
+keeps its last block_size + 1 tokens (the start of the context is dropped).
+
+Batched for a compiled model: the rows are padded to one of a few fixed lengths (powers of two up to
+block_size), and every forward pass of a length holds the same number of rows, so torch.compile sees
+a few shapes, all of them in the first evaluation. Padding is never scored. The batches are fixed by
+the data and the sizes alone and are dealt out over the ranks, every rank running the same number of
+forward passes (FSDP needs all ranks in each one), so any number of ranks gives the same accuracy.
+
+    python data/hellaswag/prepare.py                  # -> data/hellaswag/val.npz (10,042 examples)
+    python scripts/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
+    python train.py ... --hellaswag_interval=2000     # during training, at every 2000th iteration's eval
+"""
+import json
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+
+from errors import UserError
+
+GPT2_VOCAB_SIZE = 50257  # the real tokens; a padded LM head's extra rows are left out of the softmax
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hellaswag" / "val.npz"
+MIN_LENGTH = 32  # the shortest padded row length
+PREPARE = "python data/hellaswag/prepare.py"
+
+
+class Example:
+    """One HellaSwag example as token ids: the context, the 4 endings (each with its leading space)
+    and the index of the right ending."""
+
+    def __init__(self, ctx, endings, label):
+        self.ctx, self.endings, self.label = ctx, endings, label
+
+    def rows(self, block_size):
+        """The 4 rows (context + ending, cut to block_size + 1 tokens) and how many of each row's last
+        tokens belong to the ending."""
+        out = []
+        for ending in self.endings:
+            row = np.concatenate([self.ctx, ending])[-(block_size + 1):]
+            out.append((row, min(len(ending), len(row) - 1)))
+        return out
+
+
+def load(path=DEFAULT_DATA, limit=None):
+    """The examples written by data/hellaswag/prepare.py (the first `limit` of them, if given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `{PREPARE}` (or pass the file it wrote)")
+    try:
+        with np.load(path) as f:
+            tokens, offsets, labels = f["tokens"], f["offsets"], f["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path} is not a prepared HellaSwag file ({type(e).__name__}): run `{PREPARE}` again") from None
+    if offsets.ndim != 2 or offsets.shape[1] != 6 or len(labels) != len(offsets) or not len(labels):
+        raise UserError(f"{path} is not a prepared HellaSwag file (offsets {offsets.shape}, labels "
+                        f"{labels.shape}): run `{PREPARE}` again")
+    tokens = tokens.astype(np.int64)
+    examples = [Example(tokens[o[0]:o[1]], [tokens[o[k]:o[k + 1]] for k in range(1, 5)], int(label))
+                for o, label in zip(offsets, labels)]
+    return examples[:limit] if limit else examples
+
+
+def check_vocab(vocab_size, data_dir=None):
+    """HellaSwag is scored in GPT-2 tokens: a model with a smaller vocabulary, or one trained on a dataset
+    whose meta.json names another tokenizer (a char-level corpus), cannot be scored."""
+    if vocab_size < GPT2_VOCAB_SIZE:
+        raise UserError(f"HellaSwag needs a GPT-2 vocabulary ({GPT2_VOCAB_SIZE} tokens) but the model has "
+                        f"{vocab_size}: set hellaswag_interval=0 for a model of another tokenizer")
+    meta_path = Path(data_dir or "") / "meta.json"
+    if data_dir is None or not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:
+        return  # train.py reports an unreadable meta.json itself
+    tokenizer, size = meta.get("tokenizer", "gpt2"), meta.get("vocab_size", GPT2_VOCAB_SIZE)
+    if tokenizer != "gpt2" or size < GPT2_VOCAB_SIZE:
+        raise UserError(f"HellaSwag needs GPT-2 tokens but {meta_path} says tokenizer {tokenizer!r} with "
+                        f"vocab_size {size}: set hellaswag_interval=0 for this dataset")
+
+
+def lengths(block_size):
+    """The padded row lengths: powers of two from MIN_LENGTH below block_size, then block_size."""
+    out, n = [], MIN_LENGTH
+    while n < block_size:
+        out.append(n)
+        n *= 2
+    return out + [block_size]
+
+
+def batches(examples, block_size, tokens_per_forward):
+    """The fixed batches, as (padded length, examples per batch, example indices): each example goes to
+    the shortest length that holds its longest row, and every batch of a length has room for
+    tokens_per_forward // (4 * length) examples (at least 1, at most all of that length's); the last
+    one of a length is padded."""
+    sizes = lengths(block_size)
+    by_length = {}
+    for i, example in enumerate(examples):
+        longest = max(len(row) - 1 for row, _ in example.rows(block_size))
+        by_length.setdefault(next(n for n in sizes if n >= longest), []).append(i)
+    out = []
+    for length in sorted(by_length):
+        indices = by_length[length]
+        per_batch = min(max(1, tokens_per_forward // (4 * length)), len(indices))
+        out += [(length, per_batch, indices[k:k + per_batch]) for k in range(0, len(indices), per_batch)]
+    return out
+
+
+def batch_tensors(examples, length, per_batch, indices, block_size, device):
+    """Inputs, targets and the mask of the scored (ending) targets, each (4 * per_batch, length); empty
+    rows pad a short batch."""
+    x = np.zeros((4 * per_batch, length), dtype=np.int64)
+    y = np.zeros_like(x)
+    mask = np.zeros(x.shape, dtype=bool)
+    for j, i in enumerate(indices):
+        for k, (row, scored) in enumerate(examples[i].rows(block_size)):
+            n = len(row) - 1
+            x[4 * j + k, :n], y[4 * j + k, :n] = row[:-1], row[1:]
+            mask[4 * j + k, n - scored:n] = True
+    return (torch.from_numpy(a).to(device) for a in (x, y, mask))
+
+
+def ending_losses(model, x, y, mask, autocast=nullcontext()):
+    """Summed and mean cross-entropy over each row's ending tokens, as (rows // 4, 4) float32 tensors."""
+    with autocast:
+        logits = model(x)[0]
+    rows, cols = mask.nonzero(as_tuple=True)  # only the scored positions go through the float32 softmax
+    losses = F.cross_entropy(logits[rows, cols, :GPT2_VOCAB_SIZE].float(), y[rows, cols], reduction="none")
+    sums = torch.zeros(mask.shape, device=losses.device).index_put_((rows, cols), losses).sum(1)
+    means = sums / mask.sum(1).clamp(min=1)
+    return sums.view(-1, 4), means.view(-1, 4)
+
+
+@torch.no_grad()
+def evaluate(model, examples, block_size, tokens_per_forward, autocast=nullcontext(), device="cpu",
+             rank=0, world_size=1):
+    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT, compiled, DDP-unwrapped or
+    FSDP-sharded) over `examples`, each rank scoring every world_size-th batch. Where the batches do
+    not divide evenly, a rank's extra forward pass (on a batch it has already seen) is not counted.
+    All ranks must call it; returns the same numbers on every rank."""
+    plan = batches(examples, block_size, tokens_per_forward)
+    labels = torch.tensor([e.label for e in examples], device=device)
+    correct = torch.zeros(2, device=device, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    for b in range(rank, math.ceil(len(plan) / world_size) * world_size, world_size):
+        length, per_batch, indices = plan[b % len(plan)]
+        x, y, mask = batch_tensors(examples, length, per_batch, indices, block_size, device)
+        sums, means = ending_losses(model, x, y, mask, autocast)
+        if b < len(plan):
+            target = labels[indices]
+            correct[0] += (sums[:len(indices)].argmin(1) == target).sum()
+            correct[1] += (means[:len(indices)].argmin(1) == target).sum()
+    model.train(was_training)
+    if world_size > 1:
+        torch_dist.all_reduce(correct)
+    acc, acc_norm = (n / len(examples) for n in correct.tolist())
+    return {"eval/hellaswag_acc": acc, "eval/hellaswag_acc_norm": acc_norm}

@@ -1,0 +1,85 @@
+"""What a HellaSwag eval costs at a config's model size: milliseconds per example through hellaswag.py's
+batched scorer, as train.py runs it (tokens per forward pass = batch_size * block_size), on this machine.
+
+    python scripts/bench_hellaswag.py config/train_tiny_sophiag.py
+    python scripts/bench_hellaswag.py config/train_gpt2_small_adamw.py --device=cuda --dtype=bfloat16 --compile=True
+
+Config files and --key=value overrides are train.py's; the model has the config's shape and random
+weights (the cost does not depend on them). Examples come from --data (data/hellaswag/prepare.py's file)
+when it exists, else --examples synthetic ones of random tokens with a context of 20-60 and endings of
+10-30 tokens. Prints the median of --repeats timed evals (after one untimed warm-up eval), the padded
+tokens per example and the forward FLOPs per example (2 x parameters x padded tokens).
+"""
+import argparse
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hellaswag  # noqa: E402
+import train  # noqa: E402
+from errors import UserError  # noqa: E402
+from model import GPT, PADDED_VOCAB_SIZE, config_from_dict  # noqa: E402
+
+
+def synthetic_examples(n, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = lambda lo, hi: rng.integers(0, hellaswag.GPT2_VOCAB_SIZE, rng.integers(lo, hi + 1))  # noqa: E731
+    return [hellaswag.Example(tokens(20, 60), [tokens(10, 30) for _ in range(4)], int(rng.integers(4)))
+            for _ in range(n)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="prepared HellaSwag file, if it exists")
+    p.add_argument("--examples", type=int, default=256, help="examples per timed eval")
+    p.add_argument("--repeats", type=int, default=3)
+    args, train_args = p.parse_known_args(argv)
+    if args.examples < 1 or args.repeats < 1:
+        raise UserError("--examples and --repeats must be >= 1")
+    cfg = train.parse_args(train_args)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    dtype = cfg.dtype if cfg.dtype != "auto" else "bfloat16" if device.type == "cuda" else "float32"
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
+    real = Path(args.data).is_file()
+    examples = hellaswag.load(args.data, args.examples) if real else synthetic_examples(args.examples)
+    torch.manual_seed(0)
+    model = GPT(config_from_dict({**asdict(cfg), "vocab_size": PADDED_VOCAB_SIZE})).to(device)
+    scorer = torch.compile(model) if cfg.compile else model
+    tokens_per_forward = cfg.batch_size * cfg.block_size
+    plan = hellaswag.batches(examples, cfg.block_size, tokens_per_forward)
+    padded = sum(4 * per_batch * length for length, per_batch, _ in plan) / len(examples)
+
+    def timed():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        hellaswag.evaluate(scorer, examples, cfg.block_size, tokens_per_forward, autocast, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    timed()  # warm-up: compilation, allocator
+    ms = statistics.median(timed() for _ in range(args.repeats)) * 1000 / len(examples)
+    params = model.num_params(non_embedding=False)
+    print(f"{params / 1e6:.1f}M parameters, block_size {cfg.block_size}, {tokens_per_forward:,} tokens per forward, "
+          f"{device} {dtype}{' compiled' if cfg.compile else ''}, {torch.get_num_threads()} threads")
+    print(f"{len(examples)} {'HellaSwag' if real else 'synthetic'} examples in {len(plan)} forward passes: "
+          f"{padded:.0f} padded tokens and {2 * params * padded / 1e9:.2f} GFLOP (forward) per example")
+    print(f"{ms:.2f} ms per example (median of {args.repeats}), "
+          f"{ms * 10042 / 60000:.2f} min for the 10,042 validation examples at this rate")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

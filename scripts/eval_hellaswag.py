@@ -1,0 +1,87 @@
+"""HellaSwag accuracy of a finished model: a run's newest checkpoint, a Hugging Face GPT-2 directory or an
+OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub).
+
+    python scripts/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
+    python scripts/eval_hellaswag.py out/hf/sophiag                  # scripts/export_hf.py's output
+    python scripts/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
+
+Scores the examples that data/hellaswag/prepare.py wrote (hellaswag.py defines the scorer) and
+prints acc, acc_norm, the number of examples and the time taken.
+"""
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hellaswag  # noqa: E402
+from checkpoint import checkpoint_paths, latest_valid_checkpoint  # noqa: E402
+from errors import UserError  # noqa: E402
+from hf import RELEASES  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+
+def load_model(source):
+    """(GPT, description) from a run's out_dir, a Hugging Face GPT-2 directory or a release name."""
+    path = Path(source)
+    if path.is_dir() and (checkpoint_paths(path) or (path / "metrics.jsonl").is_file()):  # a run's out_dir
+        found, ckpt = latest_valid_checkpoint(path, lambda msg: print(msg, file=sys.stderr))
+        if ckpt is None:
+            raise UserError(f"no checkpoint in {path}: pass a run's out_dir (checkpoints are written at every "
+                            f"eval_interval), a Hugging Face GPT-2 directory or one of {', '.join(RELEASES)}")
+        model = GPT(GPTConfig(**ckpt["model_args"]))
+        model.load_state_dict(ckpt["model"])
+        return model, f"{found} (iter {ckpt['iter']})"
+    if path.is_dir() or source in RELEASES:
+        return GPT.from_pretrained(source), source
+    raise UserError(f"{source!r} is neither a directory (a run's out_dir or a Hugging Face GPT-2 directory) nor "
+                    f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="a run's out_dir, a Hugging Face GPT-2 directory, or gpt2 / gpt2-medium / ...")
+    p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="the file data/hellaswag/prepare.py wrote")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="autocast dtype (auto: bfloat16 on CUDA, else float32)")
+    p.add_argument("--batch_tokens", type=int, default=4096,
+                   help="padded tokens per forward pass (examples are grouped up to this many)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1 or args.batch_tokens < 1:
+        raise UserError("--limit and --batch_tokens must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device={args.device} but CUDA is not available here: use --device=cpu")
+    examples = hellaswag.load(args.data, args.limit)
+    model, what = load_model(args.source)
+    hellaswag.check_vocab(model.config.vocab_size)
+    model.to(args.device)
+    device = torch.device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else "bfloat16" if device.type == "cuda" else "float32"
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
+    scorer = torch.compile(model) if args.compile else model
+    t0 = time.perf_counter()
+    scores = hellaswag.evaluate(scorer, examples, model.config.block_size, args.batch_tokens, autocast, device)
+    seconds = time.perf_counter() - t0
+    print(f"{what}: acc {scores['eval/hellaswag_acc']:.4f} acc_norm {scores['eval/hellaswag_acc_norm']:.4f} "
+          f"on {len(examples):,} examples ({seconds:.1f} s, {1000 * seconds / len(examples):.1f} ms/example, "
+          f"{args.device} {dtype}{' compiled' if args.compile else ''})")
+
+
+def cli(argv=None):
+    """Command-line entry: mistakes are one line on stderr and exit code 2."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
