@@ -10,7 +10,7 @@
 #     SIZES="s l" bash scripts/ladder.sh  # some sizes only (the figure needs every size's sweep)
 #
 # Sizes (non-embedding parameters): s = 2 x 64 (0.10M), m = 4 x 128 (0.79M, the four-way
-# comparison's model), l = 6 x 192 (2.65M).
+# comparison's model), l = 6 x 160 (1.85M).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/ladder}
@@ -18,9 +18,9 @@ mkdir -p "$out"
 export OMP_NUM_THREADS=1
 read -r -a sizes <<< "${SIZES:-s m l}"
 declare -A shape=([s]="n_layer=2 n_head=2 n_embd=64" [m]="n_layer=4 n_head=4 n_embd=128"
-                  [l]="n_layer=6 n_head=6 n_embd=192")
+                  [l]="n_layer=6 n_head=5 n_embd=160")
 declare -A adamw_lrs=([s]=1e-2,3e-2,1e-1 [m]=3e-3,1e-2,3e-2 [l]=3e-3,1e-2,3e-2)
-declare -A sophiag_lrs=([s]=1e-3,3e-3,1e-2 [m]=3e-4,1e-3,3e-3 [l]=3e-4,1e-3,3e-3)
+declare -A sophiag_lrs=([s]=1e-4,3e-4,1e-3,3e-3,1e-2 [m]=3e-4,1e-3,3e-3 [l]=1e-4,3e-4,1e-3)
 configs=(config/train_shakespeare_char_adamw.py config/train_shakespeare_char_sophiag.py)
 
 for size in "${sizes[@]}"; do
