@@ -16,7 +16,6 @@ forward passes (FSDP needs all ranks in each one), so any number of ranks gives 
     python scripts/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
     python train.py ... --hellaswag_interval=2000     # during training, at every 2000th iteration's eval
 """
-import json
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 
 from errors import UserError
+from vocab import GPT2, describe
 
 GPT2_VOCAB_SIZE = 50257  # the real tokens; a padded LM head's extra rows are left out of the softmax
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hellaswag" / "val.npz"
@@ -70,23 +70,10 @@ def load(path=DEFAULT_DATA, limit=None):
     return examples[:limit] if limit else examples
 
 
-def check_vocab(vocab_size, data_dir=None):
-    """HellaSwag is scored in GPT-2 tokens: a model with a smaller vocabulary, or one trained on a dataset
-    whose meta.json names another tokenizer (a char-level corpus), cannot be scored."""
-    if vocab_size < GPT2_VOCAB_SIZE:
-        raise UserError(f"HellaSwag needs a GPT-2 vocabulary ({GPT2_VOCAB_SIZE} tokens) but the model has "
-                        f"{vocab_size}: set hellaswag_interval=0 for a model of another tokenizer")
-    meta_path = Path(data_dir or "") / "meta.json"
-    if data_dir is None or not meta_path.is_file():
-        return
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError:
-        return  # train.py reports an unreadable meta.json itself
-    tokenizer, size = meta.get("tokenizer", "gpt2"), meta.get("vocab_size", GPT2_VOCAB_SIZE)
-    if tokenizer != "gpt2" or size < GPT2_VOCAB_SIZE:
-        raise UserError(f"HellaSwag needs GPT-2 tokens but {meta_path} says tokenizer {tokenizer!r} with "
-                        f"vocab_size {size}: set hellaswag_interval=0 for this dataset")
+def check_vocab(vocab, what, fix):
+    """HellaSwag is scored in GPT-2 tokens: a model of another vocabulary (vocab.py) cannot be scored."""
+    if vocab != GPT2:
+        raise UserError(f"HellaSwag is scored in GPT-2 tokens but {what} uses {describe(vocab)}: {fix}")
 
 
 def lengths(block_size):

@@ -660,7 +660,7 @@ def setup(cfg, dist, log):
     raw_model = build_model(cfg, ckpt, vocab, log)
     examples = None
     if cfg.hellaswag_interval:
-        hellaswag.check_vocab(raw_model.config.vocab_size, data_dir)
+        hellaswag.check_vocab(vocab, f"dataset {cfg.dataset!r}", "set hellaswag_interval=0 for it")
         examples = hellaswag.load(cfg.hellaswag_data or hellaswag.DEFAULT_DATA)
     model, eval_model = parallelize(raw_model, cfg, dist, dtype, use_compile)
     optimizer = make_optimizer(cfg, raw_model, device)

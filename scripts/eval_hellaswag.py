@@ -22,6 +22,7 @@ from checkpoint import checkpoint_paths, latest_valid_checkpoint  # noqa: E402
 from errors import UserError  # noqa: E402
 from hf import RELEASES  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from vocab import GPT2, from_meta  # noqa: E402
 
 
 def load_model(source):
@@ -34,9 +35,9 @@ def load_model(source):
                             f"eval_interval), a Hugging Face GPT-2 directory or one of {', '.join(RELEASES)}")
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict(ckpt["model"])
-        return model, f"{found} (iter {ckpt['iter']})"
+        return model, f"{found} (iter {ckpt['iter']})", from_meta(ckpt.get("vocab", GPT2), found)
     if path.is_dir() or source in RELEASES:
-        return GPT.from_pretrained(source), source
+        return GPT.from_pretrained(source), source, GPT2
     raise UserError(f"{source!r} is neither a directory (a run's out_dir or a Hugging Face GPT-2 directory) nor "
                     f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})")
 
@@ -58,8 +59,8 @@ def main(argv=None):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device={args.device} but CUDA is not available here: use --device=cpu")
     examples = hellaswag.load(args.data, args.limit)
-    model, what = load_model(args.source)
-    hellaswag.check_vocab(model.config.vocab_size)
+    model, what, vocab = load_model(args.source)
+    hellaswag.check_vocab(vocab, what, "evaluate a model trained on GPT-2 tokens")
     model.to(args.device)
     device = torch.device(args.device)
     dtype = args.dtype if args.dtype != "auto" else "bfloat16" if device.type == "cuda" else "float32"

@@ -213,7 +213,7 @@ def test_eval_script_on_a_checkpoint_and_an_exported_directory(one_process, prep
                 f"on 13 examples")
     assert eval_hellaswag.cli([str(out), "--data", str(prepared[1]), "--device", "cpu"]) == 0
     assert "ckpt_00000002.pt (iter 2): " + expected in capsys.readouterr().out
-    model, _ = eval_hellaswag.load_model(str(out))
+    model, _, _ = eval_hellaswag.load_model(str(out))
     save_hf(model, tmp_path / "hf")
     assert eval_hellaswag.cli([str(tmp_path / "hf"), "--data", str(prepared[1]), "--batch_tokens", "256"]) == 0
     assert expected in capsys.readouterr().out
@@ -245,18 +245,15 @@ def test_bad_jsonl_is_one_line(tmp_path, case, fragments):
     assert not (tmp_path / "out" / "val.npz").exists()
 
 
-def test_char_level_dataset_or_model_is_one_line(shakespeare, prepared, tmp_path, capsys):
-    char_data = tmp_path / "char"
-    char_data.mkdir()
-    for name in ("train.bin", "val.bin"):
-        (char_data / name).write_bytes((shakespeare / name).read_bytes())
-    meta = json.loads((shakespeare / "meta.json").read_text())
-    (char_data / "meta.json").write_text(json.dumps({**meta, "tokenizer": "char", "vocab_size": 65}))
-    result = run_train(loop_args(char_data, tmp_path / "out", prepared[1]), check=False)
-    assert_one_line(result, 2, "HellaSwag needs GPT-2 tokens", "tokenizer 'char' with vocab_size 65",
+def test_char_level_dataset_or_model_is_one_line(prepared, tmp_path):
+    (tmp_path / "input.txt").write_text("To be, or not to be, that is the question.\n" * 200)
+    subprocess.run([sys.executable, str(REPO / "data" / "shakespeare_char" / "prepare.py"), "--input",
+                    str(tmp_path / "input.txt"), "--out_dir", str(tmp_path / "char")], check=True, capture_output=True)
+    result = run_train(loop_args(tmp_path / "char", tmp_path / "out", prepared[1]), check=False)
+    assert_one_line(result, 2, "HellaSwag is scored in GPT-2 tokens", "a vocabulary of 17 characters",
                     "hellaswag_interval=0")
-    with pytest.raises(UserError, match="needs a GPT-2 vocabulary .* the model has 65"):
-        hellaswag.check_vocab(65)
+    with pytest.raises(UserError, match="scored in GPT-2 tokens but x uses a vocabulary of 2 characters"):
+        hellaswag.check_vocab({"tokenizer": "char", "chars": "ab"}, "x", "fix")
 
 
 def test_missing_or_damaged_prepared_file_and_bad_interval_are_one_line(tmp_path, capsys):
