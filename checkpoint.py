@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict, set_state_dict)
 from torch.distributed.tensor import DTensor
 
+from atomic import atomic_write, fsync_dir
 from errors import UserError
 
 CKPT_PREFIX = "ckpt_"
@@ -116,14 +117,6 @@ def read_checkpoint(path, device="cpu", verify=True):
     return ckpt
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove(path):
     """Delete a checkpoint; a directory is first renamed out of sight, so a kill in the middle of the
     deletion never leaves a half-deleted checkpoint under a valid name."""
@@ -144,14 +137,9 @@ def _prune(out_dir, path, keep_last):
 
 
 def write_file(state, path):
-    """torch.save into a hidden temporary file, fsync, rename into place, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    """torch.save, atomically (a hidden temporary file, fsync, rename into place)."""
+    with atomic_write(path, "wb") as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(state, out_dir, it, keep_last):
@@ -206,11 +194,11 @@ def save_sharded(model, optimizer, meta, out_dir, it, keep_last, dist):
             json.dump({"iter": it, "files": files}, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if path.exists():  # a damaged checkpoint of this iteration that a resume fell back past
             _remove(path)
         os.replace(tmp, path)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     torch_dist.barrier()
     why = agree(verify_sharded(path, dist.rank, dist.world_size), dist)
     if why is not None:

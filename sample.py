@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from data.common import PrepareError, get_gpt2_encoding
-from model import GPT, GPTConfig
 from checkpoint import latest_valid_checkpoint
-from errors import UserError
-from hf import RELEASES, is_pretrained
+from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
+from errors import UserError, run_cli
+from hf import RELEASES, is_pretrained, load_gpt2
+from model import GPT, GPTConfig
 
 
 def load_model(args):
@@ -23,7 +23,7 @@ def load_model(args):
         if not is_pretrained(args.init_from):
             raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
                             f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
-        return GPT.from_pretrained(args.init_from)
+        return load_gpt2(args.init_from)
     path, ckpt = latest_valid_checkpoint(Path(args.out_dir), lambda msg: print(msg, file=sys.stderr))
     if ckpt is None:
         raise UserError(f"no checkpoint in {args.out_dir}: train first, or pass --init_from=gpt2")
@@ -66,19 +66,13 @@ def main(argv=None):
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     for _ in range(args.num_samples):
         y = model.generate(x, args.max_new_tokens, temperature=args.temperature,
-                           top_k=args.top_k or None, generator=generator)
+                           top_k=args.top_k or None, generator=generator, vocab_size=GPT2_VOCAB_SIZE)
         print(enc.decode(y[0].tolist()))
         print("---------------")
 
 
 def cli(argv=None):
-    """Command-line entry: mistakes are one line on stderr and exit code 2, as in train.py."""
-    try:
-        main(argv)
-    except (UserError, PrepareError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
+from atomic import atomic_write
 from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, live_tensors, load_training_state, non_finite,
                         read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded, set_rng_state,
                         verify_sharded)
 from errors import UserError
-from hf import RELEASES, is_pretrained
+from hf import RELEASES, is_pretrained, load_gpt2
 from memory import GB, estimate
 from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
 from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
@@ -464,9 +465,8 @@ class MetricsLog:
                     continue  # a line cut short by a crash
                 if row["iter"] <= resume_iter:
                     rows.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in rows))
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as f:
+            f.write("".join(line + "\n" for line in rows))
         self.file = open(self.path, "a")
 
     def log(self, row):
@@ -586,7 +586,7 @@ def build_model(cfg, ckpt, log):
         return model
     if is_pretrained(cfg.init_from):
         log(f"initialising from the GPT-2 weights of {cfg.init_from}")
-        model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+        model = load_gpt2(cfg.init_from, dropout=cfg.dropout)
         if cfg.block_size > model.config.block_size:
             raise UserError(f"block_size={cfg.block_size} is longer than the context of {cfg.init_from} "
                             f"({model.config.block_size} tokens): set block_size <= {model.config.block_size}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from checkpoint import latest_valid_checkpoint  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from hf import save_hf  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -59,13 +59,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """Command-line entry: mistakes are one line on stderr and exit code 2."""
-    try:
-        main(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch
 
 import checkpoint
 import train
-from model import GPT, GPT2_VOCAB_SIZE, GPTConfig
+from data.common import GPT2_VOCAB_SIZE
+from model import GPT, GPTConfig
 from tests.helpers import REPO, metrics_rows, run_train, tiny_args, train_in_one_launch
 from tests.test_reliability import NONDETERMINISTIC, run_harness, same
 

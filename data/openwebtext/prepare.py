@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import PrepareError, already_prepared, run_cli, split_train_val, write_splits
+from data.common import already_prepared, run_cli, split_train_val, write_splits  # noqa: E402
+from errors import UserError  # noqa: E402
 
 HUB_DATASET = "Skylion007/openwebtext"
 TEST_SIZE = 0.0005  # nanoGPT's: ~4k of ~8M documents
@@ -33,16 +34,16 @@ def local_data_files(data_path):
     """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
     path = Path(data_path)
     if not path.exists():
-        raise PrepareError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
+        raise UserError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
                            f".parquet/.txt file (optionally compressed) or a folder of them")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
     builders = {_builder(p) for p in files}
     if not files or None in builders:
-        raise PrepareError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
+        raise UserError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
                            f"pass a file or folder of those formats")
     if len(builders) > 1:
-        raise PrepareError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
+        raise UserError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
                            f"put one format in the folder or pass a single file")
     return builders.pop(), [str(p) for p in files]
 
@@ -65,27 +66,27 @@ def load_documents(args, local):
             dd = datasets.load_dataset(args.dataset, revision=args.revision,
                                        num_proc=args.num_proc if args.num_proc > 1 else None)
     except DatasetNotFoundError:
-        raise PrepareError(f"dataset {name!r} not found on the Hugging Face Hub; check "
+        raise UserError(f"dataset {name!r} not found on the Hugging Face Hub; check "
                            f"--dataset, or use --data_path") from None
     except ConnectionError as e:
-        raise PrepareError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
+        raise UserError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
                            f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
     except DatasetGenerationError as e:
         cause = str(e.__cause__ or e).splitlines()[0]
-        raise PrepareError(f"could not read {name}: {cause}; check the files' format") from None
+        raise UserError(f"could not read {name}: {cause}; check the files' format") from None
     except (StopIteration, ValueError) as e:  # datasets' ways of saying "no rows at all"
         if isinstance(e, ValueError) and "corresponds to no data" not in str(e):
             raise
-        raise PrepareError(f"{name} holds no documents; check the path") from None
+        raise UserError(f"{name} holds no documents; check the path") from None
     except RuntimeError as e:
         if "scripts are no longer supported" not in str(e):
             raise
-        raise PrepareError(f"{name} only has a loading script, which datasets>=4 no longer "
+        raise UserError(f"{name} only has a loading script, which datasets>=4 no longer "
                            f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
                            f"check its size, exports of large datasets can be partial), or "
                            f"download the data and use --data_path") from None
     if args.split not in dd:
-        raise PrepareError(f"no split {args.split!r} in the dataset (splits: "
+        raise UserError(f"no split {args.split!r} in the dataset (splits: "
                            f"{', '.join(dd)}); pass --split NAME")
     return dd[args.split]
 
@@ -124,12 +125,12 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
     args = parser.parse_args(argv)
     if args.data_path and args.dataset:
-        raise PrepareError("pass either --dataset (Hub) or --data_path (local files), not both")
+        raise UserError("pass either --dataset (Hub) or --data_path (local files), not both")
     args.dataset = args.dataset or HUB_DATASET
     if args.num_proc < 1:
-        raise PrepareError(f"--num_proc must be >= 1, got {args.num_proc}")
+        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.max_docs is not None and args.max_docs < 2:
-        raise PrepareError(f"--max_docs must be >= 2 (one train and one val document), "
+        raise UserError(f"--max_docs must be >= 2 (one train and one val document), "
                            f"got {args.max_docs}")
 
     local = local_data_files(args.data_path) if args.data_path else None
