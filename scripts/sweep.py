@@ -43,8 +43,10 @@ sys.path.insert(0, str(REPO))
 
 import checkpoint  # noqa: E402  (after the repo root is on sys.path)
 import train  # noqa: E402
-from scripts.compare import (  # noqa: E402
-    FORMATS, X_NAMES, Run, fmt_lr, fmt_seconds, load_run, plot_runs, summarize)
+from errors import UserError, run_cli  # noqa: E402
+from scripts.compare import plot_runs, summarize  # noqa: E402
+from scripts.runs import (FORMATS, UNITS, Reach, Run, fmt_loss, fmt_lr, fmt_ratio, fmt_seconds, jsonable,  # noqa: E402
+                          load_run, table)
 
 # train.py keys the sweep sets itself for every run
 RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
@@ -83,17 +85,17 @@ def parse_lrs(specs: list[str]) -> dict[str, list[float]]:
     for spec in specs:
         name, eq, values = spec.partition("=")
         if not eq or not name or not values:
-            raise ValueError(f"--lrs {spec!r}: write OPTIMIZER=LR,LR,..., e.g. adamw=1e-3,3e-3")
+            raise UserError(f"--lrs {spec!r}: write OPTIMIZER=LR,LR,..., e.g. adamw=1e-3,3e-3")
         if name in grid:
-            raise ValueError(f"--lrs names {name!r} twice: give all its lrs in one "
+            raise UserError(f"--lrs names {name!r} twice: give all its lrs in one "
                              f"OPTIMIZER=LR,LR,...")
         try:
             lrs = sorted({float(v) for v in values.split(",")})
         except ValueError:
-            raise ValueError(f"--lrs {spec!r}: learning rates must be numbers, "
+            raise UserError(f"--lrs {spec!r}: learning rates must be numbers, "
                              f"e.g. {name}=1e-3,3e-3") from None
         if not all(math.isfinite(lr) and lr > 0 for lr in lrs):
-            raise ValueError(f"--lrs {spec!r}: learning rates must be finite and > 0")
+            raise UserError(f"--lrs {spec!r}: learning rates must be finite and > 0")
         grid[name] = lrs
     return grid
 
@@ -104,10 +106,10 @@ def parse_sets(sets: list[str]) -> list[str]:
     for item in sets:
         key, eq, _ = item.partition("=")
         if not eq or not key or key.startswith("-"):
-            raise ValueError(f"--set {item!r}: write KEY=VALUE with a train.py key, "
+            raise UserError(f"--set {item!r}: write KEY=VALUE with a train.py key, "
                              f"e.g. max_iters=100")
         if key in RESERVED:
-            raise ValueError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
+            raise UserError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
                              f"(use --lrs, --seeds, --out and one config per optimizer)")
         args.append(f"--{item}")
     return args
@@ -118,23 +120,23 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
     by_optimizer = {}
     for path in configs:
         if not Path(path).is_file():
-            raise ValueError(f"--configs {path}: file not found")
+            raise UserError(f"--configs {path}: file not found")
         cfg = train.parse_args([path, *sets])
         if cfg.init_from not in ("scratch", "auto", "resume"):
-            raise ValueError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from "
+            raise UserError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from "
                              f"scratch")
         if cfg.optimizer_name in by_optimizer:
-            raise ValueError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
+            raise UserError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
                              f"{cfg.optimizer_name!r}: give one config per optimizer")
         by_optimizer[cfg.optimizer_name] = path
     trained = ", ".join(by_optimizer)
     for name in grid:
         if name not in by_optimizer:
-            raise ValueError(f"--lrs {name}: no --configs file trains {name!r} "
+            raise UserError(f"--lrs {name}: no --configs file trains {name!r} "
                              f"(they train {trained})")
     for name, path in by_optimizer.items():
         if name not in grid:
-            raise ValueError(f"no --lrs for {name!r} (trained by {path}): add e.g. "
+            raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. "
                              f"{name}=1e-3,3e-3,1e-2")
     return by_optimizer
 
@@ -148,7 +150,7 @@ def plan(by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list
             for lr in grid.get(name, []):
                 out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
                 if out_dir in dirs:
-                    raise ValueError(f"--lrs {name}: two learning rates both name {out_dir}; "
+                    raise UserError(f"--lrs {name}: two learning rates both name {out_dir}; "
                                      f"make them differ in the first 4 digits")
                 dirs.add(out_dir)
                 args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}",
@@ -166,7 +168,7 @@ def check_settings(point: Point) -> None:
     diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items()
             if old.get(k) != v]
     if diff:
-        raise ValueError(f"{point.out_dir} holds a run with other settings "
+        raise UserError(f"{point.out_dir} holds a run with other settings "
                          f"({'; '.join(diff[:3])}): use another --out, or delete that directory")
 
 
@@ -177,13 +179,12 @@ def load_point(point: Point) -> Run | None:
     """The point's run as on disk; None when it has not logged anything readable yet."""
     try:
         return load_run(point.out_dir, point.label)
-    except ValueError:
+    except UserError:
         return None
 
 
-def is_finished(run: Run | None, max_iters: int) -> bool:
-    evals = run.evals if run else []
-    return bool(evals) and evals[-1]["iter"] >= max_iters
+def is_finished(run: Run | None) -> bool:
+    return run is not None and run.finished
 
 
 def last_line(path: Path) -> str:
@@ -203,13 +204,13 @@ def train_point(point: Point, launcher: list[str]) -> int:
 
 def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
     """Train every unfinished point; returns {label: why it failed} for those that failed."""
-    todo = sum(not is_finished(load_point(p), p.max_iters) for p in points)
+    todo = sum(not is_finished(load_point(p)) for p in points)
     say(f"sweep: {len(points)} runs, {len(points) - todo} finished already, {todo} to train")
     start, durations, failed = time.time(), [], {}
     for k, point in enumerate(points, 1):
         head = f"[{k}/{len(points)}] {point.label}:"
         run = load_point(point)
-        if is_finished(run, point.max_iters):
+        if is_finished(run):
             say(f"{head} finished already (final val loss {run.final_val_loss:.4f}), skipped")
             continue
         verb = "resuming" if checkpoint.checkpoint_paths(point.out_dir) else "training"
@@ -223,7 +224,7 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
         todo -= 1
         run = load_point(point)
         took = fmt_seconds(durations[-1])
-        if code == 0 and is_finished(run, point.max_iters):
+        if code == 0 and is_finished(run):
             say(f"{head} done in {took}: final val loss {run.final_val_loss:.4f} at iter "
                 f"{run.evals[-1]['iter']}/{point.max_iters}")
         else:
@@ -278,24 +279,20 @@ def spread(values: list[float]) -> dict:
 
 def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
     """Per seed that has both runs: steps / tokens / seconds each run needs to first reach the
-    final val loss of the baseline run of the same seed, as ratios to the baseline's own
-    (compare.summarize), and their spread over the seeds where it was reached."""
+    final val loss of the baseline run of the same seed, and their ratios to the baseline's own,
+    as Reach; and the ratios' spread over the seeds where it was reached."""
     per_seed = []
     for seed, base in baselines.items():
-        if seed not in runs:
-            continue
-        base_row, row = summarize([base, runs[seed]], base)
-        entry = {"seed": seed, "target": row["target"], "final_val_loss": row["final_val_loss"],
-                 "reached": row["reached"]}
-        for name in X_NAMES.values():
-            entry[f"{name}_to_target"] = row[f"{name}_to_target"]
-            entry[f"baseline_{name}_to_target"] = base_row[f"{name}_to_target"]
-            entry[f"{name}_ratio"] = row[f"{name}_ratio"]
-        per_seed.append(entry)
+        if seed in runs:
+            target = base.final_val_loss
+            reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
+            per_seed.append({"seed": seed, "target": target, "final_val_loss": runs[seed].final_val_loss,
+                             "reached": reach.steps is not None, "to_target": reach,
+                             "baseline_to_target": base_reach, "ratio": reach.ratio(base_reach)})
     stats = {}
-    for name in X_NAMES.values():
-        ratios = [e[f"{name}_ratio"] for e in per_seed if e[f"{name}_ratio"] is not None]
-        stats[name] = spread(ratios) if ratios else None
+    for unit in UNITS:
+        ratios = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
+        stats[unit] = spread(ratios) if ratios else None
     return {"per_seed": per_seed, "stats": stats,
             "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
 
@@ -317,20 +314,20 @@ def status(run: Run | None, max_iters: int, failure: str | None) -> str:
         return f"FAILED ({failure})"
     if run is None or not run.rows:
         return "not started"
-    if not is_finished(run, max_iters):
+    if not run.finished:
         return f"incomplete ({run.last_iter}/{max_iters} iters)"
     return "finished" if math.isfinite(run.final_val_loss) else "diverged"
 
 
-def final_loss(point: Point, run: Run | None) -> float | None:
-    return run.final_val_loss if is_finished(run, point.max_iters) else None
+def final_loss(run: Run | None) -> float | None:
+    return run.final_val_loss if is_finished(run) else None
 
 
 def selected_lrs(points: list[Point]) -> dict[str, dict]:
     """select_lr for each optimizer over these points' finished runs."""
     losses = {}
     for p in points:
-        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(p, load_point(p)))
+        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(load_point(p)))
     return {name: select_lr(by_lr) | {"losses": by_lr} for name, by_lr in losses.items()}
 
 
@@ -353,7 +350,7 @@ def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str
     table, seconds = [], {}
     for p in points:
         run = runs[p.label]
-        final = final_loss(p, run)
+        final = final_loss(run)
         if final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
             seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
         table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
@@ -364,7 +361,7 @@ def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str
     for name, sel in selection.items():
         if sel["best"] is not None:
             chosen[name] = {p.seed: runs[p.label] for p in points if p.optimizer == name
-                            and p.lr == sel["best"] and final_loss(p, runs[p.label]) is not None}
+                            and p.lr == sel["best"] and final_loss(runs[p.label]) is not None}
     speedups = {}
     if baseline in chosen:
         for name, runs_by_seed in chosen.items():
@@ -384,19 +381,10 @@ def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str
 # -----------------------------------------------------------------------------
 # output
 
-def align(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def fmt_loss(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
 def format_summary(summary: dict) -> str:
     baseline, seeds, tune = summary["baseline"], summary["seeds"], summary["tune_seeds"]
     lines = ["runs (final val loss = the last eval, at max_iters)",
-             align([["optimizer", "lr", "seed", "final val loss", "status"]] +
+             table([["optimizer", "lr", "seed", "final val loss", "status"]] +
                    [[r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]),
                      r["status"]] for r in summary["runs"]]),
              "", f"learning rate: mean final val loss over seeds {', '.join(map(str, tune))}"]
@@ -413,7 +401,7 @@ def format_summary(summary: dict) -> str:
             per_seed = " ".join(map(fmt_loss, entry["per_seed"]))
             rows.append([name, fmt_lr(entry["lr"]), mean, per_seed,
                          "<- best" if entry["lr"] == sel["best_lr"] else ""])
-    lines.append(align(rows))
+    lines.append(table(rows))
     for name, sel in summary["selection"].items():
         if sel["best_lr"] is None:
             lines.append(f"{name}: no lr has a finished, finite run for every seed: "
@@ -433,13 +421,10 @@ def format_summary(summary: dict) -> str:
         for e in result["per_seed"]:
             cells = [str(e["seed"]), fmt_loss(e["target"]), fmt_loss(e["final_val_loss"])]
             for unit, fmt in FORMATS.items():
-                x, base_x, ratio = (e[f"{unit}_to_target"], e[f"baseline_{unit}_to_target"],
-                                    e[f"{unit}_ratio"])
-                cells.append("not reached" if x is None else
-                             f"{fmt(x)} vs {fmt(base_x)} = " + ("n/a" if ratio is None
-                                                               else f"{ratio:.2f}x"))
+                x, base_x, ratio = (getattr(e[key], unit) for key in ("to_target", "baseline_to_target", "ratio"))
+                cells.append("not reached" if x is None else f"{fmt(x)} vs {fmt(base_x)} = {fmt_ratio(ratio)}")
             rows.append(cells)
-        lines.append(align(rows))
+        lines.append(table(rows))
         missed, n = result["not_reached_seeds"], len(result["per_seed"])
         if missed:
             lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
@@ -467,19 +452,8 @@ def format_summary(summary: dict) -> str:
             rows.append([name, str(st["n"]), f"{st['median']:.3f} s",
                          f"{st['min']:.3f}-{st['max']:.3f} s",
                          "-" if st["ratio"] is None else f"{st['ratio']:.2f}x"])
-        lines.append(align(rows))
+        lines.append(table(rows))
     return "\n".join(lines)
-
-
-def jsonable(value):
-    """JSON is strict: non-finite floats become null (the status says diverged / incomplete)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_outputs(summary: dict, chosen: dict, out: Path) -> list[Path]:
@@ -525,22 +499,22 @@ def parse_args(argv):
 
 
 def sweep(args, command: str) -> int:
-    """The whole sweep; ValueError for bad input, before anything trains."""
+    """The whole sweep; a UserError for bad input, before anything trains."""
     out = Path(args.out)
     if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
+        raise UserError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
     launcher = shlex.split(args.launcher)
     if not launcher:
-        raise ValueError("--launcher is empty: leave it out to run train.py with this python")
+        raise UserError("--launcher is empty: leave it out to run train.py with this python")
     n_tune = len(args.seeds) if args.tune_seeds is None else args.tune_seeds
     if not 1 <= n_tune <= len(args.seeds):
-        raise ValueError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number "
+        raise UserError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number "
                          f"of --seeds")
     tune_seeds, confirm_seeds = args.seeds[:n_tune], args.seeds[n_tune:]
     grid, sets = parse_lrs(args.lrs), parse_sets(args.set)
     by_optimizer = optimizers(args.configs, grid, sets)
     if args.baseline not in by_optimizer:
-        raise ValueError(f"--baseline {args.baseline}: no --configs file trains it")
+        raise UserError(f"--baseline {args.baseline}: no --configs file trains it")
     tune_points = plan(by_optimizer, grid, tune_seeds, out, sets)
 
     def confirm() -> list[Point]:  # known once the tuning runs have finished
@@ -554,7 +528,7 @@ def sweep(args, command: str) -> int:
     if args.dry_run:
         points = tune_points + confirm()
         for k, p in enumerate(points, 1):
-            done = is_finished(load_point(p), p.max_iters)
+            done = is_finished(load_point(p))
             verdict = "finished, would skip" if done else "would run"
             say(f"[{k}/{len(points)}] {p.label}: {verdict}\n"
                 f"    {shlex.join([*launcher, str(REPO / 'train.py'), *p.args])}")
@@ -584,15 +558,8 @@ def sweep(args, command: str) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = shlex.join(["scripts/sweep.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return sweep(args, command)
-    except ValueError as e:
-        print(f"sweep.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume (finished runs are skipped)",
-              file=sys.stderr)
-        return 130
+    return run_cli(lambda _: sweep(args, command), prog="sweep.py",
+                   interrupted="interrupted: rerun the same command to resume (finished runs are skipped)")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,64 @@ def train_in_one_launch(runs, out, nproc=2):
 
 def metrics_rows(out_dir):
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- runs that must match
+
+# metrics keys that measure the machine, not the run: every other key must match between two runs
+# that train the same thing (interrupted and resumed, on another number of ranks, ...)
+NONDETERMINISTIC = {"time_s", "ms_per_iter", "tokens_per_s", "mfu"}
+
+
+def deterministic(rows):
+    """metrics rows without their timings: what two runs of the same training must agree on."""
+    return [{k: v for k, v in r.items() if k not in NONDETERMINISTIC} for r in rows]
+
+
+def same(a, b):
+    """Exact equality of nested checkpoint contents (tensors bit for bit, dtype included)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# ----------------------------------------------------------------------------- runs for sweep and compare
+
+def eval_rows(evals, tokens_per_iter=100, seconds_per_iter=0.5):
+    """metrics rows for (iter, val loss) pairs, each eval preceded by a train row."""
+    rows = []
+    for it, loss in evals:
+        x = {"iter": it, "tokens_seen": it * tokens_per_iter, "time_s": it * seconds_per_iter}
+        if it > 0:
+            rows.append({**x, "train/loss": loss + 0.1, "lr": 6e-4})
+        rows.append({**x, "val/loss": loss, "eval/train_loss": loss - 0.05})
+    return rows
+
+
+def make_run(label, evals, optimizer="adamw", **rate):
+    """An in-memory Run of scripts/runs.py whose evals are (iter, val loss) pairs."""
+    from scripts.runs import Run
+
+    return Run(label, label, {"optimizer_name": optimizer, "max_iters": evals[-1][0]}, eval_rows(evals, **rate))
+
+
+def write_run(root, name, evals, optimizer="adamw", lr=6e-4, seed=0, max_iters=None, win_rate=False, **rate):
+    """A run directory as train.py leaves it (config.json, metrics.jsonl) with these evals."""
+    run_dir = Path(root) / name
+    run_dir.mkdir(parents=True)
+    config = {"optimizer_name": optimizer, "learning_rate": lr, "seed": seed,
+              "max_iters": max_iters if max_iters is not None else evals[-1][0]}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    rows = eval_rows(evals, **rate)
+    if win_rate:
+        for row in rows:
+            if "train/loss" in row:
+                row["train/win_rate"] = 0.3
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
