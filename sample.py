@@ -4,6 +4,9 @@
     python sample.py --init_from=gpt2 --start="The meaning of life is"
     python sample.py --init_from=out/hf/sophiag --start="ROMEO:"
     python sample.py --out_dir=out/x --start=FILE:prompt.txt
+    python sample.py --out_dir=out/shakespeare_char_sophiag --start="ROMEO:"   # a character-level run
+
+A checkpoint carries its vocabulary: GPT-2's BPE, or the characters of a character-level dataset.
 """
 import argparse
 import sys
@@ -16,21 +19,23 @@ from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
 from errors import UserError, run_cli
 from hf import RELEASES, is_pretrained, load_gpt2
 from model import GPT, GPTConfig
+from vocab import GPT2, CharCodec, from_meta
 
 
 def load_model(args):
+    """(model, its vocabulary)."""
     if args.init_from != "resume":
         if not is_pretrained(args.init_from):
             raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
                             f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
-        return load_gpt2(args.init_from)
+        return load_gpt2(args.init_from), GPT2
     path, ckpt = latest_valid_checkpoint(Path(args.out_dir), lambda msg: print(msg, file=sys.stderr))
     if ckpt is None:
         raise UserError(f"no checkpoint in {args.out_dir}: train first, or pass --init_from=gpt2")
     print(f"loaded {path} (iter {ckpt['iter']})", file=sys.stderr)
     model = GPT(GPTConfig(**ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])
-    return model
+    return model, from_meta(ckpt.get("vocab", GPT2), path)
 
 
 def main(argv=None):
@@ -57,16 +62,21 @@ def main(argv=None):
         except OSError as e:
             raise UserError(f"--start={args.start}: cannot read {start[5:]} ({e.strerror})") from None
 
-    model = load_model(args).to(args.device).eval()
-    enc = get_gpt2_encoding()
-    ids = enc.encode(start, allowed_special={"<|endoftext|>"})
+    model, vocab = load_model(args)
+    model = model.to(args.device).eval()
+    if vocab == GPT2:
+        enc, n_tokens = get_gpt2_encoding(), GPT2_VOCAB_SIZE
+        ids = enc.encode(start, allowed_special={"<|endoftext|>"})
+    else:
+        enc, n_tokens = CharCodec(vocab["chars"]), len(vocab["chars"])
+        ids = enc.encode(start)
     if not ids:
         raise UserError("--start encodes to no tokens: give some prompt text")
     x = torch.tensor(ids, dtype=torch.long, device=args.device)[None, :]
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     for _ in range(args.num_samples):
         y = model.generate(x, args.max_new_tokens, temperature=args.temperature,
-                           top_k=args.top_k or None, generator=generator, vocab_size=GPT2_VOCAB_SIZE)
+                           top_k=args.top_k or None, generator=generator, vocab_size=n_tokens)
         print(enc.decode(y[0].tolist()))
         print("---------------")
 

