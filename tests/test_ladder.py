@@ -1,0 +1,55 @@
+"""scripts/ladder_plot.py and scripts/win_rate.py on run directories written here."""
+import json
+
+import pytest
+
+from errors import UserError
+from scripts import ladder_plot, win_rate
+
+
+def write_run(run_dir, optimizer, rates, warmup=10, **config):
+    run_dir.mkdir(parents=True)
+    cfg = {"optimizer_name": optimizer, "warmup_iters": warmup, "rho": 0.05, "learning_rate": 1e-3,
+           "n_layer": 2, "n_embd": 64, "bias": False, "block_size": 64, **config}
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    rows = [{"iter": 10 * (i + 1), "train/win_rate": r} for i, r in enumerate(rates)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+def test_win_rate_counts_the_steps_inside_the_band_after_warmup(tmp_path):
+    run = write_run(tmp_path / "s", "sophiag", [0.0, 0.05, 0.2, 0.3, 0.6])  # the first row is warmup
+    line = win_rate.summary(run)
+    assert "0.050-0.600" in line and "50% of 4 logged steps inside 0.1-0.5" in line
+    with pytest.raises(UserError, match="has no win_rate"):
+        win_rate.summary(write_run(tmp_path / "a", "adamw", []))
+
+
+def write_size(sweep_dir, n_layer, n_embd, per_seed):
+    run = write_run(sweep_dir / "adamw_lr1e-2_seed0", "adamw", [], n_layer=n_layer, n_embd=n_embd)
+    summary = {"baseline": "adamw", "runs": [{"dir": str(run)}],
+               "selection": {"adamw": {"best_lr": 1e-2}, "sophiag": {"best_lr": 3e-3}},
+               "speedup": {"sophiag": {"per_seed": [
+                   {"seed": s, "steps_ratio": ratio, "reached": ratio is not None, "final_val_loss": final,
+                    "target": 1.5} for s, (ratio, final) in enumerate(per_seed)]}}}
+    (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary))
+    return sweep_dir
+
+
+def test_ladder_orders_sizes_by_block_parameters_and_reports_each_seed(tmp_path, capsys):
+    big = write_size(tmp_path / "l", 6, 192, [(0.8, 1.45), (0.9, 1.48)])
+    small = write_size(tmp_path / "s", 2, 64, [(None, 1.6), (1.2, 1.49)])
+    ladder_plot.main([str(big), str(small), "--out", str(tmp_path / "ladder.png")])
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| 2") or line.startswith("| 6")]
+    assert table[0].startswith("| 2 x 64 | 0.10M") and "not reached on 1 of 2 seeds" in table[0]
+    assert table[1].startswith("| 6 x 192 | 2.66M") and "0.850 (0.800-0.900)x" in table[1]
+    assert "-0.035 (-0.050--0.020)" in table[1]
+    sizes = json.loads((tmp_path / "ladder.json").read_text())
+    assert [s["non_embedding_params"] for s in sizes] == [2 * (12 * 64 * 64 + 2 * 64), 6 * (12 * 192 * 192 + 2 * 192)]
+    assert (tmp_path / "ladder.png").stat().st_size > 0
+
+
+def test_ladder_without_a_summary_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="run scripts/ladder.sh"):
+        ladder_plot.main([str(tmp_path), "--out", str(tmp_path / "x.png")])
