@@ -26,7 +26,7 @@ import json
 import math
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,8 +60,7 @@ class Comparison:
                 "baseline": self.is_baseline, "iters": run.last_iter, "max_iters": run.max_iters,
                 "incomplete": run.incomplete, "evals": len(run.evals), "final_val_loss": run.final_val_loss,
                 "diverged": self.diverged, "target": self.target, "commit": run.commit,
-                **{f"{unit}_to_target": x for unit, x in asdict(self.reach).items()},
-                **{f"{unit}_ratio": x for unit, x in asdict(self.ratio).items()}, "reached": self.reached}
+                **self.reach.columns("{}_to_target"), **self.ratio.columns("{}_ratio"), "reached": self.reached}
 
 
 # -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ when a run is finished, the steps / tokens / seconds it needed to first reach a 
 (`Reach`), and the plain-text tables both scripts print."""
 import json
 import math
+import statistics
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 
@@ -158,12 +159,72 @@ class Reach:
         target at x=0 (its first eval was already there)."""
         return Reach(*(x / b if x is not None and b else None for x, b in zip(astuple(self), astuple(base))))
 
+    def columns(self, pattern: str) -> dict:
+        """The flat keys of the CSV and JSON outputs: columns("{}_ratio") -> {"steps_ratio": ..., ...}."""
+        return {pattern.format(unit): x for unit, x in asdict(self).items()}
+
 
 UNITS = tuple(f.name for f in fields(Reach))
 
 
+def spread(values: list[float]) -> dict:
+    """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
+    return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
+            "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
+    """Over seeds (sweep.py), what compare.py's table is for one run: per seed that has both runs,
+    the Reach of each run to the final val loss of the baseline run of the same seed and its ratio
+    to the baseline's own; and the ratios' spread over the seeds where it was reached."""
+    per_seed = []
+    for seed, base in baselines.items():
+        if seed in runs:
+            target = base.final_val_loss
+            reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
+            per_seed.append({"seed": seed, "target": target, "final_val_loss": runs[seed].final_val_loss,
+                             "reached": reach.steps is not None, "to_target": reach,
+                             "baseline_to_target": base_reach, "ratio": reach.ratio(base_reach)})
+    stats = {}
+    for unit in UNITS:
+        ratios = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
+        stats[unit] = spread(ratios) if ratios else None
+    return {"per_seed": per_seed, "stats": stats,
+            "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
+
+
 # -----------------------------------------------------------------------------
 # text
+
+def format_speedup(result: dict, name: str, baseline: str, seeds: list[int]) -> str:
+    """speedup()'s result as text: a row per seed, what was not reached, and the ratios' spread."""
+    rows = [["seed", "target", f"{name} final", *FORMATS]]
+    for e in result["per_seed"]:
+        cells = [str(e["seed"]), fmt_loss(e["target"]), fmt_loss(e["final_val_loss"])]
+        for unit, fmt in FORMATS.items():
+            x, base_x, ratio = (getattr(e[key], unit) for key in ("to_target", "baseline_to_target", "ratio"))
+            cells.append("not reached" if x is None else f"{fmt(x)} vs {fmt(base_x)} = {fmt_ratio(ratio)}")
+        rows.append(cells)
+    lines = [table(rows)]
+    missed, n = result["not_reached_seeds"], len(result["per_seed"])
+    if missed:
+        lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
+                     f"{baseline}'s final val loss there")
+    absent = [s for s in seeds if s not in {e["seed"] for e in result["per_seed"]}]
+    if absent:
+        lines.append(f"seed {', '.join(map(str, absent))}: no finished run of both yet")
+    over = f"over the {n - len(missed)} of {n} seeds that reached it" \
+        if missed else f"over {n} seeds"
+    lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
+    for unit, st in result["stats"].items():
+        if st is None:
+            lines.append(f"  {unit:<8}not reached")
+            continue
+        std = "n/a (1 seed)" if st["std"] is None else f"{st['std']:.2f}"
+        lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-{st['max']:.2f}x  std {std}"
+                     + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+    return "\n".join(lines)
+
 
 def fmt_lr(lr) -> str:
     if not isinstance(lr, (int, float)):
@@ -208,13 +269,18 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+# how a Reach under each key of speedup()'s entries is written into JSON
+COLUMNS = {"to_target": "{}_to_target", "baseline_to_target": "baseline_{}_to_target", "ratio": "{}_ratio"}
+
+
 def jsonable(value):
     """JSON is strict: non-finite floats become null (a status or flag says diverged); a Reach
-    becomes an object of its three units."""
-    if isinstance(value, Reach):
-        return jsonable(asdict(value))
+    becomes its flat columns (COLUMNS)."""
     if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            out.update(jsonable(v.columns(COLUMNS[k])) if isinstance(v, Reach) else {k: jsonable(v)})
+        return out
     if isinstance(value, list):
         return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):

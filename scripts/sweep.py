@@ -45,8 +45,8 @@ import checkpoint  # noqa: E402  (after the repo root is on sys.path)
 import train  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
 from scripts.compare import plot_runs, summarize  # noqa: E402
-from scripts.runs import (FORMATS, UNITS, Reach, Run, fmt_loss, fmt_lr, fmt_ratio, fmt_seconds, jsonable,  # noqa: E402
-                          load_run, table)
+from scripts.runs import (Run, fmt_loss, fmt_lr, fmt_seconds, format_speedup, jsonable, load_run, speedup,  # noqa: E402
+                          table)
 
 # train.py keys the sweep sets itself for every run
 RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
@@ -87,13 +87,11 @@ def parse_lrs(specs: list[str]) -> dict[str, list[float]]:
         if not eq or not name or not values:
             raise UserError(f"--lrs {spec!r}: write OPTIMIZER=LR,LR,..., e.g. adamw=1e-3,3e-3")
         if name in grid:
-            raise UserError(f"--lrs names {name!r} twice: give all its lrs in one "
-                             f"OPTIMIZER=LR,LR,...")
+            raise UserError(f"--lrs names {name!r} twice: give all its lrs in one OPTIMIZER=LR,LR,...")
         try:
             lrs = sorted({float(v) for v in values.split(",")})
         except ValueError:
-            raise UserError(f"--lrs {spec!r}: learning rates must be numbers, "
-                             f"e.g. {name}=1e-3,3e-3") from None
+            raise UserError(f"--lrs {spec!r}: learning rates must be numbers, e.g. {name}=1e-3,3e-3") from None
         if not all(math.isfinite(lr) and lr > 0 for lr in lrs):
             raise UserError(f"--lrs {spec!r}: learning rates must be finite and > 0")
         grid[name] = lrs
@@ -106,8 +104,7 @@ def parse_sets(sets: list[str]) -> list[str]:
     for item in sets:
         key, eq, _ = item.partition("=")
         if not eq or not key or key.startswith("-"):
-            raise UserError(f"--set {item!r}: write KEY=VALUE with a train.py key, "
-                             f"e.g. max_iters=100")
+            raise UserError(f"--set {item!r}: write KEY=VALUE with a train.py key, e.g. max_iters=100")
         if key in RESERVED:
             raise UserError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
                              f"(use --lrs, --seeds, --out and one config per optimizer)")
@@ -123,8 +120,7 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
             raise UserError(f"--configs {path}: file not found")
         cfg = train.parse_args([path, *sets])
         if cfg.init_from not in ("scratch", "auto", "resume"):
-            raise UserError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from "
-                             f"scratch")
+            raise UserError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from scratch")
         if cfg.optimizer_name in by_optimizer:
             raise UserError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
                              f"{cfg.optimizer_name!r}: give one config per optimizer")
@@ -132,12 +128,10 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
     trained = ", ".join(by_optimizer)
     for name in grid:
         if name not in by_optimizer:
-            raise UserError(f"--lrs {name}: no --configs file trains {name!r} "
-                             f"(they train {trained})")
+            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {trained})")
     for name, path in by_optimizer.items():
         if name not in grid:
-            raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. "
-                             f"{name}=1e-3,3e-3,1e-2")
+            raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. {name}=1e-3,3e-3,1e-2")
     return by_optimizer
 
 
@@ -230,8 +224,7 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
         else:
             why = f"exit {code}" if code else "exited 0 without its final eval"
             failed[point.label] = f"{why}: {last_line(point.out_dir / 'train.log')}"
-            say(f"{head} FAILED after {took} ({failed[point.label]}); log: "
-                f"{point.out_dir / 'train.log'}")
+            say(f"{head} FAILED after {took} ({failed[point.label]}); log: {point.out_dir / 'train.log'}")
     say(f"sweep: trained for {fmt_seconds(time.time() - start)}, {len(failed)} failed")
     return failed
 
@@ -264,37 +257,10 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
             edge = "the only lr of the grid: sweep at least 3"
         elif best in (done[0], done[-1]):
             side, step = ("highest", 3) if best == done[-1] else ("lowest", 1 / 3)
-            edge = (f"the {side} lr of the grid: widen the grid "
-                    f"(e.g. add {fmt_lr(float(f'{best * step:.2g}'))})")
+            edge = (f"the {side} lr of the grid: widen the grid (e.g. add {fmt_lr(float(f'{best * step:.2g}'))})")
     elif best is not None and best in (done[0], done[-1]):
         edge = "the lowest or highest lr with finished runs: finish the sweep to know"
     return {"means": means, "best": best, "edge": edge}
-
-
-def spread(values: list[float]) -> dict:
-    """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
-    return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
-            "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
-
-
-def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
-    """Per seed that has both runs: steps / tokens / seconds each run needs to first reach the
-    final val loss of the baseline run of the same seed, and their ratios to the baseline's own,
-    as Reach; and the ratios' spread over the seeds where it was reached."""
-    per_seed = []
-    for seed, base in baselines.items():
-        if seed in runs:
-            target = base.final_val_loss
-            reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
-            per_seed.append({"seed": seed, "target": target, "final_val_loss": runs[seed].final_val_loss,
-                             "reached": reach.steps is not None, "to_target": reach,
-                             "baseline_to_target": base_reach, "ratio": reach.ratio(base_reach)})
-    stats = {}
-    for unit in UNITS:
-        ratios = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
-        stats[unit] = spread(ratios) if ratios else None
-    return {"per_seed": per_seed, "stats": stats,
-            "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
 
 
 def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
@@ -309,13 +275,13 @@ def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
     return out
 
 
-def status(run: Run | None, max_iters: int, failure: str | None) -> str:
+def status(run: Run | None, failure: str | None) -> str:
     if failure:
         return f"FAILED ({failure})"
     if run is None or not run.rows:
         return "not started"
     if not run.finished:
-        return f"incomplete ({run.last_iter}/{max_iters} iters)"
+        return f"incomplete ({run.last_iter}/{run.max_iters} iters)"
     return "finished" if math.isfinite(run.final_val_loss) else "diverged"
 
 
@@ -355,7 +321,7 @@ def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str
             seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
         table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
                       "final_val_loss": final,
-                      "status": status(run, p.max_iters, failed.get(p.label))})
+                      "status": status(run, failed.get(p.label))})
     selection = selected_lrs(tune_points)
     chosen = {}
     for name, sel in selection.items():
@@ -404,8 +370,7 @@ def format_summary(summary: dict) -> str:
     lines.append(table(rows))
     for name, sel in summary["selection"].items():
         if sel["best_lr"] is None:
-            lines.append(f"{name}: no lr has a finished, finite run for every seed: "
-                         f"nothing selected")
+            lines.append(f"{name}: no lr has a finished, finite run for every seed: nothing selected")
         else:
             lines.append(f"{name}: best lr {fmt_lr(sel['best_lr'])}"
                          + (f", {sel['edge']}" if sel["edge"] else ""))
@@ -414,35 +379,9 @@ def format_summary(summary: dict) -> str:
     for name, result in summary["speedup"].items():
         lr, base_lr = (fmt_lr(summary["selection"][n]["best_lr"]) for n in (name, baseline))
         title = (f"speedup of {name} lr={lr} over {baseline} lr={base_lr}: steps / tokens / "
-                 f"seconds to first reach the final val loss of the {baseline} run of the "
-                 f"same seed")
+                 f"seconds to first reach the final val loss of the {baseline} run of the same seed")
         lines += ["", title]
-        rows = [["seed", "target", f"{name} final", *FORMATS]]
-        for e in result["per_seed"]:
-            cells = [str(e["seed"]), fmt_loss(e["target"]), fmt_loss(e["final_val_loss"])]
-            for unit, fmt in FORMATS.items():
-                x, base_x, ratio = (getattr(e[key], unit) for key in ("to_target", "baseline_to_target", "ratio"))
-                cells.append("not reached" if x is None else f"{fmt(x)} vs {fmt(base_x)} = {fmt_ratio(ratio)}")
-            rows.append(cells)
-        lines.append(table(rows))
-        missed, n = result["not_reached_seeds"], len(result["per_seed"])
-        if missed:
-            lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
-                         f"{baseline}'s final val loss there")
-        absent = [s for s in seeds if s not in {e["seed"] for e in result["per_seed"]}]
-        if absent:
-            lines.append(f"seed {', '.join(map(str, absent))}: no finished run of both yet")
-        over = f"over the {n - len(missed)} of {n} seeds that reached it" \
-            if missed else f"over {n} seeds"
-        lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
-        for unit, st in result["stats"].items():
-            if st is None:
-                lines.append(f"  {unit:<8}not reached")
-                continue
-            std = "n/a (1 seed)" if st["std"] is None else f"{st['std']:.2f}"
-            lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-"
-                         f"{st['max']:.2f}x  std {std}"
-                         + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+        lines.append(format_speedup(result, name, baseline, seeds))
     if summary["step_time"]:
         lines += ["", "training wall-clock per step (time_s / steps, evals excluded), median over each "
                       "optimizer's finished runs (all lrs and seeds); the ratio is only as fair as the "
@@ -508,8 +447,7 @@ def sweep(args, command: str) -> int:
         raise UserError("--launcher is empty: leave it out to run train.py with this python")
     n_tune = len(args.seeds) if args.tune_seeds is None else args.tune_seeds
     if not 1 <= n_tune <= len(args.seeds):
-        raise UserError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number "
-                         f"of --seeds")
+        raise UserError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number of --seeds")
     tune_seeds, confirm_seeds = args.seeds[:n_tune], args.seeds[n_tune:]
     grid, sets = parse_lrs(args.lrs), parse_sets(args.set)
     by_optimizer = optimizers(args.configs, grid, sets)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from scripts.runs import first_crossing, load_run
-from scripts.sweep import Point, analyze, format_summary, main, select_lr, speedup, step_time, write_outputs
+from scripts.runs import first_crossing, load_run, speedup
+from scripts.sweep import Point, analyze, format_summary, main, select_lr, step_time, write_outputs
 from tests.helpers import REPO, make_run, write_run
 
 ADAMW, SOPHIAG = (str(REPO / "config" / f"train_tiny_{o}.py") for o in ("adamw", "sophiag"))
@@ -210,7 +210,7 @@ def test_sweep_trains_every_point_and_reports_the_speedup(swept):
         sophia = load_run(out / f"sophiag_lr1e-2_seed{entry['seed']}")
         assert entry["target"] == base.final_val_loss
         x = first_crossing(sophia.rows, base.final_val_loss)
-        assert entry["to_target"]["steps"] == (None if x is None else pytest.approx(x))
+        assert entry["steps_to_target"] == (None if x is None else pytest.approx(x))
     assert "speedup of sophiag lr=1e-2 over adamw lr=1e-2" in console
     assert (out / "sweep_best.png").stat().st_size > 10_000
 
