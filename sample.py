@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import latest_valid_checkpoint
+import checkpoint
 from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
 from errors import UserError, run_cli
 from hf import RELEASES, is_pretrained, load_gpt2
-from model import GPT, GPTConfig
-from vocab import GPT2, CharCodec, from_meta
+from vocab import GPT2, CharCodec
 
 
 def load_model(args):
@@ -29,13 +28,9 @@ def load_model(args):
             raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
                             f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
         return load_gpt2(args.init_from), GPT2
-    path, ckpt = latest_valid_checkpoint(Path(args.out_dir), lambda msg: print(msg, file=sys.stderr))
-    if ckpt is None:
-        raise UserError(f"no checkpoint in {args.out_dir}: train first, or pass --init_from=gpt2")
-    print(f"loaded {path} (iter {ckpt['iter']})", file=sys.stderr)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    return model, from_meta(ckpt.get("vocab", GPT2), path)
+    model, vocab, path, it = checkpoint.load_model(args.out_dir, hint="train first, or pass --init_from=gpt2")
+    print(f"loaded {path} (iter {it})", file=sys.stderr)
+    return model, vocab
 
 
 def main(argv=None):

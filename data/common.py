@@ -169,16 +169,46 @@ def _output_paths(out_dir):
     return {**{s: out_dir / f"{s}.bin" for s in SPLITS}, "meta": out_dir / "meta.json"}
 
 
+def read_meta(data_dir):
+    """A prepared dataset's meta.json as a dict, None when there is none; a UserError when it is
+    unreadable. The one reader of meta.json: prepare scripts, train.py and its vocabulary."""
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}): prepare the dataset again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} holds no JSON object: prepare the dataset again")
+    return meta
+
+
+def split_problem(data_dir, split, meta):
+    """Why data_dir/<split>.bin is not a complete split of uint16 tokens (checked against meta's
+    token count when meta has one), or None when it is."""
+    path = Path(data_dir) / f"{split}.bin"
+    if not path.is_file():
+        return "not found"
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty"
+    if size % 2:
+        return f"has an odd size ({size} bytes), so it is not uint16 tokens"
+    expected = (meta or {}).get("splits", {}).get(split, {}).get("tokens")
+    if expected is not None and size != 2 * expected:
+        return f"is truncated or stale: {size // 2} tokens, meta.json says {expected}"
+    return None
+
+
 def complete_meta(out_dir):
     """meta.json of `out_dir` if its outputs are complete (bins match meta's counts), else None."""
-    paths = _output_paths(out_dir)
     try:
-        meta = json.loads(paths["meta"].read_text())
-        sizes = {s: paths[s].stat().st_size for s in SPLITS}
-    except (OSError, ValueError):
+        meta = read_meta(out_dir)
+    except UserError:
         return None
-    splits = meta.get("splits", {})
-    ok = all(s in splits and splits[s]["tokens"] * 2 == sizes[s] for s in SPLITS)
+    ok = meta is not None and all(s in meta.get("splits", {}) and split_problem(out_dir, s, meta) is None
+                                  for s in SPLITS)
     return meta if ok else None
 
 
@@ -228,7 +258,7 @@ def _check_text_column(splits, text_column):
 def _reopened(ds):
     """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths).
     Dropping it unmaps every page read through it, so resident memory does not grow with the
-    input (the "memmap leak" of nanoGPT #287); per ~4 MB task this costs ~5 ms of ~275 ms.
+    input (the "memmap leak" of nanoGPT #287), at a small cost per task (docs/data.md).
     In-memory splits come back as they are."""
     return pickle.loads(pickle.dumps(ds)) if ds.cache_files else ds
 

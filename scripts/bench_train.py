@@ -33,7 +33,7 @@ import torch.distributed as torch_dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import run_cli  # noqa: E402
 from model import peak_flops  # noqa: E402
 from parallel import setup_distributed  # noqa: E402
 
@@ -92,7 +92,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             for it in range(args.warmup):
                 iteration(run, it)
-            if cfg.optimizer_name.startswith("sophia"):
+            if cfg.is_sophia:
                 train.refresh_hessian(run, args.warmup)  # compiles the refresh's graph before timing
             synchronize(device)
             if device.type == "cuda":
@@ -139,9 +139,9 @@ def report(args, runs, results, peak_mem, dist, say):
         ms = [1000 * seconds / args.steps for seconds, _ in results[label]]
         seconds = sum(s for s, _ in results[label])
         parts = {p: sum(r[1].get(p, 0.0) for r in results[label]) / seconds for p in PARTS}
-        tokens = run.tokens_per_iter * args.steps * args.rounds
+        tokens = run.plan.tokens_per_iter * args.steps * args.rounds
         refreshes = sum(train.hessian_due(run, it) for it in range(args.warmup, args.warmup + args.steps * args.rounds))
-        mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.hess_tokens) / seconds / peak
+        mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.plan.hess_tokens) / seconds / peak
                if peak else None)
         ratio = "-"
         if baseline is not None:
@@ -157,8 +157,4 @@ def report(args, runs, results, peak_mem, dist, say):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

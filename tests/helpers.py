@@ -1,6 +1,7 @@
 """Shared helpers for the training tests: a tiny model config and ways to run train.py."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,25 @@ def train_in_one_launch(runs, out, nproc=2):
     return [json.loads((out / f"graphs{rank}.json").read_text()) for rank in range(nproc)]
 
 
+def run_harness(faults, args, nproc=1, torchrun=(), env=None):
+    """train.py under tests/train_harness.py (fault injection), plain or under torchrun, one thread per
+    process: the same float reductions everywhere, and no slowdown from more threads than free cores."""
+    cmd = [str(REPO / "tests" / "train_harness.py"), *faults, "--", *args]
+    if nproc > 1:
+        cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *torchrun, *cmd]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        full_env.pop(k, None)
+    proc = subprocess.Popen([sys.executable, *cmd], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=full_env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not only torchrun
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def metrics_rows(out_dir):
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -58,6 +78,19 @@ NONDETERMINISTIC = {"time_s", "ms_per_iter", "tokens_per_s", "mfu"}
 def deterministic(rows):
     """metrics rows without their timings: what two runs of the same training must agree on."""
     return [{k: v for k, v in r.items() if k not in NONDETERMINISTIC} for r in rows]
+
+
+def straight_and_resumed(data_dir, tmp_path, **common):
+    """One in-process run of common's max_iters straight, and one stopped halfway and resumed: their
+    metrics rows and their last checkpoints, (straight rows, resumed rows, straight ckpt, resumed ckpt)."""
+    import checkpoint
+    import train
+
+    train.main(tiny_args(data_dir, tmp_path / "straight", **common))
+    train.main(tiny_args(data_dir, tmp_path / "split", **{**common, "max_iters": common["max_iters"] // 2}))
+    train.main(tiny_args(data_dir, tmp_path / "split", **common, init_from="resume"))
+    return (*(metrics_rows(tmp_path / d) for d in ("straight", "split")),
+            *(checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / d)[0]) for d in ("straight", "split")))
 
 
 def same(a, b):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+import checkpoint
 import sample
 import train
 from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
@@ -135,7 +136,7 @@ def test_train_from_exported_dir_learns_and_resumes(hf_dir, shakespeare, tmp_pat
     ckpt = torch.load(sorted(tmp_path.glob("ckpt_*.pt"))[-1], weights_only=True)
     assert ckpt["iter"] == 6 and ckpt["config"]["init_from"] == "auto"
     # the next start resumes from this checkpoint, which a resumed run wrote (its config says 'auto')
-    model = train.build_model(train.parse_args(resume), ckpt, print)
+    model = checkpoint.model_from(ckpt, train.parse_args(resume))
     assert model.config.n_layer == 2 and model.config.bias
 
 
