@@ -8,15 +8,21 @@ every read, and read safely (tensors and plain data only):
   `checksums.json` (a CRC-32 of every file). DCP reshards on load, so a run can resume on another
   number of ranks.
 
-Plus the RNG states that make a resumed run equal to an uninterrupted one.
+Plus the RNG states that make a resumed run equal to an uninterrupted one. `Checkpointer` is what
+train.py uses: it finds, validates and loads the checkpoint to resume from and saves new ones, in the
+format of the run's parallelism; `load_model` gives sample.py, scripts/export_hf.py and evaluations
+the newest trained model of a run.
 """
 import json
 import os
 import random
 import shutil
+import sys
 import warnings
 import zipfile
 import zlib
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +32,10 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict, set_state_dict)
 from torch.distributed.tensor import DTensor
 
+from atomic import atomic_write, fsync_dir
 from errors import UserError
+from model import GPT, GPTConfig
+from vocab import GPT2, check_same, from_meta
 
 CKPT_PREFIX = "ckpt_"
 META, CHECKSUMS = "meta.pt", "checksums.json"  # in a sharded checkpoint's directory, next to DCP's files
@@ -92,7 +101,6 @@ def read_checkpoint(path, device="cpu", verify=True):
     shard-wise with `load_sharded` instead."""
     if is_sharded(path):
         meta = read_sharded_meta(path, verify=verify)
-        from model import GPT, GPTConfig  # here, not at the top: model.py is the only user of this path
         model = GPT(GPTConfig(**meta["model_args"]))
         state = {"model": get_model_state_dict(model)}
         _dcp_load(state, path)
@@ -116,14 +124,6 @@ def read_checkpoint(path, device="cpu", verify=True):
     return ckpt
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove(path):
     """Delete a checkpoint; a directory is first renamed out of sight, so a kill in the middle of the
     deletion never leaves a half-deleted checkpoint under a valid name."""
@@ -144,14 +144,9 @@ def _prune(out_dir, path, keep_last):
 
 
 def write_file(state, path):
-    """torch.save into a hidden temporary file, fsync, rename into place, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    """torch.save, atomically (a hidden temporary file, fsync, rename into place)."""
+    with atomic_write(path, "wb") as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(state, out_dir, it, keep_last):
@@ -206,11 +201,11 @@ def save_sharded(model, optimizer, meta, out_dir, it, keep_last, dist):
             json.dump({"iter": it, "files": files}, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if path.exists():  # a damaged checkpoint of this iteration that a resume fell back past
             _remove(path)
         os.replace(tmp, path)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     torch_dist.barrier()
     why = agree(verify_sharded(path, dist.rank, dist.world_size), dist)
     if why is not None:
@@ -306,17 +301,6 @@ def load_full_optimizer_state(model, optimizer, optimizer_state):
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
-def latest_valid_checkpoint(out_dir, log):
-    """The newest checkpoint in out_dir that verifies, as (path, checkpoint) (see read_checkpoint);
-    (None, None) if none does. Each one skipped is named in a warning. One process."""
-    for path in checkpoint_paths(out_dir):
-        try:
-            return path, read_checkpoint(path)
-        except UserError as e:
-            log(f"warning: skipping {e}")
-    return None, None
-
-
 def rng_state():
     """Every RNG, as plain data (for weights_only loading)."""
     np_state = np.random.get_state()
@@ -332,3 +316,132 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- a run's checkpoints
+
+def find_checkpoint(out_dir, init_from, dist, log):
+    """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest
+    one that verifies, each damaged one skipped with a warning. Rank 0 chooses, so that every rank
+    loads the same one; a sharded checkpoint's meta only (its tensors are loaded shard-wise)."""
+    paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
+    if init_from not in ("resume", "auto"):
+        if paths:
+            raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={init_from!r} "
+                            f"would overwrite them: continue it with --init_from=auto, or use another out_dir")
+        return None, None
+    for path in paths:
+        ckpt, why = None, None
+        if is_sharded(path):  # the ranks checksum its files in parallel
+            why = verify_sharded(path, dist.rank, dist.world_size)
+        elif dist.master:  # rank 0 verifies the file; the others load it without reading it all once more
+            try:
+                ckpt = read_checkpoint(path)
+            except UserError as e:
+                why = str(e)
+        why = agree(why, dist)  # all ranks take the same decision
+        if why is None:
+            log(f"resuming from {path}")
+            if ckpt is None:
+                ckpt = read_sharded_meta(path, verify=False) if is_sharded(path) else read_checkpoint(path, verify=False)
+            return path, ckpt
+        log(f"warning: skipping {why if why.startswith('checkpoint ') else damaged(path, why)}")
+    if paths:  # never start over silently on top of a run whose every checkpoint is damaged
+        raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in paths)}): "
+                        f"restore them from a copy (check it with `python scripts/verify_checkpoint.py "
+                        f"{out_dir}`), or use another out_dir to start over")
+    if init_from == "resume":
+        raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
+                        f"use init_from='auto' to start from scratch when there is none")
+    return None, None
+
+
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")
+
+
+def model_from(ckpt, cfg):
+    """The GPT of a checkpoint to resume, with its weights when they are in the file (a sharded
+    checkpoint's are loaded once the model is sharded), after checking that the config describes the
+    same shape."""
+    model_args = ckpt["model_args"]
+    diff = {k: (model_args[k], getattr(cfg, k)) for k in SHAPE if model_args[k] != getattr(cfg, k)}
+    # A run started from pretrained weights has their shape, not its config's: only a run whose
+    # config described its model can have been resumed with a config of another shape by mistake.
+    described = all(ckpt["config"][k] == model_args[k] for k in SHAPE)
+    if diff and described:
+        desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
+        raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
+                        f"use another out_dir or the checkpoint's shape")
+    model = GPT(GPTConfig(**{**model_args, "dropout": cfg.dropout}))
+    if "model" in ckpt:
+        model.load_state_dict(ckpt["model"])
+    return model
+
+
+class Checkpointer:
+    """A training run's checkpoints, as torchtitan's CheckpointManager keeps them: it finds the one to
+    resume from (init_from 'resume' or 'auto'), checks that it belongs to this run (optimizer, model
+    shape, vocabulary), loads it, and saves new ones in the format of the parallelism (one file under
+    DDP or in one process; sharded under FSDP), keeping the newest keep_last. Every rank makes one."""
+
+    def __init__(self, cfg, vocab, data_dir, dist, log):
+        self.cfg, self.vocab, self.dist = cfg, vocab, dist
+        self.out_dir = Path(cfg.out_dir)
+        self.path, self.ckpt = find_checkpoint(self.out_dir, cfg.init_from, dist, log)
+        if self.ckpt is not None:
+            check_same(from_meta(self.ckpt.get("vocab", GPT2), self.path), vocab, self.out_dir, data_dir)
+            trained = self.ckpt["config"]["optimizer_name"]
+            if trained != cfg.optimizer_name:
+                raise UserError(f"the checkpoint in {self.out_dir} was trained with optimizer_name={trained!r}, "
+                                f"config says {cfg.optimizer_name!r}: use another out_dir")
+
+    @property
+    def resuming(self):
+        return self.path is not None
+
+    def model(self):
+        """The resumed run's GPT (see model_from)."""
+        return model_from(self.ckpt, self.cfg)
+
+    def load(self, model, optimizer, scaler, state):
+        """The checkpoint's optimizer state (and a sharded one's weights), scaler, RNGs and the loop's
+        counters (into `state`), then the checkpoint is let go. Call on every rank."""
+        load_training_state(self.path, self.ckpt, model, optimizer, self.dist)
+        scaler.load_state_dict(self.ckpt["scaler"])
+        state.update({k: self.ckpt[k] for k in state})
+        set_rng_state(self.ckpt["rng"])
+        self.ckpt = None
+
+    def save(self, model, optimizer, scaler, state):
+        """Model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state: one file written
+        by rank 0, or under FSDP a sharded checkpoint that every rank writes its part of. Call on every rank."""
+        sharded = self.cfg.parallelism == "fsdp"
+        if not (sharded or self.dist.master):
+            return
+        bad = non_finite(live_tensors(model, optimizer))
+        if agree("non-finite" if bad else None, self.dist) if sharded else bad:
+            raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
+                               "the previous ones are kept")
+        meta = {"scaler": scaler.state_dict(), "model_args": asdict(model.config), "config": asdict(self.cfg),
+                "vocab": self.vocab, "rng": rng_state(), **state}
+        if sharded:
+            save_sharded(model, optimizer, meta, self.out_dir, state["iter"], self.cfg.keep_last, self.dist)
+        else:
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **meta},
+                            self.out_dir, state["iter"], self.cfg.keep_last)
+
+
+def load_model(out_dir, hint="train first (train.py writes one at every eval_interval)"):
+    """For sample.py, scripts/export_hf.py and evaluations: (GPT, vocabulary, path, iteration) of the
+    newest valid checkpoint in out_dir, each damaged one skipped with a warning on stderr; a UserError
+    ending in `hint` when there is none."""
+    for path in checkpoint_paths(Path(out_dir)):
+        try:
+            ckpt = read_checkpoint(path)
+        except UserError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+            continue
+        model = GPT(GPTConfig(**ckpt["model_args"]))
+        model.load_state_dict(ckpt["model"])
+        return model, from_meta(ckpt.get("vocab", GPT2), path), path, ckpt["iter"]
+    raise UserError(f"no checkpoint in {out_dir}: {hint}")

@@ -1,5 +1,28 @@
-"""The one exception type that every module raises for a user's mistake."""
+"""The one exception type that every module raises for a user's mistake, and the command-line entry
+that reports it: one line on stderr and exit code 2, never a traceback."""
+import sys
 
 
 class UserError(ValueError):
     """A mistake in what the user asked for: reported as one line, without a traceback."""
+
+
+def say_stderr(line):
+    """One write per line: under torchrun every rank shares stderr, and print's separate write of
+    the newline lets two ranks' lines interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def run_cli(main, argv=None, prog="", interrupted="interrupted"):
+    """Run a script's `main(argv)` as its command-line entry: its return value (None: 0) is the exit
+    code; a UserError is one line on stderr ("[prog: ]error: ...") and exit code 2; Ctrl-C prints
+    `interrupted` and exits 130."""
+    try:
+        return main(argv) or 0
+    except UserError as e:
+        say_stderr(f"{prog + ': ' if prog else ''}error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        say_stderr(interrupted)
+        return 130

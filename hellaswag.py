@@ -25,10 +25,10 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 
+from data.common import GPT2_VOCAB_SIZE
 from errors import UserError
 from vocab import GPT2, describe
 
-GPT2_VOCAB_SIZE = 50257  # the real tokens; a padded LM head's extra rows are left out of the softmax
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hellaswag" / "val.npz"
 MIN_LENGTH = 32  # the shortest padded row length
 PREPARE = "python data/hellaswag/prepare.py"

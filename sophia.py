@@ -28,16 +28,15 @@ __all__ = ["SophiaG", "SophiaH", "gnb_loss", "hutchinson", "sophia"]
 # The multi-tensor step walks the parameters in buckets of at most this many elements and keeps its
 # two temporaries (denominator, clipped ratio) in one scratch buffer reused by every bucket, so a
 # step allocates nothing parameter-sized. On CPU a bucket's slices of p, g, m, h plus the scratch
-# (~6 MB) stay in the cache across the step's passes: on GPT-2 124M shapes on a 2-core CPU, 2^18
-# was the fastest of 2^16..2^22 and ~3x faster than a single bucket (whole-tensor temporaries).
-# Elsewhere the bucket only bounds the scratch memory.
+# (~6 MB) stay in the cache across the step's passes; 2^18 is the fastest size measured on CPU
+# (docs/performance.md). Elsewhere the bucket only bounds the scratch memory.
 _CPU_BUCKET_NUMEL = 1 << 18
 _BUCKET_NUMEL = 1 << 24
 # gnb_loss samples its labels a few rows of logits at a time, so that its temporaries (probabilities
 # and their running sums) take at most this many elements (16 MB in float32) instead of the whole
 # (N, V). On CPU a fresh tensor of the whole (2048 x 50304 = 412 MB) is mapped anew and page-faulted
-# in on every call, while chunks this small are recycled by the allocator: sampling took 0.4x the
-# time (2-core CPU, the tiny config's refresh). The labels are the same either way.
+# in on every call, while chunks this small are recycled by the allocator (docs/performance.md has
+# the timing). The labels are the same either way.
 _SAMPLE_CHUNK_NUMEL = 1 << 22
 
 
@@ -207,13 +206,10 @@ class SophiaG(_Sophia):
         weight_decay: decoupled weight decay coefficient, >= 0. Official GPT-2 small: 0.2.
         eps: added to the denominator, >= 0.
         maximize: maximize the objective instead of minimizing it.
-        foreach: None/True: multi-tensor path (torch._foreach_*, grouped by device and dtype; on GPT-2
-            124M shapes on a 2-core CPU about half the time of the per-tensor loop and of
-            torch.optim.AdamW(foreach=True)); False: per-tensor loop. The two agree bit for bit for
-            fp32/fp64 parameters.
-        fused: True: one torch.compile'd kernel per parameter (compiles on the first step, 10-20 s on
-            CPU); on that CPU benchmark ~0.4x the foreach time, on par with torch's fused AdamW.
-            Matches the other paths to float rounding. Not benchmarked on GPU.
+        foreach: None/True: multi-tensor path (torch._foreach_*, grouped by device and dtype); False:
+            per-tensor loop. The two agree bit for bit for fp32/fp64 parameters.
+        fused: True: one torch.compile'd kernel per parameter (compiled on the first step). Matches
+            the other paths to float rounding. docs/performance.md compares the three paths' times.
 
     `stats()` returns the clip statistics of the last step (see `_Sophia.stats`).
     """
@@ -318,8 +314,8 @@ def gnb_loss(logits: Tensor, generator: torch.Generator | None = None) -> Tensor
     """
     log_probs = F.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))  # (N, V)
     with torch.no_grad():
-        # Inverse-CDF sampling: one uniform per position. Same distribution as torch.multinomial,
-        # ~6x faster on CPU at GPT-2's vocabulary (50304), where multinomial dominated the refresh.
+        # Inverse-CDF sampling: one uniform per position. Same distribution as torch.multinomial, and
+        # faster at GPT-2's vocabulary, where multinomial dominated the refresh (docs/performance.md).
         u = torch.rand(log_probs.size(0), 1, device=log_probs.device, generator=generator)  # (N, 1)
         rows = max(1, _SAMPLE_CHUNK_NUMEL // log_probs.size(1))
         y_hat = torch.cat([_sample(chunk, u_chunk) for chunk, u_chunk in zip(log_probs.split(rows), u.split(rows))])

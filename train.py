@@ -3,6 +3,7 @@
     python train.py config/train_tiny_sophiag.py                      # laptop CPU
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_small_sophiag.py
     python train.py config/train_tiny_adamw.py --learning_rate=1e-3 --out_dir=out/x
+    python train.py --help                                            # every config key
 
 Config files are Python files that are executed; their top-level assignments, then the
 `--key=value` overrides (parsed as Python literals, never evaluated), are applied to TrainConfig.
@@ -14,6 +15,7 @@ the number of GPUs).
 """
 import ast
 import difflib
+import inspect
 import json
 import math
 import os
@@ -24,26 +26,28 @@ import threading
 import time
 import typing
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from checkpoint import (agree, checkpoint_paths, damaged, is_sharded, live_tensors, load_training_state, non_finite,
-                        read_checkpoint, read_sharded_meta, rng_state, save_checkpoint, save_sharded, set_rng_state,
-                        verify_sharded)
-from errors import UserError
+from atomic import atomic_write
+from checkpoint import Checkpointer
+from data.common import read_meta, split_problem
+from errors import UserError, run_cli, say_stderr
 import hellaswag
-from hf import RELEASES, is_pretrained
+from hf import RELEASES, is_pretrained, load_gpt2
 from memory import GB, estimate
-from model import GPT, GPTConfig, config_from_dict, peak_flops
+from metrics import MetricsLog, start_wandb
+from model import GPT, config_from_dict, peak_flops
 from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
+from provenance import provenance
 from sophia import gnb_loss, hutchinson
 from timing import StepTimer
-from vocab import GPT2, check_same, dataset_vocab, describe, from_meta, model_vocab_size
+from vocab import GPT2, describe, from_meta, model_vocab_size
 
 REPO_ROOT = Path(__file__).resolve().parent
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
@@ -175,6 +179,10 @@ class TrainConfig:
         need(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
 
     @property
+    def is_sophia(self):
+        return self.optimizer_name.startswith("sophia")
+
+    @property
     def final_min_lr(self):
         return self.learning_rate / 20 if self.min_lr is None else self.min_lr
 
@@ -223,10 +231,34 @@ def _set(cfg, key, value, source):
     setattr(cfg, key, _coerce(key, value, types[key]))
 
 
+def usage():
+    """This module's docstring, then every config key with its default and its comment, in the order
+    and with the section comments of TrainConfig's source."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    lines = ["usage: python train.py [CONFIG_FILE ...] [--key=value ...]", "", __doc__.strip(), "",
+             "config keys (--key=default  comment):"]
+    for line in inspect.getsource(TrainConfig).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("def "):
+            break
+        name, _, rest = text.partition(":")
+        if text.startswith("#"):
+            lines.append(f"  {text[1:].strip()}")
+        elif name in defaults:
+            key = f"    --{name}={defaults[name]!r}"
+            comment = rest.partition("  # ")[2]
+            lines.append(f"{key:<40}  {comment}".rstrip())
+    return "\n".join(lines)
+
+
 def parse_args(argv):
-    """TrainConfig from config files (executed Python) and --key=value overrides (Python literals)."""
+    """TrainConfig from config files (executed Python) and --key=value overrides (Python literals);
+    --help prints usage() and exits."""
     cfg = TrainConfig()
     for arg in argv:
+        if arg in ("-h", "--help"):
+            print(usage())
+            raise SystemExit(0)
         if arg.startswith("--"):
             key, eq, text = arg[2:].partition("=")
             if not eq:
@@ -254,31 +286,20 @@ def parse_args(argv):
 
 # ----------------------------------------------------------------------------- data
 
-def open_split(data_dir, split, block_size):
-    """Validate data_dir/<split>.bin (uint16 tokens) against meta.json; returns its token count."""
+def open_split(data_dir, split, block_size, meta):
+    """Check data_dir/<split>.bin (uint16 tokens, against meta.json's count); returns its token count."""
     path = data_dir / f"{split}.bin"
     prepare = data_dir / "prepare.py"
     fix = f"run `python {prepare.relative_to(REPO_ROOT) if prepare.is_relative_to(REPO_ROOT) else prepare}`" \
         if prepare.exists() else "point data_dir at a folder with train.bin/val.bin (see data/)"
-    if not path.is_file():
-        raise UserError(f"{path} not found: {fix}")
-    size = path.stat().st_size
-    if size == 0:
-        raise UserError(f"{path} is empty: {fix} again")
-    if size % 2:
-        raise UserError(f"{path} has an odd size ({size} bytes), so it is not uint16 tokens: {fix} again")
-    meta_path = data_dir / "meta.json"
-    if meta_path.is_file():
-        try:
-            expected = json.loads(meta_path.read_text())["splits"][split]["tokens"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{meta_path} is unreadable ({e}): {fix} again") from None
-        if size != 2 * expected:
-            raise UserError(f"{path} is truncated or stale: {size // 2} tokens, meta.json says {expected}: {fix} again")
-    if size // 2 <= block_size:
-        raise UserError(f"{path} has {size // 2} tokens, not more than block_size={block_size}: "
+    why = split_problem(data_dir, split, meta)
+    if why is not None:
+        raise UserError(f"{path} {why}: {fix}" + ("" if why == "not found" else " again"))
+    tokens = path.stat().st_size // 2
+    if tokens <= block_size:
+        raise UserError(f"{path} has {tokens} tokens, not more than block_size={block_size}: "
                         f"lower block_size or use more data")
-    return size // 2
+    return tokens
 
 
 def get_batch(path, seed, stream, it, index, batch_size, block_size, device):
@@ -330,7 +351,7 @@ def forward_backward(run, loss_fn, stream, it, n_micro):
     loss_fn and stream. DDP all-reduces gradients on the last micro-step, FSDP reduce-scatters them
     after each one. The next micro-batch is read while the device runs the current forward pass
     (CUDA kernels are asynchronous)."""
-    batch_size = run.hess_batch_size if stream == HESSIAN else run.cfg.batch_size
+    batch_size = run.plan.hess_batch_size if stream == HESSIAN else run.cfg.batch_size
 
     def load(micro):
         index = run.dist.rank * n_micro + micro  # global micro-batch index: independent of world size
@@ -370,13 +391,13 @@ def hutchinson_refresh(run, it):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     params = [p for p in run.raw_model.parameters() if p.requires_grad]
     total = None
-    for micro in range(run.hess_micro):
-        index = run.dist.rank * run.hess_micro + micro
+    for micro in range(run.plan.hess_micro):
+        index = run.dist.rank * run.plan.hess_micro + micro
         x, y = get_batch(run.train_path, run.cfg.seed, HESSIAN, it, index, run.cfg.batch_size,
                          run.cfg.block_size, run.dist.device)
         reseed(run.cfg.seed, HESSIAN, it, index)
         with sdpa_kernel(SDPBackend.MATH), run.autocast:
-            loss = run.raw_model(x, y)[1] / run.hess_micro
+            loss = run.raw_model(x, y)[1] / run.plan.hess_micro
         estimates = hutchinson(loss, params)
         total = estimates if total is None else torch._foreach_add(total, estimates)
     for t in total:
@@ -386,7 +407,7 @@ def hutchinson_refresh(run, it):
 
 def hessian_due(run, it):
     """Sophia refreshes its Hessian estimate after every hess_interval-th step."""
-    return run.cfg.optimizer_name.startswith("sophia") and (it + 1) % run.cfg.hess_interval == 0
+    return run.cfg.is_sophia and (it + 1) % run.cfg.hess_interval == 0
 
 
 def refresh_hessian(run, it):
@@ -400,11 +421,11 @@ def refresh_hessian(run, it):
                 return False
             run.optimizer.update_hessian(params, estimates)
             return True
-        forward_backward(run, gnb_estimator_loss, HESSIAN, it, run.hess_micro)
+        forward_backward(run, gnb_estimator_loss, HESSIAN, it, run.plan.hess_micro)
         norm = grad_norm(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
         finite = bool(torch.isfinite(norm).item())
         if finite:
-            run.optimizer.update_hessian(num_tokens=run.hess_tokens)
+            run.optimizer.update_hessian(num_tokens=run.plan.hess_tokens)
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
         return finite
@@ -415,7 +436,7 @@ def train_step(run, it):
     floats, NaN ones when the step was skipped because the loss or the gradient was not finite (state
     left untouched); stop is True on every rank when any rank has received SIGTERM."""
     set_lr(run.optimizer, lr_at(it, run.cfg))
-    loss = forward_backward(run, train_loss, TRAIN, it, run.grad_accum)
+    loss = forward_backward(run, train_loss, TRAIN, it, run.plan.grad_accum)
     with run.timer("optimizer"):
         # the SIGTERM flag rides on the loss all-reduce, so all ranks stop at the same step at no extra cost
         loss, stop = all_reduce_mean(torch.stack([loss, torch.tensor(float(run.sigterm[0]), device=loss.device)]),
@@ -454,83 +475,77 @@ def evaluate(run):
     return out
 
 
-# ----------------------------------------------------------------------------- metrics
+# ----------------------------------------------------------------------------- setup
 
-class MetricsLog:
-    """metrics.jsonl in out_dir (always) and wandb (when wandb_log); rank 0 only. Every row has
-    iter, tokens_seen and time_s. After a resume, rows past the checkpoint's iteration are dropped
-    first, so the file never has duplicated or missing rows."""
-
-    def __init__(self, out_dir, resume_iter, wandb_run):
-        self.path = out_dir / "metrics.jsonl"
-        self.wandb_run = wandb_run
-        rows = []
-        if resume_iter is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash
-                if row["iter"] <= resume_iter:
-                    rows.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in rows))
-        os.replace(tmp, self.path)
-        self.file = open(self.path, "a")
-
-    def log(self, row):
-        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        if self.wandb_run is not None:
-            self.wandb_run.log(row, step=row["iter"])
-
-    def close(self):
-        self.file.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
+@dataclass
+class Plan:
+    """Every value a run derives from its config, the number of ranks and the device (resolve)."""
+    grad_accum: int  # micro-steps per rank in an optimizer step
+    hess_micro: int  # micro-steps per rank in a Hessian refresh
+    hess_batch_size: int  # sequences per micro-step in a Hessian refresh
+    hess_tokens: int  # predictions in one Hessian estimate, all ranks together
+    tokens_per_iter: int  # training tokens in one optimizer step, all ranks together
+    dtype: str  # 'float32' | 'bfloat16' | 'float16'
+    compile: bool
+    min_lr: float  # where the cosine schedule ends
+    lr_decay_iters: int  # ... and when
+    data_dir: Path
 
 
-def start_wandb(cfg, out_dir, run_id, config):
-    """Start (or, with the checkpoint's run id, continue) the wandb run; a new run's id is wandb's choice."""
-    import wandb
-    name = cfg.wandb_run_name or out_dir.name
-    try:
-        return wandb.init(project=cfg.wandb_project, name=name, id=run_id, resume="allow",
-                          config=config, dir=os.environ.get("WANDB_DIR") or str(out_dir))
-    except Exception as e:
-        raise UserError(f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-                        f"run `wandb login`, or set WANDB_MODE=offline, or pass --wandb_log=False") from None
+def batch_sizes_that_fit(total: int, world_size: int) -> str:
+    """The end of a batch-divisibility error: which micro-batch sizes would work."""
+    fits = [str(b) for b in range(1, total // world_size + 1) if total % (b * world_size) == 0]
+    if not fits:
+        return f" ({total} sequences cannot be split evenly over world_size={world_size}: use a multiple of it)"
+    return f" (batch_size values that fit world_size={world_size}: {', '.join(fits)})"
 
 
-# ----------------------------------------------------------------------------- main
+def resolve(cfg, world_size, device):
+    """The Plan of a run: the batch split over ranks and micro-steps (training and Hessian), the dtype,
+    whether to compile, the ends of the lr schedule and the data directory. No side effects; a
+    UserError when the batch does not split or the dtype does not fit the device."""
+    per_step = cfg.batch_size * world_size
+    if cfg.total_batch_size % per_step:
+        raise UserError(f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
+                        f"{cfg.batch_size} * {world_size}: change batch_size or total_batch_size"
+                        f"{batch_sizes_that_fit(cfg.total_batch_size, world_size)}")
+    hess_total = cfg.hess_total_batch_size or cfg.total_batch_size
+    hess_batch = min(cfg.batch_size, hess_total // world_size)
+    if cfg.is_sophia and (hess_batch == 0 or hess_total % (hess_batch * world_size)):
+        raise UserError(f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = "
+                        f"{cfg.batch_size} * {world_size}: use a multiple of it, or a multiple of world_size "
+                        f"below it{batch_sizes_that_fit(hess_total, world_size)}")
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype == "float16" and device.type != "cuda":
+        raise UserError("dtype='float16' needs CUDA (it trains with a GradScaler); use bfloat16 or float32")
+    return Plan(grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * world_size),
+                hess_batch_size=hess_batch, hess_tokens=hess_total * cfg.block_size,
+                tokens_per_iter=cfg.total_batch_size * cfg.block_size, dtype=dtype,
+                compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
+                min_lr=cfg.final_min_lr, lr_decay_iters=cfg.final_lr_decay_iters,
+                data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset)
+
 
 @dataclass
 class Run:
     """What the step functions share."""
     cfg: TrainConfig
+    plan: Plan
     dist: Dist
     train_path: Path
     val_path: Path
-    vocab: dict  # the dataset's vocabulary (vocab.py), saved with every checkpoint
-    grad_accum: int  # micro-steps per rank in an optimizer step
-    hess_micro: int  # micro-steps per rank in a Hessian refresh
-    hess_batch_size: int  # sequences per micro-step in a Hessian refresh
-    hess_tokens: int  # predictions in one Hessian estimate, all ranks together
     raw_model: GPT
     model: torch.nn.Module  # compiled and/or DDP-wrapped: what the training step calls
     eval_model: torch.nn.Module  # compiled but not DDP-wrapped
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: typing.Any
-    tokens_per_iter: int  # training tokens in one optimizer step, all ranks together
+    checkpointer: Checkpointer
     timer: StepTimer  # where a step's time goes; off unless scripts/bench_train.py switches it on
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
     hellaswag: typing.Optional[list] = None  # HellaSwag examples when hellaswag_interval > 0
-
-
-class Preempted(Exception):
-    """SIGTERM (a scheduler's pre-emption): a checkpoint was written and the run stopped."""
 
 
 def check_writable(out_dir, rank):
@@ -543,79 +558,21 @@ def check_writable(out_dir, rank):
         raise UserError(f"out_dir {out_dir} is not writable ({e.strerror}): choose another --out_dir") from None
 
 
-def find_checkpoint(cfg, dist, out_dir, log):
-    """The checkpoint to resume from (init_from 'resume' or 'auto'), or None. Rank 0 chooses,
-    so that every rank loads the same one."""
-    if cfg.init_from not in ("resume", "auto"):
-        if checkpoint_paths(out_dir):  # every rank sees the same shared out_dir
-            raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={cfg.init_from!r} "
-                            f"would overwrite them: continue it with --init_from=auto, or use another out_dir")
-        return None, None
-    paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
-    for path in paths:
-        ckpt, why = None, None
-        if is_sharded(path):  # the ranks checksum its files in parallel
-            why = verify_sharded(path, dist.rank, dist.world_size)
-        elif dist.master:  # rank 0 verifies the file; the others load it without reading it all once more
-            try:
-                ckpt = read_checkpoint(path)
-            except UserError as e:
-                why = str(e)
-        why = agree(why, dist)  # all ranks take the same decision
-        if why is None:
-            log(f"resuming from {path}")
-            if ckpt is None:
-                ckpt = read_sharded_meta(path, verify=False) if is_sharded(path) else read_checkpoint(path, verify=False)
-            return path, ckpt
-        log(f"warning: skipping {why if why.startswith('checkpoint ') else damaged(path, why)}")
-    if paths:  # never start over silently on top of a run whose every checkpoint is damaged
-        raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in paths)}): "
-                        f"restore them from a copy (check it with `python scripts/verify_checkpoint.py "
-                        f"{out_dir}`), or use another out_dir to start over")
-    if cfg.init_from == "resume":
-        raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
-                        f"use init_from='auto' to start from scratch when there is none")
-    return None, None
-
-
-def build_model(cfg, ckpt, vocab, log):
-    if ckpt is not None:
-        model_args = ckpt["model_args"]
-        wanted = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
-                  "block_size": cfg.block_size, "bias": cfg.bias}
-        diff = {k: (model_args[k], v) for k, v in wanted.items() if model_args[k] != v}
-        # A run started from pretrained weights has their shape, not its config's: only a run whose
-        # config described its model can have been resumed with a config of another shape by mistake.
-        described = all(ckpt["config"][k] == model_args[k] for k in wanted)
-        if diff and described:
-            desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
-            raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
-                            f"use another out_dir or the checkpoint's shape")
-        model = GPT(GPTConfig(**{**model_args, "dropout": cfg.dropout}))
-        if "model" in ckpt:  # a one-file checkpoint; a sharded one is loaded once the model is sharded
-            model.load_state_dict(ckpt["model"])
-        return model
-    if is_pretrained(cfg.init_from):
-        if vocab != GPT2:
-            raise UserError(f"init_from={cfg.init_from!r} has GPT-2's vocabulary but dataset {cfg.dataset!r} is "
-                            f"written in {describe(vocab)}: train it from scratch, or use a GPT-2 dataset")
-        log(f"initialising from the GPT-2 weights of {cfg.init_from}")
-        model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
-        if cfg.block_size > model.config.block_size:
-            raise UserError(f"block_size={cfg.block_size} is longer than the context of {cfg.init_from} "
-                            f"({model.config.block_size} tokens): set block_size <= {model.config.block_size}")
-        if cfg.block_size < model.config.block_size:
-            model.crop_block_size(cfg.block_size)
-        return model
-    return GPT(config_from_dict({**asdict(cfg), "vocab_size": model_vocab_size(vocab)}))
-
-
-def batch_sizes_that_fit(total: int, world_size: int) -> str:
-    """The end of a batch-divisibility error: which micro-batch sizes would work."""
-    fits = [str(b) for b in range(1, total // world_size + 1) if total % (b * world_size) == 0]
-    if not fits:
-        return f" ({total} sequences cannot be split evenly over world_size={world_size}: use a multiple of it)"
-    return f" (batch_size values that fit world_size={world_size}: {', '.join(fits)})"
+def build_model(cfg, vocab=GPT2, log=print):
+    """A new run's GPT: OpenAI's or a Hugging Face GPT-2 (init_from), else fresh weights."""
+    if not is_pretrained(cfg.init_from):
+        return GPT(config_from_dict({**asdict(cfg), "vocab_size": model_vocab_size(vocab)}))
+    if vocab != GPT2:
+        raise UserError(f"init_from={cfg.init_from!r} has GPT-2's vocabulary but dataset {cfg.dataset!r} is "
+                        f"written in {describe(vocab)}: train it from scratch, or use a GPT-2 dataset")
+    log(f"initialising from the GPT-2 weights of {cfg.init_from}")
+    model = load_gpt2(cfg.init_from, dropout=cfg.dropout)
+    if cfg.block_size > model.config.block_size:
+        raise UserError(f"block_size={cfg.block_size} is longer than the context of {cfg.init_from} "
+                        f"({model.config.block_size} tokens): set block_size <= {model.config.block_size}")
+    if cfg.block_size < model.config.block_size:
+        model.crop_block_size(cfg.block_size)
+    return model
 
 
 def setup(cfg, dist, log):
@@ -625,109 +582,68 @@ def setup(cfg, dist, log):
         log("warning: torchrun shares its TCP store with the workers, so restarted workers can read the last "
             "attempt's addresses and fail to connect (pytorch/pytorch#135712): "
             "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before torchrun --max-restarts")
-    per_step = cfg.batch_size * dist.world_size
-    if cfg.total_batch_size % per_step:
-        raise UserError(f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
-                        f"{cfg.batch_size} * {dist.world_size}: change batch_size or total_batch_size"
-                        f"{batch_sizes_that_fit(cfg.total_batch_size, dist.world_size)}")
-    hess_total = cfg.hess_total_batch_size or cfg.total_batch_size
-    hess_batch = min(cfg.batch_size, hess_total // dist.world_size)
-    if cfg.optimizer_name.startswith("sophia") and (hess_batch == 0 or hess_total % (hess_batch * dist.world_size)):
-        raise UserError(f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = "
-                        f"{cfg.batch_size} * {dist.world_size}: use a multiple of it, or a multiple of world_size "
-                        f"below it{batch_sizes_that_fit(hess_total, dist.world_size)}")
-    device = dist.device
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype == "float16" and device.type != "cuda":
-        raise UserError("dtype='float16' needs CUDA (it trains with a GradScaler); use bfloat16 or float32")
-    use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-    out_dir = Path(cfg.out_dir)
+    plan = resolve(cfg, dist.world_size, dist.device)
+    out_dir, device = Path(cfg.out_dir), dist.device
     check_writable(out_dir, dist.rank)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset
-    open_split(data_dir, "train", cfg.block_size)
-    open_split(data_dir, "val", cfg.block_size)
-    vocab = dataset_vocab(data_dir)
+    meta = read_meta(plan.data_dir)
+    open_split(plan.data_dir, "train", cfg.block_size, meta)
+    open_split(plan.data_dir, "val", cfg.block_size, meta)
+    vocab = from_meta(meta or {}, plan.data_dir / "meta.json")
+    checkpointer = Checkpointer(cfg, vocab, plan.data_dir, dist, log)
 
-    ckpt_path, ckpt = find_checkpoint(cfg, dist, out_dir, log)
-    if ckpt is not None:
-        check_same(from_meta(ckpt.get("vocab", GPT2), ckpt_path), vocab, out_dir, data_dir)
     # the initial weights; python's and numpy's global RNGs too, so that a checkpoint depends on the seed alone
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    raw_model = build_model(cfg, ckpt, vocab, log)
+    raw_model = checkpointer.model() if checkpointer.resuming else build_model(cfg, vocab, log)
     examples = None
     if cfg.hellaswag_interval:
         hellaswag.check_vocab(vocab, f"dataset {cfg.dataset!r}", "set hellaswag_interval=0 for it")
         examples = hellaswag.load(cfg.hellaswag_data or hellaswag.DEFAULT_DATA)
-    model, eval_model = parallelize(raw_model, cfg, dist, dtype, use_compile)
+    model, eval_model = parallelize(raw_model, cfg, dist, plan.dtype, plan.compile)
     optimizer = make_optimizer(cfg, raw_model, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=(dtype == "float16"))
+    scaler = torch.amp.GradScaler(device.type, enabled=(plan.dtype == "float16"))
     state = {"iter": 0, "tokens_seen": 0, "time_s": 0.0, "best_val_loss": float("inf"), "last_eval_iter": -1,
              "skipped_steps": 0, "clipped_steps": 0, "skipped_hessian": 0, "wandb_run_id": None}
-    if ckpt is not None:
-        if ckpt["config"]["optimizer_name"] != cfg.optimizer_name:
-            raise UserError(f"the checkpoint in {out_dir} was trained with optimizer_name="
-                            f"{ckpt['config']['optimizer_name']!r}, config says {cfg.optimizer_name!r}: "
-                            f"use another out_dir")
-        load_training_state(ckpt_path, ckpt, raw_model, optimizer, dist)
-        scaler.load_state_dict(ckpt["scaler"])
-        state.update({k: ckpt[k] for k in state})
-        set_rng_state(ckpt["rng"])
-        del ckpt
-    run = Run(cfg=cfg, dist=dist, train_path=data_dir / "train.bin", val_path=data_dir / "val.bin", vocab=vocab,
-              grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * dist.world_size),
-              hess_batch_size=hess_batch,
-              hess_tokens=hess_total * cfg.block_size, raw_model=raw_model,
-              model=model, eval_model=eval_model, optimizer=optimizer, scaler=scaler,
-              autocast=nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype)),
-              tokens_per_iter=cfg.total_batch_size * cfg.block_size, timer=StepTimer(device), hellaswag=examples)
-    config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": run.grad_accum,
-              "hess_micro": run.hess_micro, "tokens_per_iter": run.tokens_per_iter, "dtype_resolved": dtype,
-              "device_resolved": str(device), "compile_resolved": use_compile,
-              "min_lr_resolved": cfg.final_min_lr, "lr_decay_iters_resolved": cfg.final_lr_decay_iters,
-              "n_params": raw_model.num_params()}
+    if checkpointer.resuming:
+        checkpointer.load(raw_model, optimizer, scaler, state)
+    autocast = nullcontext() if plan.dtype == "float32" else torch.autocast(device.type, getattr(torch, plan.dtype))
+    run = Run(cfg=cfg, plan=plan, dist=dist, train_path=plan.data_dir / "train.bin",
+              val_path=plan.data_dir / "val.bin", raw_model=raw_model, model=model, eval_model=eval_model,
+              optimizer=optimizer, scaler=scaler, autocast=autocast, checkpointer=checkpointer,
+              timer=StepTimer(device), hellaswag=examples)
+
     metrics = None
     if dist.master:
-        (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": plan.grad_accum,
+                  "hess_micro": plan.hess_micro, "tokens_per_iter": plan.tokens_per_iter, "dtype_resolved": plan.dtype,
+                  "device_resolved": str(device), "compile_resolved": plan.compile, "min_lr_resolved": plan.min_lr,
+                  "lr_decay_iters_resolved": plan.lr_decay_iters, "n_params": raw_model.num_params(),
+                  "provenance": provenance(device)}
+        with atomic_write(out_dir / "config.json") as f:
+            f.write(json.dumps(config, indent=2) + "\n")
         wandb_run = None
         if cfg.wandb_log:
             wandb_run = start_wandb(cfg, out_dir, state["wandb_run_id"], config)
             state["wandb_run_id"] = wandb_run.id
-        metrics = MetricsLog(out_dir, state["iter"] if ckpt_path else None, wandb_run)
-    log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {describe(vocab)} | {cfg.optimizer_name} | {dist.world_size} x {device} "
-        f"{dtype}{' compiled' if use_compile else ''} | {run.tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x "
-        f"{run.grad_accum} micro-steps x {cfg.batch_size} x {cfg.block_size}"
-        + (f" | Hessian every {cfg.hess_interval} iters on {run.hess_tokens:,} tokens"
-           if cfg.optimizer_name.startswith("sophia") else ""))
+        metrics = MetricsLog(out_dir, state["iter"] if checkpointer.resuming else None, wandb_run)
+    log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {describe(vocab)} | {cfg.optimizer_name} | "
+        f"{dist.world_size} x {device} {plan.dtype}{' compiled' if plan.compile else ''} | "
+        f"{plan.tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x {plan.grad_accum} micro-steps x "
+        f"{cfg.batch_size} x {cfg.block_size}"
+        + (f" | Hessian every {cfg.hess_interval} iters on {plan.hess_tokens:,} tokens" if cfg.is_sophia else ""))
     shape = {k: getattr(raw_model.config, k) for k in ("n_layer", "n_embd", "block_size", "bias")}
-    memory = estimate(replace(cfg, **shape), dist.world_size, dtype, raw_model.config.vocab_size)
+    memory = estimate(replace(cfg, **shape), dist.world_size, plan.dtype, raw_model.config.vocab_size)
     log(f"{cfg.parallelism} memory estimate: {memory.line()}" + (
         f"; this GPU has {torch.cuda.get_device_properties(device).total_memory / GB:.1f} GB"
         if device.type == "cuda" else ""))
     return run, state, metrics
 
 
-def checkpoint(run, state):
-    """Model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state: one file written by
-    rank 0, or under FSDP a sharded checkpoint that every rank writes its part of."""
-    sharded = run.cfg.parallelism == "fsdp"
-    if not (sharded or run.dist.master):
-        return
-    bad = non_finite(live_tensors(run.raw_model, run.optimizer))
-    if agree("non-finite" if bad else None, run.dist) if sharded else bad:
-        raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
-                           "the previous ones are kept")
-    meta = {"scaler": run.scaler.state_dict(), "model_args": asdict(run.raw_model.config), "config": asdict(run.cfg),
-            "vocab": run.vocab, "rng": rng_state(), **state}
-    if sharded:
-        save_sharded(run.raw_model, run.optimizer, meta, Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last,
-                     run.dist)
-    else:
-        save_checkpoint({"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(), **meta},
-                        Path(run.cfg.out_dir), state["iter"], run.cfg.keep_last)
+# ----------------------------------------------------------------------------- the loop
+
+class Preempted(Exception):
+    """SIGTERM (a scheduler's pre-emption): a checkpoint was written and the run stopped."""
 
 
 def catch_sigterm(run):
@@ -738,19 +654,50 @@ def catch_sigterm(run):
     return signal.signal(signal.SIGTERM, lambda *_: run.sigterm.__setitem__(0, True))
 
 
+def save(run, state):
+    run.checkpointer.save(run.raw_model, run.optimizer, run.scaler, state)
+
+
+def log_step(run, state, since, loss, norm, ok, metrics, log):
+    """The metrics row and the console line of the steps since the last one (`since`: the state's
+    iter, tokens_seen and time_s then). Call on every rank: under FSDP the norms need all of them."""
+    cfg = run.cfg
+    param_norm = global_norm(list(run.raw_model.parameters())).item()
+    # a skipped step has no clipping to report (and after a resume no step may exist yet)
+    stats = {k: v.item() for k, v in run.optimizer.stats().items()} if cfg.is_sophia and ok else {}
+    if metrics is None:
+        return
+    steps, tokens, seconds = (state[k] - v for k, v in zip(("iter", "tokens_seen", "time_s"), since))
+    peak = peak_flops(run.dist.device, cfg.peak_flops)
+    mfu = run.raw_model.flops_per_token() * tokens / seconds / peak if peak else None
+    row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
+           "train/loss": loss, "lr": lr_at(state["iter"] - 1, cfg), "grad_norm": norm, "param_norm": param_norm,
+           "mfu": mfu, "ms_per_iter": 1000 * seconds / steps, "tokens_per_s": tokens / seconds,
+           "train/clip_rate": state["clipped_steps"] / state["iter"], "skipped_steps": state["skipped_steps"]}
+    if cfg.is_sophia:
+        row |= {"train/win_rate": stats.get("win_rate", math.nan), "optim/hessian_norm": stats.get("hessian_norm", math.nan),
+                "skipped_hessian": state["skipped_hessian"]}
+    metrics.log(row)
+    eta = (cfg.max_iters - state["iter"]) * seconds / steps
+    log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
+        f"{row['ms_per_iter']:.0f} ms/iter | {row['tokens_per_s']:,.0f} tok/s"
+        + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
+        + (f" | win {row['train/win_rate']:.3f}" if cfg.is_sophia else "")
+        + f" | eta {eta / 60:.1f} min")
+
+
 def train(cfg, dist):
     log = (lambda *a: print(*a, flush=True)) if dist.master else (lambda *a: None)
     run, state, metrics = setup(cfg, dist, log)
-    is_sophia = cfg.optimizer_name.startswith("sophia")
-    flops_per_token = run.raw_model.flops_per_token()
-    peak = peak_flops(dist.device, cfg.peak_flops)
-    window = {"t": 0.0, "tokens": 0, "steps": 0}  # since the last log line
-    process_time, process_steps, consecutive_skips = 0.0, 0, 0
+    since = (state["iter"], state["tokens_seen"], state["time_s"])  # the last log line's
+    consecutive_skips = 0
     stop = False  # SIGTERM on some rank, learnt in the last step
     previous_sigterm = catch_sigterm(run)
     try:
         while True:
             it = state["iter"]
+
+            # evaluate and checkpoint, every eval_interval and at the end
             if (it % cfg.eval_interval == 0 or it >= cfg.max_iters) and state["last_eval_iter"] != it:
                 losses = evaluate(run)
                 state["last_eval_iter"] = it
@@ -764,22 +711,25 @@ def train(cfg, dist):
                     line += (f", hellaswag acc_norm {losses['eval/hellaswag_acc_norm']:.4f} acc "
                              f"{losses['eval/hellaswag_acc']:.4f} ({time.perf_counter() - t0:.1f} s)")
                 log(line)
-                if dist.master:
+                if metrics is not None:
                     metrics.log({"iter": it, "tokens_seen": state["tokens_seen"], "time_s": state["time_s"], **losses})
                 if it > 0:
-                    checkpoint(run, state)
+                    save(run, state)
                 if cfg.eval_only:
                     break
             if it >= cfg.max_iters:
                 break
+
+            # pre-empted (SIGTERM on any rank during the last step): checkpoint and stop
             if stop:
-                checkpoint(run, state)
+                save(run, state)
                 raise Preempted(f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; "
                                 f"continue with --init_from=auto")
 
+            # one optimizer step (skipped when the loss or the gradient is not finite)
             t0 = time.perf_counter()
             ok, loss, norm, stop = train_step(run, it)
-            tokens = run.tokens_per_iter
+            tokens = run.plan.tokens_per_iter
             if ok:
                 consecutive_skips = 0
                 state["clipped_steps"] += int(cfg.grad_clip > 0 and norm > cfg.grad_clip)
@@ -791,45 +741,25 @@ def train(cfg, dist):
                     raise UserError(f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. "
                                     f"Lower learning_rate or raise rho (Sophia) / weight_decay, then continue from the "
                                     f"last good checkpoint in {cfg.out_dir} (if any) with --init_from=auto")
+
+            # Sophia: refresh the Hessian estimate every hess_interval steps
             if ok and hessian_due(run, it):
                 if not refresh_hessian(run, it):
                     state["skipped_hessian"] += 1
                     log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
-                tokens += run.hess_tokens
-            # no device synchronize here: the step's loss read-back waits for the device every step, and
-            # meanwhile the device runs the optimizer step while the host reads the next batch
-            dt = time.perf_counter() - t0
+                tokens += run.plan.hess_tokens
+
+            # the one clock: training time, evals and checkpoints excluded. No device synchronize here: the
+            # step's loss read-back waits for the device, which meanwhile runs the optimizer step while the
+            # host reads the next batch
+            state["time_s"] += time.perf_counter() - t0
             state["iter"] = it + 1
             state["tokens_seen"] += tokens
-            state["time_s"] += dt
-            process_time, process_steps = process_time + dt, process_steps + 1
-            window = {"t": window["t"] + dt, "tokens": window["tokens"] + tokens, "steps": window["steps"] + 1}
 
+            # log
             if state["iter"] % cfg.log_interval == 0:
-                # under FSDP these are reductions over every rank's shards: all ranks compute them
-                param_norm = global_norm(list(run.raw_model.parameters())).item()
-                # a skipped step has no clipping to report (and after a resume no step may exist yet)
-                stats = {k: v.item() for k, v in run.optimizer.stats().items()} if is_sophia and ok else {}
-                if dist.master:
-                    tok_s = window["tokens"] / window["t"]
-                    mfu = flops_per_token * tok_s / peak if peak else None
-                    row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
-                           "train/loss": loss, "lr": lr_at(it, cfg), "grad_norm": norm, "param_norm": param_norm,
-                           "mfu": mfu, "ms_per_iter": 1000 * window["t"] / window["steps"], "tokens_per_s": tok_s,
-                           "train/clip_rate": state["clipped_steps"] / state["iter"],
-                           "skipped_steps": state["skipped_steps"]}
-                    if is_sophia:
-                        row["train/win_rate"] = stats.get("win_rate", math.nan)
-                        row["optim/hessian_norm"] = stats.get("hessian_norm", math.nan)
-                        row["skipped_hessian"] = state["skipped_hessian"]
-                    metrics.log(row)
-                    eta = (cfg.max_iters - state["iter"]) * process_time / process_steps
-                    log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
-                        f"{row['ms_per_iter']:.0f} ms/iter | {tok_s:,.0f} tok/s"
-                        + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
-                        + (f" | win {row['train/win_rate']:.3f}" if is_sophia else "")
-                        + f" | eta {eta / 60:.1f} min")
-                window = {"t": 0.0, "tokens": 0, "steps": 0}
+                log_step(run, state, since, loss, norm, ok, metrics, log)
+                since = (state["iter"], state["tokens_seen"], state["time_s"])
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -849,27 +779,14 @@ def main(argv=None):
             torch_dist.destroy_process_group()
 
 
-def say_stderr(line):
-    """One write per line: under torchrun every rank shares stderr, and print's separate write of
-    the newline lets two ranks' lines interleave."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
 def cli():
-    """Command-line entry: user mistakes are one line on stderr and exit code 2, never a traceback."""
+    """Command-line entry: user mistakes are one line on stderr and exit code 2, never a traceback;
+    a pre-emption exits 143."""
     try:
-        main()
-    except UserError as e:
-        say_stderr(f"error: {e}")
-        return 2
+        return run_cli(lambda _: main())
     except Preempted as e:
         say_stderr(f"stopped: {e}")
         return 143
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

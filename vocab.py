@@ -5,9 +5,6 @@ no meta.json) or "char" (the dataset's own characters, in `chars`, token i = cha
 shakespeare_char meta.pkl). train.py sizes the model from it and stores it in every checkpoint, so
 that sample.py decodes with the vocabulary the model was trained on.
 """
-import json
-from pathlib import Path
-
 from errors import UserError
 from model import PADDED_VOCAB_SIZE
 
@@ -15,20 +12,9 @@ GPT2 = {"tokenizer": "gpt2"}
 MAX_CHARS = 2 ** 16  # token ids are stored as uint16
 
 
-def dataset_vocab(data_dir):
-    """The vocabulary of a prepared dataset, from its meta.json ({"tokenizer": "gpt2"} without one)."""
-    path = Path(data_dir) / "meta.json"
-    if not path.is_file():
-        return GPT2
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}): prepare the dataset again") from None
-    return from_meta(meta, path)
-
-
 def from_meta(meta, where):
-    """The vocabulary recorded in a meta.json or a checkpoint (GPT-2's when none is recorded)."""
+    """The vocabulary recorded in a dataset's meta.json (data.common.read_meta) or a checkpoint
+    (GPT-2's when none is recorded)."""
     tokenizer = meta.get("tokenizer", "gpt2")
     if tokenizer == "gpt2":
         return GPT2

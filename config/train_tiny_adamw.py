@@ -1,6 +1,6 @@
-# A tiny GPT on the embedded Shakespeare corpus with AdamW: a real comparison that runs in about
-# 5 minutes on 2 CPU cores (python data/shakespeare/prepare.py first). 7.2M parameters, 6.4M of
-# them the 50304 x 128 token embedding; 200 steps of 32 x 64 tokens.
+# A tiny GPT on the embedded Shakespeare corpus with AdamW: a real comparison that runs on a CPU in
+# minutes (python data/shakespeare/prepare.py first; times in docs/performance.md). 7.2M parameters,
+# 6.4M of them the 50304 x 128 token embedding; 200 steps of 32 x 64 tokens.
 # python train.py config/train_tiny_adamw.py
 
 out_dir = 'out/tiny_adamw'

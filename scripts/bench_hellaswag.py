@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hellaswag  # noqa: E402
 import train  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from model import GPT, PADDED_VOCAB_SIZE, config_from_dict  # noqa: E402
 
 
@@ -78,8 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

@@ -37,7 +37,7 @@ import torch.distributed as torch_dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import run_cli  # noqa: E402
 from model import peak_flops  # noqa: E402
 from parallel import setup_distributed  # noqa: E402
 
@@ -116,7 +116,7 @@ def measure(train_args, entries, steps, rounds, warmup, say=print):
                 metrics.close()
             for it in range(warmup):
                 iteration(run, it)
-            if cfg.optimizer_name.startswith("sophia"):
+            if cfg.is_sophia:
                 train.refresh_hessian(run, warmup)  # compiles the refresh's graph before timing
             synchronize(device)
             if device.type == "cuda":
@@ -158,10 +158,10 @@ def summarize(label, run, timings, baseline, steps, warmup, peak_memory, warmup_
     seconds = sum(s for s, _ in timings)
     shares = {p: sum(parts.get(p, 0.0) for _, parts in timings) / seconds for p in PARTS}
     shares["other"] = 1 - sum(shares.values())
-    tokens = run.tokens_per_iter * steps * rounds
+    tokens = run.plan.tokens_per_iter * steps * rounds
     refreshes = sum(train.hessian_due(run, it) for it in range(warmup, warmup + steps * rounds))
     peak = peak_flops(dist.device, run.cfg.peak_flops)
-    mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.hess_tokens) / seconds / peak
+    mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.plan.hess_tokens) / seconds / peak
            if peak else None)
     vs_adamw = None if baseline is None else [a / b for (a, _), (b, _) in zip(timings, baseline)]
     return Result(label, run.cfg, str(dist.device), dist.world_size, run.raw_model.num_params(),
@@ -197,8 +197,4 @@ def report(args, results):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))

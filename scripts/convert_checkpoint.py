@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from checkpoint import is_sharded, load_sharded, read_checkpoint, read_sharded_meta, write_file  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from optimizers import make_optimizer  # noqa: E402
 from train import TrainConfig  # noqa: E402
@@ -38,20 +38,15 @@ def main(argv=None):
     p.add_argument("src", type=Path, help="a sharded checkpoint directory, e.g. out/run/ckpt_00010000")
     p.add_argument("dst", type=Path, help="the .pt file to write")
     args = p.parse_args(argv)
-    try:
-        if not (args.src.exists() and is_sharded(args.src)):
-            raise UserError(f"{args.src} is not a sharded checkpoint directory (ckpt_XXXXXXXX/ in an FSDP run's out_dir)")
-        if args.dst.exists():
-            raise UserError(f"{args.dst} exists: choose another output file or delete it")
-        if not args.dst.parent.is_dir():
-            raise UserError(f"{args.dst.parent} is not a directory: create it first")
-        it = convert(args.src, args.dst)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not (args.src.exists() and is_sharded(args.src)):
+        raise UserError(f"{args.src} is not a sharded checkpoint directory (ckpt_XXXXXXXX/ in an FSDP run's out_dir)")
+    if args.dst.exists():
+        raise UserError(f"{args.dst} exists: choose another output file or delete it")
+    if not args.dst.parent.is_dir():
+        raise UserError(f"{args.dst.parent} is not a directory: create it first")
+    it = convert(args.src, args.dst)
     print(f"wrote {args.dst}: iteration {it}, {args.dst.stat().st_size / 1e6:.1f} MB")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError  # noqa: E402
+from errors import run_cli  # noqa: E402
 from memory import GB, estimate, parameter_counts  # noqa: E402
 from model import PADDED_VOCAB_SIZE  # noqa: E402
 from train import parse_args  # noqa: E402
@@ -95,11 +95,7 @@ def main(argv=None):
         return 0
     world = [a for a in argv if a.startswith("--world_size=")]
     world_size = int(world[-1].split("=", 1)[1]) if world else 8
-    try:
-        cfg = parse_args([a for a in argv if not a.startswith("--world_size=")])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = parse_args([a for a in argv if not a.startswith("--world_size=")])
     n = parameter_counts(cfg, PADDED_VOCAB_SIZE)[0]
     e = estimate(cfg, world_size, resolved_dtype(cfg), PADDED_VOCAB_SIZE)
     print(f"{n / 1e6:.0f}M parameters | {cfg.optimizer_name} | {cfg.parallelism} on {world_size} ranks | "
@@ -113,4 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -18,26 +18,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import hellaswag  # noqa: E402
-from checkpoint import checkpoint_paths, latest_valid_checkpoint  # noqa: E402
-from errors import UserError  # noqa: E402
-from hf import RELEASES  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from vocab import GPT2, from_meta  # noqa: E402
+import checkpoint  # noqa: E402
+from checkpoint import checkpoint_paths  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
+from hf import RELEASES, load_gpt2  # noqa: E402
+from vocab import GPT2  # noqa: E402
 
 
 def load_model(source):
-    """(GPT, description) from a run's out_dir, a Hugging Face GPT-2 directory or a release name."""
+    """(GPT, description, vocabulary) from a run's out_dir, a Hugging Face GPT-2 directory or a release name."""
     path = Path(source)
     if path.is_dir() and (checkpoint_paths(path) or (path / "metrics.jsonl").is_file()):  # a run's out_dir
-        found, ckpt = latest_valid_checkpoint(path, lambda msg: print(msg, file=sys.stderr))
-        if ckpt is None:
-            raise UserError(f"no checkpoint in {path}: pass a run's out_dir (checkpoints are written at every "
-                            f"eval_interval), a Hugging Face GPT-2 directory or one of {', '.join(RELEASES)}")
-        model = GPT(GPTConfig(**ckpt["model_args"]))
-        model.load_state_dict(ckpt["model"])
-        return model, f"{found} (iter {ckpt['iter']})", from_meta(ckpt.get("vocab", GPT2), found)
+        model, vocab, found, it = checkpoint.load_model(path, hint=f"pass a run's out_dir (checkpoints are written at "
+                                                                  f"every eval_interval), a Hugging Face GPT-2 "
+                                                                  f"directory or one of {', '.join(RELEASES)}")
+        return model, f"{found} (iter {it})", vocab
     if path.is_dir() or source in RELEASES:
-        return GPT.from_pretrained(source), source, GPT2
+        return load_gpt2(source), source, GPT2
     raise UserError(f"{source!r} is neither a directory (a run's out_dir or a Hugging Face GPT-2 directory) nor "
                     f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})")
 
@@ -76,12 +73,7 @@ def main(argv=None):
 
 def cli(argv=None):
     """Command-line entry: mistakes are one line on stderr and exit code 2."""
-    try:
-        main(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from checkpoint import latest_valid_checkpoint  # noqa: E402
-from errors import UserError  # noqa: E402
+from checkpoint import load_model  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from hf import save_hf  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from vocab import GPT2, describe, from_meta  # noqa: E402
+from vocab import GPT2, describe  # noqa: E402
 
 
 def main(argv=None):
@@ -34,16 +33,11 @@ def main(argv=None):
         raise UserError(f"{out_dir} is not a directory: pass the out_dir of a training run")
     if hf_dir.is_dir() and any(hf_dir.iterdir()) and not args.force:
         raise UserError(f"{hf_dir} is not empty: pass --force to replace an earlier export there, or choose another directory")
-    path, ckpt = latest_valid_checkpoint(out_dir, lambda msg: print(msg, file=sys.stderr))
-    if ckpt is None:
-        raise UserError(f"no checkpoint in {out_dir}: train first (checkpoints are written at every eval_interval)")
-    vocab = from_meta(ckpt.get("vocab", GPT2), path)
+    model, vocab, path, it = load_model(out_dir)
     if vocab != GPT2:
         raise UserError(f"{path} is a character-level model, with {describe(vocab)}: a Hugging Face GPT-2 export "
                         f"needs GPT-2's vocabulary and tokenizer; sample it with `python sample.py --out_dir={out_dir}`")
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    print(f"exporting {path} (iter {ckpt['iter']}, {model.num_params() / 1e6:.2f}M parameters)")
+    print(f"exporting {path} (iter {it}, {model.num_params() / 1e6:.2f}M parameters)")
     try:
         hf_dir.parent.mkdir(parents=True, exist_ok=True)
         # Written next to hf_dir first and moved in file by file: a failed export leaves hf_dir as it was.
@@ -64,13 +58,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """Command-line entry: mistakes are one line on stderr and exit code 2."""
-    try:
-        main(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

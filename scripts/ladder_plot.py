@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from memory import parameter_counts  # noqa: E402
 
 
@@ -99,12 +99,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    try:
-        main(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ sys.path.insert(0, str(REPO))
 
 import checkpoint  # noqa: E402  (after the repo root is on sys.path)
 import train  # noqa: E402
-from scripts.compare import (  # noqa: E402
-    FORMATS, X_NAMES, Run, fmt_lr, fmt_seconds, load_run, plot_runs, summarize)
+from errors import UserError, run_cli  # noqa: E402
+from scripts.compare import plot_runs, summarize  # noqa: E402
+from scripts.runs import (Run, fmt_loss, fmt_lr, fmt_seconds, format_speedup, jsonable, load_run, speedup,  # noqa: E402
+                          table)
 
 # train.py keys the sweep sets itself for every run
 RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
@@ -83,17 +85,15 @@ def parse_lrs(specs: list[str]) -> dict[str, list[float]]:
     for spec in specs:
         name, eq, values = spec.partition("=")
         if not eq or not name or not values:
-            raise ValueError(f"--lrs {spec!r}: write OPTIMIZER=LR,LR,..., e.g. adamw=1e-3,3e-3")
+            raise UserError(f"--lrs {spec!r}: write OPTIMIZER=LR,LR,..., e.g. adamw=1e-3,3e-3")
         if name in grid:
-            raise ValueError(f"--lrs names {name!r} twice: give all its lrs in one "
-                             f"OPTIMIZER=LR,LR,...")
+            raise UserError(f"--lrs names {name!r} twice: give all its lrs in one OPTIMIZER=LR,LR,...")
         try:
             lrs = sorted({float(v) for v in values.split(",")})
         except ValueError:
-            raise ValueError(f"--lrs {spec!r}: learning rates must be numbers, "
-                             f"e.g. {name}=1e-3,3e-3") from None
+            raise UserError(f"--lrs {spec!r}: learning rates must be numbers, e.g. {name}=1e-3,3e-3") from None
         if not all(math.isfinite(lr) and lr > 0 for lr in lrs):
-            raise ValueError(f"--lrs {spec!r}: learning rates must be finite and > 0")
+            raise UserError(f"--lrs {spec!r}: learning rates must be finite and > 0")
         grid[name] = lrs
     return grid
 
@@ -104,10 +104,9 @@ def parse_sets(sets: list[str]) -> list[str]:
     for item in sets:
         key, eq, _ = item.partition("=")
         if not eq or not key or key.startswith("-"):
-            raise ValueError(f"--set {item!r}: write KEY=VALUE with a train.py key, "
-                             f"e.g. max_iters=100")
+            raise UserError(f"--set {item!r}: write KEY=VALUE with a train.py key, e.g. max_iters=100")
         if key in RESERVED:
-            raise ValueError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
+            raise UserError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
                              f"(use --lrs, --seeds, --out and one config per optimizer)")
         args.append(f"--{item}")
     return args
@@ -118,24 +117,21 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
     by_optimizer = {}
     for path in configs:
         if not Path(path).is_file():
-            raise ValueError(f"--configs {path}: file not found")
+            raise UserError(f"--configs {path}: file not found")
         cfg = train.parse_args([path, *sets])
         if cfg.init_from not in ("scratch", "auto", "resume"):
-            raise ValueError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from "
-                             f"scratch")
+            raise UserError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from scratch")
         if cfg.optimizer_name in by_optimizer:
-            raise ValueError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
+            raise UserError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
                              f"{cfg.optimizer_name!r}: give one config per optimizer")
         by_optimizer[cfg.optimizer_name] = path
     trained = ", ".join(by_optimizer)
     for name in grid:
         if name not in by_optimizer:
-            raise ValueError(f"--lrs {name}: no --configs file trains {name!r} "
-                             f"(they train {trained})")
+            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {trained})")
     for name, path in by_optimizer.items():
         if name not in grid:
-            raise ValueError(f"no --lrs for {name!r} (trained by {path}): add e.g. "
-                             f"{name}=1e-3,3e-3,1e-2")
+            raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. {name}=1e-3,3e-3,1e-2")
     return by_optimizer
 
 
@@ -148,7 +144,7 @@ def plan(by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list
             for lr in grid.get(name, []):
                 out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
                 if out_dir in dirs:
-                    raise ValueError(f"--lrs {name}: two learning rates both name {out_dir}; "
+                    raise UserError(f"--lrs {name}: two learning rates both name {out_dir}; "
                                      f"make them differ in the first 4 digits")
                 dirs.add(out_dir)
                 args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}",
@@ -166,7 +162,7 @@ def check_settings(point: Point) -> None:
     diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items()
             if old.get(k) != v]
     if diff:
-        raise ValueError(f"{point.out_dir} holds a run with other settings "
+        raise UserError(f"{point.out_dir} holds a run with other settings "
                          f"({'; '.join(diff[:3])}): use another --out, or delete that directory")
 
 
@@ -177,13 +173,12 @@ def load_point(point: Point) -> Run | None:
     """The point's run as on disk; None when it has not logged anything readable yet."""
     try:
         return load_run(point.out_dir, point.label)
-    except ValueError:
+    except UserError:
         return None
 
 
-def is_finished(run: Run | None, max_iters: int) -> bool:
-    evals = run.evals if run else []
-    return bool(evals) and evals[-1]["iter"] >= max_iters
+def is_finished(run: Run | None) -> bool:
+    return run is not None and run.finished
 
 
 def last_line(path: Path) -> str:
@@ -203,13 +198,13 @@ def train_point(point: Point, launcher: list[str]) -> int:
 
 def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
     """Train every unfinished point; returns {label: why it failed} for those that failed."""
-    todo = sum(not is_finished(load_point(p), p.max_iters) for p in points)
+    todo = sum(not is_finished(load_point(p)) for p in points)
     say(f"sweep: {len(points)} runs, {len(points) - todo} finished already, {todo} to train")
     start, durations, failed = time.time(), [], {}
     for k, point in enumerate(points, 1):
         head = f"[{k}/{len(points)}] {point.label}:"
         run = load_point(point)
-        if is_finished(run, point.max_iters):
+        if is_finished(run):
             say(f"{head} finished already (final val loss {run.final_val_loss:.4f}), skipped")
             continue
         verb = "resuming" if checkpoint.checkpoint_paths(point.out_dir) else "training"
@@ -223,14 +218,13 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
         todo -= 1
         run = load_point(point)
         took = fmt_seconds(durations[-1])
-        if code == 0 and is_finished(run, point.max_iters):
+        if code == 0 and is_finished(run):
             say(f"{head} done in {took}: final val loss {run.final_val_loss:.4f} at iter "
                 f"{run.evals[-1]['iter']}/{point.max_iters}")
         else:
             why = f"exit {code}" if code else "exited 0 without its final eval"
             failed[point.label] = f"{why}: {last_line(point.out_dir / 'train.log')}"
-            say(f"{head} FAILED after {took} ({failed[point.label]}); log: "
-                f"{point.out_dir / 'train.log'}")
+            say(f"{head} FAILED after {took} ({failed[point.label]}); log: {point.out_dir / 'train.log'}")
     say(f"sweep: trained for {fmt_seconds(time.time() - start)}, {len(failed)} failed")
     return failed
 
@@ -263,41 +257,10 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
             edge = "the only lr of the grid: sweep at least 3"
         elif best in (done[0], done[-1]):
             side, step = ("highest", 3) if best == done[-1] else ("lowest", 1 / 3)
-            edge = (f"the {side} lr of the grid: widen the grid "
-                    f"(e.g. add {fmt_lr(float(f'{best * step:.2g}'))})")
+            edge = (f"the {side} lr of the grid: widen the grid (e.g. add {fmt_lr(float(f'{best * step:.2g}'))})")
     elif best is not None and best in (done[0], done[-1]):
         edge = "the lowest or highest lr with finished runs: finish the sweep to know"
     return {"means": means, "best": best, "edge": edge}
-
-
-def spread(values: list[float]) -> dict:
-    """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
-    return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
-            "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
-
-
-def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
-    """Per seed that has both runs: steps / tokens / seconds each run needs to first reach the
-    final val loss of the baseline run of the same seed, as ratios to the baseline's own
-    (compare.summarize), and their spread over the seeds where it was reached."""
-    per_seed = []
-    for seed, base in baselines.items():
-        if seed not in runs:
-            continue
-        base_row, row = summarize([base, runs[seed]], base)
-        entry = {"seed": seed, "target": row["target"], "final_val_loss": row["final_val_loss"],
-                 "reached": row["reached"]}
-        for name in X_NAMES.values():
-            entry[f"{name}_to_target"] = row[f"{name}_to_target"]
-            entry[f"baseline_{name}_to_target"] = base_row[f"{name}_to_target"]
-            entry[f"{name}_ratio"] = row[f"{name}_ratio"]
-        per_seed.append(entry)
-    stats = {}
-    for name in X_NAMES.values():
-        ratios = [e[f"{name}_ratio"] for e in per_seed if e[f"{name}_ratio"] is not None]
-        stats[name] = spread(ratios) if ratios else None
-    return {"per_seed": per_seed, "stats": stats,
-            "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
 
 
 def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
@@ -312,25 +275,25 @@ def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
     return out
 
 
-def status(run: Run | None, max_iters: int, failure: str | None) -> str:
+def status(run: Run | None, failure: str | None) -> str:
     if failure:
         return f"FAILED ({failure})"
     if run is None or not run.rows:
         return "not started"
-    if not is_finished(run, max_iters):
-        return f"incomplete ({run.last_iter}/{max_iters} iters)"
+    if not run.finished:
+        return f"incomplete ({run.last_iter}/{run.max_iters} iters)"
     return "finished" if math.isfinite(run.final_val_loss) else "diverged"
 
 
-def final_loss(point: Point, run: Run | None) -> float | None:
-    return run.final_val_loss if is_finished(run, point.max_iters) else None
+def final_loss(run: Run | None) -> float | None:
+    return run.final_val_loss if is_finished(run) else None
 
 
 def selected_lrs(points: list[Point]) -> dict[str, dict]:
     """select_lr for each optimizer over these points' finished runs."""
     losses = {}
     for p in points:
-        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(p, load_point(p)))
+        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(load_point(p)))
     return {name: select_lr(by_lr) | {"losses": by_lr} for name, by_lr in losses.items()}
 
 
@@ -353,18 +316,18 @@ def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str
     table, seconds = [], {}
     for p in points:
         run = runs[p.label]
-        final = final_loss(p, run)
+        final = final_loss(run)
         if final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
             seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
         table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
                       "final_val_loss": final,
-                      "status": status(run, p.max_iters, failed.get(p.label))})
+                      "status": status(run, failed.get(p.label))})
     selection = selected_lrs(tune_points)
     chosen = {}
     for name, sel in selection.items():
         if sel["best"] is not None:
             chosen[name] = {p.seed: runs[p.label] for p in points if p.optimizer == name
-                            and p.lr == sel["best"] and final_loss(p, runs[p.label]) is not None}
+                            and p.lr == sel["best"] and final_loss(runs[p.label]) is not None}
     speedups = {}
     if baseline in chosen:
         for name, runs_by_seed in chosen.items():
@@ -384,19 +347,10 @@ def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str
 # -----------------------------------------------------------------------------
 # output
 
-def align(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def fmt_loss(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
 def format_summary(summary: dict) -> str:
     baseline, seeds, tune = summary["baseline"], summary["seeds"], summary["tune_seeds"]
     lines = ["runs (final val loss = the last eval, at max_iters)",
-             align([["optimizer", "lr", "seed", "final val loss", "status"]] +
+             table([["optimizer", "lr", "seed", "final val loss", "status"]] +
                    [[r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]),
                      r["status"]] for r in summary["runs"]]),
              "", f"learning rate: mean final val loss over seeds {', '.join(map(str, tune))}"]
@@ -413,11 +367,10 @@ def format_summary(summary: dict) -> str:
             per_seed = " ".join(map(fmt_loss, entry["per_seed"]))
             rows.append([name, fmt_lr(entry["lr"]), mean, per_seed,
                          "<- best" if entry["lr"] == sel["best_lr"] else ""])
-    lines.append(align(rows))
+    lines.append(table(rows))
     for name, sel in summary["selection"].items():
         if sel["best_lr"] is None:
-            lines.append(f"{name}: no lr has a finished, finite run for every seed: "
-                         f"nothing selected")
+            lines.append(f"{name}: no lr has a finished, finite run for every seed: nothing selected")
         else:
             lines.append(f"{name}: best lr {fmt_lr(sel['best_lr'])}"
                          + (f", {sel['edge']}" if sel["edge"] else ""))
@@ -426,38 +379,9 @@ def format_summary(summary: dict) -> str:
     for name, result in summary["speedup"].items():
         lr, base_lr = (fmt_lr(summary["selection"][n]["best_lr"]) for n in (name, baseline))
         title = (f"speedup of {name} lr={lr} over {baseline} lr={base_lr}: steps / tokens / "
-                 f"seconds to first reach the final val loss of the {baseline} run of the "
-                 f"same seed")
+                 f"seconds to first reach the final val loss of the {baseline} run of the same seed")
         lines += ["", title]
-        rows = [["seed", "target", f"{name} final", *FORMATS]]
-        for e in result["per_seed"]:
-            cells = [str(e["seed"]), fmt_loss(e["target"]), fmt_loss(e["final_val_loss"])]
-            for unit, fmt in FORMATS.items():
-                x, base_x, ratio = (e[f"{unit}_to_target"], e[f"baseline_{unit}_to_target"],
-                                    e[f"{unit}_ratio"])
-                cells.append("not reached" if x is None else
-                             f"{fmt(x)} vs {fmt(base_x)} = " + ("n/a" if ratio is None
-                                                               else f"{ratio:.2f}x"))
-            rows.append(cells)
-        lines.append(align(rows))
-        missed, n = result["not_reached_seeds"], len(result["per_seed"])
-        if missed:
-            lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
-                         f"{baseline}'s final val loss there")
-        absent = [s for s in seeds if s not in {e["seed"] for e in result["per_seed"]}]
-        if absent:
-            lines.append(f"seed {', '.join(map(str, absent))}: no finished run of both yet")
-        over = f"over the {n - len(missed)} of {n} seeds that reached it" \
-            if missed else f"over {n} seeds"
-        lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
-        for unit, st in result["stats"].items():
-            if st is None:
-                lines.append(f"  {unit:<8}not reached")
-                continue
-            std = "n/a (1 seed)" if st["std"] is None else f"{st['std']:.2f}"
-            lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-"
-                         f"{st['max']:.2f}x  std {std}"
-                         + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+        lines.append(format_speedup(result, name, baseline, seeds))
     if summary["step_time"]:
         lines += ["", "training wall-clock per step (time_s / steps, evals excluded), median over each "
                       "optimizer's finished runs (all lrs and seeds); the ratio is only as fair as the "
@@ -467,19 +391,8 @@ def format_summary(summary: dict) -> str:
             rows.append([name, str(st["n"]), f"{st['median']:.3f} s",
                          f"{st['min']:.3f}-{st['max']:.3f} s",
                          "-" if st["ratio"] is None else f"{st['ratio']:.2f}x"])
-        lines.append(align(rows))
+        lines.append(table(rows))
     return "\n".join(lines)
-
-
-def jsonable(value):
-    """JSON is strict: non-finite floats become null (the status says diverged / incomplete)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_outputs(summary: dict, chosen: dict, out: Path) -> list[Path]:
@@ -525,22 +438,21 @@ def parse_args(argv):
 
 
 def sweep(args, command: str) -> int:
-    """The whole sweep; ValueError for bad input, before anything trains."""
+    """The whole sweep; a UserError for bad input, before anything trains."""
     out = Path(args.out)
     if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
+        raise UserError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated")
     launcher = shlex.split(args.launcher)
     if not launcher:
-        raise ValueError("--launcher is empty: leave it out to run train.py with this python")
+        raise UserError("--launcher is empty: leave it out to run train.py with this python")
     n_tune = len(args.seeds) if args.tune_seeds is None else args.tune_seeds
     if not 1 <= n_tune <= len(args.seeds):
-        raise ValueError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number "
-                         f"of --seeds")
+        raise UserError(f"--tune_seeds {n_tune}: must be 1 to {len(args.seeds)}, the number of --seeds")
     tune_seeds, confirm_seeds = args.seeds[:n_tune], args.seeds[n_tune:]
     grid, sets = parse_lrs(args.lrs), parse_sets(args.set)
     by_optimizer = optimizers(args.configs, grid, sets)
     if args.baseline not in by_optimizer:
-        raise ValueError(f"--baseline {args.baseline}: no --configs file trains it")
+        raise UserError(f"--baseline {args.baseline}: no --configs file trains it")
     tune_points = plan(by_optimizer, grid, tune_seeds, out, sets)
 
     def confirm() -> list[Point]:  # known once the tuning runs have finished
@@ -554,7 +466,7 @@ def sweep(args, command: str) -> int:
     if args.dry_run:
         points = tune_points + confirm()
         for k, p in enumerate(points, 1):
-            done = is_finished(load_point(p), p.max_iters)
+            done = is_finished(load_point(p))
             verdict = "finished, would skip" if done else "would run"
             say(f"[{k}/{len(points)}] {p.label}: {verdict}\n"
                 f"    {shlex.join([*launcher, str(REPO / 'train.py'), *p.args])}")
@@ -584,15 +496,8 @@ def sweep(args, command: str) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = shlex.join(["scripts/sweep.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return sweep(args, command)
-    except ValueError as e:
-        print(f"sweep.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume (finished runs are skipped)",
-              file=sys.stderr)
-        return 130
+    return run_cli(lambda _: sweep(args, command), prog="sweep.py",
+                   interrupted="interrupted: rerun the same command to resume (finished runs are skipped)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 BAND = (0.1, 0.5)
 
@@ -74,12 +74,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    try:
-        main(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

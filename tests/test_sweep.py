@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from scripts.compare import Run, first_crossing, load_run
-from scripts.sweep import Point, analyze, format_summary, main, select_lr, speedup, step_time, write_outputs
-from tests.helpers import REPO
+from scripts.runs import first_crossing, load_run, speedup
+from scripts.sweep import Point, analyze, format_summary, main, select_lr, step_time, write_outputs
+from tests.helpers import REPO, make_run, write_run
 
 ADAMW, SOPHIAG = (str(REPO / "config" / f"train_tiny_{o}.py") for o in ("adamw", "sophiag"))
 # one thread per run: two threads on a busy 2-core machine are several times slower
@@ -22,32 +22,10 @@ MINUSCULE = ["n_layer=1", "n_embd=16", "n_head=2", "block_size=16", "batch_size=
              "log_interval=1", "warmup_iters=1", "device=cpu"]
 
 
-def eval_rows(evals, tokens_per_iter=100, seconds_per_iter=0.5):
-    """metrics rows for (iter, val loss) pairs, each eval after a train row."""
-    rows = []
-    for it, loss in evals:
-        x = {"iter": it, "tokens_seen": it * tokens_per_iter, "time_s": it * seconds_per_iter}
-        if it > 0:
-            rows.append({**x, "train/loss": loss + 0.1})
-        rows.append({**x, "val/loss": loss})
-    return rows
-
-
-def make_run(optimizer, evals, **rate):
-    return Run(optimizer, optimizer, {"optimizer_name": optimizer, "max_iters": evals[-1][0]},
-               eval_rows(evals, **rate))
-
-
 def write_point(root, optimizer, lr, seed, evals, max_iters=200):
     """A synthetic run dir and its Point (only what the analysis reads)."""
-    out_dir = root / f"{optimizer}_lr{lr}_seed{seed}"
-    out_dir.mkdir(parents=True)
-    config = {"optimizer_name": optimizer, "learning_rate": lr, "seed": seed,
-              "max_iters": max_iters}
-    (out_dir / "config.json").write_text(json.dumps(config))
-    rows = eval_rows(evals)
-    (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return Point(optimizer, lr, seed, out_dir, [], config)
+    out_dir = write_run(root, f"{optimizer}_lr{lr}_seed{seed}", evals, optimizer, lr, seed, max_iters)
+    return Point(optimizer, lr, seed, out_dir, [], json.loads((out_dir / "config.json").read_text()))
 
 
 # --------------------------------------------------------------------------- selection
@@ -89,12 +67,12 @@ def test_speedup_compares_each_seed_with_the_baseline_of_the_same_seed():
     result = speedup(BASELINES, sophia)
     seed0, seed1 = result["per_seed"]
     # seed 0: 4.0 is halfway between the evals at 100 (4.5) and 200 (3.5)
-    assert (seed0["target"], seed0["steps_to_target"], seed0["baseline_steps_to_target"]) == \
+    assert (seed0["target"], seed0["to_target"].steps, seed0["baseline_to_target"].steps) == \
         (4.0, pytest.approx(150.0), 200.0)
-    assert seed0["steps_ratio"] == pytest.approx(0.75)
-    assert seed0["tokens_ratio"] == pytest.approx(0.75 * 1.1)  # Hessian tokens count
+    assert seed0["ratio"].steps == pytest.approx(0.75)
+    assert seed0["ratio"].tokens == pytest.approx(0.75 * 1.1)  # Hessian tokens count
     # seed 1 hits its own baseline's 4.5 at 100 steps; seed 0's target (4.0) would give 1.0x
-    assert seed1["steps_ratio"] == pytest.approx(0.5)
+    assert seed1["ratio"].steps == pytest.approx(0.5)
     steps = result["stats"]["steps"]
     assert steps["n"] == 2 and steps["mean"] == pytest.approx(0.625)
     assert (steps["min"], steps["max"]) == (pytest.approx(0.5), pytest.approx(0.75))
@@ -107,7 +85,7 @@ def test_speedup_not_reached_is_reported_as_such_never_as_a_number():
               1: make_run("sophiag", [(0, 10.0), (100, 5.0), (200, 4.6)])}  # stops above 4.5
     result = speedup(BASELINES, sophia)
     assert result["per_seed"][1]["reached"] is False
-    assert result["per_seed"][1]["steps_ratio"] is None
+    assert result["per_seed"][1]["ratio"].steps is None
     assert result["not_reached_seeds"] == [1]
     assert result["stats"]["steps"]["n"] == 1 and result["stats"]["steps"]["std"] is None
     nowhere = speedup(BASELINES, {s: make_run("sophiag", [(0, 10.0), (200, 9.0)]) for s in (0, 1)})
@@ -131,7 +109,7 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
     assert summary["selection"]["sophiag"]["lrs"][2]["mean_val_loss"] is None
     per_seed = summary["speedup"]["sophiag"]["per_seed"]
     # seed 0: target 4.0, sophiag goes 5.0 -> 3.5 over 100..200: 4.0 at 166.7 steps
-    assert per_seed[0]["steps_ratio"] == pytest.approx((100 + 100 * 1.0 / 1.5) / 200)
+    assert per_seed[0]["ratio"].steps == pytest.approx((100 + 100 * 1.0 / 1.5) / 200)
     assert per_seed[1]["reached"] is False  # target 4.5, sophiag ends at 4.6
     statuses = {(r["optimizer"], r["lr"], r["seed"]): r["status"] for r in summary["runs"]}
     assert statuses[("sophiag", 1e-2, 0)] == "FAILED (exit 2: error: boom)"
@@ -174,7 +152,7 @@ def test_analyze_with_tuning_seeds_selects_on_them_and_measures_every_seed(tmp_p
     per_seed = summary["speedup"]["muon"]["per_seed"]
     assert [e["seed"] for e in per_seed] == [0, 1]
     # seed 1: target 4.2 (adamw seed 1); muon goes 10 -> 4.0 over 0..100: 4.2 at 96.7 steps
-    assert per_seed[1]["steps_ratio"] == pytest.approx(100 * 5.8 / 6.0 / 200)
+    assert per_seed[1]["ratio"].steps == pytest.approx(100 * 5.8 / 6.0 / 200)
     text = format_summary(summary)
     assert "mean final val loss over seeds 0\n(seeds 1, 2 train each optimizer's selected lr " \
            "only, --tune_seeds 1)" in text

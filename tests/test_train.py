@@ -1,5 +1,6 @@
 """The training loop: it learns with every optimizer, logs what it promises, and a run split by a
 resume or across two DDP ranks reproduces the single uninterrupted run."""
+import dataclasses
 import json
 import math
 import os
@@ -10,23 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint
 import optimizers
 import train
-from tests.helpers import REPO, metrics_rows, run_train, tiny_args
+from errors import UserError
+from tests.helpers import REPO, deterministic, metrics_rows, run_train, straight_and_resumed, tiny_args
 
 SOPHIA_KEYS = {"train/win_rate", "optim/hessian_norm"}
 TRAIN_KEYS = {"iter", "tokens_seen", "time_s", "train/loss", "lr", "grad_norm", "param_norm", "mfu",
               "ms_per_iter", "tokens_per_s", "train/clip_rate", "skipped_steps"}
 EVAL_KEYS = {"iter", "tokens_seen", "time_s", "val/loss", "eval/train_loss"}
-DETERMINISTIC = ("iter", "tokens_seen", "train/loss", "lr", "grad_norm", "param_norm", "train/clip_rate",
-                 "train/win_rate", "optim/hessian_norm", "val/loss", "eval/train_loss", "skipped_steps")
-
-
-def deterministic(rows):
-    return [{k: r[k] for k in DETERMINISTIC if k in r} for r in rows]
-
-
 @pytest.mark.parametrize("optimizer", ["sophiag", "sophiah", "adamw", "lion"])
 def test_each_optimizer_learns_and_logs_every_key(optimizer, shakespeare, tmp_path):
     lr = {"sophiag": 1e-2, "sophiah": 1e-2, "adamw": 1e-2, "lion": 3e-3}[optimizer]
@@ -59,13 +52,8 @@ def test_resume_is_bit_for_bit(shakespeare, tmp_path):
     """10 iterations straight == 5 iterations, stop, resume, 5 more (Sophia-G with Hessian refreshes
     and dropout, so the data, the sampled labels and the dropout masks all have to line up)."""
     common = dict(max_iters=10, eval_interval=5, dropout=0.1, hess_interval=3, lr_decay_iters=10)
-    train.main(tiny_args(shakespeare, tmp_path / "straight", **common))
-    train.main(tiny_args(shakespeare, tmp_path / "split", **{**common, "max_iters": 5}))
-    train.main(tiny_args(shakespeare, tmp_path / "split", **common, init_from="resume"))
-    straight, split = metrics_rows(tmp_path / "straight"), metrics_rows(tmp_path / "split")
+    straight, split, a, b = straight_and_resumed(shakespeare, tmp_path, **common)
     assert deterministic(straight) == deterministic(split)
-    a = checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / "straight")[0])
-    b = checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / "split")[0])
     assert a["iter"] == b["iter"] == 10 and a["tokens_seen"] == b["tokens_seen"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -113,6 +101,33 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert lrs[110] == lrs[119] == pytest.approx(0.05)  # min_lr defaults to learning_rate / 20
 
 
+def test_resolve_derives_every_value_without_processes():
+    cpu = torch.device("cpu")
+    cfg = train.TrainConfig(batch_size=4, total_batch_size=16, hess_total_batch_size=4, block_size=32,
+                            dataset="shakespeare")
+    plan = train.resolve(cfg, 2, cpu)
+    # 16 sequences = 2 ranks x 2 micro-steps x 4; the Hessian's 4 = 2 ranks x 1 micro-step x 2
+    assert (plan.grad_accum, plan.tokens_per_iter) == (2, 16 * 32)
+    assert (plan.hess_batch_size, plan.hess_micro, plan.hess_tokens) == (2, 1, 4 * 32)
+    assert (plan.dtype, plan.compile) == ("float32", False)  # 'auto' and None on a CPU
+    assert (plan.min_lr, plan.lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
+    assert plan.data_dir == train.REPO_ROOT / "data" / "shakespeare"
+    with pytest.raises(UserError, match=r"total_batch_size=16 is not divisible by batch_size \* world_size = 4 \* 3"):
+        train.resolve(cfg, 3, cpu)
+    with pytest.raises(UserError, match="dtype='float16' needs CUDA"):
+        train.resolve(train.TrainConfig(dtype="float16"), 1, cpu)
+
+
+def test_help_prints_every_key_with_its_default_and_comment(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith("usage: python train.py")
+    assert all(f"--{f.name}=" in out for f in dataclasses.fields(train.TrainConfig))
+    assert any(line.split() == ["--eval_iters=200", "batches", "per", "split", "in", "each", "evaluation"]
+               for line in out.splitlines())
+
+
 def test_lion_matches_its_definition():
     torch.manual_seed(0)
     p = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
@@ -129,7 +144,7 @@ def test_lion_matches_its_definition():
 
 def test_weight_decay_only_on_matrices_and_embeddings():
     cfg = train.TrainConfig(optimizer_name="adamw", n_layer=1, n_head=2, n_embd=8, block_size=8, bias=True)
-    model = train.build_model(cfg, None, print)
+    model = train.build_model(cfg)
     decay, no_decay = optimizers.make_optimizer(cfg, model, torch.device("cpu")).param_groups
     assert decay["weight_decay"] == cfg.weight_decay and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import PrepareError, already_prepared, load_documents, local_data_files, run_cli, write_splits
+from data.common import already_prepared, load_documents, local_data_files, run_cli, write_splits  # noqa: E402
+from errors import UserError  # noqa: E402
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
 DEFAULT_NAME = "sample-10BT"
@@ -53,11 +54,11 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
     args = parser.parse_args(argv)
     if args.num_proc < 1:
-        raise PrepareError(f"--num_proc must be >= 1, got {args.num_proc}")
+        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.val_docs < 1:
-        raise PrepareError(f"--val_docs must be >= 1, got {args.val_docs}")
+        raise UserError(f"--val_docs must be >= 1, got {args.val_docs}")
     if args.max_docs is not None and args.max_docs <= args.val_docs:
-        raise PrepareError(f"--max_docs={args.max_docs} leaves no training documents after the "
+        raise UserError(f"--max_docs={args.max_docs} leaves no training documents after the "
                            f"--val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs")
     args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what load_documents reads
 
@@ -69,7 +70,7 @@ def main(argv=None):
     if args.max_docs:
         docs = docs.select(range(min(args.max_docs, len(docs))))
     if len(docs) <= args.val_docs:
-        raise PrepareError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: "
+        raise UserError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: "
                            f"lower --val_docs or give it more documents")
     splits = {"train": docs.select(range(args.val_docs, len(docs))), "val": docs.select(range(args.val_docs))}
     write_splits(splits, args.out_dir, source=source, split_seed=None, test_size=args.val_docs,

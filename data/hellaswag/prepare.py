@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import DTYPE, PrepareError, get_gpt2_encoding, run_cli
+from data.common import DTYPE, get_gpt2_encoding, run_cli  # noqa: E402
+from errors import UserError  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
@@ -39,7 +40,7 @@ def download(out_dir):
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise PrepareError(f"cannot download {URL} ({getattr(e, 'reason', e)}); download it elsewhere "
+        raise UserError(f"cannot download {URL} ({getattr(e, 'reason', e)}); download it elsewhere "
                            f"and pass --data_path FILE") from None
     return path
 
@@ -49,7 +50,7 @@ def read_examples(path):
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise PrepareError(f"cannot read --data_path {path} ({e.strerror}); pass HellaSwag's "
+        raise UserError(f"cannot read --data_path {path} ({e.strerror}); pass HellaSwag's "
                            f"hellaswag_val.jsonl") from None
     examples = []
     for lineno, line in enumerate(lines, 1):
@@ -59,22 +60,22 @@ def read_examples(path):
         try:
             ex = json.loads(line)
         except ValueError as e:
-            raise PrepareError(f"{where}: not valid JSON ({e}); fix or delete that line") from None
+            raise UserError(f"{where}: not valid JSON ({e}); fix or delete that line") from None
         ctx, endings, label = (ex.get(k) for k in ("ctx", "endings", "label")) if isinstance(ex, dict) else [None] * 3
         if not (isinstance(ctx, str) and isinstance(endings, list) and len(endings) == 4
                 and all(isinstance(e, str) for e in endings) and isinstance(label, int)):
-            raise PrepareError(f"{where}: an example needs ctx (text), endings (4 texts) and label "
+            raise UserError(f"{where}: an example needs ctx (text), endings (4 texts) and label "
                                f"(0-3); is this HellaSwag's jsonl?")
         if not 0 <= label <= 3:
-            raise PrepareError(f"{where}: label {label} is not the index of one of the 4 endings (0-3)")
+            raise UserError(f"{where}: label {label} is not the index of one of the 4 endings (0-3)")
         if not ctx.strip():
-            raise PrepareError(f"{where}: the context (ctx) is empty: nothing to condition on")
+            raise UserError(f"{where}: the context (ctx) is empty: nothing to condition on")
         for k, ending in enumerate(endings):
             if not ending.strip():
-                raise PrepareError(f"{where}: ending {k} has no tokens of its own (empty text): nothing to score")
+                raise UserError(f"{where}: ending {k} has no tokens of its own (empty text): nothing to score")
         examples.append((ctx, endings, label))
     if not examples:
-        raise PrepareError(f"{path} holds no examples; pass HellaSwag's hellaswag_val.jsonl")
+        raise UserError(f"{path} holds no examples; pass HellaSwag's hellaswag_val.jsonl")
     return examples
 
 
@@ -104,7 +105,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
     if args.data_path and not Path(args.data_path).is_file():
-        raise PrepareError(f"--data_path {args.data_path} does not exist; pass HellaSwag's hellaswag_val.jsonl")
+        raise UserError(f"--data_path {args.data_path} does not exist; pass HellaSwag's hellaswag_val.jsonl")
     source = f"local:{os.path.abspath(args.data_path)}" if args.data_path else URL
     npz, meta_path = out_dir / "val.npz", out_dir / "meta.json"
     try:
@@ -118,7 +119,7 @@ def main(argv=None):
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PrepareError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
     path = Path(args.data_path) if args.data_path else download(out_dir)
     examples = read_examples(path)
     tokens, offsets, labels = tokenize(examples)
@@ -133,7 +134,7 @@ def main(argv=None):
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise PrepareError(f"writing {out_dir} failed ({e.strerror}); free up space or choose another --out_dir") from None
+        raise UserError(f"writing {out_dir} failed ({e.strerror}); free up space or choose another --out_dir") from None
     print(f"wrote {npz}: {len(examples):,} examples, {len(tokens):,} tokens (source: {source})")
 
 

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import (PrepareError, already_prepared, load_documents, local_data_files, run_cli,
-                         split_train_val, write_splits)
+from data.common import already_prepared, load_documents, local_data_files, run_cli, split_train_val, write_splits  # noqa: E402
+from errors import UserError  # noqa: E402
 
 HUB_DATASET = "Skylion007/openwebtext"
 TEST_SIZE = 0.0005  # nanoGPT's: ~4k of ~8M documents
@@ -59,12 +59,12 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
     args = parser.parse_args(argv)
     if args.data_path and args.dataset:
-        raise PrepareError("pass either --dataset (Hub) or --data_path (local files), not both")
+        raise UserError("pass either --dataset (Hub) or --data_path (local files), not both")
     args.dataset = args.dataset or HUB_DATASET
     if args.num_proc < 1:
-        raise PrepareError(f"--num_proc must be >= 1, got {args.num_proc}")
+        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.max_docs is not None and args.max_docs < 2:
-        raise PrepareError(f"--max_docs must be >= 2 (one train and one val document), "
+        raise UserError(f"--max_docs must be >= 2 (one train and one val document), "
                            f"got {args.max_docs}")
 
     local = local_data_files(args.data_path) if args.data_path else None

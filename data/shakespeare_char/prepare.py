@@ -12,15 +12,16 @@ decodes with; it is written last, so the outputs are complete exactly when it ex
 """
 import argparse
 import hashlib
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import PrepareError, complete_meta, run_cli, write_json_atomic  # noqa: E402
+from atomic import atomic_write  # noqa: E402
+from data.common import complete_meta, run_cli, write_meta  # noqa: E402
 from data.shakespeare.prepare import plays_dir, shakespeare_documents  # noqa: E402
+from errors import UserError  # noqa: E402
 from vocab import MAX_CHARS  # noqa: E402
 
 TRAIN_FRACTION = 0.9
@@ -30,14 +31,14 @@ def read_text(path):
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
-        raise PrepareError(f"cannot read --input {path} ({e.strerror})") from None
+        raise UserError(f"cannot read --input {path} ({e.strerror})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise PrepareError(f"--input {path} is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x}): "
+        raise UserError(f"--input {path} is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x}): "
                            f"convert it, e.g. with iconv -t utf-8") from None
     if not text:
-        raise PrepareError(f"--input {path} is empty: give it some text")
+        raise UserError(f"--input {path} is empty: give it some text")
     return text
 
 
@@ -45,7 +46,7 @@ def encode(text):
     """(chars, token ids): the sorted distinct characters of text and text as indices into them."""
     chars = "".join(sorted(set(text)))
     if len(chars) > MAX_CHARS:
-        raise PrepareError(f"the text has {len(chars):,} distinct characters, more than the {MAX_CHARS:,} "
+        raise UserError(f"the text has {len(chars):,} distinct characters, more than the {MAX_CHARS:,} "
                            f"that uint16 token ids hold: use a smaller character set")
     lookup = np.zeros(max(map(ord, chars)) + 1, dtype=np.uint16)
     lookup[[ord(c) for c in chars]] = np.arange(len(chars), dtype=np.uint16)
@@ -54,29 +55,27 @@ def encode(text):
 
 
 def write(out_dir, text, source):
-    """Write train.bin, val.bin, then meta.json (atomically, each through a .tmp file)."""
+    """Write train.bin, val.bin, then meta.json, each atomically."""
     chars, ids = encode(text)
     n_train = int(len(ids) * TRAIN_FRACTION)
     if n_train == 0 or n_train == len(ids):
-        raise PrepareError(f"the text has {len(ids)} character(s): too few to split 90/10 into train and val")
+        raise UserError(f"the text has {len(ids)} character(s): too few to split 90/10 into train and val")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PrepareError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
     (out_dir / "meta.json").unlink(missing_ok=True)  # outputs incomplete until the new meta.json lands
     splits = {"train": ids[:n_train], "val": ids[n_train:]}
     for split, tokens in splits.items():
-        tmp = out_dir / f"{split}.bin.tmp"
         try:
-            tokens.tofile(tmp)
-            os.replace(tmp, out_dir / f"{split}.bin")
+            with atomic_write(out_dir / f"{split}.bin", "wb") as f:
+                tokens.tofile(f)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise PrepareError(f"writing {out_dir / split}.bin failed ({e.strerror}): check the disk") from None
+            raise UserError(f"writing {out_dir / split}.bin failed ({e.strerror}): check the disk") from None
     meta = {"tokenizer": "char", "vocab_size": len(chars), "chars": chars, "dtype": "uint16", "source": source,
             "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "train_fraction": TRAIN_FRACTION,
             "splits": {s: {"tokens": len(t), "bytes": 2 * len(t)} for s, t in splits.items()}}
-    write_json_atomic(out_dir / "meta.json", meta)
+    write_meta(out_dir, meta)
     print(f"wrote {out_dir}: {len(chars)} distinct characters, {len(splits['train']):,} train and "
           f"{len(splits['val']):,} val tokens (source: {source})")
     return meta
@@ -102,7 +101,7 @@ def main(argv=None):
             print(f"{out_dir} is already prepared from this text ({meta['splits']['train']['tokens']:,} train "
                   f"tokens); pass --overwrite to redo it")
             return
-        raise PrepareError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; "
+        raise UserError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; "
                            f"pass --overwrite to replace it, or choose another --out_dir")
     write(out_dir, text, source)
 

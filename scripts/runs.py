@@ -1,0 +1,293 @@
+"""Training runs as scripts/compare.py and scripts/sweep.py read them: loading a train.py out_dir,
+when a run is finished, the steps / tokens / seconds it needed to first reach a target val loss
+(`Reach`), and the plain-text tables both scripts print."""
+import json
+import math
+import statistics
+from dataclasses import asdict, astuple, dataclass, fields
+from pathlib import Path
+
+from errors import UserError
+
+X_KEYS = ("iter", "tokens_seen", "time_s")  # every metrics row carries these three x-axes
+VALUE_KEYS = ("val/loss", "train/loss", "train/win_rate")  # the y-values we plot
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # wandb's spelling
+
+
+@dataclass
+class Run:
+    label: str
+    source: str  # run directory, or "wandb:entity/project/run_id"
+    config: dict  # config.json: train.py's settings, the derived values and the provenance
+    rows: list[dict]  # metrics.jsonl rows in logging order, iter non-decreasing
+
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.rows if "val/loss" in r]
+
+    @property
+    def final_val_loss(self) -> float | None:
+        evals = self.evals
+        return evals[-1]["val/loss"] if evals else None
+
+    def last_logged(self, key: str):
+        """The last value of `key` in the rows, None if it was never logged (e.g. eval/hellaswag_acc)."""
+        values = [r[key] for r in self.rows if r.get(key) is not None]
+        return values[-1] if values else None
+
+    @property
+    def last_iter(self) -> int:
+        return self.rows[-1]["iter"] if self.rows else 0
+
+    @property
+    def max_iters(self) -> int | None:
+        max_iters = self.config.get("max_iters")
+        return max_iters if isinstance(max_iters, int) else None
+
+    @property
+    def finished(self) -> bool:
+        """Its final eval, at max_iters, is logged (a run of unknown max_iters: any eval)."""
+        evals = self.evals
+        return bool(evals) and (self.max_iters is None or evals[-1]["iter"] >= self.max_iters)
+
+    @property
+    def incomplete(self) -> bool:
+        return self.max_iters is not None and not self.finished
+
+    @property
+    def commit(self) -> str:
+        """The git commit train.py ran from ("+dirty" when the tree had changes), or "unknown"."""
+        provenance = self.config.get("provenance") or {}
+        commit = provenance.get("git_commit") or "unknown"
+        return commit + ("+dirty" if provenance.get("git_dirty") else "")
+
+
+# -----------------------------------------------------------------------------
+# loading
+
+def clean_rows(rows: list[dict], where: str) -> list[dict]:
+    """Check the metrics contract, turn plotted values into floats, drop rows a resume re-did."""
+    kept = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        missing = [k for k in X_KEYS if k not in row]
+        if missing:
+            raise UserError(f"{where}: row {i + 1} lacks {missing}; every metrics row needs "
+                            f"{list(X_KEYS)} (write it with train.py)")
+        for key in VALUE_KEYS:
+            if key in row:
+                value = row[key]
+                row[key] = math.nan if value is None else float(NON_FINITE.get(value, value))
+        # a run resumed from a checkpoint at iter N logs iters >= N again: keep the newer rows
+        if kept and row["iter"] < kept[-1]["iter"]:
+            kept = [r for r in kept if r["iter"] < row["iter"]]
+        kept.append(row)
+    return kept
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Parse metrics.jsonl. A half-written last line (a run still writing) is ignored."""
+    text = path.read_text()
+    lines = text.splitlines()
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if lineno == len(lines) and not text.endswith("\n"):
+                break
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or delete that line")
+    return rows
+
+
+def default_label(config: dict, fallback: str) -> str:
+    if "optimizer_name" not in config:
+        return fallback
+    return (f"{config['optimizer_name']} lr={fmt_lr(config.get('learning_rate', '?'))} "
+            f"seed={config.get('seed', '?')}")
+
+
+def load_run(path, label: str | None = None) -> Run:
+    """Load one train.py out_dir (metrics.jsonl + config.json)."""
+    run_dir = Path(path)
+    for name in ("metrics.jsonl", "config.json"):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{run_dir / name} not found: pass a train.py out_dir (train.py "
+                            f"writes config.json and metrics.jsonl there)")
+    config = json.loads((run_dir / "config.json").read_text())
+    if not isinstance(config, dict):
+        raise UserError(f"{run_dir / 'config.json'} must hold a JSON object (train.py's config)")
+    rows = clean_rows(read_metrics(run_dir / "metrics.jsonl"), str(run_dir / "metrics.jsonl"))
+    return Run(label or default_label(config, run_dir.name), str(run_dir), config, rows)
+
+
+# -----------------------------------------------------------------------------
+# reaching a target
+
+def first_crossing(rows: list[dict], target: float, x_key: str = "iter") -> float | None:
+    """x_key value at which val/loss first reaches <= target, None if it never does.
+
+    Between the last eval above the target and the first eval at or below it, x is linearly
+    interpolated in loss. When the eval before the crossing is NaN/inf there is nothing to
+    interpolate from, so the crossing eval's own x is returned (an upper bound).
+    """
+    prev = None
+    for row in rows:
+        if "val/loss" not in row:
+            continue
+        loss = row["val/loss"]
+        if loss <= target:
+            if prev is None or not math.isfinite(prev["val/loss"]):
+                return float(row[x_key])
+            frac = (prev["val/loss"] - target) / (prev["val/loss"] - loss)
+            return prev[x_key] + frac * (row[x_key] - prev[x_key])
+        prev = row
+    return None
+
+
+@dataclass
+class Reach:
+    """Steps, tokens seen and training seconds to first reach a target val loss (None: never), or
+    (`ratio`) those counts as ratios to a baseline's."""
+    steps: float | None = None
+    tokens: float | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def of(cls, run: Run, target: float) -> "Reach":
+        return cls(*(first_crossing(run.rows, target, key) for key in X_KEYS))
+
+    def ratio(self, base: "Reach") -> "Reach":
+        """self / base per unit; None where either is None, or where the baseline reached the
+        target at x=0 (its first eval was already there)."""
+        return Reach(*(x / b if x is not None and b else None for x, b in zip(astuple(self), astuple(base))))
+
+    def columns(self, pattern: str) -> dict:
+        """The flat keys of the CSV and JSON outputs: columns("{}_ratio") -> {"steps_ratio": ..., ...}."""
+        return {pattern.format(unit): x for unit, x in asdict(self).items()}
+
+
+UNITS = tuple(f.name for f in fields(Reach))
+
+
+def spread(values: list[float]) -> dict:
+    """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
+    return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
+            "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
+    """Over seeds (sweep.py), what compare.py's table is for one run: per seed that has both runs,
+    the Reach of each run to the final val loss of the baseline run of the same seed and its ratio
+    to the baseline's own; and the ratios' spread over the seeds where it was reached."""
+    per_seed = []
+    for seed, base in baselines.items():
+        if seed in runs:
+            target = base.final_val_loss
+            reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
+            per_seed.append({"seed": seed, "target": target, "final_val_loss": runs[seed].final_val_loss,
+                             "reached": reach.steps is not None, "to_target": reach,
+                             "baseline_to_target": base_reach, "ratio": reach.ratio(base_reach)})
+    stats = {}
+    for unit in UNITS:
+        ratios = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
+        stats[unit] = spread(ratios) if ratios else None
+    return {"per_seed": per_seed, "stats": stats,
+            "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
+
+
+# -----------------------------------------------------------------------------
+# text
+
+def format_speedup(result: dict, name: str, baseline: str, seeds: list[int]) -> str:
+    """speedup()'s result as text: a row per seed, what was not reached, and the ratios' spread."""
+    rows = [["seed", "target", f"{name} final", *FORMATS]]
+    for e in result["per_seed"]:
+        cells = [str(e["seed"]), fmt_loss(e["target"]), fmt_loss(e["final_val_loss"])]
+        for unit, fmt in FORMATS.items():
+            x, base_x, ratio = (getattr(e[key], unit) for key in ("to_target", "baseline_to_target", "ratio"))
+            cells.append("not reached" if x is None else f"{fmt(x)} vs {fmt(base_x)} = {fmt_ratio(ratio)}")
+        rows.append(cells)
+    lines = [table(rows)]
+    missed, n = result["not_reached_seeds"], len(result["per_seed"])
+    if missed:
+        lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
+                     f"{baseline}'s final val loss there")
+    absent = [s for s in seeds if s not in {e["seed"] for e in result["per_seed"]}]
+    if absent:
+        lines.append(f"seed {', '.join(map(str, absent))}: no finished run of both yet")
+    over = f"over the {n - len(missed)} of {n} seeds that reached it" \
+        if missed else f"over {n} seeds"
+    lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
+    for unit, st in result["stats"].items():
+        if st is None:
+            lines.append(f"  {unit:<8}not reached")
+            continue
+        std = "n/a (1 seed)" if st["std"] is None else f"{st['std']:.2f}"
+        lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-{st['max']:.2f}x  std {std}"
+                     + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+    return "\n".join(lines)
+
+
+def fmt_lr(lr) -> str:
+    if not isinstance(lr, (int, float)):
+        return str(lr)
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def fmt_loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def fmt_count(x: float) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 2 * 3600:
+        return f"{s / 3600:.2f}h"
+    if s >= 2 * 60:
+        return f"{s / 60:.1f}min"
+    return f"{s:.1f}s"
+
+
+def fmt_steps(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+FORMATS = {"steps": fmt_steps, "tokens": fmt_count, "seconds": fmt_seconds}
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows of cells as plain text, each column left-aligned to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# how a Reach under each key of speedup()'s entries is written into JSON
+COLUMNS = {"to_target": "{}_to_target", "baseline_to_target": "baseline_{}_to_target", "ratio": "{}_ratio"}
+
+
+def jsonable(value):
+    """JSON is strict: non-finite floats become null (a status or flag says diverged); a Reach
+    becomes its flat columns (COLUMNS)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(jsonable(v.columns(COLUMNS[k])) if isinstance(v, Reach) else {k: jsonable(v)})
+        return out
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
