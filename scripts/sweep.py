@@ -159,8 +159,10 @@ def check_settings(point: Point) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text())
+    defaults = asdict(train.TrainConfig())
+    # a key that train.py gained after the run was made matches when it is left at its default
     diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items()
-            if old.get(k) != v]
+            if old.get(k, defaults[k]) != v]
     if diff:
         raise UserError(f"{point.out_dir} holds a run with other settings "
                          f"({'; '.join(diff[:3])}): use another --out, or delete that directory")
