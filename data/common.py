@@ -168,16 +168,16 @@ def local_data_files(data_path):
     path = Path(data_path)
     if not path.exists():
         raise UserError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
-                           f".parquet/.txt file (optionally compressed) or a folder of them")
+                        f".parquet/.txt file (optionally compressed) or a folder of them")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
     builders = {_builder(p) for p in files}
     if not files or None in builders:
         raise UserError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
-                           f"pass a file or folder of those formats")
+                        f"pass a file or folder of those formats")
     if len(builders) > 1:
         raise UserError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
-                           f"put one format in the folder or pass a single file")
+                        f"put one format in the folder or pass a single file")
     return builders.pop(), [str(p) for p in files]
 
 
@@ -200,17 +200,17 @@ def load_documents(args, local):
                                        num_proc=args.num_proc if args.num_proc > 1 else None)
     except DatasetNotFoundError:
         raise UserError(f"dataset {name!r} not found on the Hugging Face Hub; check "
-                           f"--dataset, or use --data_path") from None
+                        f"--dataset, or use --data_path") from None
     except ConnectionError as e:
         raise UserError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
-                           f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
+                        f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
     except DatasetGenerationError as e:
         cause = str(e.__cause__ or e).splitlines()[0]
         raise UserError(f"could not read {name}: {cause}; check the files' format") from None
     except (StopIteration, ValueError) as e:  # datasets' ways of saying "no rows at all"
         if isinstance(e, ValueError) and "BuilderConfig" in str(e):
             raise UserError(f"{args.dataset} has no config {args.name!r} ({str(e).splitlines()[0]}); "
-                               f"pass --name with one of them") from None
+                            f"pass --name with one of them") from None
         if isinstance(e, ValueError) and "corresponds to no data" not in str(e):
             raise
         raise UserError(f"{name} holds no documents; check the path") from None
@@ -218,12 +218,12 @@ def load_documents(args, local):
         if "scripts are no longer supported" not in str(e):
             raise
         raise UserError(f"{name} only has a loading script, which datasets>=4 no longer "
-                           f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
-                           f"check its size, exports of large datasets can be partial), or "
-                           f"download the data and use --data_path") from None
+                        f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
+                        f"check its size, exports of large datasets can be partial), or "
+                        f"download the data and use --data_path") from None
     if args.split not in dd:
         raise UserError(f"no split {args.split!r} in the dataset (splits: "
-                           f"{', '.join(dd)}); pass --split NAME")
+                        f"{', '.join(dd)}); pass --split NAME")
     return dd[args.split]
 
 
@@ -235,7 +235,7 @@ def split_train_val(dataset, test_size, seed):
     (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
     if len(dataset) < 2:
         raise UserError(f"the dataset has {len(dataset)} document(s); need at least 2 "
-                           f"to split off a validation set; give it more documents")
+                        f"to split off a validation set; give it more documents")
     splits = dataset.train_test_split(test_size=test_size, seed=seed, shuffle=True)
     splits["val"] = splits.pop("test")
     return splits
@@ -298,7 +298,7 @@ def already_prepared(out_dir, source, overwrite):
         return False
     if meta["source"] != source:
         raise UserError(f"{out_dir} already holds data prepared from {meta['source']!r}; "
-                           f"pass --overwrite to replace it, or choose another --out_dir")
+                        f"pass --overwrite to replace it, or choose another --out_dir")
     print(f"{out_dir} is already prepared from {source!r} "
           f"({meta['splits']['train']['tokens']:,} train tokens); pass --overwrite to redo it")
     return True
@@ -325,11 +325,11 @@ def _check_text_column(splits, text_column):
             raise UserError(f"the {split} split is empty; check the input data")
         if text_column not in ds.column_names:
             raise UserError(f"no column {text_column!r} in the dataset (columns: "
-                               f"{', '.join(ds.column_names)}); pass --text_column NAME")
+                            f"{', '.join(ds.column_names)}); pass --text_column NAME")
         dtype = getattr(ds.features[text_column], "dtype", None)
         if dtype not in ("string", "large_string"):
             raise UserError(f"column {text_column!r} holds {dtype or ds.features[text_column]}, "
-                               f"not text; pass --text_column with a text column")
+                            f"not text; pass --text_column with a text column")
 
 
 def _reopened(ds):
@@ -368,8 +368,8 @@ def _check_disk_space(out_dir, needed_bytes):
     free += sum(paths[s].stat().st_size for s in SPLITS if paths[s].exists())
     if needed_bytes > free:
         raise UserError(f"not enough disk space in {out_dir}: the bins need about "
-                           f"{_fmt_bytes(needed_bytes)} and {_fmt_bytes(free)} is free; "
-                           f"free up space or pass --out_dir on a bigger disk")
+                        f"{_fmt_bytes(needed_bytes)} and {_fmt_bytes(free)} is free; "
+                        f"free up space or pass --out_dir on a bigger disk")
 
 
 # -----------------------------------------------------------------------------
@@ -390,7 +390,7 @@ def _tokenize_range(split, start, end):
     for i, text in enumerate(texts):
         if text is None:
             raise UserError(f"document {start + i} of the {split} split has no text (null); "
-                               f"drop empty rows from the input or pick another --text_column")
+                            f"drop empty rows from the input or pick another --text_column")
     tokens = np.concatenate([encode_document(_worker["enc"], t) for t in texts])
     return split, end - start, tokens
 
@@ -446,7 +446,7 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); "
-                           f"choose another --out_dir") from None
+                        f"choose another --out_dir") from None
     _check_disk_space(out_dir, int(1.05 * 2 * tokens))  # 5% margin on the estimate
 
     # Tasks of ~TASK_TEXT_BYTES of text, yet at least 4 per worker so that small data balances.
@@ -477,7 +477,7 @@ def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column=
         _remove(tmp.values())
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise UserError(f"disk full while writing to {out_dir}; partial files removed; "
-                               f"free up space or pass --out_dir on a bigger disk") from None
+                            f"free up space or pass --out_dir on a bigger disk") from None
         raise
     _print_summary(meta, out_dir, seconds)
     return meta

@@ -5,8 +5,6 @@ import hashlib
 import inspect
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +14,12 @@ from data.common import (EOT_TOKEN, GPT2_FILES, encode_document, get_gpt2_encodi
                          split_train_val, write_splits)
 from data.shakespeare.prepare import scenes, shakespeare_documents, title_from_file_name
 from errors import UserError
+from tests.data_helpers import assert_one_line_error, env, leftovers, read_bin, run  # noqa: F401  (env: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 OWT = ROOT / "data" / "openwebtext" / "prepare.py"
 SHAKESPEARE = ROOT / "data" / "shakespeare" / "prepare.py"
 HARNESS = ROOT / "tests" / "data_harness.py"
-DEAD_PROXY = "http://127.0.0.1:9"  # connection refused at once: no test ever downloads
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Environment for this module and its subprocesses: private caches, no network."""
-    base = tmp_path_factory.mktemp("env")
-    values = {"HF_DATASETS_CACHE": str(base / "hf"), "TIKTOKEN_CACHE_DIR": str(base / "tiktoken"),
-              "HTTPS_PROXY": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY, "HF_DATASETS_OFFLINE": "1",
-              "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in values.items():
-            mp.setenv(key, value)
-        yield dict(os.environ)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +34,6 @@ def documents():
     return docs + ["", "a <|endoftext|> inside the text", "naïve café, 日本語 🙂\n\n  "]
 
 
-def run(env, *cmd, **extra_env):
-    return subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True,
-                          env={**env, **extra_env}, timeout=300)
-
-
 def write_jsonl(path, docs, column="text"):
     with open(path, "w") as f:
         for i, doc in enumerate(docs):
@@ -61,26 +41,8 @@ def write_jsonl(path, docs, column="text"):
     return path
 
 
-def read_bin(path):
-    return np.fromfile(path, dtype=np.uint16)
-
-
 def reference_tokens(enc, docs):
     return np.array([t for d in docs for t in enc.encode_ordinary(d) + [EOT_TOKEN]], np.uint16)
-
-
-def assert_one_line_error(result, *fragments):
-    """Exit status 2, and stderr ends in one "error: ..." line naming the fix; no traceback."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in last, last
-
-
-def leftovers(out_dir):
-    return sorted(p.name for p in Path(out_dir).iterdir()) if Path(out_dir).exists() else []
 
 
 # -----------------------------------------------------------------------------

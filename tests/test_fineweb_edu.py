@@ -10,7 +10,7 @@ import train
 from data.common import EOT_TOKEN
 from errors import UserError
 from tests.helpers import REPO, metrics_rows, tiny_args
-from tests.test_data import assert_one_line_error, env, leftovers, read_bin, run  # noqa: F401  (env: a fixture)
+from tests.data_helpers import assert_one_line_error, env, leftovers, read_bin, run  # noqa: F401  (env: a fixture)
 
 PREPARE = REPO / "data" / "fineweb_edu" / "prepare.py"
 

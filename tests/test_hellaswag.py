@@ -241,7 +241,7 @@ def test_bad_jsonl_is_one_line(tmp_path, case, fragments):
         "three_endings": [{**good[0], "endings": ["a.", "b.", "c."]}],
     }[case]
     data = tmp_path / "nope.jsonl" if rows is None else write_jsonl(tmp_path / "val.jsonl", rows)
-    assert_one_line(prepare("--data_path", data, "--out_dir", tmp_path / "out"), 1, *fragments)
+    assert_one_line(prepare("--data_path", data, "--out_dir", tmp_path / "out"), 2, *fragments)
     assert not (tmp_path / "out" / "val.npz").exists()
 
 

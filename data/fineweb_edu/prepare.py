@@ -59,7 +59,7 @@ def main(argv=None):
         raise UserError(f"--val_docs must be >= 1, got {args.val_docs}")
     if args.max_docs is not None and args.max_docs <= args.val_docs:
         raise UserError(f"--max_docs={args.max_docs} leaves no training documents after the "
-                           f"--val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs")
+                        f"--val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs")
     args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what load_documents reads
 
     local = local_data_files(args.data_path) if args.data_path else None
@@ -71,7 +71,7 @@ def main(argv=None):
         docs = docs.select(range(min(args.max_docs, len(docs))))
     if len(docs) <= args.val_docs:
         raise UserError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: "
-                           f"lower --val_docs or give it more documents")
+                        f"lower --val_docs or give it more documents")
     splits = {"train": docs.select(range(args.val_docs, len(docs))), "val": docs.select(range(args.val_docs))}
     write_splits(splits, args.out_dir, source=source, split_seed=None, test_size=args.val_docs,
                  num_proc=args.num_proc)

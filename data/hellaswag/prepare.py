@@ -41,7 +41,7 @@ def download(out_dir):
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot download {URL} ({getattr(e, 'reason', e)}); download it elsewhere "
-                           f"and pass --data_path FILE") from None
+                        f"and pass --data_path FILE") from None
     return path
 
 
@@ -51,7 +51,7 @@ def read_examples(path):
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise UserError(f"cannot read --data_path {path} ({e.strerror}); pass HellaSwag's "
-                           f"hellaswag_val.jsonl") from None
+                        f"hellaswag_val.jsonl") from None
     examples = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -65,7 +65,7 @@ def read_examples(path):
         if not (isinstance(ctx, str) and isinstance(endings, list) and len(endings) == 4
                 and all(isinstance(e, str) for e in endings) and isinstance(label, int)):
             raise UserError(f"{where}: an example needs ctx (text), endings (4 texts) and label "
-                               f"(0-3); is this HellaSwag's jsonl?")
+                            f"(0-3); is this HellaSwag's jsonl?")
         if not 0 <= label <= 3:
             raise UserError(f"{where}: label {label} is not the index of one of the 4 endings (0-3)")
         if not ctx.strip():

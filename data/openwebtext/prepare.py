@@ -65,7 +65,7 @@ def main(argv=None):
         raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.max_docs is not None and args.max_docs < 2:
         raise UserError(f"--max_docs must be >= 2 (one train and one val document), "
-                           f"got {args.max_docs}")
+                        f"got {args.max_docs}")
 
     local = local_data_files(args.data_path) if args.data_path else None
     source = describe_source(args, local)
