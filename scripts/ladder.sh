@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=1
 read -r -a sizes <<< "${SIZES:-s m l}"
 declare -A shape=([s]="n_layer=2 n_head=2 n_embd=64" [m]="n_layer=4 n_head=4 n_embd=128"
                   [l]="n_layer=6 n_head=5 n_embd=160")
-declare -A adamw_lrs=([s]=1e-2,3e-2,1e-1 [m]=3e-3,1e-2,3e-2 [l]=3e-3,1e-2,3e-2)
+declare -A adamw_lrs=([s]=1e-2,3e-2,1e-1 [m]=3e-3,1e-2,3e-2 [l]=1e-3,3e-3,1e-2,3e-2)
 declare -A sophiag_lrs=([s]=1e-4,3e-4,1e-3,3e-3,1e-2 [m]=3e-4,1e-3,3e-3 [l]=1e-4,3e-4,1e-3)
 configs=(config/train_shakespeare_char_adamw.py config/train_shakespeare_char_sophiag.py)
 
