@@ -1,7 +1,7 @@
 """
 Shared tokenization and writing for every data/<name>/prepare.py.
 
-A prepare script loads its source (`load_documents`: a Hub dataset or local files), turns it into
+A prepare script loads its source (`documents_to_prepare`: a Hub dataset or local files), turns it into
 a `datasets.DatasetDict` with "train" and "val" splits (e.g. `split_train_val`) and hands it to
 `write_splits`, which tokenizes every document with GPT-2's BPE (`encode_ordinary` + the end-of-text token)
 in `num_proc` worker processes and streams the token ids into `<out_dir>/train.bin` and
@@ -225,6 +225,20 @@ def load_documents(args, local):
         raise UserError(f"no split {args.split!r} in the dataset (splits: "
                         f"{', '.join(dd)}); pass --split NAME")
     return dd[args.split]
+
+
+def documents_to_prepare(args, describe_source):
+    """(documents, source) for a prepare script: the first `args.max_docs` documents of what `args`
+    names (the Hub or `args.data_path`), and the string `describe_source(args, local)` that names
+    them in meta.json. Documents is None when `args.out_dir` already holds them prepared."""
+    local = local_data_files(args.data_path) if args.data_path else None
+    source = describe_source(args, local)
+    if already_prepared(args.out_dir, source, args.overwrite):
+        return None, source
+    docs = load_documents(args, local)
+    if args.max_docs:
+        docs = docs.select(range(min(args.max_docs, len(docs))))
+    return docs, source
 
 
 # -----------------------------------------------------------------------------

@@ -160,9 +160,10 @@ def check_settings(point: Point) -> None:
         return
     old = json.loads(path.read_text())
     defaults = asdict(train.TrainConfig())
-    # a key that train.py gained after the run was made matches when it is left at its default
+    # a key that train.py gained after the run was made matches when it is left at its default;
+    # out_dir is where config.json was found, however the sweep that made it spelled the path
     diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items()
-            if old.get(k, defaults[k]) != v]
+            if k != "out_dir" and old.get(k, defaults[k]) != v]
     if diff:
         raise UserError(f"{point.out_dir} holds a run with other settings "
                          f"({'; '.join(diff[:3])}): use another --out, or delete that directory")

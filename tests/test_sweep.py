@@ -7,6 +7,7 @@ import math
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -215,10 +216,12 @@ def test_sweep_trains_every_point_and_reports_the_speedup(swept):
     assert (out / "sweep_best.png").stat().st_size > 10_000
 
 
-def test_rerun_skips_finished_runs(swept, shakespeare, capsys):
+def test_rerun_skips_finished_runs(swept, shakespeare, capsys, monkeypatch):
+    """Even with --out spelled another way (relative here, absolute when the runs were made)."""
     out, _, _ = swept
     logs = {p: p.read_text() for p in out.glob("*/train.log")}
-    assert main(sweep_argv(out, shakespeare)) == 0
+    monkeypatch.chdir(out.parent)
+    assert main(sweep_argv(Path(out.name), shakespeare)) == 0
     console = capsys.readouterr().out
     assert "sweep: 6 runs, 6 finished already, 0 to train" in console
     assert console.count("finished already (final val loss") == 6

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import already_prepared, load_documents, local_data_files, run_cli, write_splits  # noqa: E402
+from data.common import documents_to_prepare, run_cli, write_splits  # noqa: E402
 from errors import UserError  # noqa: E402
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
@@ -62,13 +62,9 @@ def main(argv=None):
                         f"--val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs")
     args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what load_documents reads
 
-    local = local_data_files(args.data_path) if args.data_path else None
-    source = describe_source(args, local)
-    if already_prepared(args.out_dir, source, args.overwrite):
+    docs, source = documents_to_prepare(args, describe_source)
+    if docs is None:
         return
-    docs = load_documents(args, local)
-    if args.max_docs:
-        docs = docs.select(range(min(args.max_docs, len(docs))))
     if len(docs) <= args.val_docs:
         raise UserError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: "
                         f"lower --val_docs or give it more documents")

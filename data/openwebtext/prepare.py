@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import already_prepared, load_documents, local_data_files, run_cli, split_train_val, write_splits  # noqa: E402
+from data.common import documents_to_prepare, run_cli, split_train_val, write_splits  # noqa: E402
 from errors import UserError  # noqa: E402
 
 HUB_DATASET = "Skylion007/openwebtext"
@@ -67,13 +67,9 @@ def main(argv=None):
         raise UserError(f"--max_docs must be >= 2 (one train and one val document), "
                         f"got {args.max_docs}")
 
-    local = local_data_files(args.data_path) if args.data_path else None
-    source = describe_source(args, local)
-    if already_prepared(args.out_dir, source, args.overwrite):
+    docs, source = documents_to_prepare(args, describe_source)
+    if docs is None:
         return
-    docs = load_documents(args, local)
-    if args.max_docs:
-        docs = docs.select(range(min(args.max_docs, len(docs))))
     splits = split_train_val(docs, test_size=TEST_SIZE, seed=SEED)
     write_splits(splits, args.out_dir, source=source, split_seed=SEED, test_size=TEST_SIZE,
                  text_column=args.text_column, num_proc=args.num_proc)
