@@ -1,7 +1,11 @@
 """
-The size ladder's figure and table (scripts/ladder.sh): per model size, Sophia-G's steps to reach
-AdamW's final val loss as a ratio to AdamW's steps (each seed, both at their selected lr), and
-Sophia-G's final val loss minus AdamW's, against the non-embedding parameter count.
+The size ladder's figure and table (scripts/ladder.sh): per model size and seed, both optimizers at
+their selected lr, against the non-embedding parameter count:
+- Sophia-G's steps to the loss both reach (the higher of the two final val losses), as a ratio to
+  AdamW's steps to it. When Sophia-G ends below AdamW this is the usual speedup, its steps to
+  AdamW's final loss over AdamW's; when it ends above, it is its own steps over the steps AdamW
+  took to reach Sophia-G's final loss, a ratio above 1;
+- Sophia-G's final val loss minus AdamW's.
 
     python scripts/ladder_plot.py out/ladder/s out/ladder/m out/ladder/l --out out/ladder/ladder.png
 
@@ -16,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from errors import UserError, run_cli  # noqa: E402
 from memory import parameter_counts  # noqa: E402
+from scripts.runs import first_crossing, load_run  # noqa: E402
 
 
 def load_size(sweep_dir):
@@ -27,15 +32,25 @@ def load_size(sweep_dir):
         raise UserError(f"{path} is missing or unreadable ({e}): run scripts/ladder.sh (or sweep.py) first") from None
     if summary["baseline"] != "adamw" or "sophiag" not in summary["speedup"]:
         raise UserError(f"{path} has no Sophia-G vs AdamW speedup: sweep both with --baseline adamw")
-    config = json.loads((Path(summary["runs"][0]["dir"]) / "config.json").read_text())
+    config = json.loads((Path(sweep_dir) / Path(summary["runs"][0]["dir"]).name / "config.json").read_text())
     shape = argparse.Namespace(**{k: config[k] for k in ("n_layer", "n_embd", "bias", "block_size")})
     blocks = config["n_layer"] * parameter_counts(shape, 0)[2]
     seeds = [{"seed": e["seed"], "steps_ratio": e["steps_ratio"], "reached": e["reached"],
-              "gap": e["final_val_loss"] - e["target"]}
+              "gap": e["final_val_loss"] - e["target"],
+              "common_ratio": common_loss_ratio(sweep_dir, summary, e["seed"])}
              for e in summary["speedup"]["sophiag"]["per_seed"]]
     lrs = {name: sel["best_lr"] for name, sel in summary["selection"].items()}
     return {"dir": str(sweep_dir), "n_layer": config["n_layer"], "n_embd": config["n_embd"],
             "non_embedding_params": blocks, "best_lr": lrs, "seeds": seeds}
+
+
+def common_loss_ratio(sweep_dir, summary, seed):
+    """Sophia-G's steps / AdamW's steps to the higher of their final val losses on `seed`."""
+    runs = {r["optimizer"]: load_run(Path(sweep_dir) / Path(r["dir"]).name) for r in summary["runs"]
+            if r["seed"] == seed and r["lr"] == summary["selection"][r["optimizer"]]["best_lr"]}
+    adamw, sophia = runs["adamw"], runs["sophiag"]
+    target = max(adamw.final_val_loss, sophia.final_val_loss)
+    return first_crossing(sophia.rows, target) / first_crossing(adamw.rows, target)
 
 
 def mean_spread(values):
@@ -48,13 +63,15 @@ def mean_spread(values):
 
 def table(sizes):
     lines = ["| model | non-emb. params | AdamW lr | Sophia-G lr | Sophia-G steps to AdamW's final loss | "
-             "Sophia-G - AdamW final val loss |", "|---|---|---|---|---|---|"]
+             "Sophia-G / AdamW steps to the loss both reach | Sophia-G - AdamW final val loss |",
+             "|---|---|---|---|---|---|---|"]
     for s in sizes:
         ratios = [e["steps_ratio"] for e in s["seeds"] if e["reached"]]
         missed = len(s["seeds"]) - len(ratios)
         ratio = mean_spread(ratios) + (f"x, not reached on {missed} of {len(s['seeds'])} seeds" if missed else "x")
         lines.append(f"| {s['n_layer']} x {s['n_embd']} | {s['non_embedding_params'] / 1e6:.2f}M | "
                      f"{s['best_lr']['adamw']:g} | {s['best_lr']['sophiag']:g} | {ratio if ratios else 'not reached'} | "
+                     f"{mean_spread([e['common_ratio'] for e in s['seeds']])}x | "
                      f"{mean_spread([e['gap'] for e in s['seeds']])} |")
     return "\n".join(lines)
 
@@ -67,18 +84,15 @@ def plot(sizes, out):
     for s in sizes:
         x = s["non_embedding_params"]
         for e in s["seeds"]:
-            if e["reached"]:
-                ax1.scatter(x, e["steps_ratio"], color="C0")
-            else:
-                ax1.scatter(x, 1.05, marker="^", color="C3")
-            ax2.scatter(x, e["gap"], color="C0")
+            ax1.scatter(x, e["common_ratio"], color="C0" if e["gap"] <= 0 else "C3")
+            ax2.scatter(x, e["gap"], color="C0" if e["gap"] <= 0 else "C3")
     for ax in (ax1, ax2):
         ax.set_xscale("log")
         ax.set_xlabel("non-embedding parameters")
         ax.grid(alpha=0.3)
     ax1.axhline(1.0, color="gray", ls="--", lw=1)
-    ax1.set_ylabel("Sophia-G steps / AdamW steps\nto AdamW's final val loss")
-    ax1.set_title("speedup (below 1: Sophia-G faster;\nred triangles: not reached)")
+    ax1.set_ylabel("Sophia-G steps / AdamW steps\nto the higher final val loss")
+    ax1.set_title("steps ratio (below 1: Sophia-G faster;\nred: Sophia-G ends above AdamW)")
     ax2.axhline(0.0, color="gray", ls="--", lw=1)
     ax2.set_ylabel("final val loss, Sophia-G - AdamW")
     ax2.set_title("final loss gap (below 0: Sophia-G better)")

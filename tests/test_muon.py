@@ -128,10 +128,10 @@ def test_grad_scaler_unscales_both_parts_and_skips_a_step_with_an_inf():
             assert torch.equal(p, q), it
 
 
-def test_resume_through_train_py_is_bit_for_bit_and_it_learns(shakespeare, tmp_path):
+def test_resume_through_train_py_is_bit_for_bit_and_it_learns(shakespeare_char, tmp_path):
     common = dict(optimizer_name="muon", learning_rate=0.02, muon_adamw_lr=1e-2, beta1=0.9, beta2=0.95,
                   max_iters=10, eval_interval=5, dropout=0.1, lr_decay_iters=10)
-    straight, split, a, b = straight_and_resumed(shakespeare, tmp_path, **common)
+    straight, split, a, b = straight_and_resumed(shakespeare_char, tmp_path, **common)
     assert deterministic(straight) == deterministic(split)
     assert a["iter"] == b["iter"] == 10
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -139,14 +139,14 @@ def test_resume_through_train_py_is_bit_for_bit_and_it_learns(shakespeare, tmp_p
     for s, t in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert s.keys() == t.keys() and all(torch.equal(s[k], t[k]) for k in s)
     evals = [r["val/loss"] for r in straight if "val/loss" in r]
-    assert evals[-1] < evals[0] - 1.0  # from ln(50304) = 10.8 (9.44 measured)
+    assert evals[-1] < evals[0] - 0.8  # from ln(80) = 4.38, 80 characters (3.35 measured)
 
 
-def test_ddp_two_ranks_match_one_process(shakespeare, tmp_path):
+def test_ddp_two_ranks_match_one_process(shakespeare_char, tmp_path):
     common = dict(optimizer_name="muon", learning_rate=0.02, muon_adamw_lr=1e-2, max_iters=6, eval_interval=3,
                   batch_size=4, total_batch_size=8)
-    run_train(tiny_args(shakespeare, tmp_path / "one", **common))
-    run_train(tiny_args(shakespeare, tmp_path / "two", **common), nproc=2)
+    run_train(tiny_args(shakespeare_char, tmp_path / "one", **common))
+    run_train(tiny_args(shakespeare_char, tmp_path / "two", **common), nproc=2)
     one, two = metrics_rows(tmp_path / "one"), metrics_rows(tmp_path / "two")
     assert [r["iter"] for r in one] == [r["iter"] for r in two]
     for r1, r2 in zip(one, two):

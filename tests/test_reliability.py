@@ -43,10 +43,10 @@ def run_args(data_dir, out_dir, **overrides):
 
 
 @pytest.fixture(scope="module")
-def reference(shakespeare, tmp_path_factory):
+def reference(shakespeare_char, tmp_path_factory):
     """The uninterrupted run that every interrupted one has to reproduce."""
     out = tmp_path_factory.mktemp("reference")
-    train.main(run_args(shakespeare, out))
+    train.main(run_args(shakespeare_char, out))
     return out
 
 
@@ -114,9 +114,9 @@ def poison_grads(monkeypatch, stream, iters):
 
 # ----------------------------------------------------------------------------- kill -9, SIGTERM, resume
 
-def test_sigkill_between_checkpoints_then_auto_resume_equals_the_uninterrupted_run(shakespeare, reference, tmp_path):
+def test_sigkill_between_checkpoints_then_auto_resume_equals_the_uninterrupted_run(shakespeare_char, reference, tmp_path):
     out = tmp_path / "run"
-    args = run_args(shakespeare, out, init_from="auto")  # the same command line, first start and restart
+    args = run_args(shakespeare_char, out, init_from="auto")  # the same command line, first start and restart
     died = run_harness(["--kill_at_iter", "6"], args)
     assert died.returncode == -signal.SIGKILL, died.stderr
     assert ckpt_names(out) == ["ckpt_00000004.pt"]
@@ -126,9 +126,9 @@ def test_sigkill_between_checkpoints_then_auto_resume_equals_the_uninterrupted_r
 
 
 @pytest.mark.parametrize("fault", ["--kill_in_save", "--kill_after_rename"])
-def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(fault, shakespeare, reference, tmp_path, capsys):
+def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(fault, shakespeare_char, reference, tmp_path, capsys):
     out = tmp_path / "run"
-    args = run_args(shakespeare, out, init_from="auto")
+    args = run_args(shakespeare_char, out, init_from="auto")
     died = run_harness([fault, "8"], args)
     assert died.returncode == -signal.SIGKILL, died.stderr
     if fault == "--kill_in_save":  # half of ckpt 8 is on disk, hidden, and only ckpt 4 counts
@@ -148,9 +148,9 @@ def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(fault, shakesp
     assert not list(out.glob(".*.tmp"))  # the resumed run rewrote ckpt 8 over the partial file
 
 
-def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(shakespeare, reference, tmp_path):
+def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(shakespeare_char, reference, tmp_path):
     out = tmp_path / "run"
-    args = run_args(shakespeare, out, init_from="auto")
+    args = run_args(shakespeare_char, out, init_from="auto")
     stopped = run_harness(["--sigterm_at_iter", "6"], args)  # arrives during iteration 6 -> stop at 7
     assert stopped.returncode == 143, stopped.stderr
     assert stopped.stderr.splitlines()[-1] == (f"stopped: SIGTERM at iter 7: checkpoint written to {out}; "
@@ -165,20 +165,20 @@ def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(shak
 # ----------------------------------------------------------------------------- corrupted checkpoints
 
 @pytest.mark.parametrize("how", ["truncated", "garbage", "empty"])
-def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(how, shakespeare, reference, tmp_path, capsys):
+def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(how, shakespeare_char, reference, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     newest = out / "ckpt_00000012.pt"
     corrupt(newest, how)
     capsys.readouterr()
-    train.main(run_args(shakespeare, out, init_from="auto"))
+    train.main(run_args(shakespeare_char, out, init_from="auto"))
     log = capsys.readouterr().out
     assert f"warning: skipping checkpoint {newest} is damaged or unreadable" in log
     assert f"resuming from {out / 'ckpt_00000008.pt'}" in log
     assert_same_run(out, reference)  # iterations 9-12 redone, ckpt 12 rewritten
 
 
-def test_a_stale_newer_checkpoint_never_gets_the_new_one_pruned(shakespeare, reference, tmp_path):
+def test_a_stale_newer_checkpoint_never_gets_the_new_one_pruned(shakespeare_char, reference, tmp_path):
     """keep_last=1, a good ckpt 8 and a corrupted ckpt 12 from an earlier attempt: the run resumes from
     8 and writes 10, which must survive (pruning by number alone would delete the new one and keep
     the corrupted file)."""
@@ -187,12 +187,12 @@ def test_a_stale_newer_checkpoint_never_gets_the_new_one_pruned(shakespeare, ref
     shutil.copy(reference / "ckpt_00000008.pt", out)
     shutil.copy(reference / "ckpt_00000012.pt", out)
     corrupt(out / "ckpt_00000012.pt", "truncated")
-    train.main(run_args(shakespeare, out, init_from="auto", keep_last=1, eval_interval=2, max_iters=10))
+    train.main(run_args(shakespeare_char, out, init_from="auto", keep_last=1, eval_interval=2, max_iters=10))
     assert ckpt_names(out) == ["ckpt_00000010.pt"]
     assert checkpoint.read_checkpoint(out / "ckpt_00000010.pt")["iter"] == 10
 
 
-def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare, tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare_char, tmp_path, monkeypatch, capsys):
     """keep_last=1: ckpt 4 is written with garbage at its start (a bad disk); it fails verification,
     the run stops with a one-line error and ckpt 2 is not pruned."""
     out = tmp_path / "run"
@@ -205,7 +205,7 @@ def test_a_checkpoint_that_does_not_read_back_keeps_the_older_one(shakespeare, t
             f.write(b"\0" * 4096)
 
     monkeypatch.setattr(torch, "save", bad_disk)
-    code, _, err = cli(monkeypatch, capsys, run_args(shakespeare, out, keep_last=1, eval_interval=2, max_iters=4))
+    code, _, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, keep_last=1, eval_interval=2, max_iters=4))
     assert code == 2
     assert err.startswith(f"error: checkpoint {out / 'ckpt_00000004.pt'} is damaged or unreadable")
     assert len(err.splitlines()) == 1
@@ -227,7 +227,7 @@ def damage_tensor_bytes(path, finite):
 
 
 @pytest.mark.parametrize("finite", [False, True], ids=["nan-bytes", "finite-values"])
-def test_damaged_tensor_bytes_are_detected_and_the_run_falls_back_to_an_equal_result(finite, shakespeare, reference,
+def test_damaged_tensor_bytes_are_detected_and_the_run_falls_back_to_an_equal_result(finite, shakespeare_char, reference,
                                                                                     tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
@@ -236,14 +236,14 @@ def test_damaged_tensor_bytes_are_detected_and_the_run_falls_back_to_an_equal_re
     assert newest.stat().st_size == (reference / "ckpt_00000012.pt").stat().st_size
     torch.load(newest, weights_only=True)  # torch itself loads it without complaint
     capsys.readouterr()
-    train.main(run_args(shakespeare, out, init_from="resume"))
+    train.main(run_args(shakespeare_char, out, init_from="resume"))
     log = capsys.readouterr().out
     assert f"warning: skipping checkpoint {newest} is damaged or unreadable (checksum mismatch in " in log
     assert f"resuming from {out / 'ckpt_00000008.pt'}" in log
     assert_same_run(out, reference)
 
 
-def test_non_finite_state_in_an_intact_file_makes_the_checkpoint_invalid(shakespeare, reference, tmp_path, capsys):
+def test_non_finite_state_in_an_intact_file_makes_the_checkpoint_invalid(shakespeare_char, reference, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     ckpt = checkpoint.read_checkpoint(out / "ckpt_00000012.pt")
@@ -251,20 +251,20 @@ def test_non_finite_state_in_an_intact_file_makes_the_checkpoint_invalid(shakesp
     torch.save(ckpt, tmp_path / "nan.pt")  # checksums match: the damage happened before writing
     os.replace(tmp_path / "nan.pt", out / "ckpt_00000012.pt")  # (the loaded one is memory-mapped: no overwrite)
     capsys.readouterr()
-    train.main(run_args(shakespeare, out, init_from="auto"))
+    train.main(run_args(shakespeare_char, out, init_from="auto"))
     assert (f"skipping checkpoint {out / 'ckpt_00000012.pt'} is damaged or unreadable (non-finite weights or "
             f"optimizer state)") in capsys.readouterr().out
     assert_same_run(out, reference)
 
 
-def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(shakespeare, reference, tmp_path, monkeypatch,
+def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(shakespeare_char, reference, tmp_path, monkeypatch,
                                                                      capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     for path in checkpoint.checkpoint_paths(out):
         damage_tensor_bytes(path, finite=True)
     for init_from in ("resume", "auto"):  # auto must not start over on top of the damaged run either
-        code, _, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from=init_from))
+        code, _, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, init_from=init_from))
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
         assert err.startswith(f"error: every checkpoint in {out} is damaged (ckpt_00000012.pt, ckpt_00000008.pt): "
                               f"restore them from a copy")
@@ -290,7 +290,7 @@ def test_verify_checkpoint_lists_each_checkpoint_as_ok_or_damaged(reference, tmp
 
 # ----------------------------------------------------------------------------- non-finite guard
 
-def test_nan_gradient_skips_the_step_and_leaves_the_optimizer_state_untouched(shakespeare, tmp_path, monkeypatch):
+def test_nan_gradient_skips_the_step_and_leaves_the_optimizer_state_untouched(shakespeare_char, tmp_path, monkeypatch):
     bad = 5  # (5 + 1) % hess_interval == 0: the Hessian refresh due after this step is skipped too
     poison_grads(monkeypatch, train.TRAIN, {bad})
     snapshots, train_step = {}, train.train_step
@@ -302,7 +302,7 @@ def test_nan_gradient_skips_the_step_and_leaves_the_optimizer_state_untouched(sh
     monkeypatch.setattr(train, "train_step", watched)
     handler = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
-    train.main(run_args(shakespeare, out))
+    train.main(run_args(shakespeare_char, out))
     assert signal.getsignal(signal.SIGTERM) is handler  # train.main leaves the process as it found it
     # the state entering iteration 6 is the state entering iteration 5: weights, exp_avg, hessian, step
     assert same(snapshots[bad], snapshots[bad + 1])
@@ -316,10 +316,10 @@ def test_nan_gradient_skips_the_step_and_leaves_the_optimizer_state_untouched(sh
     assert all_finite(checkpoint.read_checkpoint(out / "ckpt_00000012.pt"))
 
 
-def test_nan_at_every_step_from_the_start_stops_with_a_message(shakespeare, tmp_path, monkeypatch, capsys):
+def test_nan_at_every_step_from_the_start_stops_with_a_message(shakespeare_char, tmp_path, monkeypatch, capsys):
     poison_grads(monkeypatch, train.TRAIN, range(MAX_ITERS))
     out = tmp_path / "run"
-    code, log, err = cli(monkeypatch, capsys, run_args(shakespeare, out, max_skipped_steps=3))
+    code, log, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, max_skipped_steps=3))
     assert code == 2
     assert err.startswith("error: 3 consecutive non-finite steps at iter 3: stopping.")
     assert len(err.splitlines()) == 1
@@ -330,13 +330,13 @@ def test_nan_at_every_step_from_the_start_stops_with_a_message(shakespeare, tmp_
     assert ckpt_names(out) == []
 
 
-def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(shakespeare, reference, tmp_path,
+def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(shakespeare_char, reference, tmp_path,
                                                                         monkeypatch, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     before = {p.name: p.read_bytes() for p in checkpoint.checkpoint_paths(out)}
     poison_grads(monkeypatch, train.TRAIN, range(MAX_ITERS, 2 * MAX_ITERS))
-    code, _, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from="resume", max_iters=2 * MAX_ITERS,
+    code, _, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, init_from="resume", max_iters=2 * MAX_ITERS,
                                                      max_skipped_steps=3))
     assert code == 2
     assert err.startswith("error: 3 consecutive non-finite steps at iter 15: stopping. Lower learning_rate")
@@ -347,7 +347,7 @@ def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(shakesp
 
 
 @pytest.mark.parametrize("optimizer", ["sophiag", "sophiah"])
-def test_non_finite_hessian_estimate_is_skipped_and_counted(optimizer, shakespeare, tmp_path, monkeypatch):
+def test_non_finite_hessian_estimate_is_skipped_and_counted(optimizer, shakespeare_char, tmp_path, monkeypatch):
     bad = 2  # refreshes after iterations 2 and 5 (hess_interval=3)
     current, results, hessians = {}, {}, {}
     if optimizer == "sophiag":
@@ -374,7 +374,7 @@ def test_non_finite_hessian_estimate_is_skipped_and_counted(optimizer, shakespea
 
     monkeypatch.setattr(train, "refresh_hessian", watched)
     out = tmp_path / "run"
-    train.main(run_args(shakespeare, out, optimizer_name=optimizer, max_iters=6))
+    train.main(run_args(shakespeare_char, out, optimizer_name=optimizer, max_iters=6))
     assert results == {2: False, 5: True}
     assert same(*hessians[bad])
     assert not same(*hessians[5])  # (a good estimate does change h)
@@ -416,7 +416,7 @@ def _odd(d):
 
 
 def data_case(change, *fragments, val_tokens=1000):
-    def build(tmp_path, shakespeare, reference):
+    def build(tmp_path, shakespeare_char, reference):
         d = write_data(tmp_path / "data", val_tokens=val_tokens)
         change(d)
         return run_args(d, tmp_path / "out"), [f.format(d=d) for f in fragments]
@@ -424,35 +424,35 @@ def data_case(change, *fragments, val_tokens=1000):
 
 
 def args_case(overrides, *fragments):
-    def build(tmp_path, shakespeare, reference):
-        return run_args(shakespeare, tmp_path / "out") + overrides, list(fragments)
+    def build(tmp_path, shakespeare_char, reference):
+        return run_args(shakespeare_char, tmp_path / "out") + overrides, list(fragments)
     return build
 
 
 def ckpt_case(overrides, change, *fragments):
     """An out_dir holding the reference run's last checkpoint (n_embd=32, sophiag)."""
-    def build(tmp_path, shakespeare, reference):
+    def build(tmp_path, shakespeare_char, reference):
         out = tmp_path / "out"
         out.mkdir()
         shutil.copy(reference / "ckpt_00000012.pt", out)
         change(out / "ckpt_00000012.pt")
-        return run_args(shakespeare, out) + overrides, [f.format(out=out) for f in fragments]
+        return run_args(shakespeare_char, out) + overrides, [f.format(out=out) for f in fragments]
     return build
 
 
 def config_case(text, *fragments):
-    def build(tmp_path, shakespeare, reference):
+    def build(tmp_path, shakespeare_char, reference):
         path = tmp_path / "my_config.py"
         if text is not None:
             path.write_text(text)
-        return [path] + run_args(shakespeare, tmp_path / "out"), [f.format(path=path) for f in fragments]
+        return [path] + run_args(shakespeare_char, tmp_path / "out"), [f.format(path=path) for f in fragments]
     return build
 
 
-def _out_dir_below_a_file(tmp_path, shakespeare, reference):
+def _out_dir_below_a_file(tmp_path, shakespeare_char, reference):
     (tmp_path / "a_file").write_text("not a folder")
     out = tmp_path / "a_file" / "run"
-    return run_args(shakespeare, out), [f"out_dir {out} is not writable (Not a directory): choose another --out_dir"]
+    return run_args(shakespeare_char, out), [f"out_dir {out} is not writable (Not a directory): choose another --out_dir"]
 
 
 BAD_INPUTS = {
@@ -497,9 +497,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_one_line_naming_the_fix_and_exit_code_2(case, shakespeare, reference, tmp_path, monkeypatch,
+def test_bad_input_is_one_line_naming_the_fix_and_exit_code_2(case, shakespeare_char, reference, tmp_path, monkeypatch,
                                                               capsys):
-    args, fragments = BAD_INPUTS[case](tmp_path, shakespeare, reference)
+    args, fragments = BAD_INPUTS[case](tmp_path, shakespeare_char, reference)
     code, out, err = cli(monkeypatch, capsys, args)
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
@@ -508,15 +508,15 @@ def test_bad_input_is_one_line_naming_the_fix_and_exit_code_2(case, shakespeare,
     assert "Traceback" not in out + err
 
 
-def test_bad_input_in_a_real_process_exits_2_without_a_traceback(shakespeare, tmp_path):
-    out = run_train(run_args(shakespeare, tmp_path / "out") + ["--learning_rte=1e-3"], check=False)
+def test_bad_input_in_a_real_process_exits_2_without_a_traceback(shakespeare_char, tmp_path):
+    out = run_train(run_args(shakespeare_char, tmp_path / "out") + ["--learning_rte=1e-3"], check=False)
     assert out.returncode == 2
     assert out.stderr == ("error: command line: unknown config key 'learning_rte'; "
                           "did you mean 'learning_rate'?\n")
 
 
-def test_batch_not_divisible_by_world_size_under_torchrun(shakespeare, tmp_path):
-    out = run_train(run_args(shakespeare, tmp_path / "out", total_batch_size=12), nproc=2, check=False)
+def test_batch_not_divisible_by_world_size_under_torchrun(shakespeare_char, tmp_path):
+    out = run_train(run_args(shakespeare_char, tmp_path / "out", total_batch_size=12), nproc=2, check=False)
     assert out.returncode != 0
     message = ("error: total_batch_size=12 is not divisible by batch_size * world_size = 4 * 2: "
                "change batch_size or total_batch_size (batch_size values that fit world_size=2: 1, 2, 3, 6)\n")
@@ -537,13 +537,13 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(shakespeare, reference, tmp_path, monkeypatch,
+def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(shakespeare_char, reference, tmp_path, monkeypatch,
                                                                     capsys):
     out, marker = tmp_path / "out", tmp_path / "PWNED"
     out.mkdir()
     ckpt = checkpoint.read_checkpoint(reference / "ckpt_00000012.pt")
     torch.save({**ckpt, "note": Payload(marker)}, out / "ckpt_00000012.pt")
-    code, log, err = cli(monkeypatch, capsys, run_args(shakespeare, out, init_from="resume"))
+    code, log, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, init_from="resume"))
     assert code == 2 and len(err.splitlines()) == 1
     assert f"every checkpoint in {out} is damaged (ckpt_00000012.pt)" in err
     assert f"skipping checkpoint {out / 'ckpt_00000012.pt'} is damaged or unreadable (UnpicklingError" in log
@@ -552,7 +552,7 @@ def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(shakespeare,
     assert marker.exists()
 
 
-def test_command_line_values_are_literals_never_code(shakespeare, tmp_path, monkeypatch, capsys):
+def test_command_line_values_are_literals_never_code(shakespeare_char, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code_text = "__import__('os').system('touch PWNED')"
     cfg = train.parse_args([f"--out_dir={code_text}", f"--wandb_run_name={code_text}"])
@@ -568,14 +568,14 @@ def test_command_line_values_are_literals_never_code(shakespeare, tmp_path, monk
 
 # ----------------------------------------------------------------------------- elastic restart, wandb
 
-def test_torchrun_restarts_after_a_rank_dies_and_matches_one_process(shakespeare, reference, tmp_path):
+def test_torchrun_restarts_after_a_rank_dies_and_matches_one_process(shakespeare_char, reference, tmp_path):
     """2 gloo ranks; rank 1 is SIGKILLed at iteration 6 on the first attempt; torchrun --max-restarts=1
     restarts both and --init_from=auto resumes from ckpt 4. The result equals the single-process run
     with the same total batch (up to the all-reduce's summation order). Without
     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, torch 2.13's restarted workers fail to connect (see below)."""
     out = tmp_path / "run"
     done = run_harness(["--kill_at_iter", "6", "--rank", "1", "--first_attempt_only"],
-                       run_args(shakespeare, out, init_from="auto"), nproc=2,
+                       run_args(shakespeare_char, out, init_from="auto"), nproc=2,
                        torchrun=["--max-restarts=1", "--monitor-interval=0.2"],
                        env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -589,19 +589,19 @@ def test_torchrun_restarts_after_a_rank_dies_and_matches_one_process(shakespeare
     assert ckpt_names(out) == ["ckpt_00000012.pt", "ckpt_00000008.pt"]
 
 
-def test_torchrun_restarts_with_a_shared_store_are_warned_about(shakespeare, tmp_path, monkeypatch, capsys):
+def test_torchrun_restarts_with_a_shared_store_are_warned_about(shakespeare_char, tmp_path, monkeypatch, capsys):
     """What torchrun --max-restarts=1 sets in its workers by default (the store shared with the agent)."""
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
-    train.main(run_args(shakespeare, tmp_path / "run", max_iters=0))
+    train.main(run_args(shakespeare_char, tmp_path / "run", max_iters=0))
     assert "(pytorch/pytorch#135712): export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in capsys.readouterr().out
 
 
-def test_wandb_run_id_survives_a_kill_and_resume(shakespeare, reference, tmp_path):
+def test_wandb_run_id_survives_a_kill_and_resume(shakespeare_char, reference, tmp_path):
     out, wandb_dir = tmp_path / "run", tmp_path / "wandb_dir"
     wandb_dir.mkdir()
     env = {"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)}
-    args = run_args(shakespeare, out, init_from="auto", wandb_log=True)
+    args = run_args(shakespeare_char, out, init_from="auto", wandb_log=True)
     died = run_harness(["--kill_at_iter", "6"], args, env=env)
     assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
     run_id = checkpoint.read_checkpoint(out / "ckpt_00000004.pt")["wandb_run_id"]
