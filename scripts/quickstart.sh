@@ -24,10 +24,13 @@ for opt in "${opts[@]}"; do
     pids+=($!)
 done
 running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
+declare -A shown  # each run's last progress line, printed again only when it changes
 while running; do
     sleep 20
     for opt in "${opts[@]}"; do
-        echo "   $opt: $(grep -E '^(iter|eval|done|error)' "$out/$opt/train.log" | tail -n 1)"
+        line=$(grep -E '^(iter|eval|done|error)' "$out/$opt/train.log" | tail -n 1)
+        [[ "$line" == "${shown[$opt]:-}" ]] || echo "   $opt: $line"
+        shown[$opt]=$line
     done
 done
 for i in "${!opts[@]}"; do
