@@ -57,6 +57,22 @@ TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in fli
 
 
 # -----------------------------------------------------------------------------
+# the command line every prepare script shares
+
+def add_output_args(parser, script, outputs="train.bin, val.bin and meta.json"):
+    """--out_dir (default: the folder of `script`, the prepare script itself) and --overwrite."""
+    parser.add_argument("--out_dir", default=str(Path(script).resolve().parent),
+                        help=f"where {outputs} go (default: this folder)")
+    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+
+
+def add_num_proc_arg(parser, default=None, help_text="worker processes for loading and tokenizing (default min(8, cores))"):
+    """--num_proc, by default min(8, cores); the caller checks it is >= 1 after parsing."""
+    parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1) if default is None else default,
+                        help=help_text)
+
+
+# -----------------------------------------------------------------------------
 # GPT-2 tokenizer that works offline
 
 def tiktoken_cache_dir():

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import documents_to_prepare, run_cli, write_splits  # noqa: E402
+from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, write_splits  # noqa: E402
 from errors import UserError  # noqa: E402
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
@@ -47,11 +47,8 @@ def main(argv=None):
                      help="use only the first N documents (a quick sample)")
     parser.add_argument("--val_docs", type=int, default=VAL_DOCS,
                         help=f"the first N documents are the validation split (default {VAL_DOCS:,})")
-    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
-                        help="where train.bin, val.bin and meta.json go (default: this folder)")
-    parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1),
-                        help="worker processes for loading and tokenizing (default min(8, cores))")
-    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    add_output_args(parser, __file__)
+    add_num_proc_arg(parser)
     args = parser.parse_args(argv)
     if args.num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import DTYPE, get_gpt2_encoding, run_cli  # noqa: E402
+from data.common import DTYPE, add_output_args, get_gpt2_encoding, run_cli  # noqa: E402
 from errors import UserError  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -99,9 +99,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--data_path", default=None,
                         help=f"a local HellaSwag jsonl (default: download {URL})")
-    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
-                        help="where val.npz and meta.json go (default: this folder)")
-    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    add_output_args(parser, __file__, outputs="val.npz and meta.json")
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
     if args.data_path and not Path(args.data_path).is_file():

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import documents_to_prepare, run_cli, split_train_val, write_splits  # noqa: E402
+from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, split_train_val, write_splits  # noqa: E402
 from errors import UserError  # noqa: E402
 
 HUB_DATASET = "Skylion007/openwebtext"
@@ -52,11 +52,8 @@ def main(argv=None):
     src.add_argument("--text_column", default="text", help="column holding the documents")
     src.add_argument("--max_docs", type=int, default=None,
                      help="use only the first N documents (a quick sample)")
-    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
-                        help="where train.bin, val.bin and meta.json go (default: this folder)")
-    parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1),
-                        help="worker processes for loading and tokenizing (default min(8, cores))")
-    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    add_output_args(parser, __file__)
+    add_num_proc_arg(parser)
     args = parser.parse_args(argv)
     if args.data_path and args.dataset:
         raise UserError("pass either --dataset (Hub) or --data_path (local files), not both")

@@ -18,7 +18,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import already_prepared, run_cli, split_train_val, write_splits  # noqa: E402
+from data.common import add_num_proc_arg, add_output_args, already_prepared, run_cli, split_train_val, write_splits  # noqa: E402
 from errors import UserError  # noqa: E402
 
 TEST_SIZE = 0.05  # 40 of 781 scenes: ~109k validation tokens, enough for a stable loss
@@ -107,11 +107,8 @@ def shakespeare_documents():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
-                        help="where train.bin, val.bin and meta.json go (default: this folder)")
-    parser.add_argument("--num_proc", type=int, default=1,
-                        help="tokenizer worker processes (default 1; the corpus is small)")
-    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    add_output_args(parser, __file__)
+    add_num_proc_arg(parser, default=1, help_text="tokenizer worker processes (default 1; the corpus is small)")
     args = parser.parse_args(argv)
     if args.num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")

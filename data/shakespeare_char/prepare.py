@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from atomic import atomic_write  # noqa: E402
-from data.common import complete_meta, run_cli, write_meta  # noqa: E402
+from data.common import add_output_args, complete_meta, run_cli, write_meta  # noqa: E402
 from data.shakespeare.prepare import plays_dir, shakespeare_documents  # noqa: E402
 from errors import UserError  # noqa: E402
 from vocab import MAX_CHARS  # noqa: E402
@@ -84,9 +84,7 @@ def write(out_dir, text, source):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
-    parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent),
-                        help="where train.bin, val.bin and meta.json go (default: this folder)")
-    parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    add_output_args(parser, __file__)
     args = parser.parse_args(argv)
     if args.input:
         text, source = read_text(args.input), f"file {Path(args.input).name}"
