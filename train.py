@@ -46,6 +46,7 @@ from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from provenance import provenance
 from sophia import gnb_loss, hutchinson
+from telemetry import Telemetry
 from timing import StepTimer
 from vocab import GPT2, describe, from_meta, model_vocab_size
 
@@ -431,10 +432,18 @@ def refresh_hessian(run, it):
         return finite
 
 
+class StepResult(typing.NamedTuple):
+    ok: bool  # False: the loss or the gradient was not finite, the update was skipped (state untouched)
+    loss: float  # mean training loss over the step's batch (NaN when skipped)
+    norm: float  # gradient norm before clipping (NaN when skipped)
+    stop: bool  # True on every rank when any rank has received SIGTERM
+    groups: dict  # per-group telemetry (telemetry.py) on a logged step that updated, else {}
+
+
 def train_step(run, it):
-    """One optimizer step at iteration `it`; returns (ok, loss, grad_norm, stop): loss and norm as
-    floats, NaN ones when the step was skipped because the loss or the gradient was not finite (state
-    left untouched); stop is True on every rank when any rank has received SIGTERM."""
+    """One optimizer step at iteration `it`. A step that ends a log_interval also measures the
+    per-group telemetry, before a Hessian refresh changes the state it describes (on rank 0, or on
+    every rank under FSDP, whose reductions need them all)."""
     set_lr(run.optimizer, lr_at(it, run.cfg))
     loss = forward_backward(run, train_loss, TRAIN, it, run.plan.grad_accum)
     with run.timer("optimizer"):
@@ -444,11 +453,14 @@ def train_step(run, it):
         norm = grad_norm(run, run.cfg.grad_clip)
         loss_f, norm_f, stop_f = torch.stack([loss, norm.to(loss.device, loss.dtype), stop]).tolist()  # one host sync
         ok = math.isfinite(loss_f) and math.isfinite(norm_f)
+        logged = (it + 1) % run.cfg.log_interval == 0 and (run.dist.master or run.telemetry.sharded)
+        before = run.telemetry.snapshot() if ok and logged else None
         if ok:
             run.scaler.step(run.optimizer)
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
-    return ok, loss_f, norm_f, stop_f > 0
+    groups = run.telemetry.measure(before) if before is not None else {}
+    return StepResult(ok, loss_f, norm_f, stop_f > 0, groups)
 
 
 @torch.no_grad()
@@ -544,6 +556,7 @@ class Run:
     autocast: typing.Any
     checkpointer: Checkpointer
     timer: StepTimer  # where a step's time goes; off unless scripts/bench_train.py switches it on
+    telemetry: Telemetry  # per-group update sizes (and Sophia's clipping), measured on logged steps
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
     hellaswag: typing.Optional[list] = None  # HellaSwag examples when hellaswag_interval > 0
 
@@ -611,7 +624,8 @@ def setup(cfg, dist, log):
     run = Run(cfg=cfg, plan=plan, dist=dist, train_path=plan.data_dir / "train.bin",
               val_path=plan.data_dir / "val.bin", raw_model=raw_model, model=model, eval_model=eval_model,
               optimizer=optimizer, scaler=scaler, autocast=autocast, checkpointer=checkpointer,
-              timer=StepTimer(device), hellaswag=examples)
+              timer=StepTimer(device), telemetry=Telemetry(raw_model, optimizer, cfg.is_sophia),
+              hellaswag=examples)
 
     metrics = None
     if dist.master:
@@ -658,13 +672,14 @@ def save(run, state):
     run.checkpointer.save(run.raw_model, run.optimizer, run.scaler, state)
 
 
-def log_step(run, state, since, loss, norm, ok, metrics, log):
+def log_step(run, state, since, step, metrics, log):
     """The metrics row and the console line of the steps since the last one (`since`: the state's
     iter, tokens_seen and time_s then). Call on every rank: under FSDP the norms need all of them."""
     cfg = run.cfg
     param_norm = global_norm(list(run.raw_model.parameters())).item()
     # a skipped step has no clipping to report (and after a resume no step may exist yet)
-    stats = {k: v.item() for k, v in run.optimizer.stats().items()} if cfg.is_sophia and ok else {}
+    loss, norm = step.loss, step.norm
+    stats = {k: v.item() for k, v in run.optimizer.stats().items()} if cfg.is_sophia and step.ok else {}
     if metrics is None:
         return
     steps, tokens, seconds = (state[k] - v for k, v in zip(("iter", "tokens_seen", "time_s"), since))
@@ -677,7 +692,7 @@ def log_step(run, state, since, loss, norm, ok, metrics, log):
     if cfg.is_sophia:
         row |= {"train/win_rate": stats.get("win_rate", math.nan), "optim/hessian_norm": stats.get("hessian_norm", math.nan),
                 "skipped_hessian": state["skipped_hessian"]}
-    metrics.log(row)
+    metrics.log(row | step.groups)
     eta = (cfg.max_iters - state["iter"]) * seconds / steps
     log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
         f"{row['ms_per_iter']:.0f} ms/iter | {row['tokens_per_s']:,.0f} tok/s"
@@ -728,7 +743,8 @@ def train(cfg, dist):
 
             # one optimizer step (skipped when the loss or the gradient is not finite)
             t0 = time.perf_counter()
-            ok, loss, norm, stop = train_step(run, it)
+            step = train_step(run, it)
+            ok, loss, norm, stop = step.ok, step.loss, step.norm, step.stop
             tokens = run.plan.tokens_per_iter
             if ok:
                 consecutive_skips = 0
@@ -758,7 +774,7 @@ def train(cfg, dist):
 
             # log
             if state["iter"] % cfg.log_interval == 0:
-                log_step(run, state, since, loss, norm, ok, metrics, log)
+                log_step(run, state, since, step, metrics, log)
                 since = (state["iter"], state["tokens_seen"], state["time_s"])
     finally:
         if previous_sigterm is not None:

@@ -64,7 +64,7 @@ def parse(argv):
 
 def iteration(run, it):
     """train.py's iteration: the step, then the Hessian refresh when it is due; returns the step's loss."""
-    ok, loss, _, _ = train.train_step(run, it)
+    ok, loss = train.train_step(run, it)[:2]
     if ok and train.hessian_due(run, it):
         train.refresh_hessian(run, it)
     return loss

@@ -74,7 +74,9 @@ def ddp_and_fsdp(shakespeare_char, tmp_path_factory):
 def test_fsdp_matches_ddp(optimizer, ddp_and_fsdp):
     """The losses and Sophia's statistics (global: summed over both ranks' shards) equal DDP's."""
     ddp, fsdp = ddp_and_fsdp / f"{optimizer}_ddp", ddp_and_fsdp / f"{optimizer}_fsdp"
-    keys = ["train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate", "optim/hessian_norm"]
+    keys = ["train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate", "optim/hessian_norm",
+            *(k for k in metrics_rows(ddp)[-2] if k.startswith("group/"))]
+    assert len(keys) > 6
     assert_close_rows(ddp, fsdp, keys, rel=1e-5)
     rows = metrics_rows(fsdp)
     losses = [r["train/loss"] for r in rows if "train/loss" in r]

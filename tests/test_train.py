@@ -72,7 +72,8 @@ def test_ddp_two_ranks_match_one_process_with_twice_the_accumulation(shakespeare
     assert json.loads((tmp_path / "one" / "config.json").read_text())["grad_accum"] == 2
     assert [r["iter"] for r in one] == [r["iter"] for r in two]
     for r1, r2 in zip(one, two):
-        for k in ("train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate"):
+        for k in ("train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate",
+                  *(k for k in r1 if k.startswith("group/"))):
             if k in r1:
                 assert r2[k] == pytest.approx(r1[k], rel=1e-5, abs=1e-6), (r1["iter"], k)
 

@@ -1,0 +1,92 @@
+"""Per-group optimizer telemetry: how far each kind of parameter moves, and for Sophia how much of it
+is clipped and how large its curvature estimate is.
+
+The parameters of a GPT fall into the groups of GROUPS by their names. For every optimizer and
+group, on a logged step:
+
+- `group/<g>/update_ratio`: RMS of the step's update over RMS of the weights before it,
+  sqrt(sum (p_after - p_before)^2 / sum p_before^2) over the group's coordinates (weight decay
+  included: it is part of the update);
+
+and for Sophia, from the state the step used (m after its update, and h before a Hessian refresh
+that follows the step):
+
+- `group/<g>/win_rate`: the fraction of the group's coordinates NOT clipped, |m| / (rho * h + eps)
+  < 1 as the step's clamp computes it (the coordinate-weighted mean over groups is the overall
+  `train/win_rate`);
+- `group/<g>/hessian_mean`: the mean of the Hessian EMA h over the group's coordinates.
+
+Only logged steps pay for it: one copy of the parameters before the optimizer step (a rank's shards
+under FSDP) and a few reductions after it; under FSDP one all-reduce of the groups' sums makes the
+values global, so they are the same on any number of ranks.
+"""
+import torch
+import torch.distributed as torch_dist
+from torch import Tensor
+from torch.distributed.tensor import DTensor
+
+# the token embedding is also the LM head (tied), so the head has no group of its own
+GROUPS = ("tok_emb", "pos_emb", "attn_qkv", "attn_out", "mlp_in", "mlp_out", "ln")
+PREFIX = "group/"
+_BY_NAME = (("transformer.wte.", "tok_emb"), ("transformer.wpe.", "pos_emb"), (".attn.c_attn.", "attn_qkv"),
+            (".attn.c_proj.", "attn_out"), (".mlp.c_fc.", "mlp_in"), (".mlp.c_proj.", "mlp_out"),
+            (".ln_", "ln"), ("transformer.ln_f.", "ln"))
+
+
+def group_of(name: str) -> str:
+    """The group of a GPT parameter, from its name (e.g. transformer.h.3.mlp.c_fc.weight -> mlp_in)."""
+    for part, group in _BY_NAME:
+        if part in name:
+            return group
+    raise ValueError(f"parameter {name!r} belongs to no telemetry group: add its name to telemetry._BY_NAME")
+
+
+def _local(t: Tensor) -> Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+class Telemetry:
+    """The per-group values of one model and its optimizer. Every rank makes one and calls both
+    methods on a logged step (under FSDP measure() all-reduces)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, sophia: bool):
+        named = list(model.named_parameters())
+        self.params = [p for _, p in named]
+        self.groups = [GROUPS.index(group_of(n)) for n, _ in named]
+        self.optimizer, self.sophia = optimizer, sophia
+        self.sharded = any(isinstance(p, DTensor) for p in self.params)
+
+    def snapshot(self) -> list[Tensor]:
+        """The weights before the optimizer step (this rank's shards)."""
+        return [_local(p).detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def measure(self, before: list[Tensor]) -> dict[str, float]:
+        """The groups' values after the step that followed snapshot() (`before`); one host sync."""
+        # per group, on the device: squared update, squared weight, clipped coordinates, sum of h
+        sums = torch.zeros(len(GROUPS), 4, dtype=torch.float64, device=before[0].device)
+        numel = [0] * len(GROUPS)  # coordinates per group, all ranks together (a DTensor's numel is global)
+        rho_eps = {id(p): (g["rho"], g["eps"]) for g in self.optimizer.param_groups for p in g["params"]} \
+            if self.sophia else {}
+        for p, old, g in zip(self.params, before, self.groups):
+            new = _local(p).detach()
+            numel[g] += p.numel()
+            sums[g, 0] += (new - old).double().square().sum()
+            sums[g, 1] += old.double().square().sum()
+            state = self.optimizer.state.get(p, {})
+            if "hessian" in state:
+                rho, eps = rho_eps[id(p)]
+                m, h = _local(state["exp_avg"]), _local(state["hessian"])
+                sums[g, 2] += (m / (h * rho + eps)).clamp(-1, 1).abs().floor().sum(dtype=torch.float64)
+                sums[g, 3] += h.sum(dtype=torch.float64)
+        if self.sharded:
+            torch_dist.all_reduce(sums, group=self.params[0].device_mesh.get_group())
+        out = {}
+        for g, n, (update_sq, weight_sq, clipped, hessian_sum) in zip(GROUPS, numel, sums.tolist()):
+            if not n:
+                continue
+            out[f"{PREFIX}{g}/update_ratio"] = (update_sq / weight_sq) ** 0.5 if weight_sq else float("nan")
+            if self.sophia:
+                out[f"{PREFIX}{g}/win_rate"] = 1 - clipped / n
+                out[f"{PREFIX}{g}/hessian_mean"] = hessian_sum / n
+        return out
