@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The regime map: Sophia-G against AdamW along training length (tokens per non-embedding parameter)
+# and batch size, on the character-level Shakespeare recipe (config/train_shakespeare_char_*.py).
+# Each cell is one scripts/sweep.py per optimizer: the lr grid on seed 0, then seed 1 at the selected
+# lr (--tune_seeds 1); the two optimizers' sweeps run side by side, one thread each.
+#
+#     bash scripts/regime.sh [OUT]              # default out/regime; rerunning resumes
+#     CELLS="s1 s4" bash scripts/regime.sh      # some cells only
+#
+# Horizon cells: size s = 2 x 64 (0.10M non-embedding parameters) at 1x, 4x and 16x Chinchilla
+# (20, 80, 320 tokens per parameter: 1000, 4000, 16000 steps of 32 x 64 characters), and size m =
+# 4 x 128 (0.79M) at 0.13x and 0.52x (1000 and 4000 steps). Warmup (10%), the cosine decay and the
+# eval interval (40 evals) scale with the length. Batch cells: size m, the same 8.2M tokens at 2k,
+# 8k and 32k tokens per step (4000, 1000, 250 steps; micro-batch 32 with 1, 4, 16 micro-steps, so
+# every cell evaluates on the same batches), the Hessian estimated on the whole batch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-out/regime}
+mkdir -p "$out"
+export OMP_NUM_THREADS=1
+read -r -a cells <<< "${CELLS:-s1 s4 m1 m2k m8k m32k s16}"
+s="n_layer=2 n_head=2 n_embd=64"
+m="n_layer=4 n_head=4 n_embd=128"
+length() {  # steps: max_iters, warmup and eval interval for a run of $1 steps
+    echo "max_iters=$1 warmup_iters=$(($1 / 10)) eval_interval=$(($1 / 40))"
+}
+batch() {  # sequences of 64 characters per step
+    echo "total_batch_size=$1 hess_total_batch_size=$1"
+}
+declare -A sets=([s1]="$s $(length 1000)" [s4]="$s $(length 4000)" [s16]="$s $(length 16000)"
+                 [m1]="$m $(length 1000)" [m2k]="$m $(length 4000)"
+                 [m8k]="$m $(length 1000) $(batch 128)" [m32k]="$m $(length 250) $(batch 512)")
+declare -A adamw_lrs=([s1]=1e-2,3e-2,1e-1 [s4]=3e-3,1e-2,3e-2,1e-1 [s16]=3e-3,1e-2,3e-2,1e-1
+                      [m1]=3e-3,1e-2,3e-2 [m2k]=3e-3,1e-2,3e-2 [m8k]=3e-3,1e-2,3e-2 [m32k]=3e-3,1e-2,3e-2,1e-1)
+declare -A sophiag_lrs=([s1]=1e-4,3e-4,1e-3,3e-3 [s4]=1e-4,3e-4,1e-3,3e-3 [s16]=1e-4,3e-4,1e-3,3e-3
+                        [m1]=3e-4,1e-3,3e-3 [m2k]=3e-4,1e-3,3e-3 [m8k]=3e-4,1e-3,3e-3 [m32k]=3e-4,1e-3,3e-3,1e-2)
+configs=(config/train_shakespeare_char_adamw.py config/train_shakespeare_char_sophiag.py)
+
+for cell in "${cells[@]}"; do
+    echo "== $(date '+%H:%M:%S') cell $cell (${sets[$cell]}): adamw lr ${adamw_lrs[$cell]} | sophiag lr ${sophiag_lrs[$cell]}"
+    # shellcheck disable=SC2086  # the settings are several KEY=VALUE words
+    common=(--seeds 0 1 --tune_seeds 1 --out "$out/$cell" --set ${sets[$cell]})
+    python scripts/sweep.py --configs "${configs[0]}" --lrs "adamw=${adamw_lrs[$cell]}" "${common[@]}" \
+        > "$out/$cell.adamw.log" 2>&1 &
+    adamw=$!
+    python scripts/sweep.py --configs "${configs[1]}" --lrs "sophiag=${sophiag_lrs[$cell]}" --baseline sophiag \
+        "${common[@]}" > "$out/$cell.sophiag.log" 2>&1 &
+    sophiag=$!
+    wait $adamw || echo "   some adamw runs failed: $out/$cell.adamw.log"
+    wait $sophiag || echo "   some sophiag runs failed: $out/$cell.sophiag.log"
+    python scripts/sweep.py --configs "${configs[@]}" --lrs "adamw=${adamw_lrs[$cell]}" \
+        "sophiag=${sophiag_lrs[$cell]}" "${common[@]}" --analyze_only > "$out/$cell.summary.txt"
+    echo "   $out/$cell.summary.txt"
+done
