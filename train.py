@@ -463,6 +463,15 @@ def train_step(run, it):
     return StepResult(ok, loss_f, norm_f, stop_f > 0, groups)
 
 
+def iteration(run, it):
+    """An iteration of the loop, without its bookkeeping: the optimizer step, then Sophia's Hessian
+    refresh when it is due after a step that updated. Returns the step and the refresh's outcome
+    (None: no refresh; False: its estimate was not finite and was skipped)."""
+    step = train_step(run, it)
+    refreshed = refresh_hessian(run, it) if step.ok and hessian_due(run, it) else None
+    return step, refreshed
+
+
 @torch.no_grad()
 def evaluate(run):
     """Mean loss over eval_iters fixed batches of each split (the same batches at every eval, for
@@ -512,6 +521,13 @@ def batch_sizes_that_fit(total: int, world_size: int) -> str:
     return f" (batch_size values that fit world_size={world_size}: {', '.join(fits)})"
 
 
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The compute dtype 'auto' stands for: bfloat16 on a CUDA device that has it, else float32."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+
+
 def resolve(cfg, world_size, device):
     """The Plan of a run: the batch split over ranks and micro-steps (training and Hessian), the dtype,
     whether to compile, the ends of the lr schedule and the data directory. No side effects; a
@@ -527,9 +543,7 @@ def resolve(cfg, world_size, device):
         raise UserError(f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = "
                         f"{cfg.batch_size} * {world_size}: use a multiple of it, or a multiple of world_size "
                         f"below it{batch_sizes_that_fit(hess_total, world_size)}")
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    dtype = resolve_dtype(cfg.dtype, device)
     if dtype == "float16" and device.type != "cuda":
         raise UserError("dtype='float16' needs CUDA (it trains with a GradScaler); use bfloat16 or float32")
     return Plan(grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * world_size),
@@ -743,7 +757,7 @@ def train(cfg, dist):
 
             # one optimizer step (skipped when the loss or the gradient is not finite)
             t0 = time.perf_counter()
-            step = train_step(run, it)
+            step, refreshed = iteration(run, it)
             ok, loss, norm, stop = step.ok, step.loss, step.norm, step.stop
             tokens = run.plan.tokens_per_iter
             if ok:
@@ -758,12 +772,12 @@ def train(cfg, dist):
                                     f"Lower learning_rate or raise rho (Sophia) / weight_decay, then continue from the "
                                     f"last good checkpoint in {cfg.out_dir} (if any) with --init_from=auto")
 
-            # Sophia: refresh the Hessian estimate every hess_interval steps
-            if ok and hessian_due(run, it):
-                if not refresh_hessian(run, it):
+            # Sophia: the Hessian estimate refreshed every hess_interval steps
+            if refreshed is not None:
+                tokens += run.plan.hess_tokens
+                if not refreshed:
                     state["skipped_hessian"] += 1
                     log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
-                tokens += run.plan.hess_tokens
 
             # the one clock: training time, evals and checkpoints excluded. No device synchronize here: the
             # step's loss read-back waits for the device, which meanwhile runs the optimizer step while the

@@ -9,9 +9,9 @@ Config files and --key=value overrides are train.py's (one set for every optimiz
 --optimizers is an optimizer name, optionally followed by its own overrides, e.g.
 `sophiag:hess_total_batch_size=8:fused_optimizer=True`. Every entry is set up by train.setup(),
 warmed up (compilation, one Hessian refresh), then timed for --rounds rounds of --steps
-iterations: train.train_step() plus train.refresh_hessian() when train.hessian_due() says so, the
-loop's own rule. The entries take turns at every iteration (each one leading in turn), so that a
-load change on a shared machine hits all of them alike. --steps should be a multiple of
+iterations: train.iteration(), the loop's own step and Hessian refresh. The entries take turns at
+every iteration (each one leading in turn), so that a load change on a shared machine hits all of
+them alike. --steps should be a multiple of
 hess_interval so that every round holds the same number of refreshes.
 
 Printed per entry: ms per iteration (median over rounds, and range), training tokens/s, MFU (on a
@@ -62,14 +62,6 @@ def parse(argv):
     return args, train_args, entries
 
 
-def iteration(run, it):
-    """train.py's iteration: the step, then the Hessian refresh when it is due; returns the step's loss."""
-    ok, loss = train.train_step(run, it)[:2]
-    if ok and train.hessian_due(run, it):
-        train.refresh_hessian(run, it)
-    return loss
-
-
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -115,7 +107,7 @@ def measure(train_args, entries, steps, rounds, warmup, say=print):
             if metrics is not None:
                 metrics.close()
             for it in range(warmup):
-                iteration(run, it)
+                train.iteration(run, it)
             if cfg.is_sophia:
                 train.refresh_hessian(run, warmup)  # compiles the refresh's graph before timing
             synchronize(device)
@@ -136,7 +128,7 @@ def measure(train_args, entries, steps, rounds, warmup, say=print):
                 for label in order:
                     synchronize(dist.device)
                     t0 = time.perf_counter()
-                    iteration(runs[label], it)
+                    train.iteration(runs[label], it)
                     synchronize(dist.device)
                     seconds[label] += time.perf_counter() - t0
             for label, run in runs.items():

@@ -1,0 +1,31 @@
+"""Every shipped config resolves to the values recorded in tests/assets/config_values.json: a change
+to how configs are written (e.g. composing a size and an optimizer) moves no value. Regenerate the
+file only for a change that means to move them: python -m tests.test_configs."""
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+import train
+from tests.helpers import REPO
+
+ASSET = REPO / "tests" / "assets" / "config_values.json"
+CONFIGS = sorted((REPO / "config").glob("train_*.py"))
+
+
+def resolved(path: Path) -> dict:
+    return asdict(train.parse_args([str(path)]))
+
+
+def test_every_config_is_recorded():
+    assert sorted(json.loads(ASSET.read_text())) == [p.name for p in CONFIGS]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_resolves_to_its_recorded_values(path):
+    assert resolved(path) == json.loads(ASSET.read_text())[path.name], "python -m tests.test_configs regenerates"
+
+
+if __name__ == "__main__":
+    ASSET.write_text(json.dumps({p.name: resolved(p) for p in CONFIGS}, indent=1, sort_keys=True) + "\n")
