@@ -8,14 +8,14 @@ every read, and read safely (tensors and plain data only):
   `checksums.json` (a CRC-32 of every file). DCP reshards on load, so a run can resume on another
   number of ranks.
 
-Plus the RNG states that make a resumed run equal to an uninterrupted one. `Checkpointer` is what
+No RNG state is saved: every random draw of training is seeded from (seed, iteration, micro-batch)
+(train.py), so a resumed run equals an uninterrupted one on any number of devices. `Checkpointer` is what
 train.py uses: it finds, validates and loads the checkpoint to resume from and saves new ones, in the
 format of the run's parallelism; `load_model` gives sample.py, scripts/export_hf.py and evaluations
 the newest trained model of a run.
 """
 import json
 import os
-import random
 import shutil
 import sys
 import warnings
@@ -24,7 +24,6 @@ import zlib
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.distributed.checkpoint as dcp
@@ -73,13 +72,23 @@ def verify_file(path):
     return f"checksum mismatch in {bad}" if bad else None
 
 
+def finite_by_device(tensors):
+    """{device: 0-dim bool tensor on it, whether every floating-point tensor among `tensors` on that
+    device is finite} (for DTensors: this rank's shard). One reduction per device: a training state
+    mixes devices (an optimizer's `step` counters stay on the CPU beside CUDA parameters)."""
+    by_device = {}
+    for t in tensors:
+        if torch.is_tensor(t) and t.is_floating_point():
+            local = t.to_local() if isinstance(t, DTensor) else t
+            if local.numel():
+                by_device.setdefault(local.device, []).append(local)
+    return {device: torch.isfinite(torch.stack(torch._foreach_norm(ts))).all() for device, ts in by_device.items()}
+
+
 def non_finite(tensors):
     """Whether any floating-point tensor among `tensors` holds a NaN or an infinity (for DTensors: in
     this rank's shard; the caller combines the ranks' answers)."""
-    floats = [t.to_local() if isinstance(t, DTensor) else t for t in tensors
-              if torch.is_tensor(t) and t.is_floating_point()]
-    floats = [t for t in floats if t.numel()]
-    return bool(floats) and not torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()
+    return not all(bool(finite) for finite in finite_by_device(tensors).values())
 
 
 def state_tensors(model_state, optimizer_state):
@@ -242,7 +251,7 @@ def verify_sharded(path, rank=0, world_size=1):
 
 
 def read_sharded_meta(path, verify=True):
-    """meta.pt of a sharded checkpoint (iteration, config, RNGs, ...), after checking every file of it
+    """meta.pt of a sharded checkpoint (iteration, config, scaler, ...), after checking every file of it
     in this process when verify."""
     why = verify_sharded(path) if verify else None
     if why is None:
@@ -299,23 +308,6 @@ def load_full_optimizer_state(model, optimizer, optimizer_state):
                "param_groups": [{**g, "params": [names[i] for i in g["params"]]}
                                 for g in optimizer_state["param_groups"]]}
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
-
-
-def rng_state():
-    """Every RNG, as plain data (for weights_only loading)."""
-    np_state = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- a run's checkpoints
@@ -385,7 +377,7 @@ class Checkpointer:
     DDP or in one process; sharded under FSDP), keeping the newest keep_last. Every rank makes one."""
 
     def __init__(self, cfg, vocab, data_dir, dist, log):
-        self.cfg, self.vocab, self.dist = cfg, vocab, dist
+        self.cfg, self.vocab, self.dist, self.log = cfg, vocab, dist, log
         self.out_dir = Path(cfg.out_dir)
         self.path, self.ckpt = find_checkpoint(self.out_dir, cfg.init_from, dist, log)
         if self.ckpt is not None:
@@ -404,16 +396,18 @@ class Checkpointer:
         return model_from(self.ckpt, self.cfg)
 
     def load(self, model, optimizer, scaler, state):
-        """The checkpoint's optimizer state (and a sharded one's weights), scaler, RNGs and the loop's
+        """The checkpoint's optimizer state (and a sharded one's weights), fp16 loss scale and the loop's
         counters (into `state`), then the checkpoint is let go. Call on every rank."""
         load_training_state(self.path, self.ckpt, model, optimizer, self.dist)
-        scaler.load_state_dict(self.ckpt["scaler"])
+        if self.ckpt["scaler"] or not scaler.is_enabled():
+            scaler.load_state_dict(self.ckpt["scaler"])
+        else:  # a bfloat16 or float32 run continued in float16: the scaler starts as a new run's
+            self.log("the checkpoint has no fp16 loss scale (its run was not float16): starting from the default")
         state.update({k: self.ckpt[k] for k in state})
-        set_rng_state(self.ckpt["rng"])
         self.ckpt = None
 
     def save(self, model, optimizer, scaler, state):
-        """Model, optimizer (with Sophia's Hessian), scaler, RNGs and the loop state: one file written
+        """Model, optimizer (with Sophia's Hessian), fp16 loss scale and the loop state: one file written
         by rank 0, or under FSDP a sharded checkpoint that every rank writes its part of. Call on every rank."""
         sharded = self.cfg.parallelism == "fsdp"
         if not (sharded or self.dist.master):
@@ -423,7 +417,7 @@ class Checkpointer:
             raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
                                "the previous ones are kept")
         meta = {"scaler": scaler.state_dict(), "model_args": asdict(model.config), "config": asdict(self.cfg),
-                "vocab": self.vocab, "rng": rng_state(), **state}
+                "vocab": self.vocab, **state}
         if sharded:
             save_sharded(model, optimizer, meta, self.out_dir, state["iter"], self.cfg.keep_last, self.dist)
         else:

@@ -17,10 +17,6 @@ from torch.utils.checkpoint import checkpoint
 # and the matrix shapes become friendlier to GPU kernels (docs/performance.md).
 PADDED_VOCAB_SIZE = 50304
 
-# Dense bf16 tensor-core peak per device, for MFU. Override with train.py's `peak_flops`.
-PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
-
-
 @dataclass
 class GPTConfig:
     block_size: int = 1024
@@ -52,10 +48,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
-        head_dim = config.n_embd // config.n_head
-        # Stanford CRFM (Mistral GPT-2 runs): scaling layer i by 1/(i+1) stabilises large models.
-        inv_layer = 1.0 / (layer_idx + 1) if config.scale_attn_by_inverse_layer_idx else 1.0
-        self.scale = inv_layer / math.sqrt(head_dim)
+        self.scale = 1.0 / math.sqrt(config.n_embd // config.n_head)
+        # Stanford CRFM (Mistral GPT-2 runs): scaling layer i's attention logits by 1/(i+1) stabilises
+        # large models. Applied to q as a tensor (not folded into the float `scale`): blocks compiled one
+        # by one (FSDP) then share one graph, where a float per block would compile one graph each.
+        self.scale_by_layer = config.scale_attn_by_inverse_layer_idx
+        self.register_buffer("inv_layer", torch.tensor(1.0 / (layer_idx + 1)), persistent=False)
 
     def forward(self, x):
         B, T, C = x.size()
@@ -64,6 +62,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if self.scale_by_layer:
+            q = q * self.inv_layer
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
@@ -196,16 +196,3 @@ def config_from_dict(d):
     """GPTConfig from a dict that may carry other keys (a train config or a checkpoint's)."""
     names = {f.name for f in fields(GPTConfig)}
     return GPTConfig(**{k: v for k, v in d.items() if k in names})
-
-
-def peak_flops(device, override=0.0):
-    """The device's dense bf16 peak in FLOP/s for MFU, or None when it is not known (CPU)."""
-    if override:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, flops in PEAK_FLOPS.items():
-        if key in name:
-            return flops
-    return None

@@ -136,13 +136,18 @@ def set_lr(optimizer, lr):
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
+def use_fused(fused_optimizer: bool | None, device: torch.device) -> bool:
+    """The `fused_optimizer` key resolved: None means the fused step on CUDA (AdamW's torch kernel,
+    Sophia's compiled one: each a single pass over a parameter's p, g and state), else the foreach one."""
+    return device.type == "cuda" if fused_optimizer is None else fused_optimizer
+
+
 def make_optimizer(cfg, model, device):
-    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains.
-    fused_optimizer: None leaves each optimizer's default step, fused (torch's kernel) only for
-    AdamW on CUDA; Sophia's fused step is a torch.compile'd kernel, unmeasured on GPUs."""
+    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains. The
+    fused step as `use_fused` says for AdamW, Muon's AdamW part and Sophia."""
     params = [p for p in model.parameters() if p.requires_grad]
     betas = (cfg.beta1, cfg.beta2)
-    fused = device.type == "cuda" if cfg.fused_optimizer is None else cfg.fused_optimizer  # AdamW (and Muon's AdamW part)
+    fused = use_fused(cfg.fused_optimizer, device)
     if cfg.optimizer_name == "muon":
         matrices = hidden_matrices(model)
         sharded = isinstance(matrices[0], DTensor)  # FSDP
@@ -164,4 +169,4 @@ def make_optimizer(cfg, model, device):
     if cfg.optimizer_name == "lion":
         return Lion(groups, lr=cfg.learning_rate, betas=betas)
     sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
-    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho, fused=bool(cfg.fused_optimizer))
+    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho, fused=fused)

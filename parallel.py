@@ -30,22 +30,40 @@ class Dist:
         return self.rank == 0
 
 
+def choose_device(name: str, cuda_available: bool, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """The device of this process for the `device` key: 'auto' is CUDA when there is one, else the
+    CPU; 'cuda' is GPU number local_rank (torchrun's LOCAL_RANK, 0 in a single process), always with
+    its index, which torch.cuda.set_device needs."""
+    if name == "auto":
+        name = "cuda" if cuda_available else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda" and not cuda_available:
+        raise UserError(f"device={name!r} but CUDA is not available here: use --device=cpu")
+    if device.type != "cuda":
+        return device
+    if device.index is not None and world_size > 1:
+        raise UserError(f"device={name!r} would put all {world_size} ranks on one GPU: use device='cuda' "
+                        f"(each rank takes cuda:LOCAL_RANK)")
+    return device if device.index is not None else torch.device("cuda", local_rank)
+
+
+def choose_backend(name: str, device: torch.device) -> str:
+    """The process-group backend for the `backend` key: 'auto' is NCCL on CUDA, else gloo."""
+    return name if name != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+
+
 def setup_distributed(cfg):
     under_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={cfg.device!r} but CUDA is not available here: use --device=cpu")
-    if name == "cuda" and under_torchrun:
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
+    device = choose_device(cfg.device, torch.cuda.is_available(), local_rank, world_size)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+    backend = choose_backend(cfg.backend, device)
     if under_torchrun:
         torch_dist.init_process_group(backend=backend)
     elif cfg.parallelism == "fsdp":  # FSDP needs a process group even alone (e.g. one GPU, or resuming on 1 rank)

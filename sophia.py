@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-__all__ = ["SophiaG", "SophiaH", "gnb_loss", "hutchinson", "sophia"]
+__all__ = ["SophiaG", "SophiaH", "clipped", "gnb_loss", "hutchinson", "sophia"]
 
 # The multi-tensor step walks the parameters in buckets of at most this many elements and keeps its
 # two temporaries (denominator, clipped ratio) in one scratch buffer reused by every bucket, so a
@@ -33,11 +33,13 @@ __all__ = ["SophiaG", "SophiaH", "gnb_loss", "hutchinson", "sophia"]
 _CPU_BUCKET_NUMEL = 1 << 18
 _BUCKET_NUMEL = 1 << 24
 # gnb_loss samples its labels a few rows of logits at a time, so that its temporaries (probabilities
-# and their running sums) take at most this many elements (16 MB in float32) instead of the whole
-# (N, V). On CPU a fresh tensor of the whole (2048 x 50304 = 412 MB) is mapped anew and page-faulted
-# in on every call, while chunks this small are recycled by the allocator (docs/performance.md has
-# the timing). The labels are the same either way.
-_SAMPLE_CHUNK_NUMEL = 1 << 22
+# and their running sums) take at most this many elements instead of the whole (N, V). On CPU a
+# fresh tensor of the whole is mapped anew and page-faulted in on every call, while chunks of 16 MB
+# are recycled by the allocator (docs/performance.md). On a GPU every chunk costs ~5 kernel launches
+# and the caching allocator recycles any size: chunks of 256 MB keep a GPT-2 micro-batch (12 x 1024
+# positions x 50304) to ten. The labels are the same either way.
+_CPU_SAMPLE_CHUNK_NUMEL = 1 << 22
+_SAMPLE_CHUNK_NUMEL = 1 << 26
 
 
 class _Sophia(Optimizer):
@@ -63,24 +65,10 @@ class _Sophia(Optimizer):
             maximize=maximize, foreach=foreach, fused=fused,
         )
         super().__init__(params, defaults)
-        self._reset_stats()
 
     def add_param_group(self, param_group: dict) -> None:
         _check_hyperparameters(type(self).__name__, {**self.defaults, **param_group})
         super().add_param_group(param_group)
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._reset_stats()
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        self._reset_stats()
-
-    def _reset_stats(self) -> None:
-        self._clipped: tuple[Tensor, int] | None = None  # (clipped coordinates, coordinates) of the last step
-        self._hessian_norm: Tensor | None = None  # None: recompute from the state on demand
-        self._shard_group = None  # process group of sharded (DTensor) parameters: stats() sums over it
 
     def _state(self, p: Tensor) -> dict:
         """The state of parameter p, created on first use: step count, exp_avg (m), hessian (h)."""
@@ -109,25 +97,19 @@ class _Sophia(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        clipped, numel = [], 0
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
             if not params:
                 continue
             states = [self._state(p) for p in params]
             beta1, _ = group["betas"]
-            if isinstance(params[0], DTensor):
-                self._shard_group = params[0].device_mesh.get_group()
             params, grads, exp_avgs, hessians = (_local(ts) for ts in (
                 params, grads, [s["exp_avg"] for s in states], [s["hessian"] for s in states]))
-            clipped.append(sophia(
+            sophia(
                 params, grads, exp_avgs, hessians, [s["step"] for s in states],
                 foreach=group["foreach"], fused=group["fused"], beta1=beta1, lr=group["lr"], rho=group["rho"],
                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-            ))
-            numel += sum(p.numel() for p in params)
-        if clipped:
-            self._clipped = (_total(clipped), numel)
+            )
         return loss
 
     def _update_hessians(self, group: dict, params: list[Tensor], estimates: list[Tensor], num_tokens: float | None):
@@ -136,43 +118,42 @@ class _Sophia(Optimizer):
         fn = _single_tensor_update_hessian if group["foreach"] is False else _multi_tensor_update_hessian
         fn(_local(hessians), _local(estimates), beta2=beta2, num_tokens=num_tokens)
 
+    @torch.no_grad()
     def stats(self) -> dict[str, Tensor]:
-        """Clipping and curvature statistics as 0-dim tensors on the parameters' device (no host sync).
+        """Clipping and curvature statistics of the state, as 0-dim tensors on the parameters' device.
 
-        - "win_rate": fraction of the coordinates updated by the last `step()` that were NOT clipped,
-          i.e. with |m| / (rho * h + eps) < 1 as the clamp computes it; those moved by less than lr,
-          all others by exactly lr (apart from weight decay). The official repo's `train/win_rate`;
+        - "win_rate": fraction of the coordinates that the step's clamp leaves unclipped given the
+          current m and h, |m| / (rho * h + eps) < 1 (see `clipped`): called after `step()` and
+          before the next `update_hessian()`, the coordinates that step moved by less than lr, all
+          others by exactly lr (apart from weight decay). The official repo's `train/win_rate`;
           healthy runs sit around 0.1-0.5 (near 0: nearly every step is the clipped +-lr, rho is
           too small; near 1: rho is too large and Sophia takes small Newton-like steps).
-        - "hessian_norm": L1 norm (sum over all coordinates) of the Hessian EMA h of every parameter
-          with state. For SophiaG that is the official repo's `hessian_norm` times its `bs`.
+        - "hessian_norm": L1 norm (sum over all coordinates) of the Hessian EMA h. For SophiaG that is
+          the official repo's `hessian_norm` times its `bs`.
 
-        Counted during `step()` / `update_hessian()`, so calling this is free; call `.item()` only when
-        logging. Raises RuntimeError before the first `step()` (and after `load_state_dict()` until the
-        next `step()`). With sharded (FSDP2 DTensor) parameters both are counted on each rank's shards
-        and summed here by one all-reduce, so every rank must call stats() and gets the global values.
+        Over every parameter with state; computed here (the step itself counts nothing), so call it
+        when logging, not every step, and `.item()` the values then. Raises RuntimeError before the
+        first `step()`. With sharded (FSDP2 DTensor) parameters each rank counts its shards and one
+        all-reduce sums them, so every rank must call stats() and gets the global values.
         """
-        if self._clipped is None:
-            raise RuntimeError("stats() describes the last step(); call step() first")
-        if self._hessian_norm is None:
-            self._hessian_norm = self._l1_hessian_norm()
-        clipped, numel = self._clipped
-        hessian_norm = self._hessian_norm
-        if self._shard_group is not None:
-            totals = torch.stack([clipped.double(), hessian_norm.to(clipped.device, torch.float64),
-                                  clipped.new_tensor(numel, dtype=torch.float64)])
-            dist.all_reduce(totals, group=self._shard_group)
-            clipped, hessian_norm, numel = totals
-        return {"win_rate": 1 - clipped.double() / numel, "hessian_norm": hessian_norm}
-
-    def _l1_hessian_norm(self) -> Tensor:
-        hessians = _local([s["hessian"] for s in self.state.values() if "hessian" in s])
-        if not hessians:
-            return torch.zeros(())
-        grouped = Optimizer._group_tensors_by_device_and_dtype([hessians])
-        # accumulated in float64: float32's rounding (~1e-5 relative on CPU) would depend on the sharding
-        norms = [torch._foreach_norm(tensors, 1, dtype=torch.float64) for (tensors,), _ in grouped.values()]
-        return _total([n for device_norms in norms for n in device_norms])
+        totals, numel, shard_group = None, 0, None
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                if isinstance(p, DTensor):
+                    shard_group = p.device_mesh.get_group()
+                m, h = _local([state["exp_avg"], state["hessian"]])
+                part = torch.stack([clipped(m, h, group["rho"], group["eps"]).sum(dtype=torch.float64),
+                                    h.sum(dtype=torch.float64)])
+                totals = part if totals is None else totals + part.to(totals.device)
+                numel += p.numel()  # a DTensor's numel is the whole tensor's
+        if totals is None:
+            raise RuntimeError("stats() describes the optimizer state; call step() first")
+        if shard_group is not None:
+            dist.all_reduce(totals, group=shard_group)
+        return {"win_rate": 1 - totals[0] / numel, "hessian_norm": totals[1]}
 
 
 class SophiaG(_Sophia):
@@ -211,7 +192,7 @@ class SophiaG(_Sophia):
         fused: True: one torch.compile'd kernel per parameter (compiled on the first step). Matches
             the other paths to float rounding. docs/performance.md compares the three paths' times.
 
-    `stats()` returns the clip statistics of the last step (see `_Sophia.stats`).
+    `stats()` returns the clip and curvature statistics of the state (see `_Sophia.stats`).
     """
 
     @torch.no_grad()
@@ -229,7 +210,6 @@ class SophiaG(_Sophia):
             params, grads = self._params_with_grad(group)
             if params:
                 self._update_hessians(group, params, grads, num_tokens)
-        self._hessian_norm = self._l1_hessian_norm()
 
 
 class SophiaH(_Sophia):
@@ -277,7 +257,6 @@ class SophiaH(_Sophia):
             pair[1].append(e)
         for i, (group_params, group_estimates) in per_group.items():
             self._update_hessians(self.param_groups[i], group_params, group_estimates, None)
-        self._hessian_norm = self._l1_hessian_norm()
 
 
 def _check_hyperparameters(name: str, group: dict) -> None:
@@ -297,10 +276,10 @@ def _local(tensors: list[Tensor]) -> list[Tensor]:
     return [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
 
 
-def _total(values: list[Tensor]) -> Tensor:
-    """Sum of 0-dim tensors that may live on different devices, on the first one's device."""
-    device = values[0].device
-    return torch.stack([v.to(device, torch.float32) for v in values]).sum()
+def clipped(exp_avg: Tensor, hessian: Tensor, rho: float, eps: float) -> Tensor:
+    """The coordinates that Sophia's clamp clips, |m / (rho * h + eps)| >= 1, computed as the step
+    computes the ratio (a boolean tensor of the parameter's shape)."""
+    return (exp_avg / (hessian * rho + eps)).abs() >= 1
 
 
 def gnb_loss(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -317,9 +296,14 @@ def gnb_loss(logits: Tensor, generator: torch.Generator | None = None) -> Tensor
         # Inverse-CDF sampling: one uniform per position. Same distribution as torch.multinomial, and
         # faster at GPT-2's vocabulary, where multinomial dominated the refresh (docs/performance.md).
         u = torch.rand(log_probs.size(0), 1, device=log_probs.device, generator=generator)  # (N, 1)
-        rows = max(1, _SAMPLE_CHUNK_NUMEL // log_probs.size(1))
+        rows = _sample_rows(log_probs.size(1), log_probs.device)
         y_hat = torch.cat([_sample(chunk, u_chunk) for chunk, u_chunk in zip(log_probs.split(rows), u.split(rows))])
     return F.nll_loss(log_probs, y_hat)
+
+
+def _sample_rows(vocab: int, device: torch.device) -> int:
+    """How many rows of (N, vocab) log-probabilities gnb_loss samples at a time on `device`."""
+    return max(1, (_CPU_SAMPLE_CHUNK_NUMEL if device.type == "cpu" else _SAMPLE_CHUNK_NUMEL) // vocab)
 
 
 def _sample(log_probs: Tensor, u: Tensor) -> Tensor:
@@ -362,22 +346,20 @@ def sophia(
     weight_decay: float,
     eps: float,
     maximize: bool,
-) -> Tensor:
-    """Functional Sophia step (see SophiaG for the rule). Returns the number of clipped coordinates
-    (|m| / (rho * h + eps) >= 1) as a 0-dim float32 tensor on the first parameter's device."""
+) -> None:
+    """Functional Sophia step (see SophiaG for the rule), in place on params, exp_avgs and state_steps."""
     if fused:
         fn = _fused_sophia
     elif foreach is False:
         fn = _single_tensor_sophia
     else:
         fn = _multi_tensor_sophia
-    return fn(params, grads, exp_avgs, hessians, state_steps, beta1=beta1, lr=lr, rho=rho,
-              weight_decay=weight_decay, eps=eps, maximize=maximize)
+    fn(params, grads, exp_avgs, hessians, state_steps, beta1=beta1, lr=lr, rho=rho,
+       weight_decay=weight_decay, eps=eps, maximize=maximize)
 
 
 def _single_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, rho, weight_decay, eps,
-                          maximize) -> Tensor:
-    clipped = []
+                          maximize) -> None:
     for param, grad, exp_avg, hessian, step in zip(params, grads, exp_avgs, hessians, state_steps):
         step += 1
         if weight_decay != 0:
@@ -385,16 +367,13 @@ def _single_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, bet
         exp_avg.lerp_(-grad if maximize else grad, 1 - beta1)
         ratio = torch.mul(hessian, rho).add_(eps)  # rho * h + eps
         torch.div(exp_avg, ratio, out=ratio).clamp_(-1, 1)
-        clipped.append(ratio.abs().floor_().sum(dtype=torch.float32))  # |ratio| is 1 exactly where clipped
         param.add_(ratio, alpha=-lr)
-    return _total(clipped)
 
 
 def _multi_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, rho, weight_decay, eps,
-                         maximize) -> Tensor:
+                         maximize) -> None:
     # The same elementwise operations as _single_tensor_sophia, in the same order (so the two paths agree
     # bit for bit), applied bucket by bucket with the temporaries in a reused scratch buffer.
-    clipped = []
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, hessians, state_steps])
     for (device, _), ((device_params, device_grads, device_exp_avgs, device_hessians, device_steps), _) \
             in grouped.items():
@@ -419,9 +398,7 @@ def _multi_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta
             denom.mul_(rho).add_(eps)
             torch._foreach_copy_(ratios, bucket_exp_avgs)
             ratio.div_(denom).clamp_(-1, 1)
-            clipped.append(torch.abs(ratio, out=denom).floor_().sum(dtype=torch.float32))
             torch._foreach_add_(bucket_params, ratios, alpha=-lr)
-    return _total(clipped) if clipped else torch.zeros(())
 
 
 def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tuple[Tensor, ...]]]:
@@ -448,13 +425,13 @@ def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tupl
 
 
 def _fused_update(param: Tensor, grad: Tensor, exp_avg: Tensor, hessian: Tensor,
-                  beta1: float, lr: float, rho: float, weight_decay: float, eps: float) -> Tensor:
-    # lerp written out: as a plain float, beta1 stays an input of the compiled graph (lerp_'s weight
-    # would be baked in as a constant and recompile when beta1 changes)
+                  beta1: float, lr: float, rho: float, weight_decay: float, eps: float) -> None:
+    # Purely elementwise (no reduction), so the compiled kernel spreads over the whole tensor. lerp
+    # written out: as a plain float, beta1 stays an input of the compiled graph (lerp_'s weight would
+    # be baked in as a constant and recompile when beta1 changes).
     exp_avg.copy_(exp_avg + (grad - exp_avg) * (1 - beta1))
     ratio = (exp_avg / (hessian * rho + eps)).clamp(-1, 1)
     param.copy_(param * (1 - lr * weight_decay) - lr * ratio)
-    return ratio.abs().floor().sum(dtype=torch.float32)
 
 
 @functools.cache
@@ -471,23 +448,21 @@ def _fused_kernel(device: torch.device, dtype: torch.dtype):
 
 
 def _fused_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, rho, weight_decay, eps,
-                  maximize) -> Tensor:
+                  maximize) -> None:
     # The kernel sees every contiguous parameter viewed flat, so shapes of any rank share its graphs;
     # the rare non-contiguous ones take the per-tensor path rather than compiling a graph per layout.
     hyper = dict(beta1=beta1, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize)
     flat = [all(t.is_contiguous() for t in ts) for ts in zip(params, grads, exp_avgs, hessians)]
-    clipped = []
     if not all(flat):
         others = ([t for t, f in zip(ts, flat) if not f] for ts in (params, grads, exp_avgs, hessians, state_steps))
-        clipped.append(_single_tensor_sophia(*others, **hyper))
+        _single_tensor_sophia(*others, **hyper)
     for param, grad, exp_avg, hessian, step, is_flat in zip(params, grads, exp_avgs, hessians, state_steps, flat):
         if not is_flat:
             continue
         step += 1
         kernel = _fused_kernel(param.device, param.dtype)
         views = (t.detach().view(-1) for t in (param, -grad if maximize else grad, exp_avg, hessian))
-        clipped.append(kernel(*views, beta1, lr, rho, weight_decay, eps))
-    return _total(clipped)
+        kernel(*views, beta1, lr, rho, weight_decay, eps)
 
 
 def _single_tensor_update_hessian(hessians, estimates, *, beta2: float, num_tokens: float | None) -> None:

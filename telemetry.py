@@ -14,7 +14,10 @@ that follows the step):
 - `group/<g>/win_rate`: the fraction of the group's coordinates NOT clipped, |m| / (rho * h + eps)
   < 1 as the step's clamp computes it (the coordinate-weighted mean over groups is the overall
   `train/win_rate`);
-- `group/<g>/hessian_mean`: the mean of the Hessian EMA h over the group's coordinates.
+- `group/<g>/hessian_mean`: the mean of the Hessian EMA h over the group's coordinates;
+
+and over all groups Sophia's `train/win_rate` and `optim/hessian_norm` (the L1 norm of h), the
+values of `SophiaG.stats()` for that step.
 
 Only logged steps pay for it: one copy of the parameters before the optimizer step (a rank's shards
 under FSDP) and a few reductions after it; under FSDP one all-reduce of the groups' sums makes the
@@ -24,6 +27,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor
 from torch.distributed.tensor import DTensor
+
+from sophia import clipped
 
 # the token embedding is also the LM head (tied), so the head has no group of its own
 GROUPS = ("tok_emb", "pos_emb", "attn_qkv", "attn_out", "mlp_in", "mlp_out", "ln")
@@ -77,16 +82,20 @@ class Telemetry:
             if "hessian" in state:
                 rho, eps = rho_eps[id(p)]
                 m, h = _local(state["exp_avg"]), _local(state["hessian"])
-                sums[g, 2] += (m / (h * rho + eps)).clamp(-1, 1).abs().floor().sum(dtype=torch.float64)
+                sums[g, 2] += clipped(m, h, rho, eps).sum(dtype=torch.float64)
                 sums[g, 3] += h.sum(dtype=torch.float64)
         if self.sharded:
             torch_dist.all_reduce(sums, group=self.params[0].device_mesh.get_group())
+        values = sums.tolist()
         out = {}
-        for g, n, (update_sq, weight_sq, clipped, hessian_sum) in zip(GROUPS, numel, sums.tolist()):
+        for g, n, (update_sq, weight_sq, clips, hessian_sum) in zip(GROUPS, numel, values):
             if not n:
                 continue
             out[f"{PREFIX}{g}/update_ratio"] = (update_sq / weight_sq) ** 0.5 if weight_sq else float("nan")
             if self.sophia:
-                out[f"{PREFIX}{g}/win_rate"] = 1 - clipped / n
+                out[f"{PREFIX}{g}/win_rate"] = 1 - clips / n
                 out[f"{PREFIX}{g}/hessian_mean"] = hessian_sum / n
+        if self.sophia:
+            out["train/win_rate"] = 1 - sum(v[2] for v in values) / sum(numel)
+            out["optim/hessian_norm"] = sum(v[3] for v in values)
         return out

@@ -1,5 +1,6 @@
 """Where a training step's time goes: data loading, forward+backward, the optimizer step and
-Sophia's Hessian refresh. train.py marks those parts; scripts/bench_train.py switches the timer on.
+Sophia's Hessian refresh (train.py marks those parts; scripts/bench_train.py switches the timer on),
+and the model FLOPs utilisation (MFU) of a device.
 
     timer = StepTimer(device, enabled=True)
     with timer("data"):
@@ -17,6 +18,28 @@ from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 
 import torch
+
+# Dense bf16 tensor-core peak per device (torchtitan's table), first match of the device name wins.
+# Override with train.py's `peak_flops`.
+PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+
+
+def peak_flops(device: torch.device, override: float = 0.0) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or None when it is not known (CPU, other GPUs)."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
+
+
+def mfu(flops_per_token: float, tokens: int, seconds: float, world_size: int, peak: float | None) -> float | None:
+    """Model FLOPs utilisation per device, as nanoGPT reports it: the FLOP/s that `tokens` (processed
+    by all `world_size` devices together in `seconds`) stand for, per device, over one device's peak."""
+    if not peak:
+        return None
+    return flops_per_token * tokens / seconds / world_size / peak
 
 
 class StepTimer:

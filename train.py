@@ -19,7 +19,6 @@ import inspect
 import json
 import math
 import os
-import random
 import signal
 import sys
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as torch_dist
+from torch.optim import Optimizer
 
 from atomic import atomic_write
 from checkpoint import Checkpointer
@@ -41,13 +41,13 @@ import hellaswag
 from hf import RELEASES, is_pretrained, load_gpt2
 from memory import GB, estimate
 from metrics import MetricsLog, start_wandb
-from model import GPT, config_from_dict, peak_flops
-from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
+from model import GPT, config_from_dict
+from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr, use_fused
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from provenance import provenance
 from sophia import gnb_loss, hutchinson
 from telemetry import Telemetry
-from timing import StepTimer
+from timing import StepTimer, mfu, peak_flops
 from vocab import GPT2, describe, from_meta, model_vocab_size
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -97,7 +97,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
     # True: a fused step (AdamW: torch's kernel; Sophia: one torch.compile'd kernel per parameter);
-    # None: fused AdamW on CUDA, every other optimizer's foreach step
+    # None: fused on CUDA, the foreach step elsewhere (Lion and Muon's matrices have only that one)
     fused_optimizer: typing.Optional[bool] = None
     rho: float = 0.05  # Sophia's clipping threshold
     hess_interval: int = 10  # Sophia: refresh the Hessian estimate every k steps
@@ -128,7 +128,7 @@ class TrainConfig:
     backend: str = "auto"  # process-group backend: 'auto' (nccl on CUDA, gloo on CPU) | 'nccl' | 'gloo'
     parallelism: str = "ddp"  # 'ddp': every rank holds the model | 'fsdp': weights, grads, optimizer state sharded
     activation_checkpointing: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
-    peak_flops: float = 0.0  # device peak FLOP/s for MFU (0: A100/H100/H200 known, else MFU is not logged)
+    peak_flops: float = 0.0  # one device's peak FLOP/s for MFU (0: A100/H100/H200 known, else MFU is not logged)
 
     def validate(self):
         def need(ok, msg):
@@ -376,13 +376,17 @@ def forward_backward(run, loss_fn, stream, it, n_micro):
     return total
 
 
-def grad_norm(run, clip):
-    """Unscale fp16 gradients, clip them to `clip` (0: no clipping); returns the norm before clipping."""
-    run.scaler.unscale_(run.optimizer)
-    params = [p for p in run.raw_model.parameters() if p.grad is not None]
-    norm = global_norm([p.grad for p in params])
+def clip_gradients(run, clip):
+    """Clip the (unscaled) gradients to global norm `clip` (0: no clipping); returns the norm before
+    clipping, a float64 tensor. torch.nn.utils.clip_grads_with_norm_'s rule, with the coefficient cast
+    to the gradients' dtype: a float64 coefficient on float32 gradients sends CUDA's _foreach_mul_ to
+    its one-kernel-per-tensor path (the product is the same: the CPU casts the coefficient too)."""
+    grads = [p.grad for p in run.raw_model.parameters() if p.grad is not None]
+    norm = global_norm(grads)
     if clip > 0:
-        torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
+        coef = (clip / (norm + 1e-6)).clamp(max=1.0)
+        for (device, dtype), ([same], _) in Optimizer._group_tensors_by_device_and_dtype([grads]).items():
+            torch._foreach_mul_(same, coef.to(device, dtype))
     return norm
 
 
@@ -394,7 +398,7 @@ def hutchinson_refresh(run, it):
     total = None
     for micro in range(run.plan.hess_micro):
         index = run.dist.rank * run.plan.hess_micro + micro
-        x, y = get_batch(run.train_path, run.cfg.seed, HESSIAN, it, index, run.cfg.batch_size,
+        x, y = get_batch(run.train_path, run.cfg.seed, HESSIAN, it, index, run.plan.hess_batch_size,
                          run.cfg.block_size, run.dist.device)
         reseed(run.cfg.seed, HESSIAN, it, index)
         with sdpa_kernel(SDPBackend.MATH), run.autocast:
@@ -423,11 +427,15 @@ def refresh_hessian(run, it):
             run.optimizer.update_hessian(params, estimates)
             return True
         forward_backward(run, gnb_estimator_loss, HESSIAN, it, run.plan.hess_micro)
-        norm = grad_norm(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
+        if run.scaler.is_enabled():
+            # fp16: undo the loss scale by hand. The refresh is not an optimizer step, so the GradScaler's
+            # unscale_/update, which would count it as one towards growing the scale, are left alone
+            torch._foreach_mul_([p.grad for p in run.raw_model.parameters() if p.grad is not None],
+                                1.0 / run.scaler.get_scale())
+        norm = clip_gradients(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
         finite = bool(torch.isfinite(norm).item())
         if finite:
             run.optimizer.update_hessian(num_tokens=run.plan.hess_tokens)
-        run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
         return finite
 
@@ -437,7 +445,7 @@ class StepResult(typing.NamedTuple):
     loss: float  # mean training loss over the step's batch (NaN when skipped)
     norm: float  # gradient norm before clipping (NaN when skipped)
     stop: bool  # True on every rank when any rank has received SIGTERM
-    groups: dict  # per-group telemetry (telemetry.py) on a logged step that updated, else {}
+    groups: dict  # on a logged step that updated: its telemetry (telemetry.py, Sophia's win_rate too), else {}
 
 
 def train_step(run, it):
@@ -448,9 +456,10 @@ def train_step(run, it):
     loss = forward_backward(run, train_loss, TRAIN, it, run.plan.grad_accum)
     with run.timer("optimizer"):
         # the SIGTERM flag rides on the loss all-reduce, so all ranks stop at the same step at no extra cost
-        loss, stop = all_reduce_mean(torch.stack([loss, torch.tensor(float(run.sigterm[0]), device=loss.device)]),
-                                     run.dist)
-        norm = grad_norm(run, run.cfg.grad_clip)
+        # (a fill on the device: torch.tensor(value, device=cuda) would be a blocking host-to-device copy)
+        loss, stop = all_reduce_mean(torch.stack([loss, torch.full_like(loss, float(run.sigterm[0]))]), run.dist)
+        run.scaler.unscale_(run.optimizer)  # fp16: the GradScaler's inf check, then its step and update
+        norm = clip_gradients(run, run.cfg.grad_clip)
         loss_f, norm_f, stop_f = torch.stack([loss, norm.to(loss.device, loss.dtype), stop]).tolist()  # one host sync
         ok = math.isfinite(loss_f) and math.isfinite(norm_f)
         logged = (it + 1) % run.cfg.log_interval == 0 and (run.dist.master or run.telemetry.sharded)
@@ -508,6 +517,8 @@ class Plan:
     tokens_per_iter: int  # training tokens in one optimizer step, all ranks together
     dtype: str  # 'float32' | 'bfloat16' | 'float16'
     compile: bool
+    fused: bool  # the fused optimizer step (optimizers.use_fused)
+    tf32: bool  # float32 matmuls on TensorFloat-32 tensor cores (CUDA), as nanoGPT and llm.c run them
     min_lr: float  # where the cosine schedule ends
     lr_decay_iters: int  # ... and when
     data_dir: Path
@@ -544,13 +555,12 @@ def resolve(cfg, world_size, device):
                         f"{cfg.batch_size} * {world_size}: use a multiple of it, or a multiple of world_size "
                         f"below it{batch_sizes_that_fit(hess_total, world_size)}")
     dtype = resolve_dtype(cfg.dtype, device)
-    if dtype == "float16" and device.type != "cuda":
-        raise UserError("dtype='float16' needs CUDA (it trains with a GradScaler); use bfloat16 or float32")
     return Plan(grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * world_size),
                 hess_batch_size=hess_batch, hess_tokens=hess_total * cfg.block_size,
                 tokens_per_iter=cfg.total_batch_size * cfg.block_size, dtype=dtype,
                 compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
-                min_lr=cfg.final_min_lr, lr_decay_iters=cfg.final_lr_decay_iters,
+                fused=use_fused(cfg.fused_optimizer, device),
+                tf32=device.type == "cuda", min_lr=cfg.final_min_lr, lr_decay_iters=cfg.final_lr_decay_iters,
                 data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset)
 
 
@@ -611,6 +621,8 @@ def setup(cfg, dist, log):
             "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before torchrun --max-restarts")
     plan = resolve(cfg, dist.world_size, dist.device)
     out_dir, device = Path(cfg.out_dir), dist.device
+    if plan.tf32:
+        torch.set_float32_matmul_precision("high")
     check_writable(out_dir, dist.rank)
     meta = read_meta(plan.data_dir)
     open_split(plan.data_dir, "train", cfg.block_size, meta)
@@ -618,10 +630,7 @@ def setup(cfg, dist, log):
     vocab = from_meta(meta or {}, plan.data_dir / "meta.json")
     checkpointer = Checkpointer(cfg, vocab, plan.data_dir, dist, log)
 
-    # the initial weights; python's and numpy's global RNGs too, so that a checkpoint depends on the seed alone
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the initial weights; every later draw is reseeded by reseed()
     raw_model = checkpointer.model() if checkpointer.resuming else build_model(cfg, vocab, log)
     examples = None
     if cfg.hellaswag_interval:
@@ -645,7 +654,8 @@ def setup(cfg, dist, log):
     if dist.master:
         config = {**asdict(cfg), "world_size": dist.world_size, "grad_accum": plan.grad_accum,
                   "hess_micro": plan.hess_micro, "tokens_per_iter": plan.tokens_per_iter, "dtype_resolved": plan.dtype,
-                  "device_resolved": str(device), "compile_resolved": plan.compile, "min_lr_resolved": plan.min_lr,
+                  "device_resolved": str(device), "compile_resolved": plan.compile,
+                  "fused_optimizer_resolved": plan.fused, "tf32": plan.tf32, "min_lr_resolved": plan.min_lr,
                   "lr_decay_iters_resolved": plan.lr_decay_iters, "n_params": raw_model.num_params(),
                   "provenance": provenance(device)}
         with atomic_write(out_dir / "config.json") as f:
@@ -691,26 +701,24 @@ def log_step(run, state, since, step, metrics, log):
     iter, tokens_seen and time_s then). Call on every rank: under FSDP the norms need all of them."""
     cfg = run.cfg
     param_norm = global_norm(list(run.raw_model.parameters())).item()
-    # a skipped step has no clipping to report (and after a resume no step may exist yet)
     loss, norm = step.loss, step.norm
-    stats = {k: v.item() for k, v in run.optimizer.stats().items()} if cfg.is_sophia and step.ok else {}
     if metrics is None:
         return
     steps, tokens, seconds = (state[k] - v for k, v in zip(("iter", "tokens_seen", "time_s"), since))
-    peak = peak_flops(run.dist.device, cfg.peak_flops)
-    mfu = run.raw_model.flops_per_token() * tokens / seconds / peak if peak else None
+    utilisation = mfu(run.raw_model.flops_per_token(), tokens, seconds, run.dist.world_size,
+                      peak_flops(run.dist.device, cfg.peak_flops))
     row = {"iter": state["iter"], "tokens_seen": state["tokens_seen"], "time_s": state["time_s"],
            "train/loss": loss, "lr": lr_at(state["iter"] - 1, cfg), "grad_norm": norm, "param_norm": param_norm,
-           "mfu": mfu, "ms_per_iter": 1000 * seconds / steps, "tokens_per_s": tokens / seconds,
+           "mfu": utilisation, "ms_per_iter": 1000 * seconds / steps, "tokens_per_s": tokens / seconds,
            "train/clip_rate": state["clipped_steps"] / state["iter"], "skipped_steps": state["skipped_steps"]}
-    if cfg.is_sophia:
-        row |= {"train/win_rate": stats.get("win_rate", math.nan), "optim/hessian_norm": stats.get("hessian_norm", math.nan),
-                "skipped_hessian": state["skipped_hessian"]}
-    metrics.log(row | step.groups)
+    if cfg.is_sophia:  # a skipped step has no clipping to report
+        row |= {"train/win_rate": math.nan, "optim/hessian_norm": math.nan, "skipped_hessian": state["skipped_hessian"]}
+    row |= step.groups
+    metrics.log(row)
     eta = (cfg.max_iters - state["iter"]) * seconds / steps
     log(f"iter {state['iter']}/{cfg.max_iters} | loss {loss:.4f} | lr {row['lr']:.2e} | "
         f"{row['ms_per_iter']:.0f} ms/iter | {row['tokens_per_s']:,.0f} tok/s"
-        + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
+        + (f" | mfu {100 * utilisation:.1f}%" if utilisation is not None else "")
         + (f" | win {row['train/win_rate']:.3f}" if cfg.is_sophia else "")
         + f" | eta {eta / 60:.1f} min")
 

@@ -38,7 +38,7 @@ import torch.distributed as torch_dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
 from errors import run_cli  # noqa: E402
-from model import peak_flops  # noqa: E402
+from timing import mfu, peak_flops  # noqa: E402
 from parallel import setup_distributed  # noqa: E402
 
 PARTS = ("data", "forward_backward", "optimizer", "hessian")
@@ -152,12 +152,11 @@ def summarize(label, run, timings, baseline, steps, warmup, peak_memory, warmup_
     shares["other"] = 1 - sum(shares.values())
     tokens = run.plan.tokens_per_iter * steps * rounds
     refreshes = sum(train.hessian_due(run, it) for it in range(warmup, warmup + steps * rounds))
-    peak = peak_flops(dist.device, run.cfg.peak_flops)
-    mfu = (run.raw_model.flops_per_token() * (tokens + refreshes * run.plan.hess_tokens) / seconds / peak
-           if peak else None)
+    utilisation = mfu(run.raw_model.flops_per_token(), tokens + refreshes * run.plan.hess_tokens, seconds,
+                      dist.world_size, peak_flops(dist.device, run.cfg.peak_flops))
     vs_adamw = None if baseline is None else [a / b for (a, _), (b, _) in zip(timings, baseline)]
     return Result(label, run.cfg, str(dist.device), dist.world_size, run.raw_model.num_params(),
-                  run.raw_model.flops_per_token(), [1000 * s / steps for s, _ in timings], tokens / seconds, mfu,
+                  run.raw_model.flops_per_token(), [1000 * s / steps for s, _ in timings], tokens / seconds, utilisation,
                   shares, peak_memory, vs_adamw, warmup_s)
 
 

@@ -52,7 +52,8 @@ import train  # noqa: E402  (after the repo root is on sys.path)
 from data.common import GPT2_VOCAB_SIZE  # noqa: E402
 from errors import UserError  # noqa: E402
 from memory import GB, estimate, parameter_counts  # noqa: E402
-from model import PADDED_VOCAB_SIZE, peak_flops  # noqa: E402
+from model import PADDED_VOCAB_SIZE  # noqa: E402
+from timing import peak_flops  # noqa: E402
 from parallel import setup_distributed  # noqa: E402
 from scripts import bench_train  # noqa: E402
 MIN_TORCH = (2, 11)

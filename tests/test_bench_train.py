@@ -39,7 +39,7 @@ def test_gnb_labels_do_not_depend_on_the_sampling_chunk(monkeypatch):
     logits = torch.randn(37, 101, dtype=torch.float64) * 3
 
     def loss_and_grad(chunk_numel):
-        monkeypatch.setattr(sophia, "_SAMPLE_CHUNK_NUMEL", chunk_numel)
+        monkeypatch.setattr(sophia, "_CPU_SAMPLE_CHUNK_NUMEL", chunk_numel)
         x = logits.clone().requires_grad_()
         loss = sophia.gnb_loss(x, generator=torch.Generator().manual_seed(3))
         loss.backward()

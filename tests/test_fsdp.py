@@ -82,7 +82,8 @@ def test_fsdp_matches_ddp(optimizer, ddp_and_fsdp):
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert losses[-1] < losses[0]
     if optimizer == "sophiag":
-        assert all(r["optim/hessian_norm"] > 0 for r in rows if r["iter"] >= 3 and "train/loss" in r)
+        # logged with the step, before the refresh that follows it: the first refresh is after step 3
+        assert all(r["optim/hessian_norm"] > 0 for r in rows if r["iter"] > 3 and "train/loss" in r)
 
 
 def test_sigkill_during_a_sharded_save_then_auto_equals_the_uninterrupted_run(shakespeare, reference, tmp_path):

@@ -49,6 +49,9 @@ def test_values_match_their_definitions(optimizer_name):
             assert values[f"group/{group}/win_rate"] == pytest.approx(1 - clipped / numel, abs=1e-12)
             assert values[f"group/{group}/hessian_mean"] == pytest.approx(
                 sum(s["hessian"].sum().item() for s in state) / numel, rel=1e-6)
+    if cfg.is_sophia:  # the overall values are SophiaG.stats()'s
+        assert values.pop("train/win_rate") == pytest.approx(optimizer.stats()["win_rate"].item(), abs=1e-12)
+        assert values.pop("optim/hessian_norm") == pytest.approx(optimizer.stats()["hessian_norm"].item(), rel=1e-12)
     assert all(k.startswith("group/") for k in values)
     assert any(k.endswith("win_rate") for k in values) == cfg.is_sophia
 

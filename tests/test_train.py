@@ -110,13 +110,15 @@ def test_resolve_derives_every_value_without_processes():
     # 16 sequences = 2 ranks x 2 micro-steps x 4; the Hessian's 4 = 2 ranks x 1 micro-step x 2
     assert (plan.grad_accum, plan.tokens_per_iter) == (2, 16 * 32)
     assert (plan.hess_batch_size, plan.hess_micro, plan.hess_tokens) == (2, 1, 4 * 32)
-    assert (plan.dtype, plan.compile) == ("float32", False)  # 'auto' and None on a CPU
+    assert (plan.dtype, plan.compile, plan.fused, plan.tf32) == ("float32", False, False, False)  # 'auto'/None on a CPU
     assert (plan.min_lr, plan.lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
     assert plan.data_dir == train.REPO_ROOT / "data" / "shakespeare"
     with pytest.raises(UserError, match=r"total_batch_size=16 is not divisible by batch_size \* world_size = 4 \* 3"):
         train.resolve(cfg, 3, cpu)
-    with pytest.raises(UserError, match="dtype='float16' needs CUDA"):
-        train.resolve(train.TrainConfig(dtype="float16"), 1, cpu)
+    assert train.resolve(train.TrainConfig(dtype="float16"), 1, cpu).dtype == "float16"  # a GradScaler("cpu")
+    # on CUDA (a device object needs no GPU): compiled, fused optimizer step, TF32 matmuls
+    gpu = train.resolve(train.TrainConfig(dtype="float32"), 1, torch.device("cuda", 0))
+    assert (gpu.compile, gpu.fused, gpu.tf32) == (True, True, True)
 
 
 def test_help_prints_every_key_with_its_default_and_comment(capsys):
