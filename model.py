@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 # GPT-2's 50,257-token vocabulary rounded up to a multiple of 64: the padded rows are never targets,
@@ -28,7 +29,7 @@ class GPTConfig:
     bias: bool = False  # bias in Linear and LayerNorm layers; GPT-2 had them, without is a bit better and faster
     scale_attn_by_inverse_layer_idx: bool = False  # the official repo's large (770M) config uses it
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -41,7 +42,7 @@ class GPTConfig:
 
 class CausalSelfAttention(nn.Module):
 
-    def __init__(self, config, layer_idx):
+    def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -55,7 +56,7 @@ class CausalSelfAttention(nn.Module):
         self.scale_by_layer = config.scale_attn_by_inverse_layer_idx
         self.register_buffer("inv_layer", torch.tensor(1.0 / (layer_idx + 1)), persistent=False)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
@@ -72,43 +73,49 @@ class CausalSelfAttention(nn.Module):
 
 class MLP(nn.Module):
 
-    def __init__(self, config):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         # GPT-2 used the tanh approximation of GELU; keeping it makes OpenAI's weights exact.
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
 
 
 class Block(nn.Module):
 
-    def __init__(self, config, layer_idx):
+    def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer_idx)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
+class Transformer(nn.Module):
+    """GPT's body, `transformer.*` in the state dict (GPT-2's names): embeddings, blocks, final norm."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
 class GPT(nn.Module):
 
-    def __init__(self, config):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = Transformer(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
         # Recompute each block's activations in the backward pass instead of storing them (training
@@ -120,7 +127,7 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def _init_weights(self, module):
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
@@ -128,7 +135,7 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_params(self, non_embedding=True):
+    def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the tied token embedding counts once (it is also the LM head).
         With non_embedding=True the position embedding is left out, as in the GPT-2 papers."""
         n = sum(p.numel() for p in self.parameters())
@@ -136,7 +143,7 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) token ids -> (logits (B, T, vocab_size), loss or None).
 
         The loss is the mean cross-entropy over all B*T positions when targets (B, T) are given."""
@@ -156,13 +163,13 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
 
-    def flops_per_token(self):
+    def flops_per_token(self) -> int:
         """Training FLOPs (forward + backward) per token: 6N for the weights plus the attention
         scores and values, 12 * n_layer * n_embd * T (PaLM paper, appendix B)."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
-    def crop_block_size(self, block_size):
+    def crop_block_size(self, block_size: int) -> None:
         """Model surgery to use a smaller context than the weights were made for (e.g. GPT-2's 1024)."""
         if not 0 < block_size <= self.config.block_size:
             raise ValueError(f"can only crop block_size to 1..{self.config.block_size}, got {block_size}")
@@ -170,7 +177,8 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, vocab_size=None):
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, vocab_size: int | None = None) -> Tensor:
         """Extend idx (B, T) by max_new_tokens sampled tokens. temperature -> 0 is greedy. vocab_size:
         the tokenizer's, to sample among real tokens only (a padded vocabulary's extra rows are not)."""
         if temperature < 0:
@@ -192,7 +200,7 @@ class GPT(nn.Module):
         return idx
 
 
-def config_from_dict(d):
+def config_from_dict(d: dict) -> GPTConfig:
     """GPTConfig from a dict that may carry other keys (a train config or a checkpoint's)."""
     names = {f.name for f in fields(GPTConfig)}
     return GPTConfig(**{k: v for k, v in d.items() if k in names})

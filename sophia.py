@@ -14,7 +14,8 @@ multi-tensor (torch._foreach_*) path, plus an optional torch.compile'd fused pat
 """
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -23,7 +24,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-__all__ = ["SophiaG", "SophiaH", "clipped", "gnb_loss", "hutchinson", "sophia"]
+__all__ = ["SophiaG", "SophiaH", "by_device_and_dtype", "clipped", "gnb_loss", "hutchinson", "sophia"]
 
 # The multi-tensor step walks the parameters in buckets of at most this many elements and keeps its
 # two temporaries (denominator, clipped ratio) in one scratch buffer reused by every bucket, so a
@@ -91,7 +92,7 @@ class _Sophia(Optimizer):
         return params, grads
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimization step from each parameter's `.grad` (parameters without one are skipped)."""
         loss = None
         if closure is not None:
@@ -112,7 +113,8 @@ class _Sophia(Optimizer):
             )
         return loss
 
-    def _update_hessians(self, group: dict, params: list[Tensor], estimates: list[Tensor], num_tokens: float | None):
+    def _update_hessians(self, group: dict, params: list[Tensor], estimates: list[Tensor],
+                         num_tokens: float | None) -> None:
         hessians = [self._state(p)["hessian"] for p in params]
         _, beta2 = group["betas"]
         fn = _single_tensor_update_hessian if group["foreach"] is False else _multi_tensor_update_hessian
@@ -358,8 +360,9 @@ def sophia(
        weight_decay=weight_decay, eps=eps, maximize=maximize)
 
 
-def _single_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, rho, weight_decay, eps,
-                          maximize) -> None:
+def _single_tensor_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
+                          state_steps: list[Tensor], *, beta1: float, lr: float, rho: float, weight_decay: float,
+                          eps: float, maximize: bool) -> None:
     for param, grad, exp_avg, hessian, step in zip(params, grads, exp_avgs, hessians, state_steps):
         step += 1
         if weight_decay != 0:
@@ -370,16 +373,16 @@ def _single_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, bet
         param.add_(ratio, alpha=-lr)
 
 
-def _multi_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, rho, weight_decay, eps,
-                         maximize) -> None:
+def _multi_tensor_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
+                         state_steps: list[Tensor], *, beta1: float, lr: float, rho: float, weight_decay: float,
+                         eps: float, maximize: bool) -> None:
     # The same elementwise operations as _single_tensor_sophia, in the same order (so the two paths agree
     # bit for bit), applied bucket by bucket with the temporaries in a reused scratch buffer.
-    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, exp_avgs, hessians, state_steps])
-    for (device, _), ((device_params, device_grads, device_exp_avgs, device_hessians, device_steps), _) \
-            in grouped.items():
+    for device, lists in by_device_and_dtype([params, grads, exp_avgs, hessians, state_steps]):
+        device_params, device_grads, device_exp_avgs, device_hessians, device_steps = lists
         torch._foreach_add_(device_steps, 1)
         if maximize:
-            device_grads = torch._foreach_neg(device_grads)
+            device_grads = list(torch._foreach_neg(device_grads))
         max_numel = _CPU_BUCKET_NUMEL if device.type == "cpu" else _BUCKET_NUMEL
         buckets = _buckets([device_params, device_grads, device_exp_avgs, device_hessians], max_numel)
         if not buckets:
@@ -401,12 +404,21 @@ def _multi_tensor_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta
             torch._foreach_add_(bucket_params, ratios, alpha=-lr)
 
 
+def by_device_and_dtype(tensor_lists: list[list[Tensor]]) -> list[tuple[torch.device, list[list[Tensor]]]]:
+    """Aligned tensor lists split by device and dtype, as torch's foreach optimizers group them (their
+    kernels take tensors of one device and dtype): [(device, the lists' tensors there)]."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype(cast(list[list[Tensor | None]], tensor_lists))
+    return [(cast(torch.device, device), cast(list[list[Tensor]], lists)) for (device, _), (lists, _) in grouped.items()]
+
+
 def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tuple[Tensor, ...]]]:
     """Split aligned tensor lists into buckets of aligned slices with at most max_numel elements in all.
 
     Contiguous tensors are cut into flat slices; a tensor that is not contiguous in every list stays
     whole (its bucket may then exceed max_numel)."""
-    buckets, bucket, numel = [], [], 0
+    buckets: list[list[tuple[Tensor, ...]]] = []
+    bucket: list[tuple[Tensor, ...]] = []
+    numel = 0
     for tensors in zip(*tensor_lists):
         if all(t.is_contiguous() for t in tensors):
             flat = [t.view(-1) for t in tensors]
@@ -435,27 +447,28 @@ def _fused_update(param: Tensor, grad: Tensor, exp_avg: Tensor, hessian: Tensor,
 
 
 @functools.cache
-def _fused_kernel(device: torch.device, dtype: torch.dtype):
+def _fused_kernel(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
     # Not fullgraph: should a model's mix of dtypes and sizes ever exhaust dynamo's recompile limit,
     # the kernel falls back to running eagerly (same math) instead of failing.
     kernel = torch.compile(_fused_update, dynamic=True)
     # Inductor's CPU backend decides from the first call's sizes whether the compiled loop runs
     # multi-threaded (later, smaller sizes get a graph of their own); compile it on a large dummy so
     # that big parameters get threads.
-    dummy = [torch.ones(1 << 20, device=device, dtype=dtype) for _ in range(4)]
-    kernel(*dummy, 0.965, 1e-4, 0.04, 0.1, 1e-15)
-    return kernel
+    p, g, m, h = (torch.ones(1 << 20, device=device, dtype=dtype) for _ in range(4))
+    kernel(p, g, m, h, 0.965, 1e-4, 0.04, 0.1, 1e-15)
+    return cast(Callable[..., None], kernel)
 
 
-def _fused_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, rho, weight_decay, eps,
-                  maximize) -> None:
+def _fused_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
+                  state_steps: list[Tensor], *, beta1: float, lr: float, rho: float, weight_decay: float, eps: float,
+                  maximize: bool) -> None:
     # The kernel sees every contiguous parameter viewed flat, so shapes of any rank share its graphs;
     # the rare non-contiguous ones take the per-tensor path rather than compiling a graph per layout.
-    hyper = dict(beta1=beta1, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize)
     flat = [all(t.is_contiguous() for t in ts) for ts in zip(params, grads, exp_avgs, hessians)]
     if not all(flat):
         others = ([t for t, f in zip(ts, flat) if not f] for ts in (params, grads, exp_avgs, hessians, state_steps))
-        _single_tensor_sophia(*others, **hyper)
+        _single_tensor_sophia(*others, beta1=beta1, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps,
+                              maximize=maximize)
     for param, grad, exp_avg, hessian, step, is_flat in zip(params, grads, exp_avgs, hessians, state_steps, flat):
         if not is_flat:
             continue
@@ -465,7 +478,8 @@ def _fused_sophia(params, grads, exp_avgs, hessians, state_steps, *, beta1, lr, 
         kernel(*views, beta1, lr, rho, weight_decay, eps)
 
 
-def _single_tensor_update_hessian(hessians, estimates, *, beta2: float, num_tokens: float | None) -> None:
+def _single_tensor_update_hessian(hessians: list[Tensor], estimates: list[Tensor], *, beta2: float,
+                                  num_tokens: float | None) -> None:
     for hessian, estimate in zip(hessians, estimates):
         hessian.mul_(beta2)
         if num_tokens is None:
@@ -474,9 +488,9 @@ def _single_tensor_update_hessian(hessians, estimates, *, beta2: float, num_toke
             hessian.addcmul_(estimate, estimate, value=(1 - beta2) * num_tokens)
 
 
-def _multi_tensor_update_hessian(hessians, estimates, *, beta2: float, num_tokens: float | None) -> None:
-    grouped = Optimizer._group_tensors_by_device_and_dtype([hessians, estimates])
-    for (device_hessians, device_estimates), _ in grouped.values():
+def _multi_tensor_update_hessian(hessians: list[Tensor], estimates: list[Tensor], *, beta2: float,
+                                 num_tokens: float | None) -> None:
+    for _, (device_hessians, device_estimates) in by_device_and_dtype([hessians, estimates]):
         torch._foreach_mul_(device_hessians, beta2)
         if num_tokens is None:
             torch._foreach_add_(device_hessians, torch._foreach_clamp_min(device_estimates, 0), alpha=1 - beta2)

@@ -23,6 +23,8 @@ Only logged steps pay for it: one copy of the parameters before the optimizer st
 under FSDP) and a few reductions after it; under FSDP one all-reduce of the groups' sums makes the
 values global, so they are the same on any number of ranks.
 """
+from typing import cast
+
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor
@@ -85,16 +87,16 @@ class Telemetry:
                 sums[g, 2] += clipped(m, h, rho, eps).sum(dtype=torch.float64)
                 sums[g, 3] += h.sum(dtype=torch.float64)
         if self.sharded:
-            torch_dist.all_reduce(sums, group=self.params[0].device_mesh.get_group())
+            torch_dist.all_reduce(sums, group=cast(DTensor, self.params[0]).device_mesh.get_group())
         values = sums.tolist()
-        out = {}
-        for g, n, (update_sq, weight_sq, clips, hessian_sum) in zip(GROUPS, numel, values):
+        out: dict[str, float] = {}
+        for name, n, (update_sq, weight_sq, clips, hessian_sum) in zip(GROUPS, numel, values):
             if not n:
                 continue
-            out[f"{PREFIX}{g}/update_ratio"] = (update_sq / weight_sq) ** 0.5 if weight_sq else float("nan")
+            out[f"{PREFIX}{name}/update_ratio"] = (update_sq / weight_sq) ** 0.5 if weight_sq else float("nan")
             if self.sophia:
-                out[f"{PREFIX}{g}/win_rate"] = 1 - clips / n
-                out[f"{PREFIX}{g}/hessian_mean"] = hessian_sum / n
+                out[f"{PREFIX}{name}/win_rate"] = 1 - clips / n
+                out[f"{PREFIX}{name}/hessian_mean"] = hessian_sum / n
         if self.sophia:
             out["train/win_rate"] = 1 - sum(v[2] for v in values) / sum(numel)
             out["optim/hessian_norm"] = sum(v[3] for v in values)

@@ -15,7 +15,9 @@ Switched off, a part costs one attribute check.
 """
 import time
 from collections import defaultdict
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import torch
 
@@ -48,13 +50,13 @@ class StepTimer:
         self.device = device
         self.enabled = enabled
         self._depth = 0
-        self._spans = []  # (part, start, end): perf_counter seconds, or CUDA events
+        self._spans: list[tuple[str, Any, Any]] = []  # (part, start, end): perf_counter seconds, or CUDA events
 
-    def __call__(self, part: str):
+    def __call__(self, part: str) -> AbstractContextManager:
         return self._timed(part) if self.enabled else nullcontext()
 
     @contextmanager
-    def _timed(self, part):
+    def _timed(self, part: str) -> Iterator[None]:
         self._depth += 1
         start = self._mark() if self._depth == 1 else None
         try:
@@ -64,7 +66,7 @@ class StepTimer:
                 self._spans.append((part, start, self._mark()))
             self._depth -= 1
 
-    def _mark(self):
+    def _mark(self) -> Any:
         if self.device.type == "cuda":
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -75,10 +77,10 @@ class StepTimer:
         """Seconds per part since the last reset (waits for the device on CUDA)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        total = defaultdict(float)
+        total: defaultdict[str, float] = defaultdict(float)
         for part, start, end in self._spans:
             total[part] += start.elapsed_time(end) / 1000 if self.device.type == "cuda" else end - start
         return dict(total)
 
-    def reset(self):
+    def reset(self) -> None:
         self._spans = []

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-from torch.optim import Optimizer
 
 from atomic import atomic_write
 from checkpoint import Checkpointer
@@ -45,7 +44,7 @@ from model import GPT, config_from_dict
 from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr, use_fused
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from provenance import provenance
-from sophia import gnb_loss, hutchinson
+from sophia import by_device_and_dtype, gnb_loss, hutchinson
 from telemetry import Telemetry
 from timing import StepTimer, mfu, peak_flops
 from vocab import GPT2, describe, from_meta, model_vocab_size
@@ -385,8 +384,8 @@ def clip_gradients(run, clip):
     norm = global_norm(grads)
     if clip > 0:
         coef = (clip / (norm + 1e-6)).clamp(max=1.0)
-        for (device, dtype), ([same], _) in Optimizer._group_tensors_by_device_and_dtype([grads]).items():
-            torch._foreach_mul_(same, coef.to(device, dtype))
+        for device, [same] in by_device_and_dtype([grads]):
+            torch._foreach_mul_(same, coef.to(device, same[0].dtype))
     return norm
 
 
