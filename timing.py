@@ -1,5 +1,5 @@
 """Where a training step's time goes: data loading, forward+backward, the optimizer step and
-Sophia's Hessian refresh. train.py marks those parts; scripts/bench_train.py switches the timer on.
+Sophia's Hessian refresh. train.py marks those parts; scripts/bench/bench_train.py switches the timer on.
 
     timer = StepTimer(device, enabled=True)
     with timer("data"):

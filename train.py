@@ -44,13 +44,12 @@ from metrics import MetricsLog, start_wandb
 from model import GPT, config_from_dict, peak_flops
 from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
-from provenance import provenance
+from provenance import REPO, provenance
 from sophia import gnb_loss, hutchinson
 from telemetry import Telemetry
 from timing import StepTimer
 from vocab import GPT2, describe, from_meta, model_vocab_size
 
-REPO_ROOT = Path(__file__).resolve().parent
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
 TRAIN, HESSIAN, VAL, EVAL_TRAIN = range(4)
 
@@ -291,7 +290,7 @@ def open_split(data_dir, split, block_size, meta):
     """Check data_dir/<split>.bin (uint16 tokens, against meta.json's count); returns its token count."""
     path = data_dir / f"{split}.bin"
     prepare = data_dir / "prepare.py"
-    fix = f"run `python {prepare.relative_to(REPO_ROOT) if prepare.is_relative_to(REPO_ROOT) else prepare}`" \
+    fix = f"run `python {prepare.relative_to(REPO) if prepare.is_relative_to(REPO) else prepare}`" \
         if prepare.exists() else "point data_dir at a folder with train.bin/val.bin (see data/)"
     why = split_problem(data_dir, split, meta)
     if why is not None:
@@ -551,7 +550,7 @@ def resolve(cfg, world_size, device):
                 tokens_per_iter=cfg.total_batch_size * cfg.block_size, dtype=dtype,
                 compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
                 min_lr=cfg.final_min_lr, lr_decay_iters=cfg.final_lr_decay_iters,
-                data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset)
+                data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO / "data" / cfg.dataset)
 
 
 @dataclass
@@ -569,7 +568,7 @@ class Run:
     scaler: torch.amp.GradScaler
     autocast: typing.Any
     checkpointer: Checkpointer
-    timer: StepTimer  # where a step's time goes; off unless scripts/bench_train.py switches it on
+    timer: StepTimer  # where a step's time goes; off unless scripts/bench/bench_train.py switches it on
     telemetry: Telemetry  # per-group update sizes (and Sophia's clipping), measured on logged steps
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
     hellaswag: typing.Optional[list] = None  # HellaSwag examples when hellaswag_interval > 0

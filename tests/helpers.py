@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from provenance import REPO  # noqa: F401  (the tests' one name for the repository root)
 
 
 def tiny_args(data_dir, out_dir, **overrides):
@@ -31,7 +31,8 @@ def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=(
         full_env.pop(k, None)
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and out.returncode != 0:
-        raise AssertionError(f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
+                             f"{out.stderr[-3000:]}")
     return out
 
 
@@ -120,10 +121,10 @@ def eval_rows(evals, tokens_per_iter=100, seconds_per_iter=0.5):
 
 
 def make_run(label, evals, optimizer="adamw", **rate):
-    """An in-memory Run of scripts/runs.py whose evals are (iter, val loss) pairs."""
-    from scripts.runs import Run
+    """An in-memory RunRecord whose evals are (iter, val loss) pairs."""
+    from runs import RunRecord
 
-    return Run(label, label, {"optimizer_name": optimizer, "max_iters": evals[-1][0]}, eval_rows(evals, **rate))
+    return RunRecord(label, label, {"optimizer_name": optimizer, "max_iters": evals[-1][0]}, eval_rows(evals, **rate))
 
 
 def write_run(root, name, evals, optimizer="adamw", lr=6e-4, seed=0, max_iters=None, win_rate=False, **rate):

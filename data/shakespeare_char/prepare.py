@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from atomic import atomic_write  # noqa: E402
-from data.common import add_output_args, complete_meta, run_cli, write_meta  # noqa: E402
-from data.shakespeare.prepare import plays_dir, shakespeare_documents  # noqa: E402
-from errors import UserError  # noqa: E402
-from vocab import MAX_CHARS  # noqa: E402
+from atomic import atomic_write
+from data.common import add_output_args, complete_meta, run_cli, write_meta
+from data.shakespeare.prepare import plays_dir, shakespeare_documents
+from errors import UserError
+from vocab import MAX_CHARS
 
 TRAIN_FRACTION = 0.9
 

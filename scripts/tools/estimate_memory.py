@@ -1,9 +1,9 @@
 """Training memory per rank for a config, estimated without a GPU (see memory.py for the model).
 
-    python scripts/estimate_memory.py config/train_gpt2_xl_sophiag.py
-    python scripts/estimate_memory.py config/train_gpt2_large_sophiag.py --parallelism=ddp --world_size=8
-    python scripts/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
-    python scripts/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
+    python scripts/tools/estimate_memory.py config/train_gpt2_xl_sophiag.py
+    python scripts/tools/estimate_memory.py config/train_gpt2_large_sophiag.py --parallelism=ddp --world_size=8
+    python scripts/tools/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
+    python scripts/tools/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
 
 Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8 for a
 multi-GPU estimate). dtype 'auto' is taken as bfloat16 (a GPU run). --measure trains the config for
@@ -14,11 +14,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import run_cli  # noqa: E402
-from memory import GB, estimate, parameter_counts  # noqa: E402
-from model import PADDED_VOCAB_SIZE  # noqa: E402
-from train import parse_args  # noqa: E402
+from errors import run_cli
+from memory import GB, estimate, parameter_counts
+from model import PADDED_VOCAB_SIZE
+from provenance import REPO
+from train import parse_args
 
 SIZES = ("small", "medium", "large", "xl")
 RESERVED_GB = 2.0  # CUDA context and allocator fragmentation, not in the estimate
@@ -44,7 +44,7 @@ def table(world_size=8):
     print("| model | params | parallelism | state per rank (weights+grads+optimizer) | 40 GB GPU | 80 GB GPU |")
     print("|---|---|---|---|---|---|")
     for size in SIZES:
-        base = parse_args([str(Path(__file__).resolve().parents[1] / "config" / f"train_gpt2_{size}_sophiag.py")])
+        base = parse_args([str(REPO / "config" / f"train_gpt2_{size}_sophiag.py")])
         n = parameter_counts(base, PADDED_VOCAB_SIZE)[0]
         for parallelism in ("ddp", "fsdp"):
             for checkpointing in (False, True):
@@ -74,7 +74,8 @@ def measure(argv):
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = parse_args(argv)
         steps = cfg.hess_interval + 1
-        overrides = ["--device=cpu", "--dtype=float32", "--compile=False", f"--out_dir={out_dir}", f"--max_iters={steps}",
+        overrides = ["--device=cpu", "--dtype=float32", "--compile=False", f"--out_dir={out_dir}",
+                     f"--max_iters={steps}",
                      f"--eval_interval={steps}", "--eval_iters=2", "--wandb_log=False", "--parallelism=ddp"]
         cfg = parse_args(argv + overrides)
         before = resident_bytes()

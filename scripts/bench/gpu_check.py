@@ -47,14 +47,14 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import train  # noqa: E402  (after the repo root is on sys.path)
-from data.common import GPT2_VOCAB_SIZE  # noqa: E402
-from errors import UserError  # noqa: E402
-from memory import GB, estimate, parameter_counts  # noqa: E402
-from model import PADDED_VOCAB_SIZE, peak_flops  # noqa: E402
-from parallel import setup_distributed  # noqa: E402
-from scripts import bench_train  # noqa: E402
+
+import train
+from data.common import GPT2_VOCAB_SIZE
+from errors import UserError
+from memory import GB, estimate, parameter_counts
+from model import PADDED_VOCAB_SIZE, peak_flops
+from parallel import setup_distributed
+from scripts.bench import bench_train
 MIN_TORCH = (2, 11)
 CONFIG = {size: str(REPO / "config" / f"train_gpt2_{size}_sophiag.py") for size in ("small", "medium", "large", "xl")}
 

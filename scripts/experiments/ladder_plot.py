@@ -1,15 +1,16 @@
 """
-The size ladder's figure and table (scripts/ladder.sh): per model size and seed, both optimizers at
-their selected lr, against the non-embedding parameter count:
+The size ladder's figure and table (scripts/experiments/ladder.sh): per model size and seed, both optimizers at
+their selected lr, against the model's non-embedding parameter count (GPT.num_params, which
+train.py records in config.json as n_params):
 - Sophia-G's steps to the loss both reach (the higher of the two final val losses), as a ratio to
   AdamW's steps to it. When Sophia-G ends below AdamW this is the usual speedup, its steps to
   AdamW's final loss over AdamW's; when it ends above, it is its own steps over the steps AdamW
   took to reach Sophia-G's final loss, a ratio above 1;
 - Sophia-G's final val loss minus AdamW's.
 
-    python scripts/ladder_plot.py out/ladder/s out/ladder/m out/ladder/l --out out/ladder/ladder.png
+    python scripts/experiments/ladder_plot.py out/ladder/s out/ladder/m out/ladder/l --out out/ladder/ladder.png
 
-Each directory is one size's sweep (its sweep_summary.json, written by scripts/sweep.py).
+Each directory is one size's sweep (its sweep_summary.json, written by scripts/experiments/sweep.py).
 """
 import argparse
 import json
@@ -17,10 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError, run_cli  # noqa: E402
-from memory import parameter_counts  # noqa: E402
-from scripts.runs import first_crossing, load_run  # noqa: E402
+from errors import UserError, run_cli
+from runs import first_crossing, load_run
 
 
 def load_size(sweep_dir):
@@ -29,19 +28,18 @@ def load_size(sweep_dir):
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"{path} is missing or unreadable ({e}): run scripts/ladder.sh (or sweep.py) first") from None
+        raise UserError(f"{path} is missing or unreadable ({e}): run scripts/experiments/ladder.sh "
+                        f"(or sweep.py) first") from None
     if summary["baseline"] != "adamw" or "sophiag" not in summary["speedup"]:
         raise UserError(f"{path} has no Sophia-G vs AdamW speedup: sweep both with --baseline adamw")
     config = json.loads((Path(sweep_dir) / Path(summary["runs"][0]["dir"]).name / "config.json").read_text())
-    shape = argparse.Namespace(**{k: config[k] for k in ("n_layer", "n_embd", "bias", "block_size")})
-    blocks = config["n_layer"] * parameter_counts(shape, 0)[2]
     seeds = [{"seed": e["seed"], "steps_ratio": e["steps_ratio"], "reached": e["reached"],
               "gap": e["final_val_loss"] - e["target"],
               "common_ratio": common_loss_ratio(sweep_dir, summary, e["seed"])}
              for e in summary["speedup"]["sophiag"]["per_seed"]]
     lrs = {name: sel["best_lr"] for name, sel in summary["selection"].items()}
     return {"dir": str(sweep_dir), "n_layer": config["n_layer"], "n_embd": config["n_embd"],
-            "non_embedding_params": blocks, "best_lr": lrs, "seeds": seeds}
+            "non_embedding_params": config["n_params"], "best_lr": lrs, "seeds": seeds}
 
 
 def common_loss_ratio(sweep_dir, summary, seed):
@@ -70,7 +68,8 @@ def table(sizes):
         missed = len(s["seeds"]) - len(ratios)
         ratio = mean_spread(ratios) + (f"x, not reached on {missed} of {len(s['seeds'])} seeds" if missed else "x")
         lines.append(f"| {s['n_layer']} x {s['n_embd']} | {s['non_embedding_params'] / 1e6:.2f}M | "
-                     f"{s['best_lr']['adamw']:g} | {s['best_lr']['sophiag']:g} | {ratio if ratios else 'not reached'} | "
+                     f"{s['best_lr']['adamw']:g} | {s['best_lr']['sophiag']:g} | "
+                     f"{ratio if ratios else 'not reached'} | "
                      f"{mean_spread([e['common_ratio'] for e in s['seeds']])}x | "
                      f"{mean_spread([e['gap'] for e in s['seeds']])} |")
     return "\n".join(lines)

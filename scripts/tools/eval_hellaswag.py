@@ -1,9 +1,9 @@
 """HellaSwag accuracy of a finished model: a run's newest checkpoint, a Hugging Face GPT-2 directory or an
 OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub).
 
-    python scripts/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
-    python scripts/eval_hellaswag.py out/hf/sophiag                  # scripts/export_hf.py's output
-    python scripts/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
+    python scripts/tools/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
+    python scripts/tools/eval_hellaswag.py out/hf/sophiag                  # scripts/tools/export_hf.py's output
+    python scripts/tools/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
 
 Scores the examples that data/hellaswag/prepare.py wrote (hellaswag.py defines the scorer) and
 prints acc, acc_norm, the number of examples and the time taken.
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import hellaswag  # noqa: E402
-import checkpoint  # noqa: E402
-from checkpoint import checkpoint_paths  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from hf import RELEASES, load_gpt2  # noqa: E402
-from vocab import GPT2  # noqa: E402
+import checkpoint
+import hellaswag
+import train
+from checkpoint import checkpoint_paths
+from errors import UserError, run_cli
+from hf import RELEASES, load_gpt2
+from vocab import GPT2
 
 
 def load_model(source):
@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                   help="autocast dtype (auto: bfloat16 on CUDA, else float32)")
+                   help="autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)")
     p.add_argument("--batch_tokens", type=int, default=4096,
                    help="padded tokens per forward pass (examples are grouped up to this many)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
@@ -60,7 +60,7 @@ def main(argv=None):
     hellaswag.check_vocab(vocab, what, "evaluate a model trained on GPT-2 tokens")
     model.to(args.device)
     device = torch.device(args.device)
-    dtype = args.dtype if args.dtype != "auto" else "bfloat16" if device.type == "cuda" else "float32"
+    dtype = train.resolve_dtype(args.dtype, device)
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
     scorer = torch.compile(model) if args.compile else model
     t0 = time.perf_counter()
