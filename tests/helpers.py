@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import REPO  # noqa: F401  (the tests' one name for the repository root)
+from metrics import read_metrics
+from provenance import REPO
 
 
 def tiny_args(data_dir, out_dir, **overrides):
@@ -66,7 +67,7 @@ def run_harness(faults, args, nproc=1, torchrun=(), env=None):
 
 
 def metrics_rows(out_dir):
-    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(Path(out_dir) / "metrics.jsonl")
 
 
 # ----------------------------------------------------------------------------- runs that must match

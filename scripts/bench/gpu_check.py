@@ -2,10 +2,9 @@
 
     python -m scripts.bench.gpu_check --out DIR [--budget_s 480] [--commit HASH] [--smoke]
 
-Checks the environment (exit code 2 when a piece is missing), then runs each step (train.py with a
-checkpoint and a resume, the CUDA-only tests, bench_train at every size, bf16 against fp32) in its own
-processes on --data or synthetic tokens. A step runs when the time left holds its estimate (the median
-seconds per parameter per model built of the steps before it, times its own) and stops when the budget ends.
+Checks the environment (exit 2 when a piece is missing), then runs each step in its own processes on --data or
+synthetic tokens (train.py with a checkpoint and a resume, the CUDA-only tests, bench_train at every size, bf16 vs
+fp32); a step runs if the time left holds its estimate (measured: seconds per parameter per model built, median).
 """
 import argparse
 import importlib.util
@@ -16,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ GPU = "--device=cuda --dtype=bfloat16 --compile=True".split()
 SMOKE = "--device=cpu --n_layer=2 --n_head=2 --n_embd=16 --block_size=16 --batch_size=2 --hess_interval=2".split()
 
 
-def launch(args, deadline):
+def launch(args: list[str], deadline: float) -> str:
     """`python ARGS` in the repository root, its process group killed at the deadline; its output."""
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -53,7 +53,7 @@ def launch(args, deadline):
     return out
 
 
-def data_dir(prepared, scratch, n_tokens):
+def data_dir(prepared: Path, scratch: Path, n_tokens: int) -> tuple[Path, str]:
     """The prepared bins if valid, else synthetic Zipf-distributed GPT-2 tokens, half a function of the one before."""
     try:
         for split in ("train", "val"):
@@ -70,16 +70,16 @@ def data_dir(prepared, scratch, n_tokens):
     return scratch, f"synthetic: {n_tokens:,} Zipf-distributed GPT-2 tokens"
 
 
-def steps(smoke, data, scratch):
+def steps(smoke: bool, data: Path, scratch: Path) -> list[tuple[str, str, int | None, Callable[[float], dict]]]:
     """(key, title, parameters x models built, run(deadline) -> result) of every step, in order of value."""
     base = [f"--data_dir={data}", "--wandb_log=False", *(SMOKE if smoke else GPU)]
 
-    def config(size, *extra, accum=2 if smoke else 4):
+    def config(size: str, *extra: str, accum: int = 2 if smoke else 4) -> tuple[list[str], int]:
         args = [f"config/train_gpt2_{size}_sophiag.py", *base, *extra]
         cfg = train.parse_args(args)
         return [*args, f"--total_batch_size={cfg.batch_size * accum}"], parameter_counts(cfg, PADDED_VOCAB_SIZE)[0]
 
-    def first_minute(deadline):
+    def first_minute(deadline: float) -> dict:
         out = scratch / "a"
         eager = [] if smoke else ["--compile=False", "--batch_size=4"]
         args = config("small", *eager, f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", "--eval_iters=2",
@@ -91,20 +91,20 @@ def steps(smoke, data, scratch):
             raise RuntimeError(f"evals at iterations {list(evals)}, not 0, 2 (checkpoint) and 4 (after the resume)")
         return {"val_loss": evals, "checkpoints": [p.name for p in checkpoint_paths(out)]}
 
-    def cuda_tests(deadline):
+    def cuda_tests(deadline: float) -> dict:
         files = sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py") if "mark.cuda" in p.read_text())
         out = launch(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", *files], deadline)
         return {"files": files, "summary": out.strip().splitlines()[-1]}
 
-    def bench(key, args, optimizers):
-        def run(deadline):
+    def bench(key: str, args: list[str], optimizers: list[str]) -> Callable[[float], dict]:
+        def run(deadline: float) -> dict:
             iters = ["--steps", "2", "--rounds", "1", "--warmup", "0"] if smoke else ["--steps", "10", "--rounds", "2"]
             out = launch(["-m", "scripts.bench.bench_train", *args, "--optimizers", ",".join(optimizers), *iters,
                           "--json", f"{scratch}/{key}.json"], deadline)
             return {"table": out.rsplit("\n\n", 1)[-1], "rows": json.loads((scratch / f"{key}.json").read_text())}
         return run
 
-    def loss_gap(deadline):
+    def loss_gap(deadline: float) -> dict:
         args = config("small", f"--max_iters={9 if smoke else 30}", "--warmup_iters=3", "--log_interval=1",
                       "--eval_iters=1", accum=1)[0]
         runs, losses = {f"bfloat16 {'eager' if smoke else 'compiled'}": ["--dtype=bfloat16"],
@@ -129,7 +129,7 @@ def steps(smoke, data, scratch):
             *((key, f"{title}, Sophia-G", n, bench(key, args, ["sophiag"])) for key, title, (args, n) in sizes)]
 
 
-def markdown(report):
+def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [f"# GPU check: {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}",
              "", f"{report['started_utc']}; data: {report['data']}; {report['elapsed_s']:.0f} of "
@@ -142,10 +142,10 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json and report.md")
-    parser.add_argument("--budget_s", type=float, default=480, help="seconds for all the steps together")
+    parser.add_argument("--budget_s", type=float, default=480, help="seconds for all the steps; then a step is stopped")
     parser.add_argument("--smoke", action="store_true", help="every step on the CPU at a tiny size, no compile")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "openwebtext", help="prepared GPT-2 bins")
     parser.add_argument("--commit", default="", help="the commit, where .git did not travel with the tree")
@@ -163,7 +163,7 @@ def main(argv=None):
     report = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": args.smoke, "data": None,
               "budget_s": args.budget_s, "elapsed_s": 0.0, "environment": env, "missing": missing, "steps": []}
 
-    def write():
+    def write() -> None:
         report["elapsed_s"] = args.budget_s - (deadline - time.monotonic())
         (args.out / "report.json").write_text(json.dumps(jsonable(report), indent=1) + "\n")
         (args.out / "report.md").write_text(markdown(report))
