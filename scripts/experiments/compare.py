@@ -30,6 +30,7 @@ import math
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from errors import UserError, run_cli
@@ -54,7 +55,7 @@ BAND = (0.1, 0.5)  # Sophia's win_rate where its clipping is engaged (the offici
 # -----------------------------------------------------------------------------
 # loading from wandb
 
-def rows_from_wandb_history(history) -> list[dict]:
+def rows_from_wandb_history(history: Iterable[dict]) -> list[dict]:
     """wandb history rows (Run.scan_history()) -> metrics.jsonl rows.
 
     scan_history rows hold only the keys logged at that step, plus wandb's own (_step,
@@ -202,7 +203,7 @@ def write_json(summary: list[Comparison], baseline: RunRecord, path: Path) -> No
 
 # -----------------------------------------------------------------------------
 
-def parse_args(argv):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="train.py out_dirs")
@@ -222,7 +223,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def compare(argv=None) -> None:
+def compare(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.run_dirs and not args.wandb:
         raise UserError("nothing to compare: give RUN_DIRs (train.py out_dirs) or --wandb ENTITY/PROJECT")
@@ -267,7 +268,7 @@ def compare(argv=None) -> None:
         print(f"wrote {args.json}")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     return run_cli(compare, argv, prog="compare.py")
 
 

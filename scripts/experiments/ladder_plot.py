@@ -22,7 +22,7 @@ from errors import UserError, run_cli
 from runs import first_crossing, load_run
 
 
-def load_size(sweep_dir):
+def load_size(sweep_dir: str) -> dict:
     """One size: its non-embedding parameter count and, per seed, Sophia-G's steps ratio and loss gap."""
     path = Path(sweep_dir) / "sweep_summary.json"
     try:
@@ -42,7 +42,7 @@ def load_size(sweep_dir):
             "non_embedding_params": config["n_params"], "best_lr": lrs, "seeds": seeds}
 
 
-def common_loss_ratio(sweep_dir, summary, seed):
+def common_loss_ratio(sweep_dir: str, summary: dict, seed: int) -> float:
     """Sophia-G's steps / AdamW's steps to the higher of their final val losses on `seed`."""
     runs = {r["optimizer"]: load_run(Path(sweep_dir) / Path(r["dir"]).name) for r in summary["runs"]
             if r["seed"] == seed and r["lr"] == summary["selection"][r["optimizer"]]["best_lr"]}
@@ -51,7 +51,7 @@ def common_loss_ratio(sweep_dir, summary, seed):
     return first_crossing(sophia.rows, target) / first_crossing(adamw.rows, target)
 
 
-def mean_spread(values):
+def mean_spread(values: list[float]) -> str:
     if not values:
         return "-"
     if len(values) == 1:
@@ -59,7 +59,7 @@ def mean_spread(values):
     return f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
-def table(sizes):
+def table(sizes: list[dict]) -> str:
     lines = ["| model | non-emb. params | AdamW lr | Sophia-G lr | Sophia-G steps to AdamW's final loss | "
              "Sophia-G / AdamW steps to the loss both reach | Sophia-G - AdamW final val loss |",
              "|---|---|---|---|---|---|---|"]
@@ -75,7 +75,7 @@ def table(sizes):
     return "\n".join(lines)
 
 
-def plot(sizes, out):
+def plot(sizes: list[dict], out: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,7 +99,7 @@ def plot(sizes, out):
     fig.savefig(out, dpi=120)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dirs", nargs="+", help="one sweep.py --out directory per model size")
     p.add_argument("--out", default="ladder.png", help="the figure to write")
@@ -111,7 +111,7 @@ def main(argv=None):
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     return run_cli(main, argv)
 
 

@@ -21,7 +21,7 @@ from optimizers import make_optimizer
 from train import TrainConfig
 
 
-def convert(src, dst):
+def convert(src: Path, dst: Path) -> int:
     meta = read_sharded_meta(src)
     model = GPT(GPTConfig(**meta["model_args"]))
     cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
@@ -32,7 +32,7 @@ def convert(src, dst):
     return meta["iter"]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path, help="a sharded checkpoint directory, e.g. out/run/ckpt_00010000")
     p.add_argument("dst", type=Path, help="the .pt file to write")

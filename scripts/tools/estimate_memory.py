@@ -15,20 +15,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from errors import run_cli
-from memory import GB, estimate, parameter_counts
+from memory import GB, Estimate, estimate, parameter_counts
 from model import PADDED_VOCAB_SIZE
 from provenance import REPO
-from train import parse_args
+from train import TrainConfig, parse_args
 
 SIZES = ("small", "medium", "large", "xl")
 RESERVED_GB = 2.0  # CUDA context and allocator fragmentation, not in the estimate
 
 
-def resolved_dtype(cfg):
+def resolved_dtype(cfg: TrainConfig) -> str:
     return "bfloat16" if cfg.dtype == "auto" else cfg.dtype
 
 
-def fitting_batch(cfg, world_size, capacity_gb):
+def fitting_batch(cfg: TrainConfig, world_size: int, capacity_gb: float) -> tuple[int | None, Estimate | None]:
     """The largest micro-batch that divides the global batch and fits capacity_gb, or None."""
     per_rank = cfg.total_batch_size // world_size
     for b in sorted((b for b in range(1, per_rank + 1) if per_rank % b == 0), reverse=True):
@@ -38,7 +38,7 @@ def fitting_batch(cfg, world_size, capacity_gb):
     return None, None
 
 
-def table(world_size=8):
+def table(world_size: int = 8) -> None:
     print(f"Sophia-G, bf16, {world_size} GPUs, micro-batch = the largest that fits with {RESERVED_GB:.0f} GB reserved "
           f"(memory at that micro-batch); AdamW needs the same, Lion 4 bytes/param less")
     print("| model | params | parallelism | state per rank (weights+grads+optimizer) | 40 GB GPU | 80 GB GPU |")
@@ -59,14 +59,14 @@ def table(world_size=8):
                       f"{cells[0]} | {cells[1]} |")
 
 
-def resident_bytes():
+def resident_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status (--measure needs Linux)")
 
 
-def measure(argv):
+def measure(argv: list[str]) -> None:
     import resource
     import tempfile
 
@@ -86,7 +86,7 @@ def measure(argv):
           f"fp32, CPU, 1 rank, batch_size={cfg.batch_size}): estimate / measured = {e.total / peak:.2f}")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--table"]:
         table()

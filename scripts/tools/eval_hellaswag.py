@@ -22,10 +22,11 @@ import train
 from checkpoint import checkpoint_paths
 from errors import UserError, run_cli
 from hf import RELEASES, load_gpt2
-from vocab import GPT2
+from model import GPT
+from vocab import GPT2, Vocab
 
 
-def load_model(source):
+def load_model(source: str) -> tuple[GPT, str, Vocab]:
     """(GPT, description, vocabulary) from a run's out_dir, a Hugging Face GPT-2 directory or a release name."""
     path = Path(source)
     if path.is_dir() and (checkpoint_paths(path) or (path / "metrics.jsonl").is_file()):  # a run's out_dir
@@ -39,7 +40,7 @@ def load_model(source):
                     f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a run's out_dir, a Hugging Face GPT-2 directory, or gpt2 / gpt2-medium / ...")
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="the file data/hellaswag/prepare.py wrote")
@@ -71,7 +72,7 @@ def main(argv=None):
           f"{args.device} {dtype}{' compiled' if args.compile else ''})")
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     """Command-line entry: mistakes are one line on stderr and exit code 2."""
     return run_cli(main, argv)
 

@@ -21,7 +21,7 @@ from hf import save_hf
 from vocab import GPT2, describe
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="a run's out_dir (its newest valid checkpoint is exported)")
     p.add_argument("hf_dir", help="the directory to write the Hugging Face model into")
@@ -59,7 +59,7 @@ def main(argv=None):
         print(f"wrote {hf_dir / f.name} ({(hf_dir / f.name).stat().st_size:,} bytes)")
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     return run_cli(main, argv)
 
 

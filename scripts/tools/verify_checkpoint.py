@@ -15,7 +15,7 @@ from checkpoint import checkpoint_paths, read_checkpoint
 from errors import UserError
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", type=Path, help="a train.py out_dir")
     args = p.parse_args(argv)
