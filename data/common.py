@@ -21,10 +21,13 @@ import pickle
 import shutil
 import signal
 import time
+from argparse import ArgumentParser, Namespace
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -41,21 +44,21 @@ TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in fli
 # -----------------------------------------------------------------------------
 # the command line every prepare script shares
 
-def add_output_args(parser, script, outputs="train.bin, val.bin and meta.json"):
+def add_output_args(parser: ArgumentParser, script: str, outputs: str = "train.bin, val.bin and meta.json") -> None:
     """--out_dir (default: the folder of `script`, the prepare script itself) and --overwrite."""
     parser.add_argument("--out_dir", default=str(Path(script).resolve().parent),
                         help=f"where {outputs} go (default: this folder)")
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
 
 
-def add_num_proc_arg(parser, default=None,
-                     help_text="worker processes for loading and tokenizing (default min(8, cores))"):
+def add_num_proc_arg(parser: ArgumentParser, default: int | None = None,
+                     help_text: str = "worker processes for loading and tokenizing (default min(8, cores))") -> None:
     """--num_proc, by default min(8, cores); the caller checks it is >= 1 after parsing."""
     parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1) if default is None else default,
                         help=help_text)
 
 
-def encode_document(enc, text):
+def encode_document(enc: Any, text: str) -> np.ndarray:
     """GPT-2 token ids of one document followed by EOT, as a uint16 array.
 
     Same ids as `enc.encode_ordinary(text) + [EOT_TOKEN]` (special-token text such as
@@ -83,7 +86,7 @@ def _builder(path):
     return BUILDERS.get(suffixes[-1]) if suffixes else None
 
 
-def local_data_files(data_path):
+def local_data_files(data_path: str) -> tuple[str, list[str]]:
     """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
     path = Path(data_path)
     if not path.exists():
@@ -101,7 +104,7 @@ def local_data_files(data_path):
     return builders.pop(), [str(p) for p in files]
 
 
-def load_documents(args, local):
+def load_documents(args: Namespace, local: tuple[str, list[str]] | None) -> Any:
     """The `args.split` split of the Hub dataset `args.dataset` (config `args.name`), or of the
     `local` (builder, files) from `local_data_files`, as a `datasets.Dataset`."""
     import datasets
@@ -147,7 +150,7 @@ def load_documents(args, local):
     return dd[args.split]
 
 
-def documents_to_prepare(args, describe_source):
+def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -> tuple[Any, str]:
     """(documents, source) for a prepare script: the first `args.max_docs` documents of what `args`
     names (the Hub or `args.data_path`), and the string `describe_source(args, local)` that names
     them in meta.json. Documents is None when `args.out_dir` already holds them prepared."""
@@ -164,7 +167,7 @@ def documents_to_prepare(args, describe_source):
 # -----------------------------------------------------------------------------
 # splitting and outputs
 
-def split_train_val(dataset, test_size, seed):
+def split_train_val(dataset: Any, test_size: float, seed: int) -> Any:
     """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText
     (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
     if len(dataset) < 2:
@@ -180,7 +183,7 @@ def _output_paths(out_dir):
     return {**{s: out_dir / f"{s}.bin" for s in SPLITS}, "meta": out_dir / "meta.json"}
 
 
-def read_meta(data_dir):
+def read_meta(data_dir: str | Path) -> dict | None:
     """A prepared dataset's meta.json as a dict, None when there is none; a UserError when it is
     unreadable. The one reader of meta.json: prepare scripts, train.py and its vocabulary."""
     path = Path(data_dir) / "meta.json"
@@ -195,7 +198,7 @@ def read_meta(data_dir):
     return meta
 
 
-def split_problem(data_dir, split, meta):
+def split_problem(data_dir: str | Path, split: str, meta: dict | None) -> str | None:
     """Why data_dir/<split>.bin is not a complete split of uint16 tokens (checked against meta's
     token count when meta has one), or None when it is."""
     path = Path(data_dir) / f"{split}.bin"
@@ -212,7 +215,7 @@ def split_problem(data_dir, split, meta):
     return None
 
 
-def complete_meta(out_dir):
+def complete_meta(out_dir: str | Path) -> dict | None:
     """meta.json of `out_dir` if its outputs are complete (bins match meta's counts), else None."""
     try:
         meta = read_meta(out_dir)
@@ -223,7 +226,7 @@ def complete_meta(out_dir):
     return meta if ok else None
 
 
-def already_prepared(out_dir, source, overwrite):
+def already_prepared(out_dir: str | Path, source: str, overwrite: bool) -> bool:
     """True when `out_dir` already holds complete outputs from `source` (and not `overwrite`).
 
     Complete outputs from another source are never replaced silently."""
@@ -358,8 +361,8 @@ def _tokenized_ranges(splits, text_column, docs_per_task, num_proc):
 # -----------------------------------------------------------------------------
 # the one entry point of every prepare script
 
-def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column="text",
-                 num_proc=1):
+def write_splits(splits: Any, out_dir: str | Path, *, source: str, split_seed: int | None, test_size: float | None,
+                 text_column: str = "text", num_proc: int = 1) -> dict:
     """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into
     `<out_dir>/<split>.bin` and write `<out_dir>/meta.json` last. Returns the meta dict.
 
@@ -443,7 +446,7 @@ def _write_bins(ranges, tmp_paths, num_docs):
     return counts
 
 
-def write_meta(out_dir, meta):
+def write_meta(out_dir: str | Path, meta: dict) -> None:
     """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the
     bins' sizes, see complete_meta), so every prepare script writes it last, through here."""
     with atomic_write(Path(out_dir) / "meta.json") as f:
@@ -461,7 +464,7 @@ def _print_summary(meta, out_dir, seconds):
           f"({total / max(seconds, 1e-9):,.0f} tokens/s)")
 
 
-def run_cli(main, argv=None):
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run a prepare script's `main(argv)`: a UserError is one line on stderr and exit code 2,
     Ctrl-C exit code 130 (partial files are already removed)."""
     return _run_cli(main, argv, interrupted="interrupted; partial files removed")

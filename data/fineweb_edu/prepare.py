@@ -33,7 +33,7 @@ def describe_source(args, local):
     return source
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     src = parser.add_argument_group(f"input (default: the Hub's {HUB_DATASET}, {DEFAULT_NAME})")
     src.add_argument("--name", default=DEFAULT_NAME,

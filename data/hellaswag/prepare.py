@@ -95,7 +95,7 @@ def tokenize(examples):
     return np.concatenate(pieces), np.array(offsets, dtype=np.int64), labels
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--data_path", default=None,
                         help=f"a local HellaSwag jsonl (default: download {URL})")

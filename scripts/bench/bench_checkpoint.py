@@ -36,7 +36,7 @@ def model_and_optimizer(shape):
     return model, optimizer
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="tiny,124M", help=f"comma-separated, of {', '.join(SIZES)}")
     p.add_argument("--repeats", type=int, default=3)

@@ -34,7 +34,7 @@ def synthetic_examples(n, seed=0):
             for _ in range(n)]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="prepared HellaSwag file, if it exists")
     p.add_argument("--examples", type=int, default=256, help="examples per timed eval")

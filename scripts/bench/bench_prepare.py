@@ -61,7 +61,7 @@ def nanogpt_style(splits, out_dir, num_proc):
         del arr
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--num_proc", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes, the same for both paths (default min(2, cores))")

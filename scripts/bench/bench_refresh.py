@@ -43,7 +43,7 @@ def timed(fn, device):
     return time.perf_counter() - t0
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=5)

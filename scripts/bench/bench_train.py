@@ -163,7 +163,7 @@ def summarize(label, run, timings, baseline, steps, warmup, peak_memory, warmup_
                   shares, peak_memory, vs_adamw, warmup_s, memory)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args, train_args, entries = parse(sys.argv[1:] if argv is None else argv)
     results = measure(train_args, entries, args.steps, args.rounds, args.warmup)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints

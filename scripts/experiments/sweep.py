@@ -504,7 +504,7 @@ def sweep(args, command: str) -> int:
     return 1 if failed or not complete else 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["scripts/experiments/sweep.py", *(sys.argv[1:] if argv is None else argv)])
     return run_cli(lambda _: sweep(args, command), prog="sweep.py",
