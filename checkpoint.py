@@ -11,7 +11,7 @@ every read, and read safely (tensors and plain data only):
 No RNG state is saved: every random draw of training is seeded from (seed, iteration, micro-batch)
 (train.py), so a resumed run equals an uninterrupted one on any number of devices. `Checkpointer` is what
 train.py uses: it finds, validates and loads the checkpoint to resume from and saves new ones, in the
-format of the run's parallelism; `load_model` gives sample.py, scripts/export_hf.py and evaluations
+format of the run's parallelism; `load_model` gives sample.py, scripts/tools/export_hf.py and evaluations
 the newest trained model of a run.
 """
 import json
@@ -340,7 +340,7 @@ def find_checkpoint(out_dir, init_from, dist, log):
         log(f"warning: skipping {why if why.startswith('checkpoint ') else damaged(path, why)}")
     if paths:  # never start over silently on top of a run whose every checkpoint is damaged
         raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in paths)}): "
-                        f"restore them from a copy (check it with `python scripts/verify_checkpoint.py "
+                        f"restore them from a copy (check it with `python scripts/tools/verify_checkpoint.py "
                         f"{out_dir}`), or use another out_dir to start over")
     if init_from == "resume":
         raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
@@ -426,7 +426,7 @@ class Checkpointer:
 
 
 def load_model(out_dir, hint="train first (train.py writes one at every eval_interval)"):
-    """For sample.py, scripts/export_hf.py and evaluations: (GPT, vocabulary, path, iteration) of the
+    """For sample.py, scripts/tools/export_hf.py and evaluations: (GPT, vocabulary, path, iteration) of the
     newest valid checkpoint in out_dir, each damaged one skipped with a warning on stderr; a UserError
     ending in `hint` when there is none."""
     for path in checkpoint_paths(Path(out_dir)):

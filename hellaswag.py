@@ -13,11 +13,13 @@ the data and the sizes alone and are dealt out over the ranks, every rank runnin
 forward passes (FSDP needs all ranks in each one), so any number of ranks gives the same accuracy.
 
     python data/hellaswag/prepare.py                  # -> data/hellaswag/val.npz (10,042 examples)
-    python scripts/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
+    python scripts/tools/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
     python train.py ... --hellaswag_interval=2000     # during training, at every 2000th iteration's eval
 """
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +27,24 @@ import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
 
-from data.common import GPT2_VOCAB_SIZE
 from errors import UserError
-from vocab import GPT2, describe
+from provenance import REPO
+from vocab import GPT2, GPT2_VOCAB_SIZE, Vocab, describe
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "hellaswag" / "val.npz"
+DEFAULT_DATA = REPO / "data" / "hellaswag" / "val.npz"
 MIN_LENGTH = 32  # the shortest padded row length
 PREPARE = "python data/hellaswag/prepare.py"
 
 
+@dataclass
 class Example:
     """One HellaSwag example as token ids: the context, the 4 endings (each with its leading space)
     and the index of the right ending."""
+    ctx: np.ndarray
+    endings: list[np.ndarray]
+    label: int
 
-    def __init__(self, ctx, endings, label):
-        self.ctx, self.endings, self.label = ctx, endings, label
-
-    def rows(self, block_size):
+    def rows(self, block_size: int) -> list[tuple[np.ndarray, int]]:
         """The 4 rows (context + ending, cut to block_size + 1 tokens) and how many of each row's last
         tokens belong to the ending."""
         out = []
@@ -51,7 +54,7 @@ class Example:
         return out
 
 
-def load(path=DEFAULT_DATA, limit=None):
+def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Example]:
     """The examples written by data/hellaswag/prepare.py (the first `limit` of them, if given)."""
     path = Path(path)
     if not path.is_file():
@@ -60,7 +63,8 @@ def load(path=DEFAULT_DATA, limit=None):
         with np.load(path) as f:
             tokens, offsets, labels = f["tokens"], f["offsets"], f["labels"]
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path} is not a prepared HellaSwag file ({type(e).__name__}): run `{PREPARE}` again") from None
+        raise UserError(f"{path} is not a prepared HellaSwag file ({type(e).__name__}): "
+                        f"run `{PREPARE}` again") from None
     if offsets.ndim != 2 or offsets.shape[1] != 6 or len(labels) != len(offsets) or not len(labels):
         raise UserError(f"{path} is not a prepared HellaSwag file (offsets {offsets.shape}, labels "
                         f"{labels.shape}): run `{PREPARE}` again")
@@ -70,13 +74,13 @@ def load(path=DEFAULT_DATA, limit=None):
     return examples[:limit] if limit else examples
 
 
-def check_vocab(vocab, what, fix):
+def check_vocab(vocab: Vocab, what: str, fix: str) -> None:
     """HellaSwag is scored in GPT-2 tokens: a model of another vocabulary (vocab.py) cannot be scored."""
     if vocab != GPT2:
         raise UserError(f"HellaSwag is scored in GPT-2 tokens but {what} uses {describe(vocab)}: {fix}")
 
 
-def lengths(block_size):
+def lengths(block_size: int) -> list[int]:
     """The padded row lengths: powers of two from MIN_LENGTH below block_size, then block_size."""
     out, n = [], MIN_LENGTH
     while n < block_size:
@@ -85,13 +89,13 @@ def lengths(block_size):
     return out + [block_size]
 
 
-def batches(examples, block_size, tokens_per_forward):
+def batches(examples: list[Example], block_size: int, tokens_per_forward: int) -> list[tuple[int, int, list[int]]]:
     """The fixed batches, as (padded length, examples per batch, example indices): each example goes to
     the shortest length that holds its longest row, and every batch of a length has room for
     tokens_per_forward // (4 * length) examples (at least 1, at most all of that length's); the last
     one of a length is padded."""
     sizes = lengths(block_size)
-    by_length = {}
+    by_length: dict[int, list[int]] = {}
     for i, example in enumerate(examples):
         longest = max(len(row) - 1 for row, _ in example.rows(block_size))
         by_length.setdefault(next(n for n in sizes if n >= longest), []).append(i)
@@ -103,7 +107,8 @@ def batches(examples, block_size, tokens_per_forward):
     return out
 
 
-def batch_tensors(examples, length, per_batch, indices, block_size, device):
+def batch_tensors(examples: list[Example], length: int, per_batch: int, indices: list[int], block_size: int,
+                  device: torch.device | str) -> Iterator[torch.Tensor]:
     """Inputs, targets and the mask of the scored (ending) targets, each (4 * per_batch, length); empty
     rows pad a short batch."""
     x = np.zeros((4 * per_batch, length), dtype=np.int64)
@@ -117,7 +122,8 @@ def batch_tensors(examples, length, per_batch, indices, block_size, device):
     return (torch.from_numpy(a).to(device) for a in (x, y, mask))
 
 
-def ending_losses(model, x, y, mask, autocast=nullcontext()):
+def ending_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                  autocast: AbstractContextManager = nullcontext()) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed and mean cross-entropy over each row's ending tokens, as (rows // 4, 4) float32 tensors."""
     with autocast:
         logits = model(x)[0]
@@ -129,8 +135,9 @@ def ending_losses(model, x, y, mask, autocast=nullcontext()):
 
 
 @torch.no_grad()
-def evaluate(model, examples, block_size, tokens_per_forward, autocast=nullcontext(), device="cpu",
-             rank=0, world_size=1):
+def evaluate(model: torch.nn.Module, examples: list[Example], block_size: int, tokens_per_forward: int,
+             autocast: AbstractContextManager = nullcontext(), device: torch.device | str = "cpu", rank: int = 0,
+             world_size: int = 1) -> dict[str, float]:
     """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT, compiled, DDP-unwrapped or
     FSDP-sharded) over `examples`, each rank scoring every world_size-th batch. Where the batches do
     not divide evenly, a rank's extra forward pass (on a batch it has already seen) is not counted.

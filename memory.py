@@ -1,5 +1,5 @@
 """Training memory per rank, estimated from the config alone (no GPU, no model built): what
-scripts/estimate_memory.py prints and train.py reports at start-up.
+scripts/tools/estimate_memory.py prints and train.py reports at start-up.
 
 Per parameter (fp32 master weights): weights 4 bytes, gradients 4, optimizer state 8 for Sophia
 (m, h) and AdamW (m, v), 4 for Lion (m), for Muon 4 on the block matrices (momentum) and 8 on the

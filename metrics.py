@@ -1,7 +1,10 @@
-"""A run's metrics: metrics.jsonl in its out_dir, always, and wandb when wandb_log is set."""
+"""A run's metrics: metrics.jsonl in its out_dir, always, and wandb when wandb_log is set; and the one
+reader of metrics.jsonl."""
 import json
 import math
 import os
+from pathlib import Path
+from typing import Any
 
 from atomic import atomic_write
 from errors import UserError
@@ -12,36 +15,48 @@ class MetricsLog:
     iter, tokens_seen and time_s. After a resume, rows past the checkpoint's iteration are dropped
     first, so the file never has duplicated or missing rows."""
 
-    def __init__(self, out_dir, resume_iter, wandb_run):
+    def __init__(self, out_dir: Path, resume_iter: int | None, wandb_run: Any) -> None:
         self.path = out_dir / "metrics.jsonl"
         self.wandb_run = wandb_run
         rows = []
         if resume_iter is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash
-                if row["iter"] <= resume_iter:
-                    rows.append(line)
+            rows = [row for row in read_metrics(self.path) if row["iter"] <= resume_iter]
         with atomic_write(self.path) as f:
-            f.write("".join(line + "\n" for line in rows))
+            f.write("".join(json.dumps(row) + "\n" for row in rows))
         self.file = open(self.path, "a")
 
-    def log(self, row):
+    def log(self, row: dict[str, Any]) -> None:
         row = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         if self.wandb_run is not None:
             self.wandb_run.log(row, step=row["iter"])
 
-    def close(self):
+    def close(self) -> None:
         self.file.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 
 
-def start_wandb(cfg, out_dir, run_id, config):
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl, in order. A half-written last line (a run still writing, or one
+    killed mid-write) is left out; a broken line elsewhere is a UserError."""
+    text = Path(path).read_text()
+    lines = text.splitlines()
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if lineno == len(lines) and not text.endswith("\n"):
+                break
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or delete that line") from None
+    return rows
+
+
+def start_wandb(cfg: Any, out_dir: Path, run_id: str | None, config: dict[str, Any]) -> Any:
     """Start (or, with the checkpoint's run id, continue) the wandb run; a new run's id is wandb's choice."""
     import wandb
     name = cfg.wandb_run_name or out_dir.name

@@ -5,6 +5,7 @@ Token + learned position embeddings, pre-LayerNorm transformer blocks with causa
 and an LM head tied to the token embedding. This file never imports an optimizer: train.py owns
 optimisation, so the model can be used with any of them.
 """
+
 import math
 from dataclasses import dataclass, fields
 
@@ -17,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 # GPT-2's 50,257-token vocabulary rounded up to a multiple of 64: the padded rows are never targets,
 # and the matrix shapes become friendlier to GPU kernels (docs/performance.md).
 PADDED_VOCAB_SIZE = 50304
+
 
 @dataclass
 class GPTConfig:
@@ -34,14 +36,14 @@ class GPTConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                             f"pick n_embd = n_head * head_dim")
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): pick n_embd = n_head * head_dim"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class CausalSelfAttention(nn.Module):
-
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -65,14 +67,14 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if self.scale_by_layer:
             q = q * self.inv_layer
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
-
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
@@ -85,7 +87,6 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -111,7 +112,6 @@ class Transformer(nn.Module):
 
 
 class GPT(nn.Module):
-
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -135,12 +135,12 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; the tied token embedding counts once (it is also the LM head).
-        With non_embedding=True the position embedding is left out, as in the GPT-2 papers."""
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count, the tied token embedding (also the LM head) once. non_embedding: without the
+        token and position embeddings, Kaplan et al.'s N, which tokens per parameter divide by."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -164,10 +164,12 @@ class GPT(nn.Module):
         return logits, loss
 
     def flops_per_token(self) -> int:
-        """Training FLOPs (forward + backward) per token: 6N for the weights plus the attention
-        scores and values, 12 * n_layer * n_embd * T (PaLM paper, appendix B)."""
+        """Training FLOPs (forward + backward) per token: 6 per weight that a token multiplies (the
+        non-embedding ones and the LM head) plus the attention scores and values, 12 * n_layer *
+        n_embd * T (PaLM paper, appendix B)."""
         cfg = self.config
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        matmul = self.num_params(non_embedding=True) + self.lm_head.weight.numel()
+        return 6 * matmul + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
     def crop_block_size(self, block_size: int) -> None:
         """Model surgery to use a smaller context than the weights were made for (e.g. GPT-2's 1024)."""
@@ -177,14 +179,21 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, vocab_size: int | None = None) -> Tensor:
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        vocab_size: int | None = None,
+    ) -> Tensor:
         """Extend idx (B, T) by max_new_tokens sampled tokens. temperature -> 0 is greedy. vocab_size:
         the tokenizer's, to sample among real tokens only (a padded vocabulary's extra rows are not)."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size:]
+            idx_cond = idx[:, -self.config.block_size :]
             logits, _ = self(idx_cond)
             logits = logits[:, -1, :vocab_size].float()
             if temperature == 0:

@@ -1,6 +1,7 @@
 """Where a run came from, recorded in its config.json and wandb config (as modded-nanogpt logs its
 source and versions): the git commit and whether the tree had uncommitted changes, the torch, CUDA
-and Python versions, the device, the host and the command line."""
+and Python versions, the device (a GPU's memory and bf16 support), the host and the command line.
+REPO is the repository's root, the one name every module and test uses for it."""
 import platform
 import shlex
 import socket
@@ -13,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parent
 
 
-def _git(*args):
+def git(*args: str) -> str | None:
     """git's output in this repository, or None (no git, not a checkout)."""
     try:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
@@ -22,11 +23,13 @@ def _git(*args):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(device):
+def provenance(device: torch.device) -> dict:
     """A JSON-ready dict of where this process runs from and on."""
-    commit = _git("rev-parse", "HEAD")
-    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    gpu = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
     return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes),
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-            "hostname": socket.gethostname(), "command": shlex.join(sys.argv)}
+            "device": gpu.name if gpu else platform.machine(), "gpu_memory_gib": gpu and gpu.total_memory / 2**30,
+            "bf16": gpu and torch.cuda.is_bf16_supported(), "hostname": socket.gethostname(),
+            "command": shlex.join(sys.argv)}

@@ -15,25 +15,25 @@ from pathlib import Path
 import torch
 
 import checkpoint
-from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
 from errors import UserError, run_cli
-from hf import RELEASES, is_pretrained, load_gpt2
-from vocab import GPT2, CharCodec
+from hf import RELEASES, load_gpt2
+from model import GPT
+from vocab import GPT2, GPT2_VOCAB_SIZE, CharCodec, Vocab, get_gpt2_encoding
 
 
-def load_model(args):
+def load_model(args: argparse.Namespace) -> tuple[GPT, Vocab]:
     """(model, its vocabulary)."""
     if args.init_from != "resume":
-        if not is_pretrained(args.init_from):
+        if not (Path(args.init_from).is_dir() or args.init_from in RELEASES):
             raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
                             f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
-        return load_gpt2(args.init_from), GPT2
+        return load_gpt2(args.init_from), GPT2  # which says what a directory lacks
     model, vocab, path, it = checkpoint.load_model(args.out_dir, hint="train first, or pass --init_from=gpt2")
     print(f"loaded {path} (iter {it})", file=sys.stderr)
     return model, vocab
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init_from", default="resume",
                    help="'resume' (newest checkpoint in --out_dir), gpt2* or a Hugging Face GPT-2 directory")
@@ -76,7 +76,7 @@ def main(argv=None):
         print("---------------")
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     return run_cli(main, argv)
 
 

@@ -12,6 +12,7 @@ The optimizers follow the layout of torch/optim/adamw.py: validated hyperparamet
 state created in one place, and a functional core (`sophia`) with a per-tensor loop and a
 multi-tensor (torch._foreach_*) path, plus an optional torch.compile'd fused path.
 """
+
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -62,8 +63,14 @@ class _Sophia(Optimizer):
         if foreach and fused:
             raise ValueError("foreach=True and fused=True are exclusive; pick one (or leave foreach=None)")
         defaults = dict(
-            lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps,
-            maximize=maximize, foreach=foreach, fused=fused,
+            lr=lr,
+            betas=betas,
+            rho=rho,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -76,8 +83,9 @@ class _Sophia(Optimizer):
         state = self.state[p]
         if not state:
             if torch.is_complex(p):
-                raise RuntimeError(f"{type(self).__name__} does not support complex parameters; "
-                                   "optimize torch.view_as_real(p) instead")
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support complex parameters; optimize torch.view_as_real(p) instead"
+                )
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -87,8 +95,10 @@ class _Sophia(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         if any(g.is_sparse for g in grads):
-            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; "
-                               "use dense gradients (e.g. nn.Embedding(..., sparse=False))")
+            raise RuntimeError(
+                f"{type(self).__name__} does not support sparse gradients; "
+                "use dense gradients (e.g. nn.Embedding(..., sparse=False))"
+            )
         return params, grads
 
     @torch.no_grad()
@@ -104,17 +114,29 @@ class _Sophia(Optimizer):
                 continue
             states = [self._state(p) for p in params]
             beta1, _ = group["betas"]
-            params, grads, exp_avgs, hessians = (_local(ts) for ts in (
-                params, grads, [s["exp_avg"] for s in states], [s["hessian"] for s in states]))
+            params, grads, exp_avgs, hessians = (
+                _local(ts) for ts in (params, grads, [s["exp_avg"] for s in states], [s["hessian"] for s in states])
+            )
             sophia(
-                params, grads, exp_avgs, hessians, [s["step"] for s in states],
-                foreach=group["foreach"], fused=group["fused"], beta1=beta1, lr=group["lr"], rho=group["rho"],
-                weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                params,
+                grads,
+                exp_avgs,
+                hessians,
+                [s["step"] for s in states],
+                foreach=group["foreach"],
+                fused=group["fused"],
+                beta1=beta1,
+                lr=group["lr"],
+                rho=group["rho"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
             )
         return loss
 
-    def _update_hessians(self, group: dict, params: list[Tensor], estimates: list[Tensor],
-                         num_tokens: float | None) -> None:
+    def _update_hessians(
+        self, group: dict, params: list[Tensor], estimates: list[Tensor], num_tokens: float | None
+    ) -> None:
         hessians = [self._state(p)["hessian"] for p in params]
         _, beta2 = group["betas"]
         fn = _single_tensor_update_hessian if group["foreach"] is False else _multi_tensor_update_hessian
@@ -147,8 +169,9 @@ class _Sophia(Optimizer):
                 if isinstance(p, DTensor):
                     shard_group = p.device_mesh.get_group()
                 m, h = _local([state["exp_avg"], state["hessian"]])
-                part = torch.stack([clipped(m, h, group["rho"], group["eps"]).sum(dtype=torch.float64),
-                                    h.sum(dtype=torch.float64)])
+                part = torch.stack(
+                    [clipped(m, h, group["rho"], group["eps"]).sum(dtype=torch.float64), h.sum(dtype=torch.float64)]
+                )
                 totals = part if totals is None else totals + part.to(totals.device)
                 numel += p.numel()  # a DTensor's numel is the whole tensor's
         if totals is None:
@@ -204,10 +227,16 @@ class SophiaG(_Sophia):
         `.grad` must hold the gradient of `gnb_loss` averaged over `num_tokens` predictions (for DDP:
         after the all-reduce, and num_tokens counts the predictions of all ranks together).
         """
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, float)) \
-                or not math.isfinite(num_tokens) or num_tokens <= 0:
-            raise ValueError(f"num_tokens must be a positive number, got {num_tokens!r}; pass the number of "
-                             "predictions the GNB loss averaged over (sequences x tokens per sequence)")
+        if (
+            isinstance(num_tokens, bool)
+            or not isinstance(num_tokens, (int, float))
+            or not math.isfinite(num_tokens)
+            or num_tokens <= 0
+        ):
+            raise ValueError(
+                f"num_tokens must be a positive number, got {num_tokens!r}; pass the number of "
+                "predictions the GNB loss averaged over (sequences x tokens per sequence)"
+            )
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
             if params:
@@ -243,17 +272,23 @@ class SophiaH(_Sophia):
         """
         params, estimates = list(params), list(estimates)
         if len(params) != len(estimates):
-            raise ValueError(f"got {len(params)} params but {len(estimates)} estimates; "
-                             "pass one estimate per parameter, e.g. estimates = hutchinson(loss, params)")
+            raise ValueError(
+                f"got {len(params)} params but {len(estimates)} estimates; "
+                "pass one estimate per parameter, e.g. estimates = hutchinson(loss, params)"
+            )
         group_of = {id(p): i for i, group in enumerate(self.param_groups) for p in group["params"]}
         per_group: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         for p, e in zip(params, estimates):
             if id(p) not in group_of:
-                raise ValueError("update_hessian got a tensor that is not a parameter of this optimizer; "
-                                 "pass the same parameter objects that the optimizer was built with")
+                raise ValueError(
+                    "update_hessian got a tensor that is not a parameter of this optimizer; "
+                    "pass the same parameter objects that the optimizer was built with"
+                )
             if e.shape != p.shape:
-                raise ValueError(f"estimate of shape {tuple(e.shape)} for a parameter of shape "
-                                 f"{tuple(p.shape)}; pass estimates aligned with params")
+                raise ValueError(
+                    f"estimate of shape {tuple(e.shape)} for a parameter of shape "
+                    f"{tuple(p.shape)}; pass estimates aligned with params"
+                )
             pair = per_group.setdefault(group_of[id(p)], ([], []))
             pair[0].append(p)
             pair[1].append(e)
@@ -267,8 +302,9 @@ def _check_hyperparameters(name: str, group: dict) -> None:
             raise ValueError(f"{name}: invalid {key}={group[key]!r}; pass a number >= 0")
     betas = group["betas"]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"{name}: invalid betas={betas!r}; pass a pair (beta1, beta2) with each in [0, 1), "
-                         "e.g. (0.965, 0.99)")
+        raise ValueError(
+            f"{name}: invalid betas={betas!r}; pass a pair (beta1, beta2) with each in [0, 1), e.g. (0.965, 0.99)"
+        )
 
 
 def _local(tensors: list[Tensor]) -> list[Tensor]:
@@ -328,8 +364,9 @@ def hutchinson(loss: Tensor, params: Sequence[Tensor], generator: torch.Generato
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
     hvps: Sequence[Tensor | None] = [None] * len(params)
     if live:
-        hvps = torch.autograd.grad([grads[i] for i in live], params,
-                                   grad_outputs=[us[i] for i in live], allow_unused=True)
+        hvps = torch.autograd.grad(
+            [grads[i] for i in live], params, grad_outputs=[us[i] for i in live], allow_unused=True
+        )
     return [torch.zeros_like(p) if hv is None else u * hv for p, u, hv in zip(params, us, hvps)]
 
 
@@ -356,13 +393,35 @@ def sophia(
         fn = _single_tensor_sophia
     else:
         fn = _multi_tensor_sophia
-    fn(params, grads, exp_avgs, hessians, state_steps, beta1=beta1, lr=lr, rho=rho,
-       weight_decay=weight_decay, eps=eps, maximize=maximize)
+    fn(
+        params,
+        grads,
+        exp_avgs,
+        hessians,
+        state_steps,
+        beta1=beta1,
+        lr=lr,
+        rho=rho,
+        weight_decay=weight_decay,
+        eps=eps,
+        maximize=maximize,
+    )
 
 
-def _single_tensor_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
-                          state_steps: list[Tensor], *, beta1: float, lr: float, rho: float, weight_decay: float,
-                          eps: float, maximize: bool) -> None:
+def _single_tensor_sophia(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    hessians: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    beta1: float,
+    lr: float,
+    rho: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
     for param, grad, exp_avg, hessian, step in zip(params, grads, exp_avgs, hessians, state_steps):
         step += 1
         if weight_decay != 0:
@@ -373,9 +432,20 @@ def _single_tensor_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: l
         param.add_(ratio, alpha=-lr)
 
 
-def _multi_tensor_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
-                         state_steps: list[Tensor], *, beta1: float, lr: float, rho: float, weight_decay: float,
-                         eps: float, maximize: bool) -> None:
+def _multi_tensor_sophia(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    hessians: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    beta1: float,
+    lr: float,
+    rho: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
     # The same elementwise operations as _single_tensor_sophia, in the same order (so the two paths agree
     # bit for bit), applied bucket by bucket with the temporaries in a reused scratch buffer.
     for device, lists in by_device_and_dtype([params, grads, exp_avgs, hessians, state_steps]):
@@ -391,7 +461,7 @@ def _multi_tensor_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: li
         for bucket in buckets:
             bucket_params, bucket_grads, bucket_exp_avgs, bucket_hessians = (list(ts) for ts in zip(*bucket))
             sizes = [p.numel() for p in bucket_params]
-            denom, ratio = scratch[:, :sum(sizes)]
+            denom, ratio = scratch[:, : sum(sizes)]
             denoms = [d.view_as(p) for d, p in zip(denom.split(sizes), bucket_params)]
             ratios = [r.view_as(p) for r, p in zip(ratio.split(sizes), bucket_params)]
             if weight_decay != 0:
@@ -408,7 +478,9 @@ def by_device_and_dtype(tensor_lists: list[list[Tensor]]) -> list[tuple[torch.de
     """Aligned tensor lists split by device and dtype, as torch's foreach optimizers group them (their
     kernels take tensors of one device and dtype): [(device, the lists' tensors there)]."""
     grouped = Optimizer._group_tensors_by_device_and_dtype(cast(list[list[Tensor | None]], tensor_lists))
-    return [(cast(torch.device, device), cast(list[list[Tensor]], lists)) for (device, _), (lists, _) in grouped.items()]
+    return [
+        (cast(torch.device, device), cast(list[list[Tensor]], lists)) for (device, _), (lists, _) in grouped.items()
+    ]
 
 
 def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tuple[Tensor, ...]]]:
@@ -422,7 +494,7 @@ def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tupl
     for tensors in zip(*tensor_lists):
         if all(t.is_contiguous() for t in tensors):
             flat = [t.view(-1) for t in tensors]
-            slices = [tuple(f[i:i + max_numel] for f in flat) for i in range(0, flat[0].numel(), max_numel)]
+            slices = [tuple(f[i : i + max_numel] for f in flat) for i in range(0, flat[0].numel(), max_numel)]
         else:
             slices = [tensors]
         for piece in slices:
@@ -436,8 +508,17 @@ def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tupl
     return buckets
 
 
-def _fused_update(param: Tensor, grad: Tensor, exp_avg: Tensor, hessian: Tensor,
-                  beta1: float, lr: float, rho: float, weight_decay: float, eps: float) -> None:
+def _fused_update(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    hessian: Tensor,
+    beta1: float,
+    lr: float,
+    rho: float,
+    weight_decay: float,
+    eps: float,
+) -> None:
     # Purely elementwise (no reduction), so the compiled kernel spreads over the whole tensor. lerp
     # written out: as a plain float, beta1 stays an input of the compiled graph (lerp_'s weight would
     # be baked in as a constant and recompile when beta1 changes).
@@ -459,16 +540,28 @@ def _fused_kernel(device: torch.device, dtype: torch.dtype) -> Callable[..., Non
     return cast(Callable[..., None], kernel)
 
 
-def _fused_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
-                  state_steps: list[Tensor], *, beta1: float, lr: float, rho: float, weight_decay: float, eps: float,
-                  maximize: bool) -> None:
+def _fused_sophia(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    hessians: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    beta1: float,
+    lr: float,
+    rho: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
     # The kernel sees every contiguous parameter viewed flat, so shapes of any rank share its graphs;
     # the rare non-contiguous ones take the per-tensor path rather than compiling a graph per layout.
     flat = [all(t.is_contiguous() for t in ts) for ts in zip(params, grads, exp_avgs, hessians)]
     if not all(flat):
         others = ([t for t, f in zip(ts, flat) if not f] for ts in (params, grads, exp_avgs, hessians, state_steps))
-        _single_tensor_sophia(*others, beta1=beta1, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps,
-                              maximize=maximize)
+        _single_tensor_sophia(
+            *others, beta1=beta1, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize
+        )
     for param, grad, exp_avg, hessian, step, is_flat in zip(params, grads, exp_avgs, hessians, state_steps, flat):
         if not is_flat:
             continue
@@ -478,8 +571,9 @@ def _fused_sophia(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
         kernel(*views, beta1, lr, rho, weight_decay, eps)
 
 
-def _single_tensor_update_hessian(hessians: list[Tensor], estimates: list[Tensor], *, beta2: float,
-                                  num_tokens: float | None) -> None:
+def _single_tensor_update_hessian(
+    hessians: list[Tensor], estimates: list[Tensor], *, beta2: float, num_tokens: float | None
+) -> None:
     for hessian, estimate in zip(hessians, estimates):
         hessian.mul_(beta2)
         if num_tokens is None:
@@ -488,12 +582,12 @@ def _single_tensor_update_hessian(hessians: list[Tensor], estimates: list[Tensor
             hessian.addcmul_(estimate, estimate, value=(1 - beta2) * num_tokens)
 
 
-def _multi_tensor_update_hessian(hessians: list[Tensor], estimates: list[Tensor], *, beta2: float,
-                                 num_tokens: float | None) -> None:
+def _multi_tensor_update_hessian(
+    hessians: list[Tensor], estimates: list[Tensor], *, beta2: float, num_tokens: float | None
+) -> None:
     for _, (device_hessians, device_estimates) in by_device_and_dtype([hessians, estimates]):
         torch._foreach_mul_(device_hessians, beta2)
         if num_tokens is None:
             torch._foreach_add_(device_hessians, torch._foreach_clamp_min(device_estimates, 0), alpha=1 - beta2)
         else:
-            torch._foreach_addcmul_(device_hessians, device_estimates, device_estimates,
-                                    value=(1 - beta2) * num_tokens)
+            torch._foreach_addcmul_(device_hessians, device_estimates, device_estimates, value=(1 - beta2) * num_tokens)

@@ -23,6 +23,7 @@ Only logged steps pay for it: one copy of the parameters before the optimizer st
 under FSDP) and a few reductions after it; under FSDP one all-reduce of the groups' sums makes the
 values global, so they are the same on any number of ranks.
 """
+
 from typing import cast
 
 import torch
@@ -35,9 +36,16 @@ from sophia import clipped
 # the token embedding is also the LM head (tied), so the head has no group of its own
 GROUPS = ("tok_emb", "pos_emb", "attn_qkv", "attn_out", "mlp_in", "mlp_out", "ln")
 PREFIX = "group/"
-_BY_NAME = (("transformer.wte.", "tok_emb"), ("transformer.wpe.", "pos_emb"), (".attn.c_attn.", "attn_qkv"),
-            (".attn.c_proj.", "attn_out"), (".mlp.c_fc.", "mlp_in"), (".mlp.c_proj.", "mlp_out"),
-            (".ln_", "ln"), ("transformer.ln_f.", "ln"))
+_BY_NAME = (
+    ("transformer.wte.", "tok_emb"),
+    ("transformer.wpe.", "pos_emb"),
+    (".attn.c_attn.", "attn_qkv"),
+    (".attn.c_proj.", "attn_out"),
+    (".mlp.c_fc.", "mlp_in"),
+    (".mlp.c_proj.", "mlp_out"),
+    (".ln_", "ln"),
+    ("transformer.ln_f.", "ln"),
+)
 
 
 def group_of(name: str) -> str:
@@ -73,8 +81,11 @@ class Telemetry:
         # per group, on the device: squared update, squared weight, clipped coordinates, sum of h
         sums = torch.zeros(len(GROUPS), 4, dtype=torch.float64, device=before[0].device)
         numel = [0] * len(GROUPS)  # coordinates per group, all ranks together (a DTensor's numel is global)
-        rho_eps = {id(p): (g["rho"], g["eps"]) for g in self.optimizer.param_groups for p in g["params"]} \
-            if self.sophia else {}
+        rho_eps = (
+            {id(p): (g["rho"], g["eps"]) for g in self.optimizer.param_groups for p in g["params"]}
+            if self.sophia
+            else {}
+        )
         for p, old, g in zip(self.params, before, self.groups):
             new = _local(p).detach()
             numel[g] += p.numel()

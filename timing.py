@@ -1,5 +1,5 @@
 """Where a training step's time goes: data loading, forward+backward, the optimizer step and
-Sophia's Hessian refresh (train.py marks those parts; scripts/bench_train.py switches the timer on),
+Sophia's Hessian refresh (train.py marks those parts; scripts/bench/bench_train.py switches the timer on),
 and the model FLOPs utilisation (MFU) of a device.
 
     timer = StepTimer(device, enabled=True)
@@ -13,6 +13,7 @@ device timeline with events, so a part is charged the device time between its st
 including any time the device sat idle waiting for the host: a stall shows up where it happens.
 Switched off, a part costs one attribute check.
 """
+
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -45,7 +46,6 @@ def mfu(flops_per_token: float, tokens: int, seconds: float, world_size: int, pe
 
 
 class StepTimer:
-
     def __init__(self, device: torch.device, enabled: bool = False):
         self.device = device
         self.enabled = enabled

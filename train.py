@@ -43,13 +43,12 @@ from metrics import MetricsLog, start_wandb
 from model import GPT, config_from_dict
 from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr, use_fused
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
-from provenance import provenance
+from provenance import REPO, provenance
 from sophia import by_device_and_dtype, gnb_loss, hutchinson
 from telemetry import Telemetry
 from timing import StepTimer, mfu, peak_flops
 from vocab import GPT2, describe, from_meta, model_vocab_size
 
-REPO_ROOT = Path(__file__).resolve().parent
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
 TRAIN, HESSIAN, VAL, EVAL_TRAIN = range(4)
 
@@ -290,7 +289,7 @@ def open_split(data_dir, split, block_size, meta):
     """Check data_dir/<split>.bin (uint16 tokens, against meta.json's count); returns its token count."""
     path = data_dir / f"{split}.bin"
     prepare = data_dir / "prepare.py"
-    fix = f"run `python {prepare.relative_to(REPO_ROOT) if prepare.is_relative_to(REPO_ROOT) else prepare}`" \
+    fix = f"run `python {prepare.relative_to(REPO) if prepare.is_relative_to(REPO) else prepare}`" \
         if prepare.exists() else "point data_dir at a folder with train.bin/val.bin (see data/)"
     why = split_problem(data_dir, split, meta)
     if why is not None:
@@ -560,7 +559,7 @@ def resolve(cfg, world_size, device):
                 compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
                 fused=use_fused(cfg.fused_optimizer, device),
                 tf32=device.type == "cuda", min_lr=cfg.final_min_lr, lr_decay_iters=cfg.final_lr_decay_iters,
-                data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO_ROOT / "data" / cfg.dataset)
+                data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO / "data" / cfg.dataset)
 
 
 @dataclass
@@ -578,7 +577,7 @@ class Run:
     scaler: torch.amp.GradScaler
     autocast: typing.Any
     checkpointer: Checkpointer
-    timer: StepTimer  # where a step's time goes; off unless scripts/bench_train.py switches it on
+    timer: StepTimer  # where a step's time goes; off unless scripts/bench/bench_train.py switches it on
     telemetry: Telemetry  # per-group update sizes (and Sophia's clipping), measured on logged steps
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
     hellaswag: typing.Optional[list] = None  # HellaSwag examples when hellaswag_interval > 0
@@ -656,6 +655,7 @@ def setup(cfg, dist, log):
                   "device_resolved": str(device), "compile_resolved": plan.compile,
                   "fused_optimizer_resolved": plan.fused, "tf32": plan.tf32, "min_lr_resolved": plan.min_lr,
                   "lr_decay_iters_resolved": plan.lr_decay_iters, "n_params": raw_model.num_params(),
+                  "n_params_non_embedding": raw_model.num_params(non_embedding=True),
                   "provenance": provenance(device)}
         with atomic_write(out_dir / "config.json") as f:
             f.write(json.dumps(config, indent=2) + "\n")
@@ -664,7 +664,8 @@ def setup(cfg, dist, log):
             wandb_run = start_wandb(cfg, out_dir, state["wandb_run_id"], config)
             state["wandb_run_id"] = wandb_run.id
         metrics = MetricsLog(out_dir, state["iter"] if checkpointer.resuming else None, wandb_run)
-    log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {describe(vocab)} | {cfg.optimizer_name} | "
+    log(f"{raw_model.num_params() / 1e6:.2f}M parameters ({raw_model.num_params(non_embedding=True) / 1e6:.2f}M "
+        f"non-embedding) | {describe(vocab)} | {cfg.optimizer_name} | "
         f"{dist.world_size} x {device} {plan.dtype}{' compiled' if plan.compile else ''} | "
         f"{plan.tokens_per_iter:,} tokens/iter = {dist.world_size} ranks x {plan.grad_accum} micro-steps x "
         f"{cfg.batch_size} x {cfg.block_size}"

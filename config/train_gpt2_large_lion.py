@@ -1,37 +1,9 @@
-# GPT-2 large (770M) on OpenWebText with Lion: the setting of
-# Liu et al. 2023 (arXiv 2305.14342): batch 480 x 1024 tokens, 100k iterations, 2k warmup,
-# cosine decay to 0.05x the peak lr, gradient clipping at 1.0.
+# GPT-2 large (770M) on OpenWebText with Lion, the paper's lr.
 # torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_large_lion.py
+from config.gpt2_large import *
+from config.lion import *
 
 out_dir = 'out/gpt2_large_lion'
-wandb_log = True
 wandb_run_name = 'gpt2-large-lion'
-dataset = 'openwebtext'
-
-n_layer = 36
-n_head = 20
-n_embd = 1280
-dropout = 0.0
-bias = False
-scale_attn_by_inverse_layer_idx = True  # as in the official large config
-
-# 480 sequences per step = 8 GPUs x 15 micro-steps x 4 (one GPU: 120 micro-steps)
-batch_size = 4
-total_batch_size = 480
-block_size = 1024
-
-max_iters = 100000
-warmup_iters = 2000
-grad_clip = 1.0
-
-optimizer_name = 'lion'
-learning_rate = 8e-05
-# Lion's authors' betas for language models. The paper gives only the lr; weight decay keeps
-# AdamW's effective decay lr * weight_decay, as the Lion paper advises.
-beta1 = 0.95
-beta2 = 0.98
+learning_rate = 8e-5
 weight_decay = 0.25
-
-eval_interval = 1000
-eval_iters = 200
-log_interval = 10

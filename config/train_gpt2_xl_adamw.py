@@ -1,42 +1,9 @@
-# GPT-2 XL-size (1.5B) on OpenWebText with AdamW: the paper's largest GPT-2 (its abstract: 125M to
-# 1.5B). The official repo trains it with levanter's gpt2_1536 model, mirrored here: 48 layers, 1536
-# wide, 24 heads, context 1024, batch 512 sequences, 200k steps (github.com/Liuhong99/Sophia README,
-# levanter config gpt2_1536). Sharded with FSDP: under DDP its 16 bytes/parameter of weights,
-# gradients and optimizer state (~25 GB) plus DDP's buckets leave no room for activations on 40 GB GPUs.
+# GPT-2 XL-size (1.5B) on OpenWebText with AdamW.
 # torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_xl_adamw.py
+from config.adamw import *
+from config.gpt2_xl import *
 
 out_dir = 'out/gpt2_xl_adamw'
-wandb_log = True
 wandb_run_name = 'gpt2-xl-adamw'
-dataset = 'openwebtext'
-
-n_layer = 48
-n_head = 24
-n_embd = 1536
-dropout = 0.0
-bias = False
-scale_attn_by_inverse_layer_idx = True  # as in the official large config (stabilises deep GPT-2s)
-
-parallelism = 'fsdp'
-# 512 sequences per step = 8 GPUs x 8 micro-steps x 8. Estimated 26 GB per GPU with Sophia-G
-# (python scripts/estimate_memory.py config/train_gpt2_xl_adamw.py): fits 40 GB GPUs; on 80 GB ones
-# --batch_size=16 halves the micro-steps (README: memory table)
-batch_size = 8
-total_batch_size = 512
-block_size = 1024
-
-max_iters = 200000
-warmup_iters = 2000  # the other sizes' 2k (the official 1.5B command does not state it)
-grad_clip = 1.0
-
-optimizer_name = 'adamw'
-# levanter's gpt2_1536 config (the official repo's AdamW baseline): lr 1.2e-4. Betas and weight decay
-# as for every AdamW size here (the paper's 0.9 / 0.95, 0.1); min lr 0.05x as for the other sizes.
-learning_rate = 0.00012
-beta1 = 0.9
-beta2 = 0.95
-weight_decay = 0.1
-
-eval_interval = 1000
-eval_iters = 200
-log_interval = 10
+# levanter's gpt2_1536 config (the official repo's AdamW baseline)
+learning_rate = 1.2e-4

@@ -1,32 +1,8 @@
-# A "baby GPT" on the character-level Shakespeare corpus (python data/shakespeare_char/prepare.py first):
-# the regime where an optimizer comparison means something on a CPU. 4 layers x 128 wide on an
-# 80-character vocabulary: 0.80M parameters, 99% of them in the transformer blocks. 1000 steps of
-# 32 x 64 characters; the four configs (adamw, sophiag, lion, muon) share model, batch, data and seed.
+# The baby GPT on character-level Shakespeare (config/shakespeare_char.py) with Lion.
 # python train.py config/train_shakespeare_char_lion.py
+from config.lion import *
+from config.shakespeare_char import *
 
 out_dir = 'out/shakespeare_char_lion'
-dataset = 'shakespeare_char'
-
-n_layer = 4
-n_head = 4
-n_embd = 128
-dropout = 0.0
-bias = False
-
-batch_size = 32
-total_batch_size = 32
-block_size = 64
-
-max_iters = 1000
-warmup_iters = 100
-grad_clip = 1.0
-
-optimizer_name = 'lion'
 learning_rate = 1e-3  # tuned: the best of 1e-4, 3e-4, 1e-3, 3e-3 (docs/results.md)
-beta1 = 0.95
-beta2 = 0.98
 weight_decay = 0.3
-
-eval_interval = 50
-eval_iters = 8
-log_interval = 10

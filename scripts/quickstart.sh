@@ -42,5 +42,5 @@ for i in "${!opts[@]}"; do
 done
 
 echo "== [3/3] comparing"
-python scripts/compare.py "$out/adamw" "$out/sophiag" --out "$out/compare.png" --csv "$out/compare.csv"
+python scripts/experiments/compare.py "$out/adamw" "$out/sophiag" --out "$out/compare.png" --csv "$out/compare.csv"
 echo "== done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s: $out/compare.png, $out/compare.csv"

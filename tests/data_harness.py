@@ -23,9 +23,7 @@ import shutil
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data.common as common
 
 

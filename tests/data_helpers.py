@@ -1,28 +1,10 @@
-"""Helpers for the data tests (test_data.py, test_fineweb_edu.py): an offline environment for the
-prepare scripts run as subprocesses, and checks of their outputs and one-line errors."""
-import os
+"""Helpers for the data tests (test_data.py, test_fineweb_edu.py): the prepare scripts run as
+subprocesses (in conftest's offline `env`), and checks of their outputs and one-line errors."""
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-DEAD_PROXY = "http://127.0.0.1:9"  # connection refused at once: no test ever downloads
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Environment for this module and its subprocesses: private caches, no network."""
-    base = tmp_path_factory.mktemp("env")
-    values = {"HF_DATASETS_CACHE": str(base / "hf"), "TIKTOKEN_CACHE_DIR": str(base / "tiktoken"),
-              "HTTPS_PROXY": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY, "HF_DATASETS_OFFLINE": "1",
-              "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in values.items():
-            mp.setenv(key, value)
-        yield dict(os.environ)
 
 
 def run(env, *cmd, **extra_env):

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from metrics import read_metrics
+from provenance import REPO
 
 
 def tiny_args(data_dir, out_dir, **overrides):
@@ -31,7 +32,8 @@ def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=(
         full_env.pop(k, None)
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and out.returncode != 0:
-        raise AssertionError(f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
+                             f"{out.stderr[-3000:]}")
     return out
 
 
@@ -65,7 +67,7 @@ def run_harness(faults, args, nproc=1, torchrun=(), env=None):
 
 
 def metrics_rows(out_dir):
-    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(Path(out_dir) / "metrics.jsonl")
 
 
 # ----------------------------------------------------------------------------- runs that must match
@@ -120,10 +122,10 @@ def eval_rows(evals, tokens_per_iter=100, seconds_per_iter=0.5):
 
 
 def make_run(label, evals, optimizer="adamw", **rate):
-    """An in-memory Run of scripts/runs.py whose evals are (iter, val loss) pairs."""
-    from scripts.runs import Run
+    """An in-memory RunRecord whose evals are (iter, val loss) pairs."""
+    from runs import RunRecord
 
-    return Run(label, label, {"optimizer_name": optimizer, "max_iters": evals[-1][0]}, eval_rows(evals, **rate))
+    return RunRecord(label, label, {"optimizer_name": optimizer, "max_iters": evals[-1][0]}, eval_rows(evals, **rate))
 
 
 def write_run(root, name, evals, optimizer="adamw", lr=6e-4, seed=0, max_iters=None, win_rate=False, **rate):

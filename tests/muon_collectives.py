@@ -2,8 +2,6 @@
 torch.optim.Muon as it is, against torch.optim.Muon on the unsharded model; prints JSON (rank 0)."""
 import copy
 import json
-import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -11,9 +9,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor.debug import CommDebugMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import GPT, GPTConfig  # noqa: E402
-from optimizers import GatheredMuon, hidden_matrices  # noqa: E402
+from model import GPT, GPTConfig
+from optimizers import GatheredMuon, hidden_matrices
 
 dist.init_process_group("gloo")
 torch.manual_seed(0)

@@ -12,12 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch._dynamo.utils  # noqa: E402
-import torch.distributed as torch_dist  # noqa: E402
+import torch._dynamo.utils
+import torch.distributed as torch_dist
 
-import train  # noqa: E402
-from parallel import setup_distributed  # noqa: E402
+import train
+from parallel import setup_distributed
 
 
 def compiled_graphs():

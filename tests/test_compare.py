@@ -1,4 +1,4 @@
-"""scripts/compare.py: crossing points, ratios, baseline choice, loading, figure and CLI."""
+"""scripts/experiments/compare.py: crossing points, ratios, baseline choice, loading, figure and CLI."""
 import json
 import math
 import subprocess
@@ -7,11 +7,10 @@ import types
 
 import pytest
 
-from scripts.compare import (auto_smooth, ema, format_table, load_wandb_runs, main, pick_baseline, plot_runs,
-                             rows_from_wandb_history, summarize)
-from scripts.runs import Reach, Run, clean_rows, first_crossing, load_run, read_metrics
+from metrics import read_metrics
+from runs import Reach, RunRecord, auto_smooth, clean_rows, ema, first_crossing, load_run, plot_runs, summarize
+from scripts.experiments.compare import format_table, load_wandb_runs, main, pick_baseline, rows_from_wandb_history
 from tests.helpers import REPO, eval_rows, make_run, write_run
-
 
 # --------------------------------------------------------------------------- first_crossing
 
@@ -143,7 +142,7 @@ def test_baseline_without_a_finite_final_loss_is_an_error():
     adamw = make_run("adamw", [(0, 10.0), (100, math.nan)])
     with pytest.raises(ValueError, match="--baseline"):
         summarize([adamw], adamw)
-    empty = Run("empty", "empty", {}, [])
+    empty = RunRecord("empty", "empty", {}, [])
     with pytest.raises(ValueError, match="no val/loss rows"):
         summarize([empty], empty)
 
@@ -191,7 +190,8 @@ def test_read_metrics_skips_half_written_last_line_but_not_a_broken_middle_line(
 
 
 def test_clean_rows_nan_spellings_resume_rewind_and_missing_keys():
-    x = lambda it: {"iter": it, "tokens_seen": it * 10, "time_s": float(it)}
+    def x(it):
+        return {"iter": it, "tokens_seen": it * 10, "time_s": float(it)}
     rows = clean_rows([{**x(0), "val/loss": None}, {**x(10), "val/loss": "NaN"},
                        {**x(20), "val/loss": 3.0}, {**x(30), "train/loss": 2.9},
                        # resumed from the checkpoint at iter 20: rows >= 20 are redone
@@ -221,7 +221,7 @@ def test_rows_from_wandb_history_converts_api_rows():
     assert set(rows[1]) == {"iter", "tokens_seen", "time_s", "train/loss", "mfu"}
     assert math.isnan(rows[1]["train/loss"]) and math.isnan(rows[2]["val/loss"])
     assert len(rows) == 3
-    run = Run("r", "wandb:t/p/r", {}, rows)
+    run = RunRecord("r", "wandb:t/p/r", {}, rows)
     assert math.isnan(run.final_val_loss)  # a diverged run stays diverged
     with pytest.raises(ValueError, match="no 'iter' key"):
         rows_from_wandb_history([{"_step": 0, "loss": 3.0}])
@@ -307,9 +307,9 @@ def test_plot_writes_png_with_one_panel_per_axis(tmp_path):
     assert clock.get_xlabel().startswith("training wall-clock (s")
     assert all(ax.get_ylabel().startswith("val loss") for ax in (steps, tokens, clock))
     assert all(ax.get_legend() is not None for ax in (steps, tokens, clock, train, win))
-    target_lines = [l for l in steps.get_lines() if l.get_linestyle() == "--"]
+    target_lines = [line for line in steps.get_lines() if line.get_linestyle() == "--"]
     assert target_lines and target_lines[0].get_ydata()[0] == 3.2
-    assert len([l for l in win.get_lines() if l.get_label().startswith("sophia")]) == 1
+    assert len([line for line in win.get_lines() if line.get_label().startswith("sophia")]) == 1
 
 
 def test_plot_without_sophia_runs_says_so(tmp_path):
@@ -358,10 +358,10 @@ def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, messa
 def test_runs_as_a_script(tmp_path):
     adamw = write_run(tmp_path, "adamw", [(0, 10.0), (100, 4.0)])
     out = tmp_path / "c.png"
-    result = subprocess.run([sys.executable, "scripts/compare.py", str(adamw), "--out", str(out)],
+    result = subprocess.run([sys.executable, "scripts/experiments/compare.py", str(adamw), "--out", str(out)],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "baseline: adamw lr=6e-4 seed=0" in result.stdout and out.is_file()
-    missing = subprocess.run([sys.executable, "scripts/compare.py", str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "scripts/experiments/compare.py", str(tmp_path / "nope")],
                              cwd=REPO, capture_output=True, text=True)
     assert missing.returncode == 2 and "not found" in missing.stderr

@@ -1,6 +1,7 @@
 """Every shipped config resolves to the values recorded in tests/assets/config_values.json: a change
 to how configs are written (e.g. composing a size and an optimizer) moves no value. Regenerate the
 file only for a change that means to move them: python -m tests.test_configs."""
+
 import json
 from dataclasses import asdict
 from pathlib import Path

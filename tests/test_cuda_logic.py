@@ -3,6 +3,7 @@ devices, the device and backend choices, per-block compilation with the per-laye
 MFU per device, resuming without RNG state and across dtypes, float16 with its GradScaler, no
 host-to-device copy in the step, the clip coefficient's dtype, the GPU's label-sampling chunks and
 fused optimizer step, Sophia-H's Hessian batch. docs/testing.md maps each CUDA-only branch to its test."""
+
 import json
 from types import SimpleNamespace
 
@@ -41,8 +42,11 @@ def test_the_device_always_has_an_index():
     assert choose_device("cuda:1", True) == torch.device("cuda", 1)
     assert choose_device("auto", False) == torch.device("cpu")
     assert choose_device("mps", False) == torch.device("mps")
-    for name, cuda, world, message in [("cuda", False, 1, "not available"), ("cuda:2", True, 4, "all 4 ranks on one GPU"),
-                                       ("gpu", True, 1, "use 'auto', 'cpu'")]:
+    for name, cuda, world, message in [
+        ("cuda", False, 1, "not available"),
+        ("cuda:2", True, 4, "all 4 ranks on one GPU"),
+        ("gpu", True, 1, "use 'auto', 'cpu'"),
+    ]:
         with pytest.raises(UserError, match=message):
             choose_device(name, cuda, world_size=world)
     assert choose_backend("auto", torch.device("cuda", 0)) == "nccl"
@@ -54,8 +58,15 @@ def test_per_layer_attention_scale_compiles_one_graph_for_every_block_under_fsdp
     """FSDP compiles block by block; a per-block float would make one graph per layer (and run the
     blocks past torch's recompile limit of 8 eagerly). A 10-layer model after a 2-layer one, both with
     the scale on, in one process: the 10-layer run compiles nothing new."""
-    common = dict(parallelism="fsdp", compile=True, scale_attn_by_inverse_layer_idx=True, max_iters=1,
-                  eval_interval=1, hess_interval=1, optimizer_name="adamw")
+    common = dict(
+        parallelism="fsdp",
+        compile=True,
+        scale_attn_by_inverse_layer_idx=True,
+        max_iters=1,
+        eval_interval=1,
+        hess_interval=1,
+        optimizer_name="adamw",
+    )
     runs = [tiny_args(shakespeare_char, tmp_path / f"layers{n}", n_layer=n, **common) for n in (2, 10)]
     (tmp_path / "runs.json").write_text(json.dumps(runs))
     run_train([str(tmp_path / "runs.json"), str(tmp_path / "graphs")], script=REPO / "tests" / "runs_harness.py")
@@ -65,11 +76,12 @@ def test_per_layer_attention_scale_compiles_one_graph_for_every_block_under_fsdp
 
 def test_the_scale_on_q_is_the_per_layer_softmax_scale():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=16, block_size=8, vocab_size=11,
-                          scale_attn_by_inverse_layer_idx=True))
+    model = GPT(
+        GPTConfig(n_layer=3, n_head=2, n_embd=16, block_size=8, vocab_size=11, scale_attn_by_inverse_layer_idx=True)
+    )
     attn, x = model.transformer.h[2].attn, torch.randn(2, 8, 16)
     q, k, v = (t.view(2, 8, 2, 8).transpose(1, 2) for t in attn.c_attn(x).split(16, dim=2))
-    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / 3 / 8 ** 0.5)
+    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / 3 / 8**0.5)
     torch.testing.assert_close(attn(x), attn.c_proj(y.transpose(1, 2).reshape(2, 8, 16)))
     assert "transformer.h.2.attn.inv_layer" not in model.state_dict()  # checkpoints and exports unchanged
 
@@ -79,8 +91,14 @@ def test_mfu_is_per_device_and_the_peak_follows_the_device_name(monkeypatch):
     assert timing.mfu(100, 8000, 1.0, 8, 2e5) == pytest.approx(0.5)
     assert timing.mfu(100, 8000, 1.0, 8, None) is None
     assert timing.peak_flops(torch.device("cpu")) is None and timing.peak_flops(torch.device("cpu"), 5.0) == 5.0
-    for name, peak in [("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA H100 80GB HBM3", 989e12),
-                       ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA L4", None)]:
+    for name, peak in [
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA L4", None),
+    ]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, name=name: name)
         assert timing.peak_flops(torch.device("cuda", 0)) == peak, name
 
@@ -105,7 +123,7 @@ class HugeScale(torch.amp.GradScaler):
     """A GradScaler that starts at 2^24: the first steps overflow float16 and are skipped."""
 
     def __init__(self, device, enabled=True):
-        super().__init__(device, init_scale=2.0 ** 24, enabled=enabled)
+        super().__init__(device, init_scale=2.0**24, enabled=enabled)
 
 
 def test_float16_trains_skips_overflows_and_resumes_exactly(shakespeare_char, tmp_path, monkeypatch):
@@ -117,7 +135,7 @@ def test_float16_trains_skips_overflows_and_resumes_exactly(shakespeare_char, tm
     assert json.loads((tmp_path / "straight" / "config.json").read_text())["dtype_resolved"] == "float16"
     skipped = [r["skipped_steps"] for r in straight if "skipped_steps" in r]
     assert 0 < skipped[-1] < 8
-    assert a["scaler"]["scale"] < 2.0 ** 24
+    assert a["scaler"]["scale"] < 2.0**24
     logs = [r for r in straight if "train/loss" in r and r["train/loss"] is not None]
     assert logs[-1]["train/loss"] < logs[0]["train/loss"]
     assert deterministic(straight) == deterministic(split)
@@ -127,8 +145,9 @@ def test_float16_trains_skips_overflows_and_resumes_exactly(shakespeare_char, tm
 
 def test_float16_continues_a_float32_checkpoint(shakespeare_char, tmp_path, capsys):
     train.main(tiny_args(shakespeare_char, tmp_path / "run", max_iters=2, eval_interval=2))
-    train.main(tiny_args(shakespeare_char, tmp_path / "run", max_iters=4, eval_interval=2, dtype="float16",
-                         init_from="resume"))
+    train.main(
+        tiny_args(shakespeare_char, tmp_path / "run", max_iters=4, eval_interval=2, dtype="float16", init_from="resume")
+    )
     assert "has no fp16 loss scale" in capsys.readouterr().out
     assert torch.load(checkpoint.checkpoint_paths(tmp_path / "run")[0], weights_only=True)["scaler"]["scale"] > 0
 
@@ -226,8 +245,16 @@ def test_sophia_h_refresh_draws_the_hessian_batch(shakespeare_char, tmp_path, mo
         return get_batch(path, seed, stream, it, index, batch_size, *rest)
 
     monkeypatch.setattr(train, "get_batch", spy)
-    train.main(tiny_args(shakespeare_char, tmp_path / "run", optimizer_name="sophiah", hess_total_batch_size=2,
-                         max_iters=2, eval_interval=2))
+    train.main(
+        tiny_args(
+            shakespeare_char,
+            tmp_path / "run",
+            optimizer_name="sophiah",
+            hess_total_batch_size=2,
+            max_iters=2,
+            eval_interval=2,
+        )
+    )
     assert sizes == [2]  # hess_total_batch_size: one micro-batch of 2 sequences, not batch_size=4
 
 

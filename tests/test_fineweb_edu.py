@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import train
-from data.common import EOT_TOKEN
 from errors import UserError
+from tests.data_helpers import assert_one_line_error, leftovers, read_bin, run
 from tests.helpers import REPO, metrics_rows, tiny_args
-from tests.data_helpers import assert_one_line_error, env, leftovers, read_bin, run  # noqa: F401  (env: a fixture)
+from vocab import EOT_TOKEN
 
 PREPARE = REPO / "data" / "fineweb_edu" / "prepare.py"
 
@@ -46,7 +46,7 @@ def documents(tokens):
 
 
 def test_bins_meta_and_the_first_documents_as_val(env, shards, tmp_path):
-    from data.common import get_gpt2_encoding
+    from vocab import get_gpt2_encoding
 
     enc = get_gpt2_encoding()
     folder, docs = shards
@@ -107,5 +107,6 @@ def test_bad_input_is_one_line_error(env, shards, tmp_path, case, fragments):
 def test_gpt2_config_with_dataset_fineweb_edu_reads_data_fineweb_edu(tmp_path):
     cfg = train.parse_args([str(REPO / "config" / "train_gpt2_small_sophiag.py"), "--dataset=fineweb_edu",
                             "--device=cpu", f"--out_dir={tmp_path}"])
-    with pytest.raises(UserError, match=r"data/fineweb_edu/train.bin not found: run `python data/fineweb_edu/prepare.py`"):
+    fix = r"data/fineweb_edu/train.bin not found: run `python data/fineweb_edu/prepare.py`"
+    with pytest.raises(UserError, match=fix):
         train.setup(cfg, train.setup_distributed(cfg), print)

@@ -123,11 +123,11 @@ def test_resume_on_another_number_of_ranks_continues_the_same_run(shakespeare, r
 
 def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_path):
     ckpt = reference / "ckpt_00000012"
-    verified = subprocess.run([sys.executable, "scripts/verify_checkpoint.py", str(reference)], cwd=REPO,
+    verified = subprocess.run([sys.executable, "scripts/tools/verify_checkpoint.py", str(reference)], cwd=REPO,
                               capture_output=True, text=True)
     assert verified.returncode == 0 and verified.stdout.splitlines()[-1] == "2 ok, 0 damaged"
     one_file = tmp_path / "ckpt_00000012.pt"
-    subprocess.run([sys.executable, "scripts/convert_checkpoint.py", str(ckpt), str(one_file)], cwd=REPO,
+    subprocess.run([sys.executable, "scripts/tools/convert_checkpoint.py", str(ckpt), str(one_file)], cwd=REPO,
                    check=True, capture_output=True)
     whole, sharded = checkpoint.read_checkpoint(one_file), checkpoint.read_checkpoint(ckpt)
     assert same(whole["model"], sharded["model"]) and whole["iter"] == 12
@@ -151,7 +151,7 @@ def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_p
                              "--num_samples=1", "--device=cpu"], cwd=REPO, capture_output=True, text=True)
     assert sample.returncode == 0 and "---------------" in sample.stdout
     # Hugging Face export reads the sharded checkpoint directly: the same logits as the weights' own
-    subprocess.run([sys.executable, "scripts/export_hf.py", str(reference), str(tmp_path / "hf")], cwd=REPO,
+    subprocess.run([sys.executable, "scripts/tools/export_hf.py", str(reference), str(tmp_path / "hf")], cwd=REPO,
                    check=True, capture_output=True)
     from transformers import GPT2LMHeadModel
     model = GPT(GPTConfig(**whole["model_args"])).eval()

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 import hellaswag
 import train
-from data.common import get_gpt2_encoding
 from errors import UserError
 from hf import save_hf
 from model import GPT, GPTConfig
-from scripts import eval_hellaswag
+from scripts.tools import eval_hellaswag
 from tests.helpers import REPO, metrics_rows, run_train, tiny_args
+from vocab import get_gpt2_encoding
 
 PREPARE = REPO / "data" / "hellaswag" / "prepare.py"
 RIGHT = "red green blue yellow black white orange purple brown pink gray silver".split()

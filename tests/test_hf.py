@@ -15,12 +15,12 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 import checkpoint
 import sample
 import train
-from data.common import GPT2_VOCAB_SIZE, get_gpt2_encoding
 from errors import UserError
-from hf import load_gpt2, save_hf
+from hf import is_pretrained, load_gpt2, save_hf
 from model import GPT, GPTConfig
-from scripts import export_hf
+from scripts.tools import export_hf
 from tests.helpers import REPO, metrics_rows, tiny_args
+from vocab import GPT2_VOCAB_SIZE, get_gpt2_encoding
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
@@ -103,7 +103,8 @@ def test_export_script_writes_a_transformers_model_of_the_run(run_dir, hf_dir, c
     idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 32), generator=torch.Generator().manual_seed(2))
     hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     torch.testing.assert_close(logits_of(hf, idx), logits_of(model, idx), rtol=0, atol=1e-4)
-    greedy = hf.generate(idx[:1, :8], max_new_tokens=8, do_sample=False, attention_mask=torch.ones(1, 8, dtype=torch.long))
+    greedy = hf.generate(idx[:1, :8], max_new_tokens=8, do_sample=False,
+                         attention_mask=torch.ones(1, 8, dtype=torch.long))
     assert torch.equal(greedy, model.generate(idx[:1, :8], 8, temperature=0, vocab_size=GPT2_VOCAB_SIZE))
     # a second export into the same directory needs --force
     code, _, err = run_cli(export_hf.cli, capsys, [str(run_dir), str(hf_dir)])
@@ -158,12 +159,13 @@ def non_gpt2_dirs(tmp_path):
 
 
 def test_bad_init_from_is_one_line(shakespeare, tmp_path, capsys, monkeypatch):
-    for path, fragment in non_gpt2_dirs(tmp_path).values():
+    for name, (path, fragment) in non_gpt2_dirs(tmp_path).items():
         code, _, err = run_cli(sample.cli, capsys, [f"--init_from={path}"])
         assert_one_error_line(code, err, fragment)
         monkeypatch.setattr(sys, "argv", ["train.py", *tiny_args(shakespeare, tmp_path / "out", init_from=str(path))])
         code, _, err = run_cli(lambda _: train.cli(), capsys, None)
-        assert_one_error_line(code, err, fragment)
+        # a directory without config.json is not a Hugging Face model at all: train.py's check refuses it
+        assert_one_error_line(code, err, "Hugging Face GPT-2 directory" if name == "no config.json" else fragment)
     missing = tmp_path / "missing"
     code, _, err = run_cli(sample.cli, capsys, [f"--init_from={missing}"])
     assert_one_error_line(code, err, "Hugging Face GPT-2 directory")
@@ -231,3 +233,9 @@ def test_release_name_offline_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "sample.py"), "--init_from=gpt2"], cwd=REPO,
                          capture_output=True, text=True, env=env, timeout=120)
     assert_one_error_line(out.returncode, out.stderr, "gpt2 is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+
+
+def test_is_pretrained_means_a_release_or_a_hugging_face_directory(tmp_path):
+    (no_config, _), (llama, _) = non_gpt2_dirs(tmp_path).values()
+    assert is_pretrained("gpt2-medium") and is_pretrained(str(llama))  # load_gpt2 then says it is not GPT-2
+    assert not is_pretrained(str(no_config)) and not is_pretrained(str(tmp_path / "missing"))

@@ -1,72 +1,98 @@
-"""scripts/ladder_plot.py and scripts/win_rate.py on run directories written here."""
+"""scripts/experiments/regime_plot.py (the ladder and the regime map) and compare.py --win_rate on run
+directories written here."""
+
 import json
 
 import pytest
 
 from errors import UserError
-from scripts import ladder_plot, win_rate
+from scripts.experiments import compare, regime_plot
 
 
 def write_run(run_dir, optimizer, rates, warmup=10, **config):
     run_dir.mkdir(parents=True)
-    cfg = {"optimizer_name": optimizer, "warmup_iters": warmup, "rho": 0.05, "learning_rate": 1e-3,
-           "n_layer": 2, "n_embd": 64, "bias": False, "block_size": 64, **config}
+    cfg = {
+        "optimizer_name": optimizer,
+        "warmup_iters": warmup,
+        "rho": 0.05,
+        "learning_rate": 1e-3,
+        "n_layer": 2,
+        "n_params": 98_816,
+        **config,
+    }
     (run_dir / "config.json").write_text(json.dumps(cfg))
-    rows = [{"iter": 10 * (i + 1), "train/win_rate": r} for i, r in enumerate(rates)]
+    rows = [{"iter": 10 * (i + 1), "tokens_seen": 0, "time_s": 0, "train/win_rate": r} for i, r in enumerate(rates)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run_dir
 
 
-def test_win_rate_counts_the_steps_inside_the_band_after_warmup(tmp_path):
-    run = write_run(tmp_path / "s", "sophiag", [0.0, 0.05, 0.2, 0.3, 0.6])  # the first row is warmup
-    line = win_rate.summary(run)
-    assert "0.050-0.600" in line and "50% of 4 logged steps inside 0.1-0.5" in line
-    with pytest.raises(UserError, match="has no win_rate"):
-        win_rate.summary(write_run(tmp_path / "a", "adamw", []))
+def test_win_rate_counts_the_steps_inside_the_band_after_warmup(tmp_path, capsys):
+    sophia = write_run(tmp_path / "s", "sophiag", [0.0, 0.05, 0.2, 0.3, 0.6])  # the first row is warmup
+    adamw = write_run(tmp_path / "a", "adamw", [])
+    for run_dir in (sophia, adamw):
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iter": 50, "tokens_seen": 50, "time_s": 5, "val/loss": 2.0}) + "\n")
+    compare.main([str(adamw), str(sophia), "--win_rate", "--out", str(tmp_path / "c.png")])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "win_rate after warmup" in line]
+    assert len(lines) == 1 and "0.050-0.600" in lines[0] and "50% of 4 logged steps inside 0.1-0.5" in lines[0]
 
 
 def write_evals(run_dir, losses, **config):
-    """A finished run whose val loss is `losses` at iters 0, 100, 200."""
+    """A finished run whose val loss is `losses` at iters 0, 100, 200 (eval train loss 0.05 below)."""
     write_run(run_dir, config.pop("optimizer"), [], **config)
-    rows = [{"iter": 100 * i, "tokens_seen": 100 * i, "time_s": i, "val/loss": loss} for i, loss in enumerate(losses)]
+    rows = [
+        {"iter": 100 * i, "tokens_seen": 100 * i, "time_s": i, "val/loss": loss, "eval/train_loss": loss - 0.05}
+        for i, loss in enumerate(losses)
+    ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def write_size(sweep_dir, n_layer, n_embd, per_seed):
-    """One size's sweep: per seed, AdamW's val loss falls 3.0, 2.0, 1.5 and Sophia-G's 3.0, 2.5, final."""
+def write_cell(cell_dir, n_layer, n_embd, per_seed, max_iters=200, total_batch_size=32):
+    """One cell's sweeps: per seed, AdamW's val loss falls 3.0, 2.0, 1.5 and Sophia-G's 3.0, 2.5, final."""
     runs = []
-    for seed, (_, final) in enumerate(per_seed):
+    shape = dict(
+        n_layer=n_layer,
+        n_head=2,
+        n_embd=n_embd,
+        bias=False,
+        block_size=64,
+        max_iters=max_iters,
+        total_batch_size=total_batch_size,
+        dataset="nowhere",
+    )
+    for seed, final in enumerate(per_seed):
         for optimizer, lr, losses in (("adamw", 1e-2, [3.0, 2.0, 1.5]), ("sophiag", 3e-3, [3.0, 2.5, final])):
-            run = sweep_dir / f"{optimizer}_lr{lr:g}_seed{seed}"
-            write_evals(run, losses, optimizer=optimizer, n_layer=n_layer, n_embd=n_embd)
+            run = cell_dir / f"{optimizer}_lr{lr:g}_seed{seed}"
+            write_evals(run, losses, optimizer=optimizer, **shape)
             runs.append({"optimizer": optimizer, "lr": lr, "seed": seed, "dir": f"elsewhere/{run.name}"})
-    summary = {"baseline": "adamw", "runs": runs,
-               "selection": {"adamw": {"best_lr": 1e-2}, "sophiag": {"best_lr": 3e-3}},
-               "speedup": {"sophiag": {"per_seed": [
-                   {"seed": s, "steps_ratio": ratio, "reached": ratio is not None, "final_val_loss": final,
-                    "target": 1.5} for s, (ratio, final) in enumerate(per_seed)]}}}
-    (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary))
-    return sweep_dir
+    summary = {"runs": runs, "selection": {"adamw": {"best_lr": 1e-2}, "sophiag": {"best_lr": 3e-3}}}
+    (cell_dir / "sweep_summary.json").write_text(json.dumps(summary))
+    return cell_dir
 
 
-def test_ladder_orders_sizes_by_block_parameters_and_reports_each_seed(tmp_path, capsys):
-    big = write_size(tmp_path / "l", 6, 192, [(0.8, 1.45), (0.9, 1.48)])
-    small = write_size(tmp_path / "s", 2, 64, [(None, 1.6), (1.2, 1.49)])
-    ladder_plot.main([str(big), str(small), "--out", str(tmp_path / "ladder.png")])
-    out = capsys.readouterr().out
-    table = [line for line in out.splitlines() if line.startswith("| 2") or line.startswith("| 6")]
-    assert table[0].startswith("| 2 x 64 | 0.10M") and "not reached on 1 of 2 seeds" in table[0]
-    assert table[1].startswith("| 6 x 192 | 2.66M") and "0.850 (0.800-0.900)x" in table[1]
-    assert "-0.035 (-0.050--0.020)" in table[1]
-    sizes = json.loads((tmp_path / "ladder.json").read_text())
-    assert [s["non_embedding_params"] for s in sizes] == [2 * (12 * 64 * 64 + 2 * 64), 6 * (12 * 192 * 192 + 2 * 192)]
+def test_cells_along_each_axis_are_compared_per_seed(tmp_path, capsys):
+    """Three sizes at one length and batch (the ladder), and the small size 4x longer (the horizon)."""
+    big = write_cell(tmp_path / "l", 6, 192, [1.45, 1.48])
+    small = write_cell(tmp_path / "s", 2, 64, [1.6, 1.49])
+    longer = write_cell(tmp_path / "s4", 2, 64, [1.4], max_iters=800)
+    regime_plot.main([str(big), str(small), str(longer), "--out", str(tmp_path / "map.png")])
+    rows = {line.split(" | ")[0][2:]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    cells = {c["cell"]: c for c in json.loads((tmp_path / "map.json").read_text())}
+    assert cells["s"]["params"] == 12 * 2 * 64**2 + 2 * 2 * 64 + 64  # blocks and final norm, no embeddings
+    assert cells["l"]["params"] == 12 * 6 * 192**2 + 2 * 6 * 192 + 192
+    assert cells["s4"]["tokens_per_param"] == pytest.approx(4 * cells["s"]["tokens_per_param"])
     # ending at 1.6, Sophia-G reaches it at 200 steps and AdamW at 180 (interpolated); ending at
     # 1.45, Sophia-G reaches AdamW's 1.5 at 100 + 100 * 1.0 / 1.05 steps and AdamW at 200
-    assert sizes[0]["seeds"][0]["common_ratio"] == pytest.approx(200 / 180)
-    assert sizes[1]["seeds"][0]["common_ratio"] == pytest.approx((100 + 100 / 1.05) / 200)
-    assert (tmp_path / "ladder.png").stat().st_size > 0
+    assert cells["s"]["seeds"][0]["ratio"] == pytest.approx(200 / 180)
+    assert cells["s"]["seeds"][0]["to_adamw"] is None
+    assert cells["l"]["seeds"][0]["ratio"] == pytest.approx((100 + 100 / 1.05) / 200)
+    assert "| +0.045 (-0.010 to +0.100) | 1.05 (1.00 to 1.11)x | 1.00x (1 of 2 seeds not) |" in rows["s"]
+    assert cells["s"]["seeds"][0]["overfit"] == pytest.approx(0.05) and cells["s"]["epochs"] is None
+    assert (tmp_path / "map.png").stat().st_size > 0 and (tmp_path / "map.md").read_text().startswith("| cell")
 
 
-def test_ladder_without_a_summary_is_one_line(tmp_path):
-    with pytest.raises(UserError, match="run scripts/ladder.sh"):
-        ladder_plot.main([str(tmp_path), "--out", str(tmp_path / "x.png")])
+def test_a_cell_without_a_summary_or_alone_on_its_axes_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="run the cell's sweeps first"):
+        regime_plot.main([str(tmp_path), "--out", str(tmp_path / "x.png")])
+    with pytest.raises(UserError, match="nothing to draw"):
+        regime_plot.main([str(write_cell(tmp_path / "one", 2, 64, [1.6])), "--out", str(tmp_path / "x.png")])

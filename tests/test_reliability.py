@@ -274,7 +274,7 @@ def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(shakespeare
 def test_verify_checkpoint_lists_each_checkpoint_as_ok_or_damaged(reference, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    script = [sys.executable, str(REPO / "scripts" / "verify_checkpoint.py"), str(out)]
+    script = [sys.executable, str(REPO / "scripts" / "tools" / "verify_checkpoint.py"), str(out)]
     good = subprocess.run(script, capture_output=True, text=True)
     assert good.returncode == 0 and good.stdout.splitlines()[-1] == "2 ok, 0 damaged"
     damage_tensor_bytes(out / "ckpt_00000008.pt", finite=True)

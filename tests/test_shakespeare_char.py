@@ -13,7 +13,8 @@ from errors import UserError
 from tests.helpers import REPO, run_train, tiny_args
 
 PREPARE = REPO / "data" / "shakespeare_char" / "prepare.py"
-TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak. \u2014 caf\u00e9 \u00e6\n" * 40
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+        "All:\nSpeak, speak. \u2014 caf\u00e9 \u00e6\n") * 40
 
 
 def prepare(*args):
@@ -113,7 +114,8 @@ def test_sample_refuses_a_character_outside_the_vocabulary(char_run):
 
 
 def test_hugging_face_export_refuses_a_character_model(char_run, tmp_path):
-    out = run_train([str(char_run), str(tmp_path / "hf")], script=REPO / "scripts" / "export_hf.py", check=False)
+    export = REPO / "scripts" / "tools" / "export_hf.py"
+    out = run_train([str(char_run), str(tmp_path / "hf")], script=export, check=False)
     assert out.returncode == 2 and "character-level" in out.stderr.splitlines()[-1]
     assert not (tmp_path / "hf").exists()
 

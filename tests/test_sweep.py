@@ -1,4 +1,4 @@
-"""scripts/sweep.py: lr selection and per-seed speedup on known losses, and a real (minuscule)
+"""scripts/experiments/sweep.py: lr selection and per-seed speedup on known losses, and a real (minuscule)
 sweep through train.py: its outputs, resuming, skipping, failures and bad input."""
 import contextlib
 import io
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.runs import first_crossing, load_run, speedup
-from scripts.sweep import Point, analyze, format_summary, main, select_lr, step_time, write_outputs
+from runs import first_crossing, load_run, speedup
+from scripts.experiments.sweep import Point, analyze, format_summary, main, select_lr, step_time, write_outputs
 from tests.helpers import REPO, make_run, write_run
 
 ADAMW, SOPHIAG = (str(REPO / "config" / f"train_tiny_{o}.py") for o in ("adamw", "sophiag"))
@@ -325,7 +325,7 @@ def test_bad_input_is_one_line_error_and_nonzero_exit(args, message, tmp_path, c
 
 
 def test_runs_as_a_script_with_one_line_errors(tmp_path):
-    out = subprocess.run([sys.executable, "scripts/sweep.py", "--configs", "config/nope.py",
+    out = subprocess.run([sys.executable, "scripts/experiments/sweep.py", "--configs", "config/nope.py",
                           "--lrs", "adamw=1e-3", "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2

@@ -1,6 +1,7 @@
 """Per-group telemetry (telemetry.py): every parameter has a group, the values are what their
 definitions say, they are logged on logged steps only, and the groups' win rates add up to the
 overall one. (Equal on 1 and 2 ranks, DDP and FSDP: tests/test_train.py and tests/test_fsdp.py.)"""
+
 import pytest
 import torch
 
@@ -40,7 +41,7 @@ def test_values_match_their_definitions(optimizer_name):
     for group in telemetry.GROUPS:
         members = [(p, old) for (n, p), old in zip(names, before) if telemetry.group_of(n) == group]
         update = sum(((p - old) ** 2).sum().item() for p, old in members)
-        weight = sum((old ** 2).sum().item() for _, old in members)
+        weight = sum((old**2).sum().item() for _, old in members)
         assert values[f"group/{group}/update_ratio"] == pytest.approx((update / weight) ** 0.5, rel=1e-5)
         if cfg.is_sophia:
             state = [optimizer.state[p] for p, _ in members]
@@ -48,7 +49,8 @@ def test_values_match_their_definitions(optimizer_name):
             clipped = sum(((s["exp_avg"] / (s["hessian"] * 0.03 + 1e-15)).abs() >= 1).sum().item() for s in state)
             assert values[f"group/{group}/win_rate"] == pytest.approx(1 - clipped / numel, abs=1e-12)
             assert values[f"group/{group}/hessian_mean"] == pytest.approx(
-                sum(s["hessian"].sum().item() for s in state) / numel, rel=1e-6)
+                sum(s["hessian"].sum().item() for s in state) / numel, rel=1e-6
+            )
     if cfg.is_sophia:  # the overall values are SophiaG.stats()'s
         assert values.pop("train/win_rate") == pytest.approx(optimizer.stats()["win_rate"].item(), abs=1e-12)
         assert values.pop("optim/hessian_norm") == pytest.approx(optimizer.stats()["hessian_norm"].item(), rel=1e-12)
@@ -57,10 +59,21 @@ def test_values_match_their_definitions(optimizer_name):
 
 
 @pytest.mark.parametrize("optimizer", ["sophiag", "lion"])
-def test_logged_on_logged_steps_in_range_and_consistent_with_the_overall_win_rate(optimizer, shakespeare_char, tmp_path):
+def test_logged_on_logged_steps_in_range_and_consistent_with_the_overall_win_rate(
+    optimizer, shakespeare_char, tmp_path
+):
     out = tmp_path / optimizer
-    train.main(tiny_args(shakespeare_char, out, optimizer_name=optimizer, max_iters=12, eval_interval=6,
-                         log_interval=3, learning_rate=1e-2 if optimizer == "sophiag" else 1e-3))
+    train.main(
+        tiny_args(
+            shakespeare_char,
+            out,
+            optimizer_name=optimizer,
+            max_iters=12,
+            eval_interval=6,
+            log_interval=3,
+            learning_rate=1e-2 if optimizer == "sophiag" else 1e-3,
+        )
+    )
     logs = [r for r in metrics_rows(out) if "train/loss" in r]
     assert [r["iter"] for r in logs] == [3, 6, 9, 12]
     sizes = {}

@@ -112,7 +112,7 @@ def test_resolve_derives_every_value_without_processes():
     assert (plan.hess_batch_size, plan.hess_micro, plan.hess_tokens) == (2, 1, 4 * 32)
     assert (plan.dtype, plan.compile, plan.fused, plan.tf32) == ("float32", False, False, False)  # 'auto'/None on a CPU
     assert (plan.min_lr, plan.lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
-    assert plan.data_dir == train.REPO_ROOT / "data" / "shakespeare"
+    assert plan.data_dir == train.REPO / "data" / "shakespeare"
     with pytest.raises(UserError, match=r"total_batch_size=16 is not divisible by batch_size \* world_size = 4 \* 3"):
         train.resolve(cfg, 3, cpu)
     assert train.resolve(train.TrainConfig(dtype="float16"), 1, cpu).dtype == "float16"  # a GradScaler("cpu")

@@ -21,11 +21,10 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
+import torch
 
-import checkpoint  # noqa: E402
-import train  # noqa: E402
+import checkpoint
+import train
 
 
 def main():

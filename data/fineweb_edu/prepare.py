@@ -15,11 +15,9 @@ Loading, tokenizing, writing, the disk-space check and re-runs are the OpenWebTe
 import argparse
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, write_splits  # noqa: E402
-from errors import UserError  # noqa: E402
+from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, write_splits
+from errors import UserError
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
 DEFAULT_NAME = "sample-10BT"
@@ -35,7 +33,7 @@ def describe_source(args, local):
     return source
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     src = parser.add_argument_group(f"input (default: the Hub's {HUB_DATASET}, {DEFAULT_NAME})")
     src.add_argument("--name", default=DEFAULT_NAME,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import DTYPE, add_output_args, get_gpt2_encoding, run_cli  # noqa: E402
-from errors import UserError  # noqa: E402
+from data.common import DTYPE, add_output_args, run_cli
+from errors import UserError
+from vocab import get_gpt2_encoding
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
@@ -95,7 +95,7 @@ def tokenize(examples):
     return np.concatenate(pieces), np.array(offsets, dtype=np.int64), labels
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--data_path", default=None,
                         help=f"a local HellaSwag jsonl (default: download {URL})")

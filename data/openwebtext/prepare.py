@@ -12,11 +12,9 @@ memory with --num_proc workers; output format: see data/common.py.
 import argparse
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, split_train_val, write_splits  # noqa: E402
-from errors import UserError  # noqa: E402
+from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, split_train_val, write_splits
+from errors import UserError
 
 HUB_DATASET = "Skylion007/openwebtext"
 TEST_SIZE = 0.0005  # nanoGPT's: ~4k of ~8M documents
@@ -37,7 +35,7 @@ def describe_source(args, local):
     return source
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     src = parser.add_argument_group("input (default: the Hub's OpenWebText)")
     src.add_argument("--dataset", default=None,

@@ -17,9 +17,8 @@ from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data.common import add_num_proc_arg, add_output_args, already_prepared, run_cli, split_train_val, write_splits  # noqa: E402
-from errors import UserError  # noqa: E402
+from data.common import add_num_proc_arg, add_output_args, already_prepared, run_cli, split_train_val, write_splits
+from errors import UserError
 
 TEST_SIZE = 0.05  # 40 of 781 scenes: ~109k validation tokens, enough for a stable loss
 SEED = 2357
@@ -105,7 +104,7 @@ def shakespeare_documents():
             for doc in scenes(path.read_text(encoding="utf-8"), title_from_file_name(path))]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     add_output_args(parser, __file__)
     add_num_proc_arg(parser, default=1, help_text="tokenizer worker processes (default 1; the corpus is small)")

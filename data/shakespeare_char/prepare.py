@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from atomic import atomic_write  # noqa: E402
-from data.common import add_output_args, complete_meta, run_cli, write_meta  # noqa: E402
-from data.shakespeare.prepare import plays_dir, shakespeare_documents  # noqa: E402
-from errors import UserError  # noqa: E402
-from vocab import MAX_CHARS  # noqa: E402
+from atomic import atomic_write
+from data.common import add_output_args, complete_meta, run_cli, write_meta
+from data.shakespeare.prepare import plays_dir, shakespeare_documents
+from errors import UserError
+from vocab import MAX_CHARS
 
 TRAIN_FRACTION = 0.9
 
@@ -81,7 +80,7 @@ def write(out_dir, text, source):
     return meta
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
     add_output_args(parser, __file__)

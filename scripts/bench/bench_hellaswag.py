@@ -1,8 +1,8 @@
 """What a HellaSwag eval costs at a config's model size: milliseconds per example through hellaswag.py's
 batched scorer, as train.py runs it (tokens per forward pass = batch_size * block_size), on this machine.
 
-    python scripts/bench_hellaswag.py config/train_tiny_sophiag.py
-    python scripts/bench_hellaswag.py config/train_gpt2_small_adamw.py --device=cuda --dtype=bfloat16 --compile=True
+    python scripts/bench/bench_hellaswag.py config/train_tiny_sophiag.py
+    python scripts/bench/bench_hellaswag.py config/train_gpt2_small_adamw.py --device=cuda --compile=True
 
 Config files and --key=value overrides are train.py's; the model has the config's shape and random
 weights (the cost does not depend on them). Examples come from --data (data/hellaswag/prepare.py's file)
@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import hellaswag  # noqa: E402
-import train  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from model import GPT, PADDED_VOCAB_SIZE, config_from_dict  # noqa: E402
+import hellaswag
+import train
+from errors import UserError, run_cli
+from model import GPT, PADDED_VOCAB_SIZE, config_from_dict
 
 
 def synthetic_examples(n, seed=0):
@@ -35,7 +34,7 @@ def synthetic_examples(n, seed=0):
             for _ in range(n)]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="prepared HellaSwag file, if it exists")
     p.add_argument("--examples", type=int, default=256, help="examples per timed eval")
@@ -46,7 +45,7 @@ def main(argv=None):
     cfg = train.parse_args(train_args)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
-    dtype = cfg.dtype if cfg.dtype != "auto" else "bfloat16" if device.type == "cuda" else "float32"
+    dtype = train.resolve_dtype(cfg.dtype, device)
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
     real = Path(args.data).is_file()
     examples = hellaswag.load(args.data, args.examples) if real else synthetic_examples(args.examples)

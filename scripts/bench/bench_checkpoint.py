@@ -1,7 +1,7 @@
 """What checkpoint verification costs at load time, as a ratio to the load itself.
 
-    python scripts/bench_checkpoint.py                 # tiny (7M) and GPT-2 small (124M) shapes
-    python scripts/bench_checkpoint.py --sizes tiny --repeats 5
+    python scripts/bench/bench_checkpoint.py                 # tiny (7M) and GPT-2 small (124M) shapes
+    python scripts/bench/bench_checkpoint.py --sizes tiny --repeats 5
 
 For each size: a GPT with Sophia-G state (m and h for every parameter) is saved with train.py's
 checkpoint writer; then, alternating, the plain load (torch.load + load_state_dict into the model
@@ -11,17 +11,15 @@ the page cache for both, so the ratio compares work, not disk speed. Prints medi
 """
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
+import torch
 
-from checkpoint import non_finite, save_checkpoint, state_tensors, verify_file  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from sophia import SophiaG  # noqa: E402
+from checkpoint import non_finite, save_checkpoint, state_tensors, verify_file
+from model import GPT, GPTConfig
+from sophia import SophiaG
 
 SIZES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
          "124M": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024)}
@@ -38,7 +36,7 @@ def model_and_optimizer(shape):
     return model, optimizer
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="tiny,124M", help=f"comma-separated, of {', '.join(SIZES)}")
     p.add_argument("--repeats", type=int, default=3)

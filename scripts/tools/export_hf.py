@@ -1,6 +1,6 @@
 """Export the newest checkpoint of a run as a Hugging Face transformers GPT-2 model.
 
-    python scripts/export_hf.py out/quickstart/sophiag out/hf/sophiag
+    python scripts/tools/export_hf.py out/quickstart/sophiag out/hf/sophiag
 
 HF_DIR gets config.json, model.safetensors and GPT-2's tokenizer files, so that
 `transformers.AutoModelForCausalLM.from_pretrained(HF_DIR)`, lm-evaluation-harness
@@ -15,28 +15,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from checkpoint import load_model  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from hf import save_hf  # noqa: E402
-from vocab import GPT2, describe  # noqa: E402
+from checkpoint import load_model
+from errors import UserError, run_cli
+from hf import save_hf
+from vocab import GPT2, describe
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="a run's out_dir (its newest valid checkpoint is exported)")
     p.add_argument("hf_dir", help="the directory to write the Hugging Face model into")
-    p.add_argument("--force", action="store_true", help="write into a non-empty hf_dir, replacing the files of an earlier export")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty hf_dir, replacing the files of an earlier export")
     args = p.parse_args(argv)
     out_dir, hf_dir = Path(args.out_dir), Path(args.hf_dir)
     if not out_dir.is_dir():
         raise UserError(f"{out_dir} is not a directory: pass the out_dir of a training run")
     if hf_dir.is_dir() and any(hf_dir.iterdir()) and not args.force:
-        raise UserError(f"{hf_dir} is not empty: pass --force to replace an earlier export there, or choose another directory")
+        raise UserError(f"{hf_dir} is not empty: pass --force to replace an earlier export there, "
+                        f"or choose another directory")
     model, vocab, path, it = load_model(out_dir)
     if vocab != GPT2:
         raise UserError(f"{path} is a character-level model, with {describe(vocab)}: a Hugging Face GPT-2 export "
-                        f"needs GPT-2's vocabulary and tokenizer; sample it with `python sample.py --out_dir={out_dir}`")
+                        f"needs GPT-2's vocabulary and tokenizer; sample it with "
+                        f"`python sample.py --out_dir={out_dir}`")
     print(f"exporting {path} (iter {it}, {model.num_params() / 1e6:.2f}M parameters)")
     try:
         hf_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def main(argv=None):
         print(f"wrote {hf_dir / f.name} ({(hf_dir / f.name).stat().st_size:,} bytes)")
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     return run_cli(main, argv)
 
 

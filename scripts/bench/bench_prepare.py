@@ -4,7 +4,7 @@ on the same local documents and the same number of worker processes. No download
 are cut from the embedded Shakespeare corpus (runs of 5-40 speeches: median 1.7 KB, mean 2.3 KB
 of text, short web pages) and repeated to reach --tokens.
 
-    python scripts/bench_prepare.py --num_proc 2 --tokens 20_000_000
+    python scripts/bench/bench_prepare.py --num_proc 2 --tokens 20_000_000
 
 The baseline is what nanoGPT's data/openwebtext/prepare.py did before batched writes:
 `datasets.map(num_proc)` turns each document into a Python list of ids (stored in an Arrow
@@ -14,16 +14,15 @@ cache), then one memmap slice assignment per document. Both paths write identica
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data.common import SPLITS, get_gpt2_encoding, split_train_val, write_splits
+from data.common import SPLITS, split_train_val, write_splits
 from data.shakespeare.prepare import shakespeare_documents
+from vocab import get_gpt2_encoding
 
 
 def bench_documents(target_tokens):
@@ -62,7 +61,7 @@ def nanogpt_style(splits, out_dir, num_proc):
         del arr
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--num_proc", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes, the same for both paths (default min(2, cores))")

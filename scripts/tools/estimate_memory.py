@@ -1,9 +1,9 @@
 """Training memory per rank for a config, estimated without a GPU (see memory.py for the model).
 
-    python scripts/estimate_memory.py config/train_gpt2_xl_sophiag.py
-    python scripts/estimate_memory.py config/train_gpt2_large_sophiag.py --parallelism=ddp --world_size=8
-    python scripts/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
-    python scripts/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
+    python scripts/tools/estimate_memory.py config/train_gpt2_xl_sophiag.py
+    python scripts/tools/estimate_memory.py config/train_gpt2_large_sophiag.py --parallelism=ddp --world_size=8
+    python scripts/tools/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
+    python scripts/tools/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
 
 Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8 for a
 multi-GPU estimate). dtype 'auto' is taken as bfloat16 (a GPU run). --measure trains the config for
@@ -14,21 +14,21 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import run_cli  # noqa: E402
-from memory import GB, estimate, parameter_counts  # noqa: E402
-from model import PADDED_VOCAB_SIZE  # noqa: E402
-from train import parse_args  # noqa: E402
+from errors import run_cli
+from memory import GB, Estimate, estimate, parameter_counts
+from model import PADDED_VOCAB_SIZE
+from provenance import REPO
+from train import TrainConfig, parse_args
 
 SIZES = ("small", "medium", "large", "xl")
 RESERVED_GB = 2.0  # CUDA context and allocator fragmentation, not in the estimate
 
 
-def resolved_dtype(cfg):
+def resolved_dtype(cfg: TrainConfig) -> str:
     return "bfloat16" if cfg.dtype == "auto" else cfg.dtype
 
 
-def fitting_batch(cfg, world_size, capacity_gb):
+def fitting_batch(cfg: TrainConfig, world_size: int, capacity_gb: float) -> tuple[int | None, Estimate | None]:
     """The largest micro-batch that divides the global batch and fits capacity_gb, or None."""
     per_rank = cfg.total_batch_size // world_size
     for b in sorted((b for b in range(1, per_rank + 1) if per_rank % b == 0), reverse=True):
@@ -38,13 +38,13 @@ def fitting_batch(cfg, world_size, capacity_gb):
     return None, None
 
 
-def table(world_size=8):
+def table(world_size: int = 8) -> None:
     print(f"Sophia-G, bf16, {world_size} GPUs, micro-batch = the largest that fits with {RESERVED_GB:.0f} GB reserved "
           f"(memory at that micro-batch); AdamW needs the same, Lion 4 bytes/param less")
     print("| model | params | parallelism | state per rank (weights+grads+optimizer) | 40 GB GPU | 80 GB GPU |")
     print("|---|---|---|---|---|---|")
     for size in SIZES:
-        base = parse_args([str(Path(__file__).resolve().parents[1] / "config" / f"train_gpt2_{size}_sophiag.py")])
+        base = parse_args([str(REPO / "config" / f"train_gpt2_{size}_sophiag.py")])
         n = parameter_counts(base, PADDED_VOCAB_SIZE)[0]
         for parallelism in ("ddp", "fsdp"):
             for checkpointing in (False, True):
@@ -59,14 +59,14 @@ def table(world_size=8):
                       f"{cells[0]} | {cells[1]} |")
 
 
-def resident_bytes():
+def resident_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status (--measure needs Linux)")
 
 
-def measure(argv):
+def measure(argv: list[str]) -> None:
     import resource
     import tempfile
 
@@ -74,7 +74,8 @@ def measure(argv):
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = parse_args(argv)
         steps = cfg.hess_interval + 1
-        overrides = ["--device=cpu", "--dtype=float32", "--compile=False", f"--out_dir={out_dir}", f"--max_iters={steps}",
+        overrides = ["--device=cpu", "--dtype=float32", "--compile=False", f"--out_dir={out_dir}",
+                     f"--max_iters={steps}",
                      f"--eval_interval={steps}", "--eval_iters=2", "--wandb_log=False", "--parallelism=ddp"]
         cfg = parse_args(argv + overrides)
         before = resident_bytes()
@@ -85,7 +86,7 @@ def measure(argv):
           f"fp32, CPU, 1 rank, batch_size={cfg.batch_size}): estimate / measured = {e.total / peak:.2f}")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--table"]:
         table()

@@ -11,12 +11,12 @@ ratios per seed and their mean, min-max and std across seeds, or "not reached"; 
 optimizer's training wall-clock per step (median over its finished runs) as a ratio to the
 baseline's.
 
-    python scripts/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
+    python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
-    python scripts/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
-    python scripts/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
-    python scripts/sweep.py ... --analyze_only                           # no training
-    python scripts/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # cheaper, see below
+    python scripts/experiments/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
+    python scripts/experiments/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
+    python scripts/experiments/sweep.py ... --analyze_only                           # no training
+    python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # cheaper, see below
 
 With --tune_seeds N only the first N seeds train the whole grid and select the lr; the other
 seeds then train each optimizer at its selected lr only, and the speedup covers every seed.
@@ -24,7 +24,7 @@ seeds then train each optimizer at its selected lr only, and the speedup covers 
 Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped,
 an unfinished one continues from its newest checkpoint (train.py --init_from=auto). A run that
 fails is reported and the sweep goes on; the exit status is then 1.
-Writes <out>/sweep_summary.json and <out>/sweep_best.png (scripts/compare.py's figure of the
+Writes <out>/sweep_summary.json and <out>/sweep_best.png (scripts/experiments/compare.py's figure of the
 selected runs, all seeds; its target is the first seed's baseline run).
 """
 import argparse
@@ -38,15 +38,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import checkpoint  # noqa: E402  (after the repo root is on sys.path)
-import train  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from scripts.compare import plot_runs, summarize  # noqa: E402
-from scripts.runs import (Run, fmt_loss, fmt_lr, fmt_seconds, format_speedup, jsonable, load_run, speedup,  # noqa: E402
-                          table)
+import checkpoint
+import train
+from errors import UserError, run_cli
+from provenance import REPO
+from runs import (
+    RunRecord,
+    fmt_loss,
+    fmt_lr,
+    fmt_seconds,
+    format_speedup,
+    jsonable,
+    load_run,
+    plot_runs,
+    speedup,
+    summarize,
+    table,
+)
 
 # train.py keys the sweep sets itself for every run
 RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
@@ -172,7 +180,7 @@ def check_settings(point: Point) -> None:
 # -----------------------------------------------------------------------------
 # running
 
-def load_point(point: Point) -> Run | None:
+def load_point(point: Point) -> RunRecord | None:
     """The point's run as on disk; None when it has not logged anything readable yet."""
     try:
         return load_run(point.out_dir, point.label)
@@ -180,7 +188,7 @@ def load_point(point: Point) -> Run | None:
         return None
 
 
-def is_finished(run: Run | None) -> bool:
+def is_finished(run: RunRecord | None) -> bool:
     return run is not None and run.finished
 
 
@@ -278,7 +286,7 @@ def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
     return out
 
 
-def status(run: Run | None, failure: str | None) -> str:
+def status(run: RunRecord | None, failure: str | None) -> str:
     if failure:
         return f"FAILED ({failure})"
     if run is None or not run.rows:
@@ -288,7 +296,7 @@ def status(run: Run | None, failure: str | None) -> str:
     return "finished" if math.isfinite(run.final_val_loss) else "diverged"
 
 
-def final_loss(run: Run | None) -> float | None:
+def final_loss(run: RunRecord | None) -> float | None:
     return run.final_val_loss if is_finished(run) else None
 
 
@@ -311,7 +319,7 @@ def confirm_plan(by_optimizer: dict[str, str], tune_points: list[Point], seeds: 
 
 def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str,
             failed: dict[str, str]) -> tuple[dict, dict]:
-    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: Run}}:
+    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: RunRecord}}:
     each lr is judged on the tuning runs (the full grid), the speedup is measured on every
     seed's finished run at the selected lr."""
     points = tune_points + confirm_points
@@ -496,9 +504,9 @@ def sweep(args, command: str) -> int:
     return 1 if failed or not complete else 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["scripts/sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["scripts/experiments/sweep.py", *(sys.argv[1:] if argv is None else argv)])
     return run_cli(lambda _: sweep(args, command), prog="sweep.py",
                    interrupted="interrupted: rerun the same command to resume (finished runs are skipped)")
 

@@ -1,9 +1,9 @@
 """Optimizer step time on GPT-2 124M parameter shapes: SophiaG (three paths), Lion and Muon (with
 AdamW for the non-matrix parameters, as optimizer_name='muon' trains) against torch's AdamW.
 
-    python scripts/bench_optimizer.py                      # CUDA when present, else CPU
-    python scripts/bench_optimizer.py --device cpu --steps 20
-    python scripts/bench_optimizer.py --model tiny         # the shapes of config/train_tiny_*.py
+    python scripts/bench/bench_optimizer.py                      # CUDA when present, else CPU
+    python scripts/bench/bench_optimizer.py --device cpu --steps 20
+    python scripts/bench/bench_optimizer.py --model tiny         # the shapes of config/train_tiny_*.py
 
 All optimizers share one set of parameters and gradients. Each is timed over runs of consecutive
 steps, in two rounds over all optimizers (alternating every step would charge the large frees of
@@ -14,15 +14,13 @@ refresh is timed on its own.
 """
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
+from functools import partial
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from optimizers import Lion, MuonWithAdamW  # noqa: E402
-from sophia import SophiaG  # noqa: E402
+from optimizers import Lion, MuonWithAdamW
+from sophia import SophiaG
 
 MODELS = {"124m": dict(n_layer=12, n_embd=768, block_size=1024), "tiny": dict(n_layer=4, n_embd=128, block_size=64)}
 
@@ -45,7 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (after warm-up steps)")
-    parser.add_argument("--model", choices=MODELS, default="124m", help="parameter shapes: GPT-2 124M or the tiny configs'")
+    parser.add_argument("--model", choices=MODELS, default="124m",
+                        help="parameter shapes: GPT-2 124M or the tiny configs'")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -110,14 +109,14 @@ def main() -> None:
         for name, opt in optimizers.items():
             step_ms[name] += timed_ms(opt.step, 3 if round_ == 0 else 1, (args.steps + 1) // 2)
             if name in hessian_ms:
-                hessian_ms[name] += timed_ms(lambda: opt.update_hessian(num_tokens=480 * 1024), 0, 2)
+                hessian_ms[name] += timed_ms(partial(opt.update_hessian, num_tokens=480 * 1024), 0, 2)
     median = {name: statistics.median(ts) for name, ts in step_ms.items()}
     hessian_median = {name: statistics.median(ts) for name, ts in hessian_ms.items()}
     best_adamw = min(ms for name, ms in median.items() if name.startswith("AdamW"))
     adamw_foreach = median.get("AdamW foreach", float("nan"))
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"GPT-2 {args.model} shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu}), torch {torch.__version__}, "
-          f"median of {2 * ((args.steps + 1) // 2)} steps")
+    print(f"GPT-2 {args.model} shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu}), "
+          f"torch {torch.__version__}, median of {2 * ((args.steps + 1) // 2)} steps")
     print(f"{'optimizer':<20} {'ms/step':>9} {'x best AdamW':>13} {'x AdamW foreach':>16} {'state B/param':>14}")
     for name, ms in median.items():
         state_bytes = sum(t.numel() * t.element_size() for s in optimizers[name].state.values()

@@ -1,6 +1,6 @@
 """Check every checkpoint of a run before relying on it (e.g. after copying a run elsewhere).
 
-    python scripts/verify_checkpoint.py OUT_DIR
+    python scripts/tools/verify_checkpoint.py OUT_DIR
 
 Prints one line per checkpoint, newest first: `ok` with its iteration, or `DAMAGED` with the reason
 (a checksum mismatch, an unreadable file, non-finite weights or optimizer state). Exit code 0 when
@@ -11,12 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from checkpoint import checkpoint_paths, read_checkpoint  # noqa: E402
-from errors import UserError  # noqa: E402
+from checkpoint import checkpoint_paths, read_checkpoint
+from errors import UserError
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", type=Path, help="a train.py out_dir")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """What each way of refreshing Sophia-G's Hessian estimate costs, as overhead on training.
 
-    python scripts/bench_refresh.py config/train_tiny_sophiag.py
-    python scripts/bench_refresh.py config/train_gpt2_small_sophiag.py --batch_size=12 --total_batch_size=12
+    python scripts/bench/bench_refresh.py config/train_tiny_sophiag.py
+    python scripts/bench/bench_refresh.py config/train_gpt2_small_sophiag.py --batch_size=12 --total_batch_size=12
 
 The refresh runs once every hess_interval steps, so a refresh of R ms on a step of S ms costs
 R / (hess_interval * S) of training time: that share is printed as "overhead" for each lever.
@@ -23,16 +23,14 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from parallel import setup_distributed  # noqa: E402
-from sophia import gnb_loss  # noqa: E402
+import train
+from errors import UserError, run_cli
+from parallel import setup_distributed
+from sophia import gnb_loss
 
 
 def timed(fn, device):
@@ -45,7 +43,7 @@ def timed(fn, device):
     return time.perf_counter() - t0
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=5)

@@ -1,9 +1,9 @@
 """HellaSwag accuracy of a finished model: a run's newest checkpoint, a Hugging Face GPT-2 directory or an
 OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub).
 
-    python scripts/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
-    python scripts/eval_hellaswag.py out/hf/sophiag                  # scripts/export_hf.py's output
-    python scripts/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
+    python scripts/tools/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
+    python scripts/tools/eval_hellaswag.py out/hf/sophiag                  # scripts/tools/export_hf.py's output
+    python scripts/tools/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
 
 Scores the examples that data/hellaswag/prepare.py wrote (hellaswag.py defines the scorer) and
 prints acc, acc_norm, the number of examples and the time taken.
@@ -16,16 +16,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import hellaswag  # noqa: E402
-import checkpoint  # noqa: E402
-from checkpoint import checkpoint_paths  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from hf import RELEASES, load_gpt2  # noqa: E402
-from vocab import GPT2  # noqa: E402
+import checkpoint
+import hellaswag
+import train
+from checkpoint import checkpoint_paths
+from errors import UserError, run_cli
+from hf import RELEASES, load_gpt2
+from model import GPT
+from vocab import GPT2, Vocab
 
 
-def load_model(source):
+def load_model(source: str) -> tuple[GPT, str, Vocab]:
     """(GPT, description, vocabulary) from a run's out_dir, a Hugging Face GPT-2 directory or a release name."""
     path = Path(source)
     if path.is_dir() and (checkpoint_paths(path) or (path / "metrics.jsonl").is_file()):  # a run's out_dir
@@ -39,14 +40,14 @@ def load_model(source):
                     f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a run's out_dir, a Hugging Face GPT-2 directory, or gpt2 / gpt2-medium / ...")
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="the file data/hellaswag/prepare.py wrote")
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                   help="autocast dtype (auto: bfloat16 on CUDA, else float32)")
+                   help="autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)")
     p.add_argument("--batch_tokens", type=int, default=4096,
                    help="padded tokens per forward pass (examples are grouped up to this many)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
@@ -60,7 +61,7 @@ def main(argv=None):
     hellaswag.check_vocab(vocab, what, "evaluate a model trained on GPT-2 tokens")
     model.to(args.device)
     device = torch.device(args.device)
-    dtype = args.dtype if args.dtype != "auto" else "bfloat16" if device.type == "cuda" else "float32"
+    dtype = train.resolve_dtype(args.dtype, device)
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
     scorer = torch.compile(model) if args.compile else model
     t0 = time.perf_counter()
@@ -71,7 +72,7 @@ def main(argv=None):
           f"{args.device} {dtype}{' compiled' if args.compile else ''})")
 
 
-def cli(argv=None):
+def cli(argv: list[str] | None = None) -> int:
     """Command-line entry: mistakes are one line on stderr and exit code 2."""
     return run_cli(main, argv)
 

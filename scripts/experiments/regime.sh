@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The regime map: Sophia-G against AdamW along training length (tokens per non-embedding parameter)
 # and batch size, on the character-level Shakespeare recipe (config/train_shakespeare_char_*.py).
-# Each cell is one scripts/sweep.py per optimizer: the lr grid on seed 0, then seed 1 at the selected
+# Each cell is one scripts/experiments/sweep.py per optimizer: the lr grid on seed 0, then seed 1 at the selected
 # lr (--tune_seeds 1); the two optimizers' sweeps run side by side, one thread each.
 #
-#     bash scripts/regime.sh [OUT]              # default out/regime; rerunning resumes
-#     CELLS="s1 s4" bash scripts/regime.sh      # some cells only
+#     bash scripts/experiments/regime.sh [OUT]              # default out/regime; rerunning resumes
+#     CELLS="s1 s4" bash scripts/experiments/regime.sh      # some cells only
 #
 # Horizon cells: size s = 2 x 64 (0.10M non-embedding parameters) at 1x, 4x and 16x Chinchilla
 # (20, 80, 320 tokens per parameter: 1000, 4000, 16000 steps of 32 x 64 characters), and size m =
@@ -14,7 +14,7 @@
 # 8k and 32k tokens per step (4000, 1000, 250 steps; micro-batch 32 with 1, 4, 16 micro-steps, so
 # every cell evaluates on the same batches), the Hessian estimated on the whole batch.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out=${1:-out/regime}
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
@@ -40,15 +40,15 @@ for cell in "${cells[@]}"; do
     echo "== $(date '+%H:%M:%S') cell $cell (${sets[$cell]}): adamw lr ${adamw_lrs[$cell]} | sophiag lr ${sophiag_lrs[$cell]}"
     # shellcheck disable=SC2086  # the settings are several KEY=VALUE words
     common=(--seeds 0 1 --tune_seeds 1 --out "$out/$cell" --set ${sets[$cell]})
-    python scripts/sweep.py --configs "${configs[0]}" --lrs "adamw=${adamw_lrs[$cell]}" "${common[@]}" \
+    python scripts/experiments/sweep.py --configs "${configs[0]}" --lrs "adamw=${adamw_lrs[$cell]}" "${common[@]}" \
         > "$out/$cell.adamw.log" 2>&1 &
     adamw=$!
-    python scripts/sweep.py --configs "${configs[1]}" --lrs "sophiag=${sophiag_lrs[$cell]}" --baseline sophiag \
+    python scripts/experiments/sweep.py --configs "${configs[1]}" --lrs "sophiag=${sophiag_lrs[$cell]}" --baseline sophiag \
         "${common[@]}" > "$out/$cell.sophiag.log" 2>&1 &
     sophiag=$!
     wait $adamw || echo "   some adamw runs failed: $out/$cell.adamw.log"
     wait $sophiag || echo "   some sophiag runs failed: $out/$cell.sophiag.log"
-    python scripts/sweep.py --configs "${configs[@]}" --lrs "adamw=${adamw_lrs[$cell]}" \
+    python scripts/experiments/sweep.py --configs "${configs[@]}" --lrs "adamw=${adamw_lrs[$cell]}" \
         "sophiag=${sophiag_lrs[$cell]}" "${common[@]}" --analyze_only > "$out/$cell.summary.txt"
     echo "   $out/$cell.summary.txt"
 done

@@ -1,13 +1,16 @@
-"""Training runs as scripts/compare.py and scripts/sweep.py read them: loading a train.py out_dir,
-when a run is finished, the steps / tokens / seconds it needed to first reach a target val loss
-(`Reach`), and the plain-text tables both scripts print."""
+"""Training runs read back from their out_dirs (or wandb), for scripts/experiments/compare.py, sweep.py
+and ladder_plot.py: a run's record, when it is finished, the steps / tokens / seconds it needed to first
+reach a target val loss (`Reach`), each run against a baseline (`summarize`, `speedup`), the plain-text
+tables and the comparison figure."""
 import json
 import math
 import statistics
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from errors import UserError
+from metrics import read_metrics
 
 X_KEYS = ("iter", "tokens_seen", "time_s")  # every metrics row carries these three x-axes
 VALUE_KEYS = ("val/loss", "train/loss", "train/win_rate")  # the y-values we plot
@@ -15,7 +18,8 @@ NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # 
 
 
 @dataclass
-class Run:
+class RunRecord:
+    """A training run as its out_dir (or wandb) records it."""
     label: str
     source: str  # run directory, or "wandb:entity/project/run_id"
     config: dict  # config.json: train.py's settings, the derived values and the provenance
@@ -30,7 +34,7 @@ class Run:
         evals = self.evals
         return evals[-1]["val/loss"] if evals else None
 
-    def last_logged(self, key: str):
+    def last_logged(self, key: str) -> Any:
         """The last value of `key` in the rows, None if it was never logged (e.g. eval/hellaswag_acc)."""
         values = [r[key] for r in self.rows if r.get(key) is not None]
         return values[-1] if values else None
@@ -67,7 +71,7 @@ class Run:
 
 def clean_rows(rows: list[dict], where: str) -> list[dict]:
     """Check the metrics contract, turn plotted values into floats, drop rows a resume re-did."""
-    kept = []
+    kept: list[dict] = []
     for i, row in enumerate(rows):
         row = dict(row)
         missing = [k for k in X_KEYS if k not in row]
@@ -85,23 +89,6 @@ def clean_rows(rows: list[dict], where: str) -> list[dict]:
     return kept
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Parse metrics.jsonl. A half-written last line (a run still writing) is ignored."""
-    text = path.read_text()
-    lines = text.splitlines()
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if lineno == len(lines) and not text.endswith("\n"):
-                break
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or delete that line")
-    return rows
-
-
 def default_label(config: dict, fallback: str) -> str:
     if "optimizer_name" not in config:
         return fallback
@@ -109,7 +96,7 @@ def default_label(config: dict, fallback: str) -> str:
             f"seed={config.get('seed', '?')}")
 
 
-def load_run(path, label: str | None = None) -> Run:
+def load_run(path: str | Path, label: str | None = None) -> RunRecord:
     """Load one train.py out_dir (metrics.jsonl + config.json)."""
     run_dir = Path(path)
     for name in ("metrics.jsonl", "config.json"):
@@ -120,7 +107,7 @@ def load_run(path, label: str | None = None) -> Run:
     if not isinstance(config, dict):
         raise UserError(f"{run_dir / 'config.json'} must hold a JSON object (train.py's config)")
     rows = clean_rows(read_metrics(run_dir / "metrics.jsonl"), str(run_dir / "metrics.jsonl"))
-    return Run(label or default_label(config, run_dir.name), str(run_dir), config, rows)
+    return RunRecord(label or default_label(config, run_dir.name), str(run_dir), config, rows)
 
 
 # -----------------------------------------------------------------------------
@@ -156,7 +143,7 @@ class Reach:
     seconds: float | None = None
 
     @classmethod
-    def of(cls, run: Run, target: float) -> "Reach":
+    def of(cls, run: RunRecord, target: float) -> "Reach":
         return cls(*(first_crossing(run.rows, target, key) for key in X_KEYS))
 
     def ratio(self, base: "Reach") -> "Reach":
@@ -172,20 +159,66 @@ class Reach:
 UNITS = tuple(f.name for f in fields(Reach))
 
 
+# -----------------------------------------------------------------------------
+# against a baseline
+
+@dataclass
+class Comparison:
+    """One run against the target (the baseline's final val loss)."""
+    run: RunRecord
+    target: float
+    reach: Reach  # steps / tokens / seconds to first reach the target
+    ratio: Reach  # reach as a ratio to the baseline's (lower = faster)
+    is_baseline: bool
+
+    @property
+    def reached(self) -> bool:
+        return self.reach.steps is not None
+
+    @property
+    def diverged(self) -> bool:
+        final = self.run.final_val_loss
+        return final is not None and not math.isfinite(final)
+
+    def flat(self) -> dict:
+        """One row of the CSV and JSON outputs."""
+        run = self.run
+        return {"label": run.label, "source": run.source, "optimizer": run.config.get("optimizer_name"),
+                "baseline": self.is_baseline, "iters": run.last_iter, "max_iters": run.max_iters,
+                "incomplete": run.incomplete, "evals": len(run.evals), "final_val_loss": run.final_val_loss,
+                "diverged": self.diverged, "target": self.target, "commit": run.commit,
+                "hellaswag_acc": run.last_logged("eval/hellaswag_acc"),
+                "hellaswag_acc_norm": run.last_logged("eval/hellaswag_acc_norm"),
+                **self.reach.columns("{}_to_target"), **self.ratio.columns("{}_ratio"), "reached": self.reached}
+
+
+def summarize(runs: list[RunRecord], baseline: RunRecord) -> list[Comparison]:
+    """Each run against the baseline's final val loss: the steps / tokens / seconds to first
+    reach it, and their ratios to the baseline's own."""
+    target = baseline.final_val_loss
+    if target is None or not math.isfinite(target):
+        problem = "has no val/loss rows yet" if target is None else f"ended with val loss {target}"
+        raise UserError(f"baseline {baseline.label!r} {problem}, so there is no target; "
+                        f"pick another run with --baseline")
+    base = Reach.of(baseline, target)
+    return [Comparison(run, target, Reach.of(run, target), Reach.of(run, target).ratio(base), run is baseline)
+            for run in runs]
+
+
 def spread(values: list[float]) -> dict:
     """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
     return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
             "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
 
 
-def speedup(baselines: dict[int, Run], runs: dict[int, Run]) -> dict:
+def speedup(baselines: dict[int, RunRecord], runs: dict[int, RunRecord]) -> dict:
     """Over seeds (sweep.py), what compare.py's table is for one run: per seed that has both runs,
     the Reach of each run to the final val loss of the baseline run of the same seed and its ratio
     to the baseline's own; and the ratios' spread over the seeds where it was reached."""
     per_seed = []
     for seed, base in baselines.items():
-        if seed in runs:
-            target = base.final_val_loss
+        target = base.final_val_loss
+        if seed in runs and target is not None:
             reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
             per_seed.append({"seed": seed, "target": target, "final_val_loss": runs[seed].final_val_loss,
                              "reached": reach.steps is not None, "to_target": reach,
@@ -231,7 +264,7 @@ def format_speedup(result: dict, name: str, baseline: str, seeds: list[int]) -> 
     return "\n".join(lines)
 
 
-def fmt_lr(lr) -> str:
+def fmt_lr(lr: Any) -> str:
     if not isinstance(lr, (int, float)):
         return str(lr)
     mantissa, exponent = f"{lr:.3e}".split("e")
@@ -278,11 +311,11 @@ def table(rows: list[list[str]]) -> str:
 COLUMNS = {"to_target": "{}_to_target", "baseline_to_target": "baseline_{}_to_target", "ratio": "{}_ratio"}
 
 
-def jsonable(value):
+def jsonable(value: Any) -> Any:
     """JSON is strict: non-finite floats become null (a status or flag says diverged); a Reach
     becomes its flat columns (COLUMNS)."""
     if isinstance(value, dict):
-        out = {}
+        out: dict = {}
         for k, v in value.items():
             out.update(jsonable(v.columns(COLUMNS[k])) if isinstance(v, Reach) else {k: jsonable(v)})
         return out
@@ -291,3 +324,129 @@ def jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# -----------------------------------------------------------------------------
+# the figure
+
+def ema(values: list[float], beta: float) -> list[float]:
+    """Bias-corrected exponential moving average; non-finite values pass through as NaN."""
+    out, avg, n = [], 0.0, 0
+    for v in values:
+        if not math.isfinite(v):
+            out.append(math.nan)
+            continue
+        n += 1
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** n))
+    return out
+
+
+def focus_ylim(ax: Any, curves: list[tuple[list, list]], target: float) -> None:
+    """Zoom the loss axis to the target and the part after the first 10% of each curve (the
+    initial drop from ~10.8 would otherwise flatten everything that matters)."""
+    ys = [target]
+    for xs, vals in curves:
+        if xs:
+            start = xs[0] + 0.1 * (xs[-1] - xs[0])
+            ys += [y for x, y in zip(xs, vals) if x >= start and math.isfinite(y)]
+    lo, hi = min(ys), max(ys)
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.1
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def auto_smooth(runs: list[RunRecord]) -> float:
+    """EMA coefficient whose window (~1/(1-beta) logged rows) is 2.5% of the longest run and
+    at least 3 rows, so the curve neither lags a 60-step CPU run nor stays noisy over 100k."""
+    rows = max(sum("train/loss" in r for r in run.rows) for run in runs)
+    return 1 - 1 / max(3.0, rows / 40)
+
+
+def plot_runs(runs: list[RunRecord], baseline: RunRecord, summary: list[Comparison], out: str | Path,
+              smooth: float | None = None) -> Any:
+    """Draw the comparison figure into `out` (PNG) and return the matplotlib Figure: val loss
+    against steps, tokens and seconds above; train loss and Sophia's win_rate below.
+    smooth: EMA coefficient per logged train row (None: auto_smooth)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    target = summary[0].target
+    smooth = auto_smooth(runs) if smooth is None else smooth
+    max_s = max((r.rows[-1]["time_s"] for r in runs if r.rows), default=0.0)
+    t_div, t_unit = (3600, "hours") if max_s >= 7200 else (60, "min") if max_s >= 120 else (1, "s")
+
+    fig = Figure(figsize=(19, 10.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 6)
+    val_axes = [fig.add_subplot(grid[0, 2 * i:2 * i + 2]) for i in range(3)]
+    train_ax, win_ax = fig.add_subplot(grid[1, :3]), fig.add_subplot(grid[1, 3:])
+    fig.suptitle(f"Target: val loss {target:.4f} = final val loss of baseline "
+                 f"'{baseline.label}'  (ratio = run's steps / tokens / time to first reach it "
+                 f"÷ baseline's; lower is faster)", fontsize=13)
+
+    def legend_label(run: RunRecord) -> str:
+        if run is baseline:
+            return f"{run.label} [baseline]"
+        if run.final_val_loss is not None and not math.isfinite(run.final_val_loss):
+            return f"{run.label} (diverged)"
+        if run.incomplete:
+            return f"{run.label} (incomplete {run.last_iter}/{run.max_iters})"
+        return run.label
+
+    val_panels = [
+        ("iter", "steps", 1, "steps (optimizer updates)", "val loss vs steps"),
+        ("tokens_seen", "tokens", 1, "tokens seen (training + Hessian-estimate tokens)", "val loss vs tokens seen"),
+        ("time_s", "seconds", t_div, f"training wall-clock ({t_unit}, eval time excluded)", "val loss vs wall-clock"),
+    ]
+    for ax, (key, unit, div, xlabel, title) in zip(val_axes, val_panels):
+        curves = []
+        for i, row in enumerate(summary):
+            evals = row.run.evals
+            xs = [r[key] / div for r in evals]
+            ys = [r["val/loss"] for r in evals]
+            curves.append((xs, ys))
+            ax.plot(xs, ys, color=f"C{i}", lw=2.4 if row.is_baseline else 1.6,
+                    marker="." if len(xs) <= 60 else None, label=legend_label(row.run))
+            x = getattr(row.reach, unit)
+            if x is not None:
+                ax.plot([x / div], [target], "o", ms=8, mfc="none", mec=f"C{i}", mew=2)
+        ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4f}")
+        focus_ylim(ax, curves, target)
+        ax.set(xlabel=xlabel, ylabel="val loss (nats/token)", title=f"{title}  (circles: first reach of target)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    val_axes[1].xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_count(x)))
+
+    curves = []
+    for i, run in enumerate(runs):
+        train = [r for r in run.rows if "train/loss" in r]
+        xs, raw = [r["iter"] for r in train], [r["train/loss"] for r in train]
+        smoothed = ema(raw, smooth)
+        curves.append((xs, smoothed))
+        train_ax.plot(xs, raw, color=f"C{i}", lw=0.6, alpha=0.25)
+        train_ax.plot(xs, smoothed, color=f"C{i}", lw=1.6, label=legend_label(run))
+    train_ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4f} (a val loss)")
+    focus_ylim(train_ax, curves, target)
+    train_ax.set(xlabel="steps (optimizer updates)", ylabel="train loss (nats/token)",
+                 title=f"train loss, bias-corrected EMA β={smooth:.3g} per logged row (faint: raw)")
+    train_ax.grid(alpha=0.3)
+    train_ax.legend(fontsize=8)
+
+    sophia = [(i, run) for i, run in enumerate(runs) if any("train/win_rate" in r for r in run.rows)]
+    for i, run in sophia:
+        rows = [r for r in run.rows if "train/win_rate" in r]
+        win_ax.plot([r["iter"] for r in rows], [r["train/win_rate"] for r in rows], color=f"C{i}",
+                    lw=1.4, label=legend_label(run))
+    win_ax.axhspan(0.1, 0.5, color="g", alpha=0.08, label="healthy range 0.1-0.5")
+    win_ax.set(xlabel="steps (optimizer updates)", ylabel="win_rate (fraction)", ylim=(0, 1),
+               title="Sophia win_rate: fraction of coordinates not clipped")
+    if not sophia:
+        win_ax.text(0.5, 0.5, "no Sophia runs\n(no train/win_rate logged)", ha="center",
+                    va="center", transform=win_ax.transAxes, fontsize=12, color="0.4")
+    win_ax.grid(alpha=0.3)
+    win_ax.legend(fontsize=8)
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return fig

@@ -1,9 +1,9 @@
 """Turn a sharded (FSDP) checkpoint into a one-file checkpoint, the format of DDP runs.
 
-    python scripts/convert_checkpoint.py out/gpt2_xl_sophiag/ckpt_00010000 xl_10000.pt
+    python scripts/tools/convert_checkpoint.py out/gpt2_xl_sophiag/ckpt_00010000 xl_10000.pt
 
 The output holds everything the sharded checkpoint does, with the weights and the optimizer state
-whole: sample.py and scripts/export_hf.py read it, and a run continues from it under DDP when it is
+whole: sample.py and scripts/tools/export_hf.py read it, and a run continues from it under DDP when it is
 placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified first; the conversion runs in
 one process and needs the CPU memory of the whole model and its optimizer state (16 bytes per
 parameter for Sophia or AdamW). (sample.py, train.py and export_hf.py also read sharded checkpoints
@@ -14,15 +14,14 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from checkpoint import is_sharded, load_sharded, read_checkpoint, read_sharded_meta, write_file  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from optimizers import make_optimizer  # noqa: E402
-from train import TrainConfig  # noqa: E402
+from checkpoint import is_sharded, load_sharded, read_checkpoint, read_sharded_meta, write_file
+from errors import UserError, run_cli
+from model import GPT, GPTConfig
+from optimizers import make_optimizer
+from train import TrainConfig
 
 
-def convert(src, dst):
+def convert(src: Path, dst: Path) -> int:
     meta = read_sharded_meta(src)
     model = GPT(GPTConfig(**meta["model_args"]))
     cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
@@ -33,7 +32,7 @@ def convert(src, dst):
     return meta["iter"]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path, help="a sharded checkpoint directory, e.g. out/run/ckpt_00010000")
     p.add_argument("dst", type=Path, help="the .pt file to write")

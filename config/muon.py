@@ -1,0 +1,13 @@
+# Muon on the 2-D weight matrices of the transformer blocks: KellerJordan/Muon's recipe (lr 0.02, weight
+# decay 0.01, Nesterov momentum 0.95, 5 Newton-Schulz steps, its per-matrix lr scaling, which its author
+# says needs no retuning as the model grows). AdamW trains the rest (token and position embeddings = the
+# tied LM head, norm gains) with config/adamw.py's betas and weight decay, as in that recipe; each config
+# sets muon_adamw_lr. Under FSDP each matrix is gathered once per step and orthogonalised whole
+# (optimizers.GatheredMuon).
+from config.adamw import beta1, beta2, weight_decay as muon_adamw_weight_decay
+
+optimizer_name = 'muon'
+learning_rate = 0.02
+weight_decay = 0.01
+muon_momentum = 0.95
+muon_adjust_lr_fn = 'original'
