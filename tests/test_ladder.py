@@ -96,3 +96,18 @@ def test_a_cell_without_a_summary_or_alone_on_its_axes_is_one_line(tmp_path):
         regime_plot.main([str(tmp_path), "--out", str(tmp_path / "x.png")])
     with pytest.raises(UserError, match="nothing to draw"):
         regime_plot.main([str(write_cell(tmp_path / "one", 2, 64, [1.6])), "--out", str(tmp_path / "x.png")])
+
+
+def test_groups_draws_the_per_group_telemetry_and_refuses_runs_without_it(tmp_path):
+    sophia = write_run(tmp_path / "s", "sophiag", [0.2, 0.3])
+    adamw = write_run(tmp_path / "a", "adamw", [])
+    with open(sophia / "metrics.jsonl", "a") as f:
+        for it in (10, 20):
+            row = {"iter": it, "tokens_seen": it, "time_s": it, "val/loss": 3.0 - it / 100}
+            row |= {f"group/{g}/{k}": 0.01 * it for g in ("tok_emb", "mlp_in") for k in ("update_ratio", "win_rate")}
+            f.write(json.dumps(row) + "\n")
+    with open(adamw / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"iter": 20, "tokens_seen": 20, "time_s": 2, "val/loss": 2.5}) + "\n")
+    compare.main([str(adamw), str(sophia), "--out", str(tmp_path / "c.png"), "--groups", str(tmp_path / "g.png")])
+    assert (tmp_path / "g.png").stat().st_size > 0
+    assert compare.main([str(adamw), "--out", str(tmp_path / "c.png"), "--groups", str(tmp_path / "x.png")]) == 2

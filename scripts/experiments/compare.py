@@ -21,7 +21,10 @@ is reported as "not reached", never as a number.
 
 --win_rate also prints, per Sophia run, the range of its logged train/win_rate (the fraction of
 coordinates NOT clipped) after warmup and the share of logged steps inside the official guidance band
-0.1-0.5.
+0.1-0.5. --groups PNG draws the per-group telemetry (telemetry.py) against steps, one column per
+parameter group: each run's update RMS / weight RMS and, for Sophia, its win_rate and Hessian mean.
+
+    python scripts/experiments/compare.py out/regime/s1/adamw_lr3e-2_seed0 out/regime/s1/sophiag_* --groups g.png
 """
 import argparse
 import csv
@@ -48,6 +51,7 @@ from runs import (
     summarize,
     table,
 )
+from telemetry import GROUPS, PREFIX
 
 BAND = (0.1, 0.5)  # Sophia's win_rate where its clipping is engaged (the official guidance)
 
@@ -185,6 +189,41 @@ def win_rate_line(run: RunRecord) -> str:
             f"{BAND[0]}-{BAND[1]}")
 
 
+def plot_groups(runs: list[RunRecord], out: str) -> None:
+    """The per-group telemetry of `runs` against steps: update ratio (all runs), win_rate and Hessian
+    mean (Sophia runs), one column per parameter group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logged = [r for r in runs if any(k.startswith(PREFIX) for row in r.rows for k in row)]
+    if not logged:
+        raise UserError(f"--groups: no run logged {PREFIX}* values (train.py logs them at every log_interval)")
+    rows = [("update_ratio", "update RMS / weight RMS", "log"), ("win_rate", "win_rate (not clipped)", "linear"),
+            ("hessian_mean", "Hessian EMA mean", "log")]
+    fig, axes = plt.subplots(3, len(GROUPS), figsize=(3.2 * len(GROUPS), 8.5), sharex=True, sharey="row",
+                             squeeze=False)
+    for (metric, ylabel, scale), ax_row in zip(rows, axes):
+        for group, ax in zip(GROUPS, ax_row):
+            key = f"{PREFIX}{group}/{metric}"
+            for i, run in enumerate(logged):
+                points = [(r["iter"], r[key]) for r in run.rows if r.get(key) is not None]
+                if points:
+                    ax.plot(*zip(*points), color=f"C{i}", lw=1.2, label=run.label)
+            ax.set_yscale(scale)
+            ax.grid(alpha=0.3)
+            if metric == "update_ratio":
+                ax.set_title(group)
+            if metric == "hessian_mean":
+                ax.set_xlabel("steps")
+        ax_row[0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def write_csv(summary: list[Comparison], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(summary[0].flat()))
@@ -220,6 +259,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(default: all runs of the project)")
     p.add_argument("--win_rate", action="store_true", help="also print each Sophia run's win_rate after warmup "
                    f"against the band {BAND[0]}-{BAND[1]}")
+    p.add_argument("--groups", metavar="PNG", help="also draw the per-group telemetry (telemetry.py) into this PNG")
     return p.parse_args(argv)
 
 
@@ -260,6 +300,9 @@ def compare(argv: list[str] | None = None) -> None:
         print("\n".join(win_rate_line(run) for run in sophia) or "--win_rate: no Sophia run to report", end="\n\n")
     plot_runs(runs, baseline, summary, args.out, args.smooth)
     print(f"wrote {args.out}")
+    if args.groups:
+        plot_groups(runs, args.groups)
+        print(f"wrote {args.groups}")
     if args.csv:
         write_csv(summary, Path(args.csv))
         print(f"wrote {args.csv}")
