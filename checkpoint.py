@@ -33,6 +33,7 @@ from torch.distributed.tensor import DTensor
 
 from atomic import atomic_write, fsync_dir
 from errors import UserError
+from hf import is_pretrained, load_gpt2
 from model import GPT, GPTConfig
 from vocab import GPT2, check_same, from_meta
 
@@ -425,11 +426,15 @@ class Checkpointer:
                             self.out_dir, state["iter"], self.cfg.keep_last)
 
 
-def load_model(out_dir, hint="train first (train.py writes one at every eval_interval)"):
-    """For sample.py, scripts/tools/export_hf.py and evaluations: (GPT, vocabulary, path, iteration) of the
-    newest valid checkpoint in out_dir, each damaged one skipped with a warning on stderr; a UserError
-    ending in `hint` when there is none."""
-    for path in checkpoint_paths(Path(out_dir)):
+def load_model(source: str | Path, hint: str = "train first (train.py writes one at every eval_interval)"
+               ) -> tuple[GPT, dict, str]:
+    """(GPT, its vocabulary, what was loaded) for sample.py, export and evaluations, from `source`: a
+    run's out_dir (its newest valid checkpoint, each damaged one skipped with a warning on stderr), a
+    Hugging Face GPT-2 directory or one of OpenAI's releases. A UserError ending in `hint` when an
+    out_dir has no checkpoint."""
+    if is_pretrained(str(source)):
+        return load_gpt2(str(source)), GPT2, str(source)
+    for path in checkpoint_paths(Path(source)):
         try:
             ckpt = read_checkpoint(path)
         except UserError as e:
@@ -437,5 +442,5 @@ def load_model(out_dir, hint="train first (train.py writes one at every eval_int
             continue
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict(ckpt["model"])
-        return model, from_meta(ckpt.get("vocab", GPT2), path), path, ckpt["iter"]
-    raise UserError(f"no checkpoint in {out_dir}: {hint}")
+        return model, from_meta(ckpt.get("vocab", GPT2), path), f"{path} (iter {ckpt['iter']})"
+    raise UserError(f"no checkpoint in {source}: {hint}")

@@ -8,35 +8,26 @@
 
 A checkpoint carries its vocabulary: GPT-2's BPE, or the characters of a character-level dataset.
 """
+
 import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-import checkpoint
+from checkpoint import load_model
 from errors import UserError, run_cli
-from hf import RELEASES, load_gpt2
-from model import GPT
-from vocab import GPT2, GPT2_VOCAB_SIZE, CharCodec, Vocab, get_gpt2_encoding
-
-
-def load_model(args: argparse.Namespace) -> tuple[GPT, Vocab]:
-    """(model, its vocabulary)."""
-    if args.init_from != "resume":
-        if not (Path(args.init_from).is_dir() or args.init_from in RELEASES):
-            raise UserError(f"--init_from={args.init_from!r}: use 'resume' (a checkpoint in --out_dir), "
-                            f"one of {', '.join(RELEASES)} or the path of a Hugging Face GPT-2 directory")
-        return load_gpt2(args.init_from), GPT2  # which says what a directory lacks
-    model, vocab, path, it = checkpoint.load_model(args.out_dir, hint="train first, or pass --init_from=gpt2")
-    print(f"loaded {path} (iter {it})", file=sys.stderr)
-    return model, vocab
+from hf import load_gpt2
+from vocab import GPT2, GPT2_VOCAB_SIZE, CharCodec, get_gpt2_encoding
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init_from", default="resume",
-                   help="'resume' (newest checkpoint in --out_dir), gpt2* or a Hugging Face GPT-2 directory")
+    p.add_argument(
+        "--init_from",
+        default="resume",
+        help="'resume' (newest checkpoint in --out_dir), gpt2* or a Hugging Face GPT-2 directory",
+    )
     p.add_argument("--out_dir", default="out")
     p.add_argument("--start", default="\n", help="prompt text, or FILE:path to read it from a file")
     p.add_argument("--num_samples", type=int, default=3)
@@ -57,7 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as e:
             raise UserError(f"--start={args.start}: cannot read {start[5:]} ({e.strerror})") from None
 
-    model, vocab = load_model(args)
+    if args.init_from == "resume":
+        model, vocab, what = load_model(args.out_dir, hint="train first, or pass --init_from=gpt2")
+    else:  # load_gpt2 says what a directory lacks
+        model, vocab, what = load_gpt2(args.init_from), GPT2, args.init_from
+    print(f"loaded {what}", file=sys.stderr)
     model = model.to(args.device).eval()
     if vocab == GPT2:
         enc, n_tokens = get_gpt2_encoding(), GPT2_VOCAB_SIZE
@@ -70,8 +65,14 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.tensor(ids, dtype=torch.long, device=args.device)[None, :]
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     for _ in range(args.num_samples):
-        y = model.generate(x, args.max_new_tokens, temperature=args.temperature,
-                           top_k=args.top_k or None, generator=generator, vocab_size=n_tokens)
+        y = model.generate(
+            x,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k or None,
+            generator=generator,
+            vocab_size=n_tokens,
+        )
         print(enc.decode(y[0].tolist()))
         print("---------------")
 

@@ -15,12 +15,13 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 import checkpoint
 import sample
 import train
+from checkpoint import load_model
 from errors import UserError
 from hf import is_pretrained, load_gpt2, save_hf
 from model import GPT, GPTConfig
 from scripts.tools import export_hf
 from tests.helpers import REPO, metrics_rows, tiny_args
-from vocab import GPT2_VOCAB_SIZE, get_gpt2_encoding
+from vocab import GPT2, GPT2_VOCAB_SIZE, get_gpt2_encoding
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
@@ -168,7 +169,7 @@ def test_bad_init_from_is_one_line(shakespeare, tmp_path, capsys, monkeypatch):
         assert_one_error_line(code, err, "Hugging Face GPT-2 directory" if name == "no config.json" else fragment)
     missing = tmp_path / "missing"
     code, _, err = run_cli(sample.cli, capsys, [f"--init_from={missing}"])
-    assert_one_error_line(code, err, "Hugging Face GPT-2 directory")
+    assert_one_error_line(code, err, "is neither a directory nor one of OpenAI's GPT-2 releases")
     monkeypatch.setattr(sys, "argv", ["train.py", *tiny_args(shakespeare, tmp_path / "out", init_from=str(missing))])
     code, _, err = run_cli(lambda _: train.cli(), capsys, None)
     assert_one_error_line(code, err, "Hugging Face GPT-2 directory")
@@ -239,3 +240,10 @@ def test_is_pretrained_means_a_release_or_a_hugging_face_directory(tmp_path):
     (no_config, _), (llama, _) = non_gpt2_dirs(tmp_path).values()
     assert is_pretrained("gpt2-medium") and is_pretrained(str(llama))  # load_gpt2 then says it is not GPT-2
     assert not is_pretrained(str(no_config)) and not is_pretrained(str(tmp_path / "missing"))
+
+
+def test_a_training_runs_out_dir_is_not_a_hugging_face_directory(run_dir):
+    """Both have a config.json; a run's has no model_type, and load_model reads its checkpoint."""
+    assert (run_dir / "config.json").is_file() and not is_pretrained(str(run_dir))
+    model, vocab, what = load_model(str(run_dir))
+    assert vocab == GPT2 and "ckpt_00000002.pt (iter 2)" in what

@@ -8,36 +8,19 @@ OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub).
 Scores the examples that data/hellaswag/prepare.py wrote (hellaswag.py defines the scorer) and
 prints acc, acc_norm, the number of examples and the time taken.
 """
+
 import argparse
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-import checkpoint
 import hellaswag
 import train
-from checkpoint import checkpoint_paths
+from checkpoint import load_model
 from errors import UserError, run_cli
-from hf import RELEASES, load_gpt2
-from model import GPT
-from vocab import GPT2, Vocab
-
-
-def load_model(source: str) -> tuple[GPT, str, Vocab]:
-    """(GPT, description, vocabulary) from a run's out_dir, a Hugging Face GPT-2 directory or a release name."""
-    path = Path(source)
-    if path.is_dir() and (checkpoint_paths(path) or (path / "metrics.jsonl").is_file()):  # a run's out_dir
-        model, vocab, found, it = checkpoint.load_model(path, hint=f"pass a run's out_dir (checkpoints are written at "
-                                                                  f"every eval_interval), a Hugging Face GPT-2 "
-                                                                  f"directory or one of {', '.join(RELEASES)}")
-        return model, f"{found} (iter {it})", vocab
-    if path.is_dir() or source in RELEASES:
-        return load_gpt2(source), source, GPT2
-    raise UserError(f"{source!r} is neither a directory (a run's out_dir or a Hugging Face GPT-2 directory) nor "
-                    f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})")
+from hf import RELEASES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,10 +29,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="the file data/hellaswag/prepare.py wrote")
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                   help="autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)")
-    p.add_argument("--batch_tokens", type=int, default=4096,
-                   help="padded tokens per forward pass (examples are grouped up to this many)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)",
+    )
+    p.add_argument(
+        "--batch_tokens",
+        type=int,
+        default=4096,
+        help="padded tokens per forward pass (examples are grouped up to this many)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1 or args.batch_tokens < 1:
@@ -57,7 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device={args.device} but CUDA is not available here: use --device=cpu")
     examples = hellaswag.load(args.data, args.limit)
-    model, what, vocab = load_model(args.source)
+    model, vocab, what = load_model(
+        args.source,
+        hint=f"pass a run's out_dir (checkpoints are written at every "
+        f"eval_interval), a Hugging Face GPT-2 directory or one of "
+        f"{', '.join(RELEASES)}",
+    )
     hellaswag.check_vocab(vocab, what, "evaluate a model trained on GPT-2 tokens")
     model.to(args.device)
     device = torch.device(args.device)
@@ -67,9 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     scores = hellaswag.evaluate(scorer, examples, model.config.block_size, args.batch_tokens, autocast, device)
     seconds = time.perf_counter() - t0
-    print(f"{what}: acc {scores['eval/hellaswag_acc']:.4f} acc_norm {scores['eval/hellaswag_acc_norm']:.4f} "
-          f"on {len(examples):,} examples ({seconds:.1f} s, {1000 * seconds / len(examples):.1f} ms/example, "
-          f"{args.device} {dtype}{' compiled' if args.compile else ''})")
+    print(
+        f"{what}: acc {scores['eval/hellaswag_acc']:.4f} acc_norm {scores['eval/hellaswag_acc_norm']:.4f} "
+        f"on {len(examples):,} examples ({seconds:.1f} s, {1000 * seconds / len(examples):.1f} ms/example, "
+        f"{args.device} {dtype}{' compiled' if args.compile else ''})"
+    )
 
 
 def cli(argv: list[str] | None = None) -> int:
