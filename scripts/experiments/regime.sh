@@ -30,10 +30,10 @@ batch() {  # sequences of 64 characters per step
 declare -A sets=([s1]="$s $(length 1000)" [s4]="$s $(length 4000)" [s16]="$s $(length 16000)"
                  [m1]="$m $(length 1000)" [m2k]="$m $(length 4000)"
                  [m8k]="$m $(length 1000) $(batch 128)" [m32k]="$m $(length 250) $(batch 512)")
-declare -A adamw_lrs=([s1]=1e-2,3e-2,1e-1 [s4]=3e-3,1e-2,3e-2,1e-1 [s16]=3e-3,1e-2,3e-2,1e-1
-                      [m1]=3e-3,1e-2,3e-2 [m2k]=3e-3,1e-2,3e-2 [m8k]=3e-3,1e-2,3e-2 [m32k]=3e-3,1e-2,3e-2,1e-1)
-declare -A sophiag_lrs=([s1]=1e-4,3e-4,1e-3,3e-3 [s4]=1e-4,3e-4,1e-3,3e-3 [s16]=1e-4,3e-4,1e-3,3e-3
-                        [m1]=3e-4,1e-3,3e-3 [m2k]=3e-4,1e-3,3e-3 [m8k]=3e-4,1e-3,3e-3 [m32k]=3e-4,1e-3,3e-3,1e-2)
+declare -A adamw_lrs=([s1]=1e-2,3e-2,1e-1 [s4]=3e-3,1e-2,3e-2,1e-1 [s16]=3e-3,1e-2,3e-2
+                      [m1]=3e-3,1e-2,3e-2 [m2k]=3e-3,1e-2,3e-2 [m8k]=3e-3,1e-2,3e-2 [m32k]=1e-2,3e-2,1e-1)
+declare -A sophiag_lrs=([s1]=1e-4,3e-4,1e-3,3e-3 [s4]=1e-4,3e-4,1e-3,3e-3 [s16]=3e-4,1e-3,3e-3
+                        [m1]=3e-4,1e-3,3e-3 [m2k]=3e-4,1e-3,3e-3 [m8k]=3e-4,1e-3,3e-3 [m32k]=1e-3,3e-3,1e-2)
 configs=(config/train_shakespeare_char_adamw.py config/train_shakespeare_char_sophiag.py)
 
 for cell in "${cells[@]}"; do
