@@ -1,11 +1,8 @@
-"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel.
-
-One mapping in each direction: `load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2
-directory), the entry point of train.py's and sample.py's init_from; and `save_hf`, for
-scripts/tools/export_hf.py (a trained run -> a directory that transformers, lm-evaluation-harness and
-the Hub load). transformers is imported only here, and
-only when a conversion runs, so model.py and train.py do not need it to start.
-"""
+"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel. One mapping in each direction:
+`load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2 directory), the entry point of train.py's and
+sample.py's init_from; and `save_hf`, for scripts/tools/export_hf.py (a trained run -> a directory that
+transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and only when a
+conversion runs, so model.py and train.py do not need it to start."""
 
 import json
 import os
@@ -49,10 +46,6 @@ def _transformers() -> Any:
     transformers.logging.set_verbosity_error()  # its load reports and progress bars are not ours to print
     transformers.logging.disable_progress_bar()
     return transformers
-
-
-# -----------------------------------------------------------------------------
-# ours -> GPT2LMHeadModel
 
 
 def to_hf(model: GPT) -> Any:
@@ -107,10 +100,6 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     (hf_dir / "vocab.json").write_bytes(bpe["encoder.json"].read_bytes())
     (hf_dir / "merges.txt").write_bytes(bpe["vocab.bpe"].read_bytes())
     return sorted(p for p in hf_dir.iterdir() if p.is_file())
-
-
-# -----------------------------------------------------------------------------
-# GPT2LMHeadModel -> ours
 
 
 def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:

@@ -6,36 +6,25 @@
     torchrun --standalone --nproc_per_node=8 scripts/bench/bench_train.py config/train_gpt2_small_sophiag.py ...
     python scripts/bench/bench_train.py --refresh config/train_tiny_sophiag.py      # the Hessian refresh's levers
 
-Config files and --key=value overrides are train.py's (one set for every optimizer). Each entry of
---optimizers is an optimizer name, optionally followed by its own overrides, e.g.
-`sophiag:hess_total_batch_size=8:fused_optimizer=True`. Every entry is set up by train.setup(),
-warmed up (compilation, one Hessian refresh), then timed for --rounds rounds of --steps
-iterations: train.iteration(), the loop's own step and Hessian refresh. The entries take turns at
-every iteration (each one leading in turn), so that a load change on a shared machine hits all of
-them alike. --steps should be a multiple of hess_interval so that every round holds the same
-number of refreshes.
+Config files and --key=value overrides are train.py's (one set for every optimizer). Each entry of --optimizers
+is an optimizer name, optionally followed by its own overrides, e.g. `sophiag:hess_total_batch_size=8:
+fused_optimizer=True`. Every entry is set up by train.setup(), warmed up (compilation, one Hessian refresh),
+then timed for --rounds rounds of --steps iterations of train.iteration(), the loop's own step and refresh.
+The entries take turns at every iteration (each one leading in turn), so that a load change on a shared
+machine hits all of them alike; --steps should be a multiple of hess_interval.
 
-Printed per entry: ms per iteration (median over rounds, and range), training tokens/s, MFU (on a
-GPU whose peak train.py knows, or --peak_flops), the share of the iteration spent in data loading,
-forward+backward, the optimizer step and the Hessian refresh (train.py's StepTimer; 'other' is the
-rest), its peak memory (CUDA), and its ms/iter as a ratio to AdamW's in the same round (median and
-range over rounds; needs an adamw entry), beside memory.estimate's figure for its config. On CPU the
-process's peak RSS is printed once. --json writes every number (for scripts/bench/gpu_check.py).
+Printed per entry: ms per iteration (median over rounds, and range), training tokens/s, MFU (on a GPU whose
+peak train.py knows, or --peak_flops), the shares of the iteration spent in data loading, forward+backward,
+the optimizer step and the Hessian refresh (train.py's StepTimer; 'other' is the rest), its peak memory
+(CUDA) beside memory.estimate's figure, and its ms/iter as a ratio to AdamW's in the same round (needs an
+adamw entry). On CPU the process's peak RSS is printed once. --json writes every number (for gpu_check.py).
 
---refresh: what each way of refreshing Sophia-G's Hessian estimate costs, as overhead on training. The
-refresh runs once every hess_interval steps, so a refresh of R ms on a step of S ms costs
-R / (hess_interval * S) of training time: that share is printed as "overhead" for each lever, all on one
-model set up by train.setup() (one process, total_batch_size = batch_size), medians over --repeats:
-
-  step                 train.train_step(): forward+backward on the training batch and the Sophia-G step
-  fresh batch of B     train.refresh_hessian() with hess_total_batch_size=B (B = the training batch divided
-                       by each of --fractions): a forward and a backward on B fresh sequences (the official
-                       recipe: B = the training batch)
-  training forward, B  the labels sampled from the first B sequences' logits of the training forward
-                       itself, and a second backward (retain_graph) before the training one: the time
-                       this adds to a plain forward+backward (train.py does not do this: measured here
-                       to decide whether it should)
-  sampling             sophia.gnb_loss's label sampling against torch.multinomial on the same logits
+--refresh prices each way of refreshing Sophia-G's Hessian estimate as overhead on training, R ms of refresh
+per hess_interval steps of S ms: train.train_step() ("step"); train.refresh_hessian() on a fresh batch of B
+sequences, B = the training batch divided by each of --fractions; the labels sampled from the first B
+sequences' logits of the training forward itself with a second backward, the time this adds to a plain
+forward+backward; and sophia.gnb_loss's label sampling against torch.multinomial. One process, one model,
+total_batch_size = batch_size, medians over --repeats (docs/performance.md).
 """
 
 import argparse

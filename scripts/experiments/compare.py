@@ -1,30 +1,25 @@
 """
 Compare training runs: loss curves, and how fast each run reaches the baseline's final val loss.
 
-Reads train.py out_dirs (metrics.jsonl + config.json) or runs of a wandb project, then
-  1. draws one PNG: val loss against steps, against tokens seen (Hessian-estimate tokens
-     included) and against training wall-clock; EMA-smoothed train loss against steps; and
-     Sophia's win_rate against steps;
-  2. prints a table: each run's final val loss and the steps / tokens / seconds it needed to
-     FIRST reach the target (the baseline's final val loss), each as a ratio to the
-     baseline's own (0.50x = needed half as many as the baseline), and the git commit each
-     run was trained from (with a warning when they differ).
-
-A crossing is linearly interpolated between the last eval above the target and the first eval
-at or below it (an eval exactly at the target counts as reached). A run that never gets there
-is reported as "not reached", never as a number.
+Reads train.py out_dirs (metrics.jsonl + config.json) or runs of a wandb project, then draws one PNG (val loss
+against steps, tokens seen (Hessian-estimate tokens included) and training wall-clock; EMA-smoothed train
+loss and Sophia's win_rate against steps) and prints a table: each run's final val loss, the steps / tokens /
+seconds it needed to FIRST reach the target (the baseline's final val loss), each as a ratio to the
+baseline's own (0.50x = needed half as many), and the git commit it was trained from (with a warning when
+they differ). A crossing is linearly interpolated between the last eval above the target and the first eval
+at or below it (an eval exactly at the target counts as reached); a run that never gets there is reported as
+"not reached", never as a number.
 
     python scripts/experiments/compare.py out/adamw out/sophiag --out compare.png
     python scripts/experiments/compare.py out/* --baseline "adamw lr=6e-4 seed=0" --csv table.csv
     python scripts/experiments/compare.py --wandb my-team/sophia --runs adamw-125m sophiag-125m
     python scripts/experiments/compare.py out/char/sophiag_* --win_rate   # is Sophia's clipping engaged?
-
---win_rate also prints, per Sophia run, the range of its logged train/win_rate (the fraction of
-coordinates NOT clipped) after warmup and the share of logged steps inside the official guidance band
-0.1-0.5. --groups PNG draws the per-group telemetry (telemetry.py) against steps, one column per
-parameter group: each run's update RMS / weight RMS and, for Sophia, its win_rate and Hessian mean.
-
     python scripts/experiments/compare.py out/regime/s1/adamw_lr3e-2_seed0 out/regime/s1/sophiag_* --groups g.png
+
+--win_rate also prints, per Sophia run, the range of its logged train/win_rate (the fraction of coordinates
+NOT clipped) after warmup and the share of logged steps inside the official guidance band 0.1-0.5. --groups
+draws the per-group telemetry (telemetry.py) against steps, one column per parameter group: each run's
+update RMS / weight RMS and, for Sophia, its win_rate and Hessian mean.
 """
 
 import argparse

@@ -1,31 +1,25 @@
 """
 A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
 
-Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a
-time, each in <out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there).
-Then, per optimizer, it selects the lr with the lowest mean final val loss across seeds, and
-for each seed measures how many steps / tokens / seconds the selected run of each other
-optimizer needed to first reach the final val loss of the selected baseline (AdamW) run of
-the SAME seed, as a ratio to the baseline's own (0.50x = half as many). It reports these
-ratios per seed and their mean, min-max and std across seeds, or "not reached"; and each
-optimizer's training wall-clock per step (median over its finished runs) as a ratio to the
-baseline's.
+Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a time, each in
+<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there). Per optimizer it selects the lr
+with the lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds that the
+selected run of each other optimizer needed to first reach the final val loss of the selected baseline
+(AdamW) run of the SAME seed, as a ratio to the baseline's own (0.50x = half as many), with their mean,
+min-max and std across seeds, or "not reached"; and each optimizer's training wall-clock per step (median
+over its finished runs) as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
 
     python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
     python scripts/experiments/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
     python scripts/experiments/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
     python scripts/experiments/sweep.py ... --analyze_only                           # no training
-    python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # cheaper, see below
+    python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # the grid on seed 0 only
 
-With --tune_seeds N only the first N seeds train the whole grid and select the lr; the other
-seeds then train each optimizer at its selected lr only, and the speedup covers every seed.
-
-Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped,
-an unfinished one continues from its newest checkpoint (train.py --init_from=auto). A run that
-fails is reported and the sweep goes on; the exit status is then 1.
-Writes <out>/sweep_summary.json and <out>/sweep_best.png (scripts/experiments/compare.py's figure of the
-selected runs, all seeds; its target is the first seed's baseline run).
+Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped, an unfinished
+one continues from its newest checkpoint (train.py --init_from=auto). A run that fails is reported and the
+sweep goes on; the exit status is then 1. Writes <out>/sweep_summary.json and <out>/sweep_best.png
+(compare.py's figure of the selected runs, all seeds; its target is the first seed's baseline run).
 """
 
 import argparse
@@ -178,10 +172,6 @@ def check_settings(point: Point) -> None:
         raise UserError(f"{point.out_dir} holds a run with other settings ({'; '.join(diff[:3])}): {fix}")
 
 
-def is_finished(run: RunRecord | None) -> bool:
-    return run is not None and run.finished
-
-
 def train_point(point: Point, launcher: list[str]) -> int:
     """train.py for one point, its output appended to train.log in the run dir; exit status."""
     cmd = [*launcher, str(REPO / "train.py"), *point.args]
@@ -194,7 +184,7 @@ def train_point(point: Point, launcher: list[str]) -> int:
 
 def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
     """Train every unfinished point; returns {label: why it failed} for those that failed."""
-    todo = sum(not is_finished(p.load()) for p in points)
+    todo = sum(final_loss(p.load()) is None for p in points)
     say(f"sweep: {len(points)} runs, {len(points) - todo} finished already, {todo} to train")
     start, durations, failed = time.time(), [], {}
     for k, point in enumerate(points, 1):
@@ -424,7 +414,7 @@ def sweep(args: argparse.Namespace, command: str) -> int:
     if args.dry_run:
         points = tune_points + confirm()
         for k, p in enumerate(points, 1):
-            verdict = "finished, would skip" if is_finished(p.load()) else "would run"
+            verdict = "would run" if final_loss(p.load()) is None else "finished, would skip"
             cmd = shlex.join([*launcher, str(REPO / "train.py"), *p.args])
             say(f"[{k}/{len(points)}] {p.label}: {verdict}\n    {cmd}")
         if confirm_seeds:
