@@ -1,5 +1,6 @@
 """Atomic file writes: a reader, or a kill at any moment, finds the previous file or the whole new
 one, never a part of it."""
+
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager

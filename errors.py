@@ -1,7 +1,10 @@
 """The one exception type that every module raises for a user's mistake, and the command-line entry
 that reports it: one line on stderr and exit code 2, never a traceback."""
+
 import sys
 from collections.abc import Callable
+
+Main = Callable[[list[str] | None], int | None]
 
 
 class UserError(ValueError):
@@ -15,8 +18,7 @@ def say_stderr(line: str) -> None:
     sys.stderr.flush()
 
 
-def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None, prog: str = "",
-            interrupted: str = "interrupted") -> int:
+def run_cli(main: Main, argv: list[str] | None = None, prog: str = "", interrupted: str = "interrupted") -> int:
     """Run a script's `main(argv)` as its command-line entry: its return value (None: 0) is the exit
     code; a UserError is one line on stderr ("[prog: ]error: ...") and exit code 2; Ctrl-C prints
     `interrupted` and exits 130."""

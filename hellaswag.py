@@ -16,6 +16,7 @@ forward passes (FSDP needs all ranks in each one), so any number of ranks gives 
     python scripts/tools/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
     python train.py ... --hellaswag_interval=2000     # during training, at every 2000th iteration's eval
 """
+
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
+from torch import Tensor
 
 from errors import UserError
 from provenance import REPO
@@ -34,12 +36,14 @@ from vocab import GPT2, GPT2_VOCAB_SIZE, Vocab, describe
 DEFAULT_DATA = REPO / "data" / "hellaswag" / "val.npz"
 MIN_LENGTH = 32  # the shortest padded row length
 PREPARE = "python data/hellaswag/prepare.py"
+Device = torch.device | str
 
 
 @dataclass
 class Example:
     """One HellaSwag example as token ids: the context, the 4 endings (each with its leading space)
     and the index of the right ending."""
+
     ctx: np.ndarray
     endings: list[np.ndarray]
     label: int
@@ -49,7 +53,7 @@ class Example:
         tokens belong to the ending."""
         out = []
         for ending in self.endings:
-            row = np.concatenate([self.ctx, ending])[-(block_size + 1):]
+            row = np.concatenate([self.ctx, ending])[-(block_size + 1) :]
             out.append((row, min(len(ending), len(row) - 1)))
         return out
 
@@ -63,14 +67,14 @@ def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Exam
         with np.load(path) as f:
             tokens, offsets, labels = f["tokens"], f["offsets"], f["labels"]
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path} is not a prepared HellaSwag file ({type(e).__name__}): "
-                        f"run `{PREPARE}` again") from None
+        why = f"{path} is not a prepared HellaSwag file ({type(e).__name__})"
+        raise UserError(f"{why}: run `{PREPARE}` again") from None
     if offsets.ndim != 2 or offsets.shape[1] != 6 or len(labels) != len(offsets) or not len(labels):
-        raise UserError(f"{path} is not a prepared HellaSwag file (offsets {offsets.shape}, labels "
-                        f"{labels.shape}): run `{PREPARE}` again")
+        shapes = f"offsets {offsets.shape}, labels {labels.shape}"
+        raise UserError(f"{path} is not a prepared HellaSwag file ({shapes}): run `{PREPARE}` again")
     tokens = tokens.astype(np.int64)
-    examples = [Example(tokens[o[0]:o[1]], [tokens[o[k]:o[k + 1]] for k in range(1, 5)], int(label))
-                for o, label in zip(offsets, labels)]
+    endings = [[tokens[o[k] : o[k + 1]] for k in range(1, 5)] for o in offsets]
+    examples = [Example(tokens[o[0] : o[1]], e, int(label)) for o, e, label in zip(offsets, endings, labels)]
     return examples[:limit] if limit else examples
 
 
@@ -103,12 +107,13 @@ def batches(examples: list[Example], block_size: int, tokens_per_forward: int) -
     for length in sorted(by_length):
         indices = by_length[length]
         per_batch = min(max(1, tokens_per_forward // (4 * length)), len(indices))
-        out += [(length, per_batch, indices[k:k + per_batch]) for k in range(0, len(indices), per_batch)]
+        out += [(length, per_batch, indices[k : k + per_batch]) for k in range(0, len(indices), per_batch)]
     return out
 
 
-def batch_tensors(examples: list[Example], length: int, per_batch: int, indices: list[int], block_size: int,
-                  device: torch.device | str) -> Iterator[torch.Tensor]:
+def batch_tensors(
+    examples: list[Example], length: int, per_batch: int, indices: list[int], block_size: int, device: Device
+) -> Iterator[torch.Tensor]:
     """Inputs, targets and the mask of the scored (ending) targets, each (4 * per_batch, length); empty
     rows pad a short batch."""
     x = np.zeros((4 * per_batch, length), dtype=np.int64)
@@ -118,12 +123,13 @@ def batch_tensors(examples: list[Example], length: int, per_batch: int, indices:
         for k, (row, scored) in enumerate(examples[i].rows(block_size)):
             n = len(row) - 1
             x[4 * j + k, :n], y[4 * j + k, :n] = row[:-1], row[1:]
-            mask[4 * j + k, n - scored:n] = True
+            mask[4 * j + k, n - scored : n] = True
     return (torch.from_numpy(a).to(device) for a in (x, y, mask))
 
 
-def ending_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                  autocast: AbstractContextManager = nullcontext()) -> tuple[torch.Tensor, torch.Tensor]:
+def ending_losses(
+    model: torch.nn.Module, x: Tensor, y: Tensor, mask: Tensor, autocast: AbstractContextManager = nullcontext()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed and mean cross-entropy over each row's ending tokens, as (rows // 4, 4) float32 tensors."""
     with autocast:
         logits = model(x)[0]
@@ -135,9 +141,16 @@ def ending_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mask
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, examples: list[Example], block_size: int, tokens_per_forward: int,
-             autocast: AbstractContextManager = nullcontext(), device: torch.device | str = "cpu", rank: int = 0,
-             world_size: int = 1) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    examples: list[Example],
+    block_size: int,
+    tokens_per_forward: int,
+    autocast: AbstractContextManager = nullcontext(),
+    device: Device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
     """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT, compiled, DDP-unwrapped or
     FSDP-sharded) over `examples`, each rank scoring every world_size-th batch. Where the batches do
     not divide evenly, a rank's extra forward pass (on a batch it has already seen) is not counted.
@@ -153,8 +166,8 @@ def evaluate(model: torch.nn.Module, examples: list[Example], block_size: int, t
         sums, means = ending_losses(model, x, y, mask, autocast)
         if b < len(plan):
             target = labels[indices]
-            correct[0] += (sums[:len(indices)].argmin(1) == target).sum()
-            correct[1] += (means[:len(indices)].argmin(1) == target).sum()
+            correct[0] += (sums[: len(indices)].argmin(1) == target).sum()
+            correct[1] += (means[: len(indices)].argmin(1) == target).sum()
     model.train(was_training)
     if world_size > 1:
         torch_dist.all_reduce(correct)

@@ -1,11 +1,8 @@
-"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel.
-
-One mapping in each direction: `load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2
-directory), the entry point of train.py's and sample.py's init_from; and `save_hf`, for
-scripts/tools/export_hf.py (a trained run -> a directory that transformers, lm-evaluation-harness and
-the Hub load). transformers is imported only here, and
-only when a conversion runs, so model.py and train.py do not need it to start.
-"""
+"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel. One mapping in each direction:
+`load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2 directory), the entry point of train.py's and
+sample.py's init_from; and `save_hf`, for scripts/tools/export_hf.py (a trained run -> a directory that
+transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and only when a
+conversion runs, so model.py and train.py do not need it to start."""
 
 import json
 import os
@@ -27,16 +24,8 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 EXPORT_ACTIVATION = "gelu_pytorch_tanh"
 TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
 # GPTConfig fields that GPT2Config expresses; any other field must stay at its default to export.
-MAPPED_FIELDS = {
-    "block_size",
-    "vocab_size",
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "dropout",
-    "bias",
-    "scale_attn_by_inverse_layer_idx",
-}
+MAPPED_FIELDS = {"block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias"}
+MAPPED_FIELDS.add("scale_attn_by_inverse_layer_idx")
 
 
 def is_pretrained(name: str) -> bool:
@@ -59,47 +48,25 @@ def _transformers() -> Any:
     return transformers
 
 
-# -----------------------------------------------------------------------------
-# ours -> GPT2LMHeadModel
-
-
 def to_hf(model: GPT) -> Any:
     """A transformers GPT2LMHeadModel whose logits over the 50257 real tokens equal `model`'s."""
-    cfg = model.config
-    default = GPTConfig()
-    unmapped = [
-        f"{f.name}={getattr(cfg, f.name)!r}"
-        for f in fields(GPTConfig)
-        if f.name not in MAPPED_FIELDS and getattr(cfg, f.name) != getattr(default, f.name)
-    ]
+    cfg, default = model.config, GPTConfig()
+    changed = [f.name for f in fields(GPTConfig) if getattr(cfg, f.name) != getattr(default, f.name)]
+    unmapped = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in changed if name not in MAPPED_FIELDS)
     if unmapped:
-        raise UserError(
-            f"GPT2LMHeadModel cannot represent {', '.join(unmapped)}: only GPT-2's architecture exports to Hugging Face"
-        )
+        fix = "only GPT-2's architecture exports to Hugging Face"
+        raise UserError(f"GPT2LMHeadModel cannot represent {unmapped}: {fix}")
     if cfg.vocab_size < GPT2_VOCAB_SIZE:
-        raise UserError(
-            f"vocab_size={cfg.vocab_size} is smaller than GPT-2's {GPT2_VOCAB_SIZE}: "
-            f"only models of the GPT-2 tokenizer export to Hugging Face"
-        )
+        fix = "only models of the GPT-2 tokenizer export to Hugging Face"
+        raise UserError(f"vocab_size={cfg.vocab_size} is smaller than GPT-2's {GPT2_VOCAB_SIZE}: {fix}")
     tf = _transformers()
-    hf_config = tf.GPT2Config(
-        vocab_size=GPT2_VOCAB_SIZE,  # the padded rows are never targets: they are left out
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        activation_function=EXPORT_ACTIVATION,
-        layer_norm_epsilon=model.transformer.ln_f.eps,
-        resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout,
-        attn_pdrop=cfg.dropout,
-        scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
-        tie_word_embeddings=True,
-        bos_token_id=EOT_TOKEN,
-        eos_token_id=EOT_TOKEN,
-        architectures=["GPT2LMHeadModel"],
-    )
-    hf = tf.GPT2LMHeadModel(hf_config)
+    kwargs: dict[str, Any] = dict(n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head)
+    kwargs |= dict(resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, tie_word_embeddings=True)
+    kwargs |= dict(activation_function=EXPORT_ACTIVATION, layer_norm_epsilon=model.transformer.ln_f.eps)
+    kwargs |= dict(scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, bos_token_id=EOT_TOKEN)
+    # the padded rows of the vocabulary are never targets: they are left out
+    kwargs |= dict(vocab_size=GPT2_VOCAB_SIZE, eos_token_id=EOT_TOKEN, architectures=["GPT2LMHeadModel"])
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(**kwargs))
     ours = model.state_dict()
     sd = {}
     for name, p in hf.state_dict().items():
@@ -135,10 +102,6 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     return sorted(p for p in hf_dir.iterdir() if p.is_file())
 
 
-# -----------------------------------------------------------------------------
-# GPT2LMHeadModel -> ours
-
-
 def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:
     """GPTConfig of a GPT2Config, or a UserError naming what our GPT cannot represent."""
     c = hf_config
@@ -157,16 +120,9 @@ def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:
         problems.append(f"vocab_size={c.vocab_size} (the GPT-2 tokenizer has {GPT2_VOCAB_SIZE})")
     if problems:
         raise UserError(f"this GPT-2 model has {', '.join(problems)}: our GPT cannot load it")
-    return GPTConfig(
-        block_size=c.n_positions,
-        vocab_size=c.vocab_size,
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        n_embd=c.n_embd,
-        dropout=dropout,
-        bias=True,
-        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
-    )
+    shape = dict(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd)
+    shape |= dict(dropout=dropout, bias=True, scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx)
+    return GPTConfig(**shape)
 
 
 def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
@@ -179,13 +135,11 @@ def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
         raise UserError("this GPT-2 model's LM head is not tied to its token embedding: our GPT ties them")
     missing = sorted(set(ours) - set(theirs) - {"lm_head.weight"})
     if missing or len(theirs) != len(ours) - 1:
-        raise UserError(
-            f"unexpected GPT-2 weights layout ({len(theirs)} tensors, missing {missing[:3]}): our GPT cannot load it"
-        )
+        layout = f"unexpected GPT-2 weights layout ({len(theirs)} tensors, missing {missing[:3]})"
+        raise UserError(f"{layout}: our GPT cannot load it")
     with torch.no_grad():
         for name, p in theirs.items():
-            src = p.t() if name.endswith(CONV1D) else p
-            ours[name].copy_(src)
+            ours[name].copy_(p.t() if name.endswith(CONV1D) else p)
     return model
 
 
@@ -194,17 +148,14 @@ def _check_gpt2_dir(path: str | Path) -> None:
     try:
         config = json.loads(config_path.read_text())
     except FileNotFoundError:
-        raise UserError(
-            f"{path} has no config.json, so it is not a Hugging Face model directory: "
-            f"export one with scripts/tools/export_hf.py"
-        ) from None
+        fix = "export one with scripts/tools/export_hf.py"
+        raise UserError(f"{path} has no config.json, so it is not a Hugging Face model directory: {fix}") from None
     except (OSError, ValueError) as e:
         raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type != "gpt2":
-        raise UserError(
-            f"{path} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): only GPT-2 models load into our GPT"
-        )
+        fix = "only GPT-2 models load into our GPT"
+        raise UserError(f"{path} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): {fix}")
 
 
 def _hub_reachable() -> bool:
@@ -230,9 +181,8 @@ def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
             raise UserError(f"could not load the GPT-2 weights in {name_or_dir} ({str(e).splitlines()[0]})") from None
         return from_hf(hf, dropout)
     if name_or_dir not in RELEASES:
-        raise UserError(
-            f"{name_or_dir!r} is neither a directory nor one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})"
-        )
+        releases = f"one of OpenAI's GPT-2 releases ({', '.join(RELEASES)})"
+        raise UserError(f"{name_or_dir!r} is neither a directory nor {releases}")
     import huggingface_hub
 
     if isinstance(huggingface_hub.try_to_load_from_cache(name_or_dir, "config.json"), str):

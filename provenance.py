@@ -2,12 +2,14 @@
 source and versions): the git commit and whether the tree had uncommitted changes, the torch, CUDA
 and Python versions, the device (a GPU's memory and bf16 support), the host and the command line.
 REPO is the repository's root, the one name every module and test uses for it."""
+
 import platform
 import shlex
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,8 +30,8 @@ def provenance(device: torch.device) -> dict:
     commit = git("rev-parse", "HEAD")
     changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
     gpu = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
-    return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "device": gpu.name if gpu else platform.machine(), "gpu_memory_gib": gpu and gpu.total_memory / 2**30,
-            "bf16": gpu and torch.cuda.is_bf16_supported(), "hostname": socket.gethostname(),
-            "command": shlex.join(sys.argv)}
+    out: dict[str, Any] = {"git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
+    out |= {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version()}
+    out |= {"device": gpu.name if gpu else platform.machine(), "gpu_memory_gib": gpu and gpu.total_memory / 2**30}
+    out |= {"bf16": gpu and torch.cuda.is_bf16_supported(), "hostname": socket.gethostname()}
+    return out | {"command": shlex.join(sys.argv)}

@@ -1,7 +1,8 @@
 """Training runs read back from their out_dirs (or wandb), for scripts/experiments/compare.py, sweep.py
-and ladder_plot.py: a run's record, when it is finished, the steps / tokens / seconds it needed to first
+and regime_plot.py: a run's record, when it is finished, the steps / tokens / seconds it needed to first
 reach a target val loss (`Reach`), each run against a baseline (`summarize`, `speedup`), the plain-text
 tables and the comparison figure."""
+
 import json
 import math
 import statistics
@@ -19,7 +20,6 @@ NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # 
 
 @dataclass
 class RunRecord:
-    """A training run as its out_dir (or wandb) records it."""
     label: str
     source: str  # run directory, or "wandb:entity/project/run_id"
     config: dict  # config.json: train.py's settings, the derived values and the provenance
@@ -31,8 +31,7 @@ class RunRecord:
 
     @property
     def final_val_loss(self) -> float | None:
-        evals = self.evals
-        return evals[-1]["val/loss"] if evals else None
+        return self.last_logged("val/loss")
 
     def last_logged(self, key: str) -> Any:
         """The last value of `key` in the rows, None if it was never logged (e.g. eval/hellaswag_acc)."""
@@ -45,8 +44,7 @@ class RunRecord:
 
     @property
     def max_iters(self) -> int | None:
-        max_iters = self.config.get("max_iters")
-        return max_iters if isinstance(max_iters, int) else None
+        return self.config["max_iters"] if isinstance(self.config.get("max_iters"), int) else None
 
     @property
     def finished(self) -> bool:
@@ -62,12 +60,8 @@ class RunRecord:
     def commit(self) -> str:
         """The git commit train.py ran from ("+dirty" when the tree had changes), or "unknown"."""
         provenance = self.config.get("provenance") or {}
-        commit = provenance.get("git_commit") or "unknown"
-        return commit + ("+dirty" if provenance.get("git_dirty") else "")
+        return (provenance.get("git_commit") or "unknown") + ("+dirty" if provenance.get("git_dirty") else "")
 
-
-# -----------------------------------------------------------------------------
-# loading
 
 def clean_rows(rows: list[dict], where: str) -> list[dict]:
     """Check the metrics contract, turn plotted values into floats, drop rows a resume re-did."""
@@ -76,15 +70,13 @@ def clean_rows(rows: list[dict], where: str) -> list[dict]:
         row = dict(row)
         missing = [k for k in X_KEYS if k not in row]
         if missing:
-            raise UserError(f"{where}: row {i + 1} lacks {missing}; every metrics row needs "
-                            f"{list(X_KEYS)} (write it with train.py)")
+            need = f"every metrics row needs {list(X_KEYS)} (write it with train.py)"
+            raise UserError(f"{where}: row {i + 1} lacks {missing}; {need}")
         for key in VALUE_KEYS:
             if key in row:
-                value = row[key]
-                row[key] = math.nan if value is None else float(NON_FINITE.get(value, value))
+                row[key] = math.nan if row[key] is None else float(NON_FINITE.get(row[key], row[key]))
         # a run resumed from a checkpoint at iter N logs iters >= N again: keep the newer rows
-        if kept and row["iter"] < kept[-1]["iter"]:
-            kept = [r for r in kept if r["iter"] < row["iter"]]
+        kept = [r for r in kept if r["iter"] < row["iter"]] if kept and row["iter"] < kept[-1]["iter"] else kept
         kept.append(row)
     return kept
 
@@ -92,17 +84,17 @@ def clean_rows(rows: list[dict], where: str) -> list[dict]:
 def default_label(config: dict, fallback: str) -> str:
     if "optimizer_name" not in config:
         return fallback
-    return (f"{config['optimizer_name']} lr={fmt_lr(config.get('learning_rate', '?'))} "
-            f"seed={config.get('seed', '?')}")
+    lr = fmt_lr(config.get("learning_rate", "?"))
+    return f"{config['optimizer_name']} lr={lr} seed={config.get('seed', '?')}"
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunRecord:
-    """Load one train.py out_dir (metrics.jsonl + config.json)."""
+    """One train.py out_dir (metrics.jsonl + config.json)."""
     run_dir = Path(path)
     for name in ("metrics.jsonl", "config.json"):
         if not (run_dir / name).is_file():
-            raise UserError(f"{run_dir / name} not found: pass a train.py out_dir (train.py "
-                            f"writes config.json and metrics.jsonl there)")
+            fix = "pass a train.py out_dir (train.py writes config.json and metrics.jsonl there)"
+            raise UserError(f"{run_dir / name} not found: {fix}")
     config = json.loads((run_dir / "config.json").read_text())
     if not isinstance(config, dict):
         raise UserError(f"{run_dir / 'config.json'} must hold a JSON object (train.py's config)")
@@ -110,16 +102,10 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecord:
     return RunRecord(label or default_label(config, run_dir.name), str(run_dir), config, rows)
 
 
-# -----------------------------------------------------------------------------
-# reaching a target
-
 def first_crossing(rows: list[dict], target: float, x_key: str = "iter") -> float | None:
-    """x_key value at which val/loss first reaches <= target, None if it never does.
-
-    Between the last eval above the target and the first eval at or below it, x is linearly
-    interpolated in loss. When the eval before the crossing is NaN/inf there is nothing to
-    interpolate from, so the crossing eval's own x is returned (an upper bound).
-    """
+    """x_key value at which val/loss first reaches <= target, None if it never does. Between the last
+    eval above the target and the first at or below it, x is linearly interpolated in loss; after a
+    NaN/inf eval there is nothing to interpolate from, so the crossing eval's own x (an upper bound)."""
     prev = None
     for row in rows:
         if "val/loss" not in row:
@@ -138,6 +124,7 @@ def first_crossing(rows: list[dict], target: float, x_key: str = "iter") -> floa
 class Reach:
     """Steps, tokens seen and training seconds to first reach a target val loss (None: never), or
     (`ratio`) those counts as ratios to a baseline's."""
+
     steps: float | None = None
     tokens: float | None = None
     seconds: float | None = None
@@ -147,8 +134,7 @@ class Reach:
         return cls(*(first_crossing(run.rows, target, key) for key in X_KEYS))
 
     def ratio(self, base: "Reach") -> "Reach":
-        """self / base per unit; None where either is None, or where the baseline reached the
-        target at x=0 (its first eval was already there)."""
+        """self / base per unit; None where either is None or the baseline was there at x=0."""
         return Reach(*(x / b if x is not None and b else None for x, b in zip(astuple(self), astuple(base))))
 
     def columns(self, pattern: str) -> dict:
@@ -159,12 +145,10 @@ class Reach:
 UNITS = tuple(f.name for f in fields(Reach))
 
 
-# -----------------------------------------------------------------------------
-# against a baseline
-
 @dataclass
 class Comparison:
     """One run against the target (the baseline's final val loss)."""
+
     run: RunRecord
     target: float
     reach: Reach  # steps / tokens / seconds to first reach the target
@@ -183,56 +167,46 @@ class Comparison:
     def flat(self) -> dict:
         """One row of the CSV and JSON outputs."""
         run = self.run
-        return {"label": run.label, "source": run.source, "optimizer": run.config.get("optimizer_name"),
-                "baseline": self.is_baseline, "iters": run.last_iter, "max_iters": run.max_iters,
-                "incomplete": run.incomplete, "evals": len(run.evals), "final_val_loss": run.final_val_loss,
-                "diverged": self.diverged, "target": self.target, "commit": run.commit,
-                "hellaswag_acc": run.last_logged("eval/hellaswag_acc"),
-                "hellaswag_acc_norm": run.last_logged("eval/hellaswag_acc_norm"),
-                **self.reach.columns("{}_to_target"), **self.ratio.columns("{}_ratio"), "reached": self.reached}
+        row = dict(label=run.label, source=run.source, optimizer=run.config.get("optimizer_name"))
+        row |= dict(baseline=self.is_baseline, iters=run.last_iter, max_iters=run.max_iters, incomplete=run.incomplete)
+        row |= dict(evals=len(run.evals), final_val_loss=run.final_val_loss, diverged=self.diverged, target=self.target)
+        row["commit"] = run.commit
+        row |= {k: run.last_logged(f"eval/{k}") for k in ("hellaswag_acc", "hellaswag_acc_norm")}
+        return row | self.reach.columns("{}_to_target") | self.ratio.columns("{}_ratio") | {"reached": self.reached}
 
 
 def summarize(runs: list[RunRecord], baseline: RunRecord) -> list[Comparison]:
-    """Each run against the baseline's final val loss: the steps / tokens / seconds to first
-    reach it, and their ratios to the baseline's own."""
+    """Each run against the baseline's final val loss: the steps / tokens / seconds to first reach it,
+    and their ratios to the baseline's own."""
     target = baseline.final_val_loss
     if target is None or not math.isfinite(target):
         problem = "has no val/loss rows yet" if target is None else f"ended with val loss {target}"
-        raise UserError(f"baseline {baseline.label!r} {problem}, so there is no target; "
-                        f"pick another run with --baseline")
+        fix = "so there is no target; pick another run with --baseline"
+        raise UserError(f"baseline {baseline.label!r} {problem}, {fix}")
     base = Reach.of(baseline, target)
-    return [Comparison(run, target, Reach.of(run, target), Reach.of(run, target).ratio(base), run is baseline)
-            for run in runs]
-
-
-def spread(values: list[float]) -> dict:
-    """mean, min, max and std (sample, n-1) of a few per-seed ratios."""
-    return {"n": len(values), "mean": statistics.mean(values), "min": min(values),
-            "max": max(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+    return [Comparison(r, target, Reach.of(r, target), Reach.of(r, target).ratio(base), r is baseline) for r in runs]
 
 
 def speedup(baselines: dict[int, RunRecord], runs: dict[int, RunRecord]) -> dict:
-    """Over seeds (sweep.py), what compare.py's table is for one run: per seed that has both runs,
-    the Reach of each run to the final val loss of the baseline run of the same seed and its ratio
-    to the baseline's own; and the ratios' spread over the seeds where it was reached."""
+    """Over seeds (sweep.py), what compare.py's table is for one run: per seed that has both runs, the
+    Reach of each run to the final val loss of the baseline run of the same seed and its ratio to the
+    baseline's own; and the ratios' spread (mean, min, max, sample std) over the seeds that reached it."""
     per_seed = []
     for seed, base in baselines.items():
         target = base.final_val_loss
         if seed in runs and target is not None:
             reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
-            per_seed.append({"seed": seed, "target": target, "final_val_loss": runs[seed].final_val_loss,
-                             "reached": reach.steps is not None, "to_target": reach,
-                             "baseline_to_target": base_reach, "ratio": reach.ratio(base_reach)})
-    stats = {}
+            final, reached = runs[seed].final_val_loss, reach.steps is not None
+            entry = dict(seed=seed, target=target, final_val_loss=final, reached=reached)
+            per_seed.append(entry | dict(to_target=reach, baseline_to_target=base_reach, ratio=reach.ratio(base_reach)))
+    stats: dict[str, dict | None] = {}
     for unit in UNITS:
-        ratios = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
-        stats[unit] = spread(ratios) if ratios else None
-    return {"per_seed": per_seed, "stats": stats,
-            "not_reached_seeds": [e["seed"] for e in per_seed if not e["reached"]]}
+        x = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
+        std = statistics.stdev(x) if len(x) > 1 else None
+        stats[unit] = {"n": len(x), "mean": statistics.mean(x), "min": min(x), "max": max(x), "std": std} if x else None
+    missed = [e["seed"] for e in per_seed if not e["reached"]]
+    return {"per_seed": per_seed, "stats": stats, "not_reached_seeds": missed}
 
-
-# -----------------------------------------------------------------------------
-# text
 
 def format_speedup(result: dict, name: str, baseline: str, seeds: list[int]) -> str:
     """speedup()'s result as text: a row per seed, what was not reached, and the ratios' spread."""
@@ -246,22 +220,24 @@ def format_speedup(result: dict, name: str, baseline: str, seeds: list[int]) -> 
     lines = [table(rows)]
     missed, n = result["not_reached_seeds"], len(result["per_seed"])
     if missed:
-        lines.append(f"NOT REACHED for seed {', '.join(map(str, missed))}: {name} ended above "
-                     f"{baseline}'s final val loss there")
+        lines.append(f"NOT REACHED for seed {join(missed)}: {name} ended above {baseline}'s final val loss there")
     absent = [s for s in seeds if s not in {e["seed"] for e in result["per_seed"]}]
     if absent:
-        lines.append(f"seed {', '.join(map(str, absent))}: no finished run of both yet")
-    over = f"over the {n - len(missed)} of {n} seeds that reached it" \
-        if missed else f"over {n} seeds"
+        lines.append(f"seed {join(absent)}: no finished run of both yet")
+    over = f"over the {n - len(missed)} of {n} seeds that reached it" if missed else f"over {n} seeds"
     lines.append(f"{name} / {baseline} ratio, {over} (lower = faster):")
     for unit, st in result["stats"].items():
         if st is None:
             lines.append(f"  {unit:<8}not reached")
             continue
         std = "n/a (1 seed)" if st["std"] is None else f"{st['std']:.2f}"
-        lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-{st['max']:.2f}x  std {std}"
-                     + ("  (training wall-clock, eval excluded)" if unit == "seconds" else ""))
+        note = "  (training wall-clock, eval excluded)" if unit == "seconds" else ""
+        lines.append(f"  {unit:<8}mean {st['mean']:.2f}x  min-max {st['min']:.2f}x-{st['max']:.2f}x  std {std}{note}")
     return "\n".join(lines)
+
+
+def join(values: list) -> str:
+    return ", ".join(map(str, values))
 
 
 def fmt_lr(lr: Any) -> str:
@@ -283,22 +259,14 @@ def fmt_count(x: float) -> str:
 
 
 def fmt_seconds(s: float) -> str:
-    if s >= 2 * 3600:
-        return f"{s / 3600:.2f}h"
-    if s >= 2 * 60:
-        return f"{s / 60:.1f}min"
-    return f"{s:.1f}s"
-
-
-def fmt_steps(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
-FORMATS = {"steps": fmt_steps, "tokens": fmt_count, "seconds": fmt_seconds}
+    return f"{s / 3600:.2f}h" if s >= 7200 else f"{s / 60:.1f}min" if s >= 120 else f"{s:.1f}s"
 
 
 def fmt_ratio(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+FORMATS = {"steps": lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.1f}", "tokens": fmt_count, "seconds": fmt_seconds}
 
 
 def table(rows: list[list[str]]) -> str:
@@ -321,30 +289,23 @@ def jsonable(value: Any) -> Any:
         return out
     if isinstance(value, list):
         return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
-
-# -----------------------------------------------------------------------------
-# the figure
 
 def ema(values: list[float], beta: float) -> list[float]:
     """Bias-corrected exponential moving average; non-finite values pass through as NaN."""
     out, avg, n = [], 0.0, 0
     for v in values:
-        if not math.isfinite(v):
-            out.append(math.nan)
-            continue
-        n += 1
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** n))
+        if math.isfinite(v):
+            n += 1
+            avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta**n) if math.isfinite(v) else math.nan)
     return out
 
 
 def focus_ylim(ax: Any, curves: list[tuple[list, list]], target: float) -> None:
-    """Zoom the loss axis to the target and the part after the first 10% of each curve (the
-    initial drop from ~10.8 would otherwise flatten everything that matters)."""
+    """Zoom the loss axis to the target and each curve after its first 10% (the initial drop from
+    ~10.8 would otherwise flatten everything that matters)."""
     ys = [target]
     for xs, vals in curves:
         if xs:
@@ -356,17 +317,18 @@ def focus_ylim(ax: Any, curves: list[tuple[list, list]], target: float) -> None:
 
 
 def auto_smooth(runs: list[RunRecord]) -> float:
-    """EMA coefficient whose window (~1/(1-beta) logged rows) is 2.5% of the longest run and
-    at least 3 rows, so the curve neither lags a 60-step CPU run nor stays noisy over 100k."""
+    """EMA coefficient whose window (~1/(1-beta) logged rows) is 2.5% of the longest run and at least
+    3 rows, so the curve neither lags a 60-step CPU run nor stays noisy over 100k."""
     rows = max(sum("train/loss" in r for r in run.rows) for run in runs)
     return 1 - 1 / max(3.0, rows / 40)
 
 
-def plot_runs(runs: list[RunRecord], baseline: RunRecord, summary: list[Comparison], out: str | Path,
-              smooth: float | None = None) -> Any:
-    """Draw the comparison figure into `out` (PNG) and return the matplotlib Figure: val loss
-    against steps, tokens and seconds above; train loss and Sophia's win_rate below.
-    smooth: EMA coefficient per logged train row (None: auto_smooth)."""
+def plot_runs(
+    runs: list[RunRecord], baseline: RunRecord, summary: list[Comparison], out: str | Path, smooth: float | None = None
+) -> Any:
+    """Draw the comparison figure into `out` (PNG) and return the matplotlib Figure: val loss against
+    steps, tokens and seconds above; train loss and Sophia's win_rate below. smooth: EMA coefficient
+    per logged train row (None: auto_smooth)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -375,24 +337,29 @@ def plot_runs(runs: list[RunRecord], baseline: RunRecord, summary: list[Comparis
     smooth = auto_smooth(runs) if smooth is None else smooth
     max_s = max((r.rows[-1]["time_s"] for r in runs if r.rows), default=0.0)
     t_div, t_unit = (3600, "hours") if max_s >= 7200 else (60, "min") if max_s >= 120 else (1, "s")
-
     fig = Figure(figsize=(19, 10.5), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 6)
-    val_axes = [fig.add_subplot(grid[0, 2 * i:2 * i + 2]) for i in range(3)]
+    val_axes = [fig.add_subplot(grid[0, 2 * i : 2 * i + 2]) for i in range(3)]
     train_ax, win_ax = fig.add_subplot(grid[1, :3]), fig.add_subplot(grid[1, 3:])
-    fig.suptitle(f"Target: val loss {target:.4f} = final val loss of baseline "
-                 f"'{baseline.label}'  (ratio = run's steps / tokens / time to first reach it "
-                 f"÷ baseline's; lower is faster)", fontsize=13)
+    title = f"Target: val loss {target:.4f} = final val loss of baseline '{baseline.label}'"
+    ratio = "ratio = run's steps / tokens / time to first reach it ÷ baseline's; lower is faster"
+    fig.suptitle(f"{title}  ({ratio})", fontsize=13)
 
     def legend_label(run: RunRecord) -> str:
         if run is baseline:
             return f"{run.label} [baseline]"
         if run.final_val_loss is not None and not math.isfinite(run.final_val_loss):
             return f"{run.label} (diverged)"
-        if run.incomplete:
-            return f"{run.label} (incomplete {run.last_iter}/{run.max_iters})"
-        return run.label
+        return f"{run.label} (incomplete {run.last_iter}/{run.max_iters})" if run.incomplete else run.label
+
+    def finish(ax: Any, xlabel: str, ylabel: str, title: str, curves: list | None = None, line: str = "") -> None:
+        if curves is not None:
+            ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4f}{line}")
+            focus_ylim(ax, curves, target)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
 
     val_panels = [
         ("iter", "steps", 1, "steps (optimizer updates)", "val loss vs steps"),
@@ -402,51 +369,37 @@ def plot_runs(runs: list[RunRecord], baseline: RunRecord, summary: list[Comparis
     for ax, (key, unit, div, xlabel, title) in zip(val_axes, val_panels):
         curves = []
         for i, row in enumerate(summary):
-            evals = row.run.evals
-            xs = [r[key] / div for r in evals]
-            ys = [r["val/loss"] for r in evals]
+            xs, ys = [r[key] / div for r in row.run.evals], [r["val/loss"] for r in row.run.evals]
             curves.append((xs, ys))
-            ax.plot(xs, ys, color=f"C{i}", lw=2.4 if row.is_baseline else 1.6,
-                    marker="." if len(xs) <= 60 else None, label=legend_label(row.run))
-            x = getattr(row.reach, unit)
-            if x is not None:
-                ax.plot([x / div], [target], "o", ms=8, mfc="none", mec=f"C{i}", mew=2)
-        ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4f}")
-        focus_ylim(ax, curves, target)
-        ax.set(xlabel=xlabel, ylabel="val loss (nats/token)", title=f"{title}  (circles: first reach of target)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            lw, marker = 2.4 if row.is_baseline else 1.6, "." if len(xs) <= 60 else None
+            ax.plot(xs, ys, color=f"C{i}", lw=lw, marker=marker, label=legend_label(row.run))
+            if getattr(row.reach, unit) is not None:
+                ax.plot([getattr(row.reach, unit) / div], [target], "o", ms=8, mfc="none", mec=f"C{i}", mew=2)
+        finish(ax, xlabel, "val loss (nats/token)", f"{title}  (circles: first reach of target)", curves)
     val_axes[1].xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_count(x)))
 
     curves = []
     for i, run in enumerate(runs):
         train = [r for r in run.rows if "train/loss" in r]
         xs, raw = [r["iter"] for r in train], [r["train/loss"] for r in train]
-        smoothed = ema(raw, smooth)
-        curves.append((xs, smoothed))
+        curves.append((xs, ema(raw, smooth)))
         train_ax.plot(xs, raw, color=f"C{i}", lw=0.6, alpha=0.25)
-        train_ax.plot(xs, smoothed, color=f"C{i}", lw=1.6, label=legend_label(run))
-    train_ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4f} (a val loss)")
-    focus_ylim(train_ax, curves, target)
-    train_ax.set(xlabel="steps (optimizer updates)", ylabel="train loss (nats/token)",
-                 title=f"train loss, bias-corrected EMA β={smooth:.3g} per logged row (faint: raw)")
-    train_ax.grid(alpha=0.3)
-    train_ax.legend(fontsize=8)
+        train_ax.plot(xs, curves[-1][1], color=f"C{i}", lw=1.6, label=legend_label(run))
+    title = f"train loss, bias-corrected EMA β={smooth:.3g} per logged row (faint: raw)"
+    finish(train_ax, "steps (optimizer updates)", "train loss (nats/token)", title, curves, " (a val loss)")
 
     sophia = [(i, run) for i, run in enumerate(runs) if any("train/win_rate" in r for r in run.rows)]
     for i, run in sophia:
         rows = [r for r in run.rows if "train/win_rate" in r]
-        win_ax.plot([r["iter"] for r in rows], [r["train/win_rate"] for r in rows], color=f"C{i}",
-                    lw=1.4, label=legend_label(run))
+        xs, ys = [r["iter"] for r in rows], [r["train/win_rate"] for r in rows]
+        win_ax.plot(xs, ys, color=f"C{i}", lw=1.4, label=legend_label(run))
     win_ax.axhspan(0.1, 0.5, color="g", alpha=0.08, label="healthy range 0.1-0.5")
-    win_ax.set(xlabel="steps (optimizer updates)", ylabel="win_rate (fraction)", ylim=(0, 1),
-               title="Sophia win_rate: fraction of coordinates not clipped")
+    win_ax.set_ylim(0, 1)
     if not sophia:
-        win_ax.text(0.5, 0.5, "no Sophia runs\n(no train/win_rate logged)", ha="center",
-                    va="center", transform=win_ax.transAxes, fontsize=12, color="0.4")
-    win_ax.grid(alpha=0.3)
-    win_ax.legend(fontsize=8)
-
+        note = "no Sophia runs\n(no train/win_rate logged)"
+        win_ax.text(0.5, 0.5, note, ha="center", va="center", transform=win_ax.transAxes, fontsize=12, color="0.4")
+    title = "Sophia win_rate: fraction of coordinates not clipped"
+    finish(win_ax, "steps (optimizer updates)", "win_rate (fraction)", title)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     return fig

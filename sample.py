@@ -23,11 +23,8 @@ from vocab import GPT2, GPT2_VOCAB_SIZE, CharCodec, get_gpt2_encoding
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--init_from",
-        default="resume",
-        help="'resume' (newest checkpoint in --out_dir), gpt2* or a Hugging Face GPT-2 directory",
-    )
+    init_from = "'resume' (newest checkpoint in --out_dir), gpt2* or a Hugging Face GPT-2 directory"
+    p.add_argument("--init_from", default="resume", help=init_from)
     p.add_argument("--out_dir", default="out")
     p.add_argument("--start", default="\n", help="prompt text, or FILE:path to read it from a file")
     p.add_argument("--num_samples", type=int, default=3)
@@ -65,14 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.tensor(ids, dtype=torch.long, device=args.device)[None, :]
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     for _ in range(args.num_samples):
-        y = model.generate(
-            x,
-            args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k or None,
-            generator=generator,
-            vocab_size=n_tokens,
-        )
+        kwargs = dict(temperature=args.temperature, top_k=args.top_k or None, generator=generator, vocab_size=n_tokens)
+        y = model.generate(x, args.max_new_tokens, **kwargs)
         print(enc.decode(y[0].tolist()))
         print("---------------")
 

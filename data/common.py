@@ -1,18 +1,16 @@
 """
 Shared tokenization and writing for every data/<name>/prepare.py.
 
-A prepare script loads its source (`documents_to_prepare`: a Hub dataset or local files), turns it into
-a `datasets.DatasetDict` with "train" and "val" splits (e.g. `split_train_val`) and hands it to
-`write_splits`, which tokenizes every document with GPT-2's BPE (`encode_ordinary` + the end-of-text token)
-in `num_proc` worker processes and streams the token ids into `<out_dir>/train.bin` and
-`val.bin` (flat uint16), then writes `meta.json`. Memory stays
-bounded: workers tokenize contiguous ranges of a few MB of text, at most 2 * num_proc ranges are
-in flight, and the main process appends each range's tokens to `<split>.bin.tmp` as they come
-back in order. Bins are renamed into place only when complete and meta.json is written last, so
-outputs are complete exactly when meta.json exists and matches the bin sizes.
-
-User-fixable problems raise `errors.UserError`; `run_cli` prints them as one line and exits 2.
+A prepare script loads its source (`documents_to_prepare`: a Hub dataset or local files), splits it into
+"train" and "val" (e.g. `split_train_val`) and hands it to `write_splits`, which tokenizes every document
+with GPT-2's BPE (`encode_ordinary` + the end-of-text token) in `num_proc` worker processes and streams the
+ids into `<out_dir>/train.bin` and `val.bin` (flat uint16), then writes `meta.json`. Memory stays bounded:
+workers tokenize contiguous ranges of a few MB of text, at most 2 * num_proc ranges are in flight, and the
+main process appends each range's tokens to `<split>.bin.tmp` as they come back in order. Bins are renamed
+into place only when complete and meta.json is written last, so outputs are complete exactly when
+meta.json exists and matches the bin sizes. A UserError is one line and exit code 2 (`run_cli`).
 """
+
 import errno
 import json
 import math
@@ -23,8 +21,8 @@ import signal
 import time
 from argparse import ArgumentParser, Namespace
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
@@ -39,49 +37,42 @@ from vocab import EOT_TOKEN, GPT2_VOCAB_SIZE, get_gpt2_encoding
 DTYPE = np.uint16  # every GPT-2 token id fits
 SPLITS = ("train", "val")
 TASK_TEXT_BYTES = 4_000_000  # text per worker task: ~1M tokens, a few MB in flight per task
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # datasets decompresses these on the fly
+FORMATS = ".jsonl/.json/.parquet/.txt"
 
 
-# -----------------------------------------------------------------------------
-# the command line every prepare script shares
-
-def add_output_args(parser: ArgumentParser, script: str, outputs: str = "train.bin, val.bin and meta.json") -> None:
-    """--out_dir (default: the folder of `script`, the prepare script itself) and --overwrite."""
-    parser.add_argument("--out_dir", default=str(Path(script).resolve().parent),
-                        help=f"where {outputs} go (default: this folder)")
+def prepare_parser(doc: str, script: str, outputs: str = "train.bin, val.bin and meta.json") -> ArgumentParser:
+    """A prepare script's parser: its docstring's first paragraph, --out_dir (default: the folder of
+    `script`, the prepare script itself) and --overwrite."""
+    parser = ArgumentParser(description=doc.split("\n\n")[0].strip())
+    default_dir = str(Path(script).resolve().parent)
+    parser.add_argument("--out_dir", default=default_dir, help=f"where {outputs} go (default: this folder)")
     parser.add_argument("--overwrite", action="store_true", help="redo complete outputs")
+    return parser
 
 
-def add_num_proc_arg(parser: ArgumentParser, default: int | None = None,
-                     help_text: str = "worker processes for loading and tokenizing (default min(8, cores))") -> None:
+def add_num_proc_arg(parser: ArgumentParser, default: int = 0, help_text: str = "") -> None:
     """--num_proc, by default min(8, cores); the caller checks it is >= 1 after parsing."""
-    parser.add_argument("--num_proc", type=int, default=min(8, os.cpu_count() or 1) if default is None else default,
-                        help=help_text)
+    help_text = help_text or "worker processes for loading and tokenizing (default min(8, cores))"
+    parser.add_argument("--num_proc", type=int, default=default or min(8, os.cpu_count() or 1), help=help_text)
 
 
 def encode_document(enc: Any, text: str) -> np.ndarray:
-    """GPT-2 token ids of one document followed by EOT, as a uint16 array.
-
-    Same ids as `enc.encode_ordinary(text) + [EOT_TOKEN]` (special-token text such as
-    "<|endoftext|>" inside a document is encoded as ordinary text), without building a list."""
+    """GPT-2 token ids of one document followed by EOT, as a uint16 array: the ids of
+    `enc.encode_ordinary(text) + [EOT_TOKEN]` (special-token text inside a document is ordinary text),
+    without building a list."""
     try:
         ids = enc.encode_to_numpy(text, disallowed_special=())
     except UnicodeEncodeError:  # lone surrogates: clean them up exactly as encode_ordinary does
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         ids = enc.encode_to_numpy(text, disallowed_special=())
     out = np.empty(len(ids) + 1, dtype=DTYPE)
-    out[:-1] = ids
-    out[-1] = EOT_TOKEN
+    out[:-1], out[-1] = ids, EOT_TOKEN
     return out
 
 
-# -----------------------------------------------------------------------------
-# loading: the Hub or local files
-
-BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # datasets decompresses these on the fly
-
-
-def _builder(path):
+def _builder(path: Path) -> str | None:
     suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
     return BUILDERS.get(suffixes[-1]) if suffixes else None
 
@@ -90,18 +81,17 @@ def local_data_files(data_path: str) -> tuple[str, list[str]]:
     """(builder name, sorted file list) of a file or a folder of jsonl/json/parquet/txt files."""
     path = Path(data_path)
     if not path.exists():
-        raise UserError(f"--data_path {data_path} does not exist; pass a .jsonl/.json/"
-                        f".parquet/.txt file (optionally compressed) or a folder of them")
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
+        fix = f"pass a {FORMATS} file (optionally compressed) or a folder of them"
+        raise UserError(f"--data_path {data_path} does not exist; {fix}")
+    found = (p for p in path.rglob("*") if p.is_file() and _builder(p) and not p.name.startswith("."))
+    files = [path] if path.is_file() else sorted(found)
     builders = {_builder(p) for p in files}
     if not files or None in builders:
-        raise UserError(f"no .jsonl/.json/.parquet/.txt files at {data_path}; "
-                        f"pass a file or folder of those formats")
+        raise UserError(f"no {FORMATS} files at {data_path}; pass a file or folder of those formats")
     if len(builders) > 1:
-        raise UserError(f"{data_path} mixes file formats ({', '.join(sorted(builders))}); "
-                        f"put one format in the folder or pass a single file")
-    return builders.pop(), [str(p) for p in files]
+        mixed = ", ".join(sorted(b for b in builders if b))
+        raise UserError(f"{data_path} mixes file formats ({mixed}); put one format in the folder or pass a single file")
+    return str(builders.pop()), [str(p) for p in files]
 
 
 def load_documents(args: Namespace, local: tuple[str, list[str]] | None) -> Any:
@@ -116,37 +106,34 @@ def load_documents(args: Namespace, local: tuple[str, list[str]] | None) -> Any:
             builder, files = local
             kwargs = {"sample_by": args.sample_by} if builder == "text" else {}
             num_proc = min(args.num_proc, len(files))
-            dd = datasets.load_dataset(builder, data_files=files,
-                                       num_proc=num_proc if num_proc > 1 else None, **kwargs)
+            dd = datasets.load_dataset(builder, data_files=files, num_proc=num_proc if num_proc > 1 else None, **kwargs)
         else:
-            dd = datasets.load_dataset(args.dataset, args.name, revision=args.revision,
-                                       num_proc=args.num_proc if args.num_proc > 1 else None)
+            num_proc = args.num_proc if args.num_proc > 1 else None
+            dd = datasets.load_dataset(args.dataset, args.name, revision=args.revision, num_proc=num_proc)
     except DatasetNotFoundError:
-        raise UserError(f"dataset {name!r} not found on the Hugging Face Hub; check "
-                        f"--dataset, or use --data_path") from None
+        fix = "check --dataset, or use --data_path"
+        raise UserError(f"dataset {name!r} not found on the Hugging Face Hub; {fix}") from None
     except ConnectionError as e:
-        raise UserError(f"cannot reach the Hugging Face Hub ({e}); connect to the internet "
-                        f"(and unset HF_DATASETS_OFFLINE), or use --data_path") from None
+        fix = "connect to the internet (and unset HF_DATASETS_OFFLINE), or use --data_path"
+        raise UserError(f"cannot reach the Hugging Face Hub ({e}); {fix}") from None
     except DatasetGenerationError as e:
         cause = str(e.__cause__ or e).splitlines()[0]
         raise UserError(f"could not read {name}: {cause}; check the files' format") from None
     except (StopIteration, ValueError) as e:  # datasets' ways of saying "no rows at all"
         if isinstance(e, ValueError) and "BuilderConfig" in str(e):
-            raise UserError(f"{args.dataset} has no config {args.name!r} ({str(e).splitlines()[0]}); "
-                            f"pass --name with one of them") from None
+            fix = "pass --name with one of them"
+            raise UserError(f"{args.dataset} has no config {args.name!r} ({str(e).splitlines()[0]}); {fix}") from None
         if isinstance(e, ValueError) and "corresponds to no data" not in str(e):
             raise
         raise UserError(f"{name} holds no documents; check the path") from None
     except RuntimeError as e:
         if "scripts are no longer supported" not in str(e):
             raise
-        raise UserError(f"{name} only has a loading script, which datasets>=4 no longer "
-                        f"runs; try --revision=refs/convert/parquet (the Hub's parquet export; "
-                        f"check its size, exports of large datasets can be partial), or "
-                        f"download the data and use --data_path") from None
+        parquet = "the Hub's parquet export; check its size, exports of large datasets can be partial"
+        fix = f"try --revision=refs/convert/parquet ({parquet}), or download the data and use --data_path"
+        raise UserError(f"{name} only has a loading script, which datasets>=4 no longer runs; {fix}") from None
     if args.split not in dd:
-        raise UserError(f"no split {args.split!r} in the dataset (splits: "
-                        f"{', '.join(dd)}); pass --split NAME")
+        raise UserError(f"no split {args.split!r} in the dataset (splits: {', '.join(dd)}); pass --split NAME")
     return dd[args.split]
 
 
@@ -159,28 +146,18 @@ def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -
     if already_prepared(args.out_dir, source, args.overwrite):
         return None, source
     docs = load_documents(args, local)
-    if args.max_docs:
-        docs = docs.select(range(min(args.max_docs, len(docs))))
-    return docs, source
+    return docs.select(range(min(args.max_docs, len(docs)))) if args.max_docs else docs, source
 
-
-# -----------------------------------------------------------------------------
-# splitting and outputs
 
 def split_train_val(dataset: Any, test_size: float, seed: int) -> Any:
     """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText
     (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
     if len(dataset) < 2:
-        raise UserError(f"the dataset has {len(dataset)} document(s); need at least 2 "
-                        f"to split off a validation set; give it more documents")
+        fix = "need at least 2 to split off a validation set; give it more documents"
+        raise UserError(f"the dataset has {len(dataset)} document(s); {fix}")
     splits = dataset.train_test_split(test_size=test_size, seed=seed, shuffle=True)
     splits["val"] = splits.pop("test")
     return splits
-
-
-def _output_paths(out_dir):
-    out_dir = Path(out_dir)
-    return {**{s: out_dir / f"{s}.bin" for s in SPLITS}, "meta": out_dir / "meta.json"}
 
 
 def read_meta(data_dir: str | Path) -> dict | None:
@@ -221,55 +198,47 @@ def complete_meta(out_dir: str | Path) -> dict | None:
         meta = read_meta(out_dir)
     except UserError:
         return None
-    ok = meta is not None and all(s in meta.get("splits", {}) and split_problem(out_dir, s, meta) is None
-                                  for s in SPLITS)
+    ok = meta is not None and all(s in meta.get("splits", {}) for s in SPLITS)
+    return meta if ok and all(split_problem(out_dir, s, meta) is None for s in SPLITS) else None
     return meta if ok else None
 
 
 def already_prepared(out_dir: str | Path, source: str, overwrite: bool) -> bool:
-    """True when `out_dir` already holds complete outputs from `source` (and not `overwrite`).
-
-    Complete outputs from another source are never replaced silently."""
+    """True when `out_dir` already holds complete outputs from `source` (and not `overwrite`); complete
+    outputs from another source are never replaced silently."""
     meta = complete_meta(out_dir)
     if meta is None or overwrite:
         return False
     if meta["source"] != source:
-        raise UserError(f"{out_dir} already holds data prepared from {meta['source']!r}; "
-                        f"pass --overwrite to replace it, or choose another --out_dir")
-    print(f"{out_dir} is already prepared from {source!r} "
-          f"({meta['splits']['train']['tokens']:,} train tokens); pass --overwrite to redo it")
+        fix = "pass --overwrite to replace it, or choose another --out_dir"
+        raise UserError(f"{out_dir} already holds data prepared from {meta['source']!r}; {fix}")
+    tokens = f"{meta['splits']['train']['tokens']:,} train tokens"
+    print(f"{out_dir} is already prepared from {source!r} ({tokens}); pass --overwrite to redo it")
     return True
 
 
-def _remove(paths):
-    for p in paths:
-        Path(p).unlink(missing_ok=True)
-
-
-def _fmt_bytes(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
+    return f"{n:.1f} GB"
 
 
-# -----------------------------------------------------------------------------
-# input checks and the disk-space estimate
-
-def _check_text_column(splits, text_column):
+def _check_text_column(splits: dict, text_column: str) -> None:
     for split, ds in splits.items():
         if len(ds) == 0:
             raise UserError(f"the {split} split is empty; check the input data")
         if text_column not in ds.column_names:
-            raise UserError(f"no column {text_column!r} in the dataset (columns: "
-                            f"{', '.join(ds.column_names)}); pass --text_column NAME")
+            columns = ", ".join(ds.column_names)
+            raise UserError(f"no column {text_column!r} in the dataset (columns: {columns}); pass --text_column NAME")
         dtype = getattr(ds.features[text_column], "dtype", None)
         if dtype not in ("string", "large_string"):
-            raise UserError(f"column {text_column!r} holds {dtype or ds.features[text_column]}, "
-                            f"not text; pass --text_column with a text column")
+            fix = "not text; pass --text_column with a text column"
+            raise UserError(f"column {text_column!r} holds {dtype or ds.features[text_column]}, {fix}")
 
 
-def _reopened(ds):
+def _reopened(ds: Any) -> Any:
     """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths).
     Dropping it unmaps every page read through it, so resident memory does not grow with the
     input (the "memmap leak" of nanoGPT #287), at a small cost per task (docs/data.md).
@@ -277,7 +246,7 @@ def _reopened(ds):
     return pickle.loads(pickle.dumps(ds)) if ds.cache_files else ds
 
 
-def _text_bytes(ds, text_column):
+def _text_bytes(ds: Any, text_column: str) -> float:
     """UTF-8 bytes of `ds[text_column]`, from Arrow offsets only (no text is read)."""
     import pyarrow.compute as pc
 
@@ -286,7 +255,7 @@ def _text_bytes(ds, text_column):
     return total * len(ds) / max(table.num_rows, 1)
 
 
-def _estimate_tokens(ds, text_column, enc, text_bytes, sample_docs=64):
+def _estimate_tokens(ds: Any, text_column: str, enc: Any, text_bytes: float, sample_docs: int = 64) -> int:
     """Estimated token count (EOTs included) of a split holding `text_bytes` of text, from the
     tokens per byte of up to `sample_docs` evenly spaced documents."""
     idx = np.unique(np.linspace(0, len(ds) - 1, num=min(sample_docs, len(ds))).astype(int))
@@ -297,56 +266,38 @@ def _estimate_tokens(ds, text_column, enc, text_bytes, sample_docs=64):
     return int(text_bytes * sample_tokens / max(sample_bytes, 1)) + len(ds)
 
 
-def _check_disk_space(out_dir, needed_bytes):
-    """Fail before writing when `out_dir`'s disk cannot hold `needed_bytes` (counting the space
-    that the outputs being replaced will free)."""
-    paths = _output_paths(out_dir)
-    free = shutil.disk_usage(out_dir).free
-    free += sum(paths[s].stat().st_size for s in SPLITS if paths[s].exists())
-    if needed_bytes > free:
-        raise UserError(f"not enough disk space in {out_dir}: the bins need about "
-                        f"{_fmt_bytes(needed_bytes)} and {_fmt_bytes(free)} is free; "
-                        f"free up space or pass --out_dir on a bigger disk")
+_worker: dict = {}
 
 
-# -----------------------------------------------------------------------------
-# parallel tokenization
-
-_worker = {}
-
-
-def _init_worker(splits, text_column, ignore_sigint):
+def _init_worker(splits: dict, text_column: str, ignore_sigint: bool) -> None:
     if ignore_sigint:  # Ctrl-C is handled once, by the main process
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker.update(splits=splits, text_column=text_column, enc=get_gpt2_encoding())
 
 
-def _tokenize_range(split, start, end):
+def _tokenize_range(split: str, start: int, end: int) -> tuple[str, int, np.ndarray]:
     """Tokens (each document + EOT) of documents [start, end) of a split, as one uint16 array."""
     texts = _reopened(_worker["splits"][split])[start:end][_worker["text_column"]]
     for i, text in enumerate(texts):
         if text is None:
-            raise UserError(f"document {start + i} of the {split} split has no text (null); "
-                            f"drop empty rows from the input or pick another --text_column")
-    tokens = np.concatenate([encode_document(_worker["enc"], t) for t in texts])
-    return split, end - start, tokens
+            fix = "drop empty rows from the input or pick another --text_column"
+            raise UserError(f"document {start + i} of the {split} split has no text (null); {fix}")
+    return split, end - start, np.concatenate([encode_document(_worker["enc"], t) for t in texts])
 
 
-def _tokenized_ranges(splits, text_column, docs_per_task, num_proc):
+def _tokenized_ranges(splits: dict, text_column: str, docs_per_task: dict, num_proc: int) -> Generator:
     """Yield (split, documents, tokens) for consecutive ranges of documents, in split order."""
-    tasks = ((s, start, min(start + docs_per_task[s], len(ds)))
-             for s, ds in splits.items() for start in range(0, len(ds), docs_per_task[s]))
+    starts = [(s, start) for s, ds in splits.items() for start in range(0, len(ds), docs_per_task[s])]
+    tasks = [(s, start, min(start + docs_per_task[s], len(splits[s]))) for s, start in starts]
     if num_proc == 1:
         _init_worker(splits, text_column, ignore_sigint=False)
         try:
-            for task in tasks:
-                yield _tokenize_range(*task)
+            yield from (_tokenize_range(*task) for task in tasks)
         finally:
             _worker.clear()
         return
-    pool = ProcessPoolExecutor(num_proc, initializer=_init_worker,
-                               initargs=(splits, text_column, True))
-    pending = deque()
+    pool = ProcessPoolExecutor(num_proc, initializer=_init_worker, initargs=(splits, text_column, True))
+    pending: deque[Future] = deque()
     try:
         for task in tasks:
             if len(pending) == 2 * num_proc:  # bound what is in flight: memory stays flat
@@ -358,69 +309,76 @@ def _tokenized_ranges(splits, text_column, docs_per_task, num_proc):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-# -----------------------------------------------------------------------------
-# the one entry point of every prepare script
-
-def write_splits(splits: Any, out_dir: str | Path, *, source: str, split_seed: int | None, test_size: float | None,
-                 text_column: str = "text", num_proc: int = 1) -> dict:
-    """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into
-    `<out_dir>/<split>.bin` and write `<out_dir>/meta.json` last. Returns the meta dict.
-
-    Replaces existing outputs in `out_dir` (callers check `already_prepared` first). On any
-    error or Ctrl-C the partial `<split>.bin.tmp` files are removed and nothing looks complete."""
+def write_splits(
+    splits: Any,
+    out_dir: str | Path,
+    *,
+    source: str,
+    split_seed: int | None,
+    test_size: float | None,
+    text_column: str = "text",
+    num_proc: int = 1,
+) -> dict:
+    """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into `<out_dir>/<split>.bin`
+    and write `<out_dir>/meta.json` last; returns the meta dict. Replaces existing outputs in `out_dir`
+    (callers check `already_prepared` first). On any error or Ctrl-C the partial `<split>.bin.tmp`
+    files are removed and nothing looks complete."""
     if set(splits) != set(SPLITS):
         raise ValueError(f"expected splits {SPLITS}, got {tuple(splits)}")
     if num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {num_proc}")
-    out_dir = Path(out_dir)
-    splits = {s: splits[s] for s in SPLITS}
+    out_dir, splits = Path(out_dir), {s: splits[s] for s in SPLITS}
     _check_text_column(splits, text_column)
     splits = {s: ds.select_columns([text_column]) for s, ds in splits.items()}
-    enc = get_gpt2_encoding()
     text_bytes = {s: _text_bytes(ds, text_column) for s, ds in splits.items()}
-    tokens = sum(_estimate_tokens(splits[s], text_column, enc, text_bytes[s]) for s in SPLITS)
+    enc = get_gpt2_encoding()
+    needed = int(1.05 * 2 * sum(_estimate_tokens(splits[s], text_column, enc, text_bytes[s]) for s in SPLITS))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); "
-                        f"choose another --out_dir") from None
-    _check_disk_space(out_dir, int(1.05 * 2 * tokens))  # 5% margin on the estimate
-
-    # Tasks of ~TASK_TEXT_BYTES of text, yet at least 4 per worker so that small data balances.
+        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+    paths = {s: out_dir / f"{s}.bin" for s in SPLITS}
+    tmp = {s: paths[s].with_name(paths[s].name + ".tmp") for s in SPLITS}
+    # the bins need their estimate with a 5% margin, counting the space the outputs being replaced will free
+    free = shutil.disk_usage(out_dir).free + sum(p.stat().st_size for p in paths.values() if p.exists())
+    if needed > free:
+        disk = f"the bins need about {_fmt_bytes(needed)} and {_fmt_bytes(free)} is free"
+        raise UserError(f"not enough disk space in {out_dir}: {disk}; free up space or pass --out_dir on a bigger disk")
+    # tasks of ~TASK_TEXT_BYTES of text, yet at least 4 per worker so that small data balances
     docs_per_task = {}
     for s, ds in splits.items():
-        n = min(int(TASK_TEXT_BYTES * len(ds) / max(text_bytes[s], 1)),
-                math.ceil(len(ds) / (4 * num_proc)))
+        n = min(int(TASK_TEXT_BYTES * len(ds) / max(text_bytes[s], 1)), math.ceil(len(ds) / (4 * num_proc)))
         docs_per_task[s] = max(n, 1)
-
-    paths = _output_paths(out_dir)
-    tmp = {s: paths[s].with_name(paths[s].name + ".tmp") for s in SPLITS}
-    _remove([paths["meta"], *paths.values(), *tmp.values()])  # meta first: outputs now incomplete
+    for p in [out_dir / "meta.json", *paths.values(), *tmp.values()]:  # meta first: outputs now incomplete
+        p.unlink(missing_ok=True)
     t0 = time.time()
     try:
-        counts = _write_bins(_tokenized_ranges(splits, text_column, docs_per_task, num_proc),
-                             tmp, {s: len(ds) for s, ds in splits.items()})
+        ranges = _tokenized_ranges(splits, text_column, docs_per_task, num_proc)
+        counts = _write_bins(ranges, tmp, {s: len(ds) for s, ds in splits.items()})
         for s in SPLITS:
             os.replace(tmp[s], paths[s])
         seconds = time.time() - t0
-        meta = {
-            "tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "eot_token": EOT_TOKEN,
-            "dtype": "uint16", "source": source, "split_seed": split_seed,
-            "test_size": test_size,
-            "splits": {s: {**counts[s], "bytes": 2 * counts[s]["tokens"]} for s in SPLITS},
-        }
+        meta = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "eot_token": EOT_TOKEN, "dtype": "uint16"}
+        meta |= {"source": source, "split_seed": split_seed, "test_size": test_size}
+        meta["splits"] = {s: {**counts[s], "bytes": 2 * counts[s]["tokens"]} for s in SPLITS}
         write_meta(out_dir, meta)
     except BaseException as e:
-        _remove(tmp.values())
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise UserError(f"disk full while writing to {out_dir}; partial files removed; "
-                            f"free up space or pass --out_dir on a bigger disk") from None
+            fix = "partial files removed; free up space or pass --out_dir on a bigger disk"
+            raise UserError(f"disk full while writing to {out_dir}; {fix}") from None
         raise
-    _print_summary(meta, out_dir, seconds)
+    total = sum(r["tokens"] for r in meta["splits"].values())
+    print(f"wrote {out_dir} (source: {meta['source']})")
+    print(f"{'split':<6}{'documents':>12}{'tokens':>16}{'bytes':>16}")
+    for s, r in meta["splits"].items():
+        print(f"{s:<6}{r['documents']:>12,}{r['tokens']:>16,}{r['bytes']:>16,}")
+    print(f"tokenized and wrote {total:,} tokens in {seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} tokens/s)")
     return meta
 
 
-def _write_bins(ranges, tmp_paths, num_docs):
+def _write_bins(ranges: Generator, tmp_paths: dict[str, Path], num_docs: dict[str, int]) -> dict:
     """Append each (split, documents, tokens) range to its split's file; returns the counts."""
     counts = {s: {"documents": 0, "tokens": 0} for s in SPLITS}
     with ExitStack() as stack:
@@ -431,8 +389,7 @@ def _write_bins(ranges, tmp_paths, num_docs):
             if counts[split]["documents"] == 0:  # ranges arrive split after split, in order
                 if bar is not None:
                     bar.close()
-                bar = stack.enter_context(tqdm(total=num_docs[split], unit="doc",
-                                               desc=f"tokenize+write {split}"))
+                bar = stack.enter_context(tqdm(total=num_docs[split], unit="doc", desc=f"tokenize+write {split}"))
             tokens.tofile(files[split])
             counts[split]["documents"] += docs
             counts[split]["tokens"] += len(tokens)
@@ -451,17 +408,6 @@ def write_meta(out_dir: str | Path, meta: dict) -> None:
     bins' sizes, see complete_meta), so every prepare script writes it last, through here."""
     with atomic_write(Path(out_dir) / "meta.json") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
-
-
-def _print_summary(meta, out_dir, seconds):
-    rows = meta["splits"]
-    total = sum(r["tokens"] for r in rows.values())
-    print(f"wrote {out_dir} (source: {meta['source']})")
-    print(f"{'split':<6}{'documents':>12}{'tokens':>16}{'bytes':>16}")
-    for s, r in rows.items():
-        print(f"{s:<6}{r['documents']:>12,}{r['tokens']:>16,}{r['bytes']:>16,}")
-    print(f"tokenized and wrote {total:,} tokens in {seconds:.1f} s "
-          f"({total / max(seconds, 1e-9):,.0f} tokens/s)")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -92,7 +92,7 @@ def test_bench_train_times_every_entry_against_adamw(shakespeare):
 
 
 def test_bench_refresh_prices_every_lever_as_overhead_on_a_step(shakespeare):
-    cmd = [sys.executable, "scripts/bench/bench_refresh.py", str(REPO / "config" / "train_tiny_sophiag.py"),
+    cmd = [sys.executable, "scripts/bench/bench_train.py", "--refresh", str(REPO / "config" / "train_tiny_sophiag.py"),
            f"--data_dir={shakespeare}", "--device=cpu", "--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16",
            "--batch_size=4", "--total_batch_size=4", "--fractions", "1,4", "--repeats", "1"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

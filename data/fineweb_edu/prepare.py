@@ -12,11 +12,12 @@ rest. No shuffling, so the split does not depend on a seed or on the number of d
 Loading, tokenizing, writing, the disk-space check and re-runs are the OpenWebText prepare's
 (data/common.py); output format: see data/common.py.
 """
+
 import argparse
 import os
 import sys
 
-from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, write_splits
+from data.common import add_num_proc_arg, documents_to_prepare, prepare_parser, run_cli, write_splits
 from errors import UserError
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
@@ -24,48 +25,43 @@ DEFAULT_NAME = "sample-10BT"
 VAL_DOCS = 10_000
 
 
-def describe_source(args, local):
+def describe_source(args: argparse.Namespace, local: tuple | None) -> str:
     """A string naming everything that determines the outputs (it is stored in meta.json)."""
-    source = f"local:{os.path.abspath(args.data_path)}" if local else \
-        f"hub:{HUB_DATASET} name={args.name}" + (f"@{args.revision}" if args.revision else "")
-    source += f" val_docs={args.val_docs}"
-    source += f" max_docs={args.max_docs}" if args.max_docs else ""
-    return source
+    hub = f"hub:{HUB_DATASET} name={args.name}" + (f"@{args.revision}" if args.revision else "")
+    source = (f"local:{os.path.abspath(args.data_path)}" if local else hub) + f" val_docs={args.val_docs}"
+    return source + (f" max_docs={args.max_docs}" if args.max_docs else "")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    src = parser.add_argument_group(f"input (default: the Hub's {HUB_DATASET}, {DEFAULT_NAME})")
-    src.add_argument("--name", default=DEFAULT_NAME,
-                     help=f"config of {HUB_DATASET} (default {DEFAULT_NAME}; e.g. sample-100BT)")
-    src.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    src.add_argument("--data_path", default=None,
-                     help="local parquet shards of the dataset (a file or a folder), instead of the Hub")
-    src.add_argument("--max_docs", type=int, default=None,
-                     help="use only the first N documents (a quick sample)")
-    parser.add_argument("--val_docs", type=int, default=VAL_DOCS,
-                        help=f"the first N documents are the validation split (default {VAL_DOCS:,})")
-    add_output_args(parser, __file__)
+    parser = prepare_parser(__doc__, __file__)
     add_num_proc_arg(parser)
+    src = parser.add_argument_group(f"input (default: the Hub's {HUB_DATASET}, {DEFAULT_NAME})")
+    name = f"config of {HUB_DATASET} (default {DEFAULT_NAME}; e.g. sample-100BT)"
+    src.add_argument("--name", default=DEFAULT_NAME, help=name)
+    src.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    local = "local parquet shards of the dataset (a file or a folder), instead of the Hub"
+    src.add_argument("--data_path", default=None, help=local)
+    src.add_argument("--max_docs", type=int, default=None, help="use only the first N documents (a quick sample)")
+    val_docs = f"the first N documents are the validation split (default {VAL_DOCS:,})"
+    parser.add_argument("--val_docs", type=int, default=VAL_DOCS, help=val_docs)
     args = parser.parse_args(argv)
     if args.num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.val_docs < 1:
         raise UserError(f"--val_docs must be >= 1, got {args.val_docs}")
     if args.max_docs is not None and args.max_docs <= args.val_docs:
-        raise UserError(f"--max_docs={args.max_docs} leaves no training documents after the "
-                        f"--val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs")
+        fix = f"after the --val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs"
+        raise UserError(f"--max_docs={args.max_docs} leaves no training documents {fix}")
     args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what load_documents reads
 
     docs, source = documents_to_prepare(args, describe_source)
     if docs is None:
         return
     if len(docs) <= args.val_docs:
-        raise UserError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: "
-                        f"lower --val_docs or give it more documents")
+        fix = "lower --val_docs or give it more documents"
+        raise UserError(f"the data has {len(docs):,} documents, not more than --val_docs={args.val_docs:,}: {fix}")
     splits = {"train": docs.select(range(args.val_docs, len(docs))), "val": docs.select(range(args.val_docs))}
-    write_splits(splits, args.out_dir, source=source, split_seed=None, test_size=args.val_docs,
-                 num_proc=args.num_proc)
+    write_splits(splits, args.out_dir, source=source, split_seed=None, test_size=args.val_docs, num_proc=args.num_proc)
 
 
 if __name__ == "__main__":

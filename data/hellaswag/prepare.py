@@ -10,7 +10,7 @@ used), tokenizes every context and " " + every ending with GPT-2's BPE, and writ
 endings and the end of the last, int64 (n, 6); `labels`: int8) and `meta.json` last. hellaswag.py
 scores it. Mistakes are one line and exit status 1, as in the other prepare scripts.
 """
-import argparse
+
 import hashlib
 import json
 import os
@@ -20,38 +20,35 @@ from pathlib import Path
 
 import numpy as np
 
-from data.common import DTYPE, add_output_args, run_cli
+from atomic import atomic_write
+from data.common import DTYPE, prepare_parser, run_cli, write_meta
 from errors import UserError
 from vocab import get_gpt2_encoding
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+JSONL = "hellaswag_val.jsonl"
 
 
-def download(out_dir):
+def download(out_dir: Path) -> Path:
     """The validation jsonl in out_dir, downloaded first if it is not there yet."""
-    path = Path(out_dir) / "hellaswag_val.jsonl"
-    if path.is_file():
-        return path
-    tmp = path.with_name(path.name + ".tmp")
-    print(f"downloading {URL}")
-    try:
-        with urllib.request.urlopen(URL, timeout=60) as response, open(tmp, "wb") as f:
-            f.write(response.read())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot download {URL} ({getattr(e, 'reason', e)}); download it elsewhere "
-                        f"and pass --data_path FILE") from None
+    path = out_dir / "hellaswag_val.jsonl"
+    if not path.is_file():
+        print(f"downloading {URL}")
+        try:
+            with urllib.request.urlopen(URL, timeout=60) as response, atomic_write(path, "wb") as f:
+                f.write(response.read())
+        except OSError as e:
+            fix = "download it elsewhere and pass --data_path FILE"
+            raise UserError(f"cannot download {URL} ({getattr(e, 'reason', e)}); {fix}") from None
     return path
 
 
-def read_examples(path):
+def read_examples(path: Path) -> list[tuple[str, list[str], int]]:
     """(context, 4 endings, label) of every line of a HellaSwag jsonl."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise UserError(f"cannot read --data_path {path} ({e.strerror}); pass HellaSwag's "
-                        f"hellaswag_val.jsonl") from None
+        raise UserError(f"cannot read --data_path {path} ({e.strerror}); pass HellaSwag's {JSONL}") from None
     examples = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
@@ -62,10 +59,10 @@ def read_examples(path):
         except ValueError as e:
             raise UserError(f"{where}: not valid JSON ({e}); fix or delete that line") from None
         ctx, endings, label = (ex.get(k) for k in ("ctx", "endings", "label")) if isinstance(ex, dict) else [None] * 3
-        if not (isinstance(ctx, str) and isinstance(endings, list) and len(endings) == 4
-                and all(isinstance(e, str) for e in endings) and isinstance(label, int)):
-            raise UserError(f"{where}: an example needs ctx (text), endings (4 texts) and label "
-                            f"(0-3); is this HellaSwag's jsonl?")
+        four = isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)
+        if not (isinstance(ctx, str) and four and isinstance(label, int)):
+            fix = "is this HellaSwag's jsonl?"
+            raise UserError(f"{where}: an example needs ctx (text), endings (4 texts) and label (0-3); {fix}")
         if not 0 <= label <= 3:
             raise UserError(f"{where}: label {label} is not the index of one of the 4 endings (0-3)")
         if not ctx.strip():
@@ -75,11 +72,11 @@ def read_examples(path):
                 raise UserError(f"{where}: ending {k} has no tokens of its own (empty text): nothing to score")
         examples.append((ctx, endings, label))
     if not examples:
-        raise UserError(f"{path} holds no examples; pass HellaSwag's hellaswag_val.jsonl")
+        raise UserError(f"{path} holds no examples; pass HellaSwag's {JSONL}")
     return examples
 
 
-def tokenize(examples):
+def tokenize(examples: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """tokens (uint16), offsets (n, 6) and labels (int8) of the examples, as val.npz stores them."""
     enc = get_gpt2_encoding()
     pieces, offsets, position = [], [], 0
@@ -96,14 +93,12 @@ def tokenize(examples):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--data_path", default=None,
-                        help=f"a local HellaSwag jsonl (default: download {URL})")
-    add_output_args(parser, __file__, outputs="val.npz and meta.json")
+    parser = prepare_parser(__doc__, __file__, outputs="val.npz and meta.json")
+    parser.add_argument("--data_path", default=None, help=f"a local HellaSwag jsonl (default: download {URL})")
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
     if args.data_path and not Path(args.data_path).is_file():
-        raise UserError(f"--data_path {args.data_path} does not exist; pass HellaSwag's hellaswag_val.jsonl")
+        raise UserError(f"--data_path {args.data_path} does not exist; pass HellaSwag's {JSONL}")
     source = f"local:{os.path.abspath(args.data_path)}" if args.data_path else URL
     npz, meta_path = out_dir / "val.npz", out_dir / "meta.json"
     try:
@@ -111,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError):
         meta = None
     if meta and meta.get("source") == source and npz.is_file() and not args.overwrite:
-        print(f"{out_dir} is already prepared from {source!r} ({meta['examples']:,} examples); "
-              f"pass --overwrite to redo it")
+        done = f"{out_dir} is already prepared from {source!r} ({meta['examples']:,} examples)"
+        print(f"{done}; pass --overwrite to redo it")
         return
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,16 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     examples = read_examples(path)
     tokens, offsets, labels = tokenize(examples)
     meta_path.unlink(missing_ok=True)  # outputs are complete exactly when meta.json exists
-    tmp = npz.with_name("val.npz.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(npz, "wb") as f:
             np.savez(f, tokens=tokens, offsets=offsets, labels=labels)
-        os.replace(tmp, npz)
-        meta = {"source": source, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "tokenizer": "gpt2",
-                "examples": len(examples), "tokens": len(tokens)}
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        meta = dict(source=source, sha256=sha256, tokenizer="gpt2", examples=len(examples), tokens=len(tokens))
+        write_meta(out_dir, meta)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"writing {out_dir} failed ({e.strerror}); free up space or choose another --out_dir") from None
     print(f"wrote {npz}: {len(examples):,} examples, {len(tokens):,} tokens (source: {source})")
 

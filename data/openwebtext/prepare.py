@@ -9,11 +9,12 @@ The train/val split is nanoGPT's (train_test_split(test_size=0.0005, seed=2357, 
 so validation losses are comparable with nanoGPT's. Tokenizing and writing stream in bounded
 memory with --num_proc workers; output format: see data/common.py.
 """
+
 import argparse
 import os
 import sys
 
-from data.common import add_num_proc_arg, add_output_args, documents_to_prepare, run_cli, split_train_val, write_splits
+from data.common import add_num_proc_arg, documents_to_prepare, prepare_parser, run_cli, split_train_val, write_splits
 from errors import UserError
 
 HUB_DATASET = "Skylion007/openwebtext"
@@ -21,7 +22,7 @@ TEST_SIZE = 0.0005  # nanoGPT's: ~4k of ~8M documents
 SEED = 2357  # nanoGPT's
 
 
-def describe_source(args, local):
+def describe_source(args: argparse.Namespace, local: tuple | None) -> str:
     """A string naming everything that determines the outputs (it is stored in meta.json)."""
     if local:
         source = f"local:{os.path.abspath(args.data_path)}"
@@ -36,22 +37,18 @@ def describe_source(args, local):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser = prepare_parser(__doc__, __file__)
+    add_num_proc_arg(parser)
     src = parser.add_argument_group("input (default: the Hub's OpenWebText)")
-    src.add_argument("--dataset", default=None,
-                     help=f"Hub dataset name (default {HUB_DATASET})")
+    src.add_argument("--dataset", default=None, help=f"Hub dataset name (default {HUB_DATASET})")
     src.add_argument("--name", default=None, help="Hub dataset config name, for datasets that have several")
     src.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    src.add_argument("--data_path", default=None,
-                     help="local .jsonl/.json/.parquet/.txt file, or a folder of them")
-    src.add_argument("--sample_by", default="document", choices=("document", "paragraph", "line"),
-                     help="for .txt files: one document per file (default), paragraph or line")
+    src.add_argument("--data_path", default=None, help="local .jsonl/.json/.parquet/.txt file, or a folder of them")
+    sample_by = "for .txt files: one document per file (default), paragraph or line"
+    src.add_argument("--sample_by", default="document", choices=("document", "paragraph", "line"), help=sample_by)
     src.add_argument("--split", default="train", help="split to read (default train)")
     src.add_argument("--text_column", default="text", help="column holding the documents")
-    src.add_argument("--max_docs", type=int, default=None,
-                     help="use only the first N documents (a quick sample)")
-    add_output_args(parser, __file__)
-    add_num_proc_arg(parser)
+    src.add_argument("--max_docs", type=int, default=None, help="use only the first N documents (a quick sample)")
     args = parser.parse_args(argv)
     if args.data_path and args.dataset:
         raise UserError("pass either --dataset (Hub) or --data_path (local files), not both")
@@ -59,15 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.max_docs is not None and args.max_docs < 2:
-        raise UserError(f"--max_docs must be >= 2 (one train and one val document), "
-                        f"got {args.max_docs}")
+        raise UserError(f"--max_docs must be >= 2 (one train and one val document), got {args.max_docs}")
 
     docs, source = documents_to_prepare(args, describe_source)
     if docs is None:
         return
     splits = split_train_val(docs, test_size=TEST_SIZE, seed=SEED)
-    write_splits(splits, args.out_dir, source=source, split_seed=SEED, test_size=TEST_SIZE,
-                 text_column=args.text_column, num_proc=args.num_proc)
+    kwargs = dict(split_seed=SEED, test_size=TEST_SIZE, text_column=args.text_column, num_proc=args.num_proc)
+    write_splits(splits, args.out_dir, source=source, **kwargs)
 
 
 if __name__ == "__main__":

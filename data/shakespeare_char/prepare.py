@@ -10,7 +10,7 @@ As nanoGPT's shakespeare_char: train = the first 90% of the characters, val = th
 vocabulary (`"tokenizer": "char"`, `"chars"`), which train.py sizes the model from and sample.py
 decodes with; it is written last, so the outputs are complete exactly when it exists.
 """
-import argparse
+
 import hashlib
 import sys
 from pathlib import Path
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_write
-from data.common import add_output_args, complete_meta, run_cli, write_meta
+from data.common import complete_meta, prepare_parser, run_cli, write_meta
 from data.shakespeare.prepare import plays_dir, shakespeare_documents
 from errors import UserError
 from vocab import MAX_CHARS
@@ -26,7 +26,7 @@ from vocab import MAX_CHARS
 TRAIN_FRACTION = 0.9
 
 
-def read_text(path):
+def read_text(path: str) -> str:
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
@@ -34,26 +34,26 @@ def read_text(path):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"--input {path} is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x}): "
-                           f"convert it, e.g. with iconv -t utf-8") from None
+        byte = f"byte {e.start} is {raw[e.start]:#04x}"
+        raise UserError(f"--input {path} is not UTF-8 text ({byte}): convert it, e.g. with iconv -t utf-8") from None
     if not text:
         raise UserError(f"--input {path} is empty: give it some text")
     return text
 
 
-def encode(text):
+def encode(text: str) -> tuple[str, np.ndarray]:
     """(chars, token ids): the sorted distinct characters of text and text as indices into them."""
     chars = "".join(sorted(set(text)))
     if len(chars) > MAX_CHARS:
-        raise UserError(f"the text has {len(chars):,} distinct characters, more than the {MAX_CHARS:,} "
-                           f"that uint16 token ids hold: use a smaller character set")
+        fix = f"more than the {MAX_CHARS:,} that uint16 token ids hold: use a smaller character set"
+        raise UserError(f"the text has {len(chars):,} distinct characters, {fix}")
     lookup = np.zeros(max(map(ord, chars)) + 1, dtype=np.uint16)
     lookup[[ord(c) for c in chars]] = np.arange(len(chars), dtype=np.uint16)
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     return chars, lookup[codepoints]
 
 
-def write(out_dir, text, source):
+def write(out_dir: Path, text: str, source: str) -> dict:
     """Write train.bin, val.bin, then meta.json, each atomically."""
     chars, ids = encode(text)
     n_train = int(len(ids) * TRAIN_FRACTION)
@@ -71,19 +71,18 @@ def write(out_dir, text, source):
                 tokens.tofile(f)
         except OSError as e:
             raise UserError(f"writing {out_dir / split}.bin failed ({e.strerror}): check the disk") from None
-    meta = {"tokenizer": "char", "vocab_size": len(chars), "chars": chars, "dtype": "uint16", "source": source,
-            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "train_fraction": TRAIN_FRACTION,
-            "splits": {s: {"tokens": len(t), "bytes": 2 * len(t)} for s, t in splits.items()}}
+    meta = {"tokenizer": "char", "vocab_size": len(chars), "chars": chars, "dtype": "uint16", "source": source}
+    meta |= {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "train_fraction": TRAIN_FRACTION}
+    meta["splits"] = {s: {"tokens": len(t), "bytes": 2 * len(t)} for s, t in splits.items()}
     write_meta(out_dir, meta)
-    print(f"wrote {out_dir}: {len(chars)} distinct characters, {len(splits['train']):,} train and "
-          f"{len(splits['val']):,} val tokens (source: {source})")
+    tokens = f"{len(splits['train']):,} train and {len(splits['val']):,} val tokens"
+    print(f"wrote {out_dir}: {len(chars)} distinct characters, {tokens} (source: {source})")
     return meta
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser = prepare_parser(__doc__, __file__)
     parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
-    add_output_args(parser, __file__)
     args = parser.parse_args(argv)
     if args.input:
         text, source = read_text(args.input), f"file {Path(args.input).name}"
@@ -95,11 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if meta is not None and not args.overwrite:
         if meta.get("sha256") == digest:
-            print(f"{out_dir} is already prepared from this text ({meta['splits']['train']['tokens']:,} train "
-                  f"tokens); pass --overwrite to redo it")
+            tokens = f"{meta['splits']['train']['tokens']:,} train tokens"
+            print(f"{out_dir} is already prepared from this text ({tokens}); pass --overwrite to redo it")
             return
-        raise UserError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; "
-                           f"pass --overwrite to replace it, or choose another --out_dir")
+        fix = "pass --overwrite to replace it, or choose another --out_dir"
+        raise UserError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; {fix}")
     write(out_dir, text, source)
 
 

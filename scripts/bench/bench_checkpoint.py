@@ -9,6 +9,7 @@ and the optimizer, as a resume does) and the verification that a resume adds (ev
 CRC-32, then the finiteness of the loaded weights and optimizer state) are timed. The file is in
 the page cache for both, so the ratio compares work, not disk speed. Prints medians and the ratio.
 """
+
 import argparse
 import statistics
 import tempfile
@@ -21,11 +22,11 @@ from checkpoint import non_finite, save_checkpoint, state_tensors, verify_file
 from model import GPT, GPTConfig
 from sophia import SophiaG
 
-SIZES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
-         "124M": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024)}
+SIZES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64)}
+SIZES["124M"] = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024)
 
 
-def model_and_optimizer(shape):
+def model_and_optimizer(shape: dict) -> tuple[GPT, SophiaG]:
     torch.manual_seed(0)
     model = GPT(GPTConfig(**shape))
     optimizer = SophiaG(model.parameters(), lr=1e-4)
@@ -45,8 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes.split(","):
         model, optimizer = model_and_optimizer(SIZES[size])
         with tempfile.TemporaryDirectory() as tmp:
-            path = save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter": 1,
-                                    "model_args": SIZES[size]}, Path(tmp), 1, keep_last=1)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter": 1}
+            state["model_args"] = SIZES[size]
+            path = save_checkpoint(state, Path(tmp), 1, keep_last=1)
             loads, verifies = [], []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()

@@ -10,10 +10,10 @@ when it exists, else --examples synthetic ones of random tokens with a context o
 10-30 tokens. Prints the median of --repeats timed evals (after one untimed warm-up eval), the padded
 tokens per example and the forward FLOPs per example (2 x parameters x padded tokens).
 """
+
 import argparse
 import statistics
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -24,14 +24,18 @@ import torch
 import hellaswag
 import train
 from errors import UserError, run_cli
+from hellaswag import Example
 from model import GPT, PADDED_VOCAB_SIZE, config_from_dict
+from scripts.bench import timed
 
 
-def synthetic_examples(n, seed=0):
+def synthetic_examples(n: int, seed: int = 0) -> list[Example]:
     rng = np.random.default_rng(seed)
-    tokens = lambda lo, hi: rng.integers(0, hellaswag.GPT2_VOCAB_SIZE, rng.integers(lo, hi + 1))  # noqa: E731
-    return [hellaswag.Example(tokens(20, 60), [tokens(10, 30) for _ in range(4)], int(rng.integers(4)))
-            for _ in range(n)]
+
+    def tokens(lo: int, hi: int) -> np.ndarray:
+        return rng.integers(0, hellaswag.GPT2_VOCAB_SIZE, rng.integers(lo, hi + 1))
+
+    return [Example(tokens(20, 60), [tokens(10, 30) for _ in range(4)], int(rng.integers(4))) for _ in range(n)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.examples < 1 or args.repeats < 1:
         raise UserError("--examples and --repeats must be >= 1")
     cfg = train.parse_args(train_args)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if cfg.device == "auto" else cfg.device)
     dtype = train.resolve_dtype(cfg.dtype, device)
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
     real = Path(args.data).is_file()
@@ -56,24 +60,18 @@ def main(argv: list[str] | None = None) -> None:
     plan = hellaswag.batches(examples, cfg.block_size, tokens_per_forward)
     padded = sum(4 * per_batch * length for length, per_batch, _ in plan) / len(examples)
 
-    def timed():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def evaluate() -> None:
         hellaswag.evaluate(scorer, examples, cfg.block_size, tokens_per_forward, autocast, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
 
-    timed()  # warm-up: compilation, allocator
-    ms = statistics.median(timed() for _ in range(args.repeats)) * 1000 / len(examples)
+    evaluate()  # warm-up: compilation, allocator
+    ms = statistics.median(timed(evaluate, device) for _ in range(args.repeats)) * 1000 / len(examples)
     params = model.num_params(non_embedding=False)
-    print(f"{params / 1e6:.1f}M parameters, block_size {cfg.block_size}, {tokens_per_forward:,} tokens per forward, "
-          f"{device} {dtype}{' compiled' if cfg.compile else ''}, {torch.get_num_threads()} threads")
-    print(f"{len(examples)} {'HellaSwag' if real else 'synthetic'} examples in {len(plan)} forward passes: "
-          f"{padded:.0f} padded tokens and {2 * params * padded / 1e9:.2f} GFLOP (forward) per example")
-    print(f"{ms:.2f} ms per example (median of {args.repeats}), "
-          f"{ms * 10042 / 60000:.2f} min for the 10,042 validation examples at this rate")
+    shape = f"{params / 1e6:.1f}M parameters, block_size {cfg.block_size}, {tokens_per_forward:,} tokens per forward"
+    print(f"{shape}, {device} {dtype}{' compiled' if cfg.compile else ''}, {torch.get_num_threads()} threads")
+    padding = f"{padded:.0f} padded tokens and {2 * params * padded / 1e9:.2f} GFLOP (forward) per example"
+    print(f"{len(examples)} {'HellaSwag' if real else 'synthetic'} examples in {len(plan)} forward passes: {padding}")
+    rate = f"{ms * 10042 / 60000:.2f} min for the 10,042 validation examples at this rate"
+    print(f"{ms:.2f} ms per example (median of {args.repeats}), {rate}")
 
 
 if __name__ == "__main__":

@@ -12,39 +12,38 @@ one optimizer's temporaries to the next one's time). Prints the median wall time
 optimizer-state bytes per parameter. SophiaG's step includes its clip statistics; its Hessian
 refresh is timed on its own.
 """
+
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 
 from optimizers import Lion, MuonWithAdamW
+from scripts.bench import timed
 from sophia import SophiaG
 
 MODELS = {"124m": dict(n_layer=12, n_embd=768, block_size=1024), "tiny": dict(n_layer=4, n_embd=128, block_size=64)}
 
 
-def gpt2_shapes(n_layer: int = 12, n_embd: int = 768, vocab_size: int = 50304, block_size: int = 1024):
+def gpt2_shapes(n_layer: int = 12, n_embd: int = 768, vocab_size: int = 50304, block_size: int = 1024) -> list:
     """Parameter shapes of bias-free GPT-2 124M (the LM head is tied to wte)."""
     shapes = [(vocab_size, n_embd), (block_size, n_embd)]
-    for _ in range(n_layer):
-        shapes += [(n_embd,), (3 * n_embd, n_embd), (n_embd, n_embd),  # ln_1, attn.c_attn, attn.c_proj
-                   (n_embd,), (4 * n_embd, n_embd), (n_embd, 4 * n_embd)]  # ln_2, mlp.c_fc, mlp.c_proj
+    ln, attn = (n_embd,), [(3 * n_embd, n_embd), (n_embd, n_embd)]  # attn.c_attn, attn.c_proj
+    mlp = [(4 * n_embd, n_embd), (n_embd, 4 * n_embd)]  # mlp.c_fc, mlp.c_proj
+    shapes += [ln, *attn, ln, *mlp] * n_layer  # ln_1, attention, ln_2, MLP
     return shapes + [(n_embd,)]  # ln_f
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (after warm-up steps)")
-    parser.add_argument("--model", choices=MODELS, default="124m",
-                        help="parameter shapes: GPT-2 124M or the tiny configs'")
+    shapes = "parameter shapes: GPT-2 124M or the tiny configs'"
+    parser.add_argument("--model", choices=MODELS, default="124m", help=shapes)
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -58,15 +57,14 @@ def main() -> None:
         p.grad = 1e-3 * torch.randn_like(p)
     n_params = sum(p.numel() for p in params)
 
-    def groups():  # nanoGPT's grouping, weight decay on matrices only; fresh dicts for every optimizer
-        return [{"params": [p for p in params if p.dim() >= 2]},
-                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    def groups() -> list[dict]:  # nanoGPT's grouping, weight decay on matrices only; fresh dicts for every optimizer
+        gains = [p for p in params if p.dim() < 2]
+        return [{"params": [p for p in params if p.dim() >= 2]}, {"params": gains, "weight_decay": 0.0}]
 
-    def muon_with_adamw():  # Muon on the blocks' matrices (params[2:]), AdamW on wte, wpe and the gains
-        matrices = [p for p in params[2:] if p.dim() == 2]
+    def muon_with_adamw() -> MuonWithAdamW:  # Muon on the blocks' matrices (params[2:]), AdamW on wte, wpe, gains
         rest = [{"params": params[:2]}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return MuonWithAdamW(torch.optim.Muon(matrices, lr=0.02, weight_decay=0.01),
-                             torch.optim.AdamW(rest, lr=6e-4, betas=(0.9, 0.95), foreach=True))
+        muon = torch.optim.Muon([p for p in params[2:] if p.dim() == 2], lr=0.02, weight_decay=0.01)
+        return MuonWithAdamW(muon, torch.optim.AdamW(rest, lr=6e-4, betas=(0.9, 0.95), foreach=True))
 
     candidates = {
         "AdamW foreach": lambda: torch.optim.AdamW(groups(), lr=6e-4, betas=(0.9, 0.95), foreach=True),
@@ -78,8 +76,8 @@ def main() -> None:
         "Muon + AdamW": muon_with_adamw,
     }
     if device.type == "cpu" and args.model == "124m":  # torch's Newton-Schulz runs in bf16: slow on most CPUs
-        print("skipping Muon + AdamW: its bf16 Newton-Schulz iteration is very slow at 124M shapes on a CPU; "
-              "use --model tiny or a GPU")
+        print("skipping Muon + AdamW: its bf16 Newton-Schulz iteration is very slow at 124M shapes on a CPU; ", end="")
+        print("use --model tiny or a GPU")
         del candidates["Muon + AdamW"]
     optimizers = {}
     for name, make in candidates.items():
@@ -88,16 +86,10 @@ def main() -> None:
         except RuntimeError as e:  # e.g. fused AdamW on a device without the kernel
             print(f"skipping {name}: {e}")
 
-    def timed_ms(fn, warmup: int, repeats: int) -> list[float]:
-        times = []
-        for i in range(warmup + repeats):
-            synchronize(device)
-            t = time.perf_counter()
+    def timed_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+        for _ in range(warmup):
             fn()
-            synchronize(device)
-            if i >= warmup:
-                times.append(1e3 * (time.perf_counter() - t))
-        return times
+        return [1e3 * timed(fn, device) for _ in range(repeats)]
 
     t0 = time.perf_counter()
     for opt in optimizers.values():
@@ -115,14 +107,13 @@ def main() -> None:
     best_adamw = min(ms for name, ms in median.items() if name.startswith("AdamW"))
     adamw_foreach = median.get("AdamW foreach", float("nan"))
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"GPT-2 {args.model} shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu}), "
-          f"torch {torch.__version__}, median of {2 * ((args.steps + 1) // 2)} steps")
+    shapes = f"GPT-2 {args.model} shapes ({n_params / 1e6:.2f}M params, fp32) on {device} ({gpu})"
+    print(f"{shapes}, torch {torch.__version__}, median of {2 * ((args.steps + 1) // 2)} steps")
     print(f"{'optimizer':<20} {'ms/step':>9} {'x best AdamW':>13} {'x AdamW foreach':>16} {'state B/param':>14}")
     for name, ms in median.items():
-        state_bytes = sum(t.numel() * t.element_size() for s in optimizers[name].state.values()
-                          for t in s.values() if torch.is_tensor(t))
-        print(f"{name:<20} {ms:>9.1f} {ms / best_adamw:>13.2f} {ms / adamw_foreach:>16.2f} "
-              f"{state_bytes / n_params:>14.2f}")
+        state = [t for s in optimizers[name].state.values() for t in s.values() if torch.is_tensor(t)]
+        per_param = sum(t.numel() * t.element_size() for t in state) / n_params
+        print(f"{name:<20} {ms:>9.1f} {ms / best_adamw:>13.2f} {ms / adamw_foreach:>16.2f} {per_param:>14.2f}")
     for name, ms in hessian_median.items():
         print(f"{name} update_hessian: {ms:.1f} ms per call ({ms / 10:.1f} ms per step at k=10)")
     print(f"timed loop: {time.perf_counter() - t0:.1f} s")

@@ -11,12 +11,14 @@ The baseline is what nanoGPT's data/openwebtext/prepare.py did before batched wr
 cache), then one memmap slice assignment per document. Both paths write identical bins
 (checked). Times cover tokenizing and writing, not loading or splitting (shared by both).
 """
+
 import argparse
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,37 +27,36 @@ from data.shakespeare.prepare import shakespeare_documents
 from vocab import get_gpt2_encoding
 
 
-def bench_documents(target_tokens):
+def bench_documents(target_tokens: int) -> list[str]:
     """Documents of 5, 10, 20 or 40 consecutive speeches (in turn), repeated to ~target_tokens
     (Shakespeare has ~1.5M tokens)."""
     speeches = [s for scene in shakespeare_documents() for s in scene.split("\n\n")]
     docs, i, sizes = [], 0, (5, 10, 20, 40)
     while i < len(speeches):
         n = sizes[len(docs) % len(sizes)]
-        docs.append("\n\n".join(speeches[i:i + n]))
+        docs.append("\n\n".join(speeches[i : i + n]))
         i += n
     repeats = max(1, round(target_tokens / 1.55e6))
     return docs * repeats
 
 
-def nanogpt_style(splits, out_dir, num_proc):
+def nanogpt_style(splits: Any, out_dir: Path, num_proc: int) -> None:
     """Baseline: per-document map to Python lists, then a per-document memmap write loop."""
     enc = get_gpt2_encoding()
 
-    def process(example):
+    def process(example: dict) -> dict:
         ids = enc.encode_ordinary(example["text"])
         ids.append(enc.eot_token)
         return {"ids": ids, "len": len(ids)}
 
     for split in SPLITS:
-        tokenized = splits[split].map(process, remove_columns=["text"], num_proc=num_proc,
-                                      load_from_cache_file=False, desc=f"baseline map {split}")
+        kwargs = dict(remove_columns=["text"], num_proc=num_proc, load_from_cache_file=False)
+        tokenized = splits[split].map(process, desc=f"baseline map {split}", **kwargs)
         total = int(np.sum(tokenized["len"], dtype=np.uint64))
-        arr = np.memmap(Path(out_dir) / f"{split}.bin", dtype=np.uint16, mode="w+",
-                        shape=(total,))
+        arr = np.memmap(Path(out_dir) / f"{split}.bin", dtype=np.uint16, mode="w+", shape=(total,))
         idx = 0
         for example in tokenized:
-            arr[idx:idx + example["len"]] = example["ids"]
+            arr[idx : idx + example["len"]] = example["ids"]
             idx += example["len"]
         arr.flush()
         del arr
@@ -63,11 +64,11 @@ def nanogpt_style(splits, out_dir, num_proc):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--num_proc", type=int, default=min(2, os.cpu_count() or 1),
-                        help="worker processes, the same for both paths (default min(2, cores))")
+    both = "worker processes, the same for both paths (default min(2, cores))"
+    parser.add_argument("--num_proc", type=int, default=min(2, os.cpu_count() or 1), help=both)
     parser.add_argument("--tokens", type=int, default=20_000_000, help="approximate corpus size")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each path, alternating (best and median are reported)")
+    repeats = "runs of each path, alternating (best and median are reported)"
+    parser.add_argument("--repeats", type=int, default=3, help=repeats)
     parser.add_argument("--work_dir", default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
     import datasets
@@ -80,13 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         with open(tmp / "docs.jsonl", "w") as f:
             for doc in docs:
                 f.write(json.dumps({"text": doc}) + "\n")
-        ds = datasets.load_dataset("json", data_files=str(tmp / "docs.jsonl"),
-                                   cache_dir=str(tmp / "hf_cache"))["train"]
+        ds = datasets.load_dataset("json", data_files=str(tmp / "docs.jsonl"), cache_dir=str(tmp / "hf_cache"))["train"]
         splits = split_train_val(ds, test_size=0.0005, seed=2357)
         for _ in range(args.repeats):
             t0 = time.time()
-            meta = write_splits(splits, tmp / "ours", source="bench", split_seed=2357,
-                                test_size=0.0005, num_proc=args.num_proc)
+            kwargs = dict(source="bench", split_seed=2357, test_size=0.0005, num_proc=args.num_proc)
+            meta = write_splits(splits, tmp / "ours", **kwargs)
             seconds["ours"].append(time.time() - t0)
             (tmp / "baseline").mkdir(exist_ok=True)
             t0 = time.time()
@@ -94,12 +94,11 @@ def main(argv: list[str] | None = None) -> None:
             seconds["nanoGPT-style"].append(time.time() - t0)
         tokens = sum(meta["splits"][s]["tokens"] for s in SPLITS)
         for s in SPLITS:
-            same = (tmp / "ours" / f"{s}.bin").read_bytes() == \
-                (tmp / "baseline" / f"{s}.bin").read_bytes()
+            same = (tmp / "ours" / f"{s}.bin").read_bytes() == (tmp / "baseline" / f"{s}.bin").read_bytes()
             assert same, f"{s}.bin differs between the two paths"
 
-    print(f"\n{len(docs):,} documents, {tokens:,} tokens, num_proc={args.num_proc}, "
-          f"{os.cpu_count()} cores, {args.repeats} runs each; identical bins")
+    each = f"{os.cpu_count()} cores, {args.repeats} runs each"
+    print(f"\n{len(docs):,} documents, {tokens:,} tokens, num_proc={args.num_proc}, {each}; identical bins")
     print(f"{'':15}{'best s':>8}{'tokens/s':>14}{'median s':>10}{'tokens/s':>14}")
     for name, runs in seconds.items():
         best, median = min(runs), float(np.median(runs))

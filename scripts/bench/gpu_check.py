@@ -4,8 +4,8 @@
 
 Checks the environment (exit 2 when a piece is missing), then runs each step in its own processes on --data or
 synthetic tokens (train.py with a checkpoint and a resume, the CUDA-only tests, bench_train at every size, bf16 vs
-fp32); a step runs if the time left holds its estimate (measured: seconds per parameter per model built, median).
-"""
+fp32); a step runs if the time left holds its estimate (measured: seconds per parameter per model built, median)."""
+
 import argparse
 import importlib.util
 import json
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,8 @@ SMOKE = "--device=cpu --n_layer=2 --n_head=2 --n_embd=16 --block_size=16 --batch
 
 def launch(args: list[str], deadline: float) -> str:
     """`python ARGS` in the repository root, its process group killed at the deadline; its output."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    cmd, pipe = [sys.executable, *args], subprocess.PIPE
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=pipe, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out = proc.communicate(timeout=max(deadline - time.monotonic(), 0.001))[0]
     except subprocess.TimeoutExpired:
@@ -70,7 +70,7 @@ def data_dir(prepared: Path, scratch: Path, n_tokens: int) -> tuple[Path, str]:
     return scratch, f"synthetic: {n_tokens:,} Zipf-distributed GPT-2 tokens"
 
 
-def steps(smoke: bool, data: Path, scratch: Path) -> list[tuple[str, str, int | None, Callable[[float], dict]]]:
+def steps(smoke: bool, data: Path, scratch: Path) -> list[tuple]:
     """(key, title, parameters x models built, run(deadline) -> result) of every step, in order of value."""
     base = [f"--data_dir={data}", "--wandb_log=False", *(SMOKE if smoke else GPU)]
 
@@ -80,10 +80,9 @@ def steps(smoke: bool, data: Path, scratch: Path) -> list[tuple[str, str, int | 
         return [*args, f"--total_batch_size={cfg.batch_size * accum}"], parameter_counts(cfg, PADDED_VOCAB_SIZE)[0]
 
     def first_minute(deadline: float) -> dict:
-        out = scratch / "a"
-        eager = [] if smoke else ["--compile=False", "--batch_size=4"]
-        args = config("small", *eager, f"--out_dir={out}", "--max_iters=2", "--eval_interval=2", "--eval_iters=2",
-                      "--warmup_iters=2", "--hess_interval=2", accum=2)[0]
+        out, eager = scratch / "a", [] if smoke else ["--compile=False", "--batch_size=4"]
+        steps = "--max_iters=2 --eval_interval=2 --eval_iters=2 --warmup_iters=2 --hess_interval=2".split()
+        args = config("small", *eager, f"--out_dir={out}", *steps, accum=2)[0]
         launch(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py", *args], deadline)
         launch(["train.py", *args, "--max_iters=4", "--init_from=resume"], deadline)
         evals = {r["iter"]: round(r["val/loss"], 4) for r in read_metrics(out / "metrics.jsonl") if "val/loss" in r}
@@ -96,49 +95,49 @@ def steps(smoke: bool, data: Path, scratch: Path) -> list[tuple[str, str, int | 
         out = launch(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", *files], deadline)
         return {"files": files, "summary": out.strip().splitlines()[-1]}
 
-    def bench(key: str, args: list[str], optimizers: list[str]) -> Callable[[float], dict]:
-        def run(deadline: float) -> dict:
-            iters = ["--steps", "2", "--rounds", "1", "--warmup", "0"] if smoke else ["--steps", "10", "--rounds", "2"]
-            out = launch(["-m", "scripts.bench.bench_train", *args, "--optimizers", ",".join(optimizers), *iters,
-                          "--json", f"{scratch}/{key}.json"], deadline)
-            return {"table": out.rsplit("\n\n", 1)[-1], "rows": json.loads((scratch / f"{key}.json").read_text())}
-        return run
+    def bench(key: str, args: list[str], optimizers: list[str], deadline: float) -> dict:
+        iters = ["--steps", "2", "--rounds", "1", "--warmup", "0"] if smoke else ["--steps", "10", "--rounds", "2"]
+        cmd = ["-m", "scripts.bench.bench_train", *args, "--optimizers", ",".join(optimizers), *iters]
+        out = launch([*cmd, "--json", f"{scratch}/{key}.json"], deadline)
+        return {"table": out.rsplit("\n\n", 1)[-1], "rows": json.loads((scratch / f"{key}.json").read_text())}
 
     def loss_gap(deadline: float) -> dict:
-        args = config("small", f"--max_iters={9 if smoke else 30}", "--warmup_iters=3", "--log_interval=1",
-                      "--eval_iters=1", accum=1)[0]
-        runs, losses = {f"bfloat16 {'eager' if smoke else 'compiled'}": ["--dtype=bfloat16"],
-                        "float32 eager": ["--dtype=float32", "--compile=False"]}, {}
+        steps = f"--max_iters={9 if smoke else 30} --warmup_iters=3 --log_interval=1 --eval_iters=1".split()
+        args, losses = config("small", *steps, accum=1)[0], {}
+        runs = {f"bfloat16 {'eager' if smoke else 'compiled'}": ["--dtype=bfloat16"]}
+        runs["float32 eager"] = ["--dtype=float32", "--compile=False"]
         for name, extra in runs.items():
             launch(["train.py", *args, *extra, f"--out_dir={scratch}/{name}"], deadline)
-            losses[name] = [round(r["train/loss"], 4) for r in read_metrics(scratch / name / "metrics.jsonl")
-                            if "train/loss" in r]
+            rows = read_metrics(scratch / name / "metrics.jsonl")
+            losses[name] = [round(r["train/loss"], 4) for r in rows if "train/loss" in r]
         gaps = [round(a - b, 4) for a, b in zip(*losses.values())]
         return {**losses, "gaps (bf16 - fp32)": gaps, "max_abs_gap": max(map(abs, gaps))}
 
     small, n = config("small")
     quarter = f"sophiag:hess_total_batch_size={train.parse_args(small).total_batch_size // 4}"
-    sizes = [("e1", "355M", config("medium")), ("e2", "1.5B, FSDP on one GPU", config("xl", accum=1)),
-             ("e3", "1.5B, FSDP, activation checkpointing",
-              config("xl", "--activation_checkpointing=True", accum=1)), ("e4", "770M", config("large"))]
-    return [("a", "train.py at 124M: one-rank process group, evals, a checkpoint, a resume", 2 * n, first_minute),
-            ("b", "the suite's CUDA-only tests", None, cuda_tests),
-            ("c", "124M, every optimizer: throughput, time shares, memory", 5 * n,
-             bench("c", small, ["adamw", "sophiag", quarter, "lion", "muon"])),
-            ("d", "124M: bf16 against fp32 eager on the same batches", 2 * n, loss_gap),
-            *((key, f"{title}, Sophia-G", n, bench(key, args, ["sophiag"])) for key, title, (args, n) in sizes)]
+    sizes = [("e1", "355M", config("medium")), ("e2", "1.5B, FSDP on one GPU", config("xl", accum=1))]
+    xl_ac = config("xl", "--activation_checkpointing=True", accum=1)
+    sizes += [("e3", "1.5B, FSDP, activation checkpointing", xl_ac), ("e4", "770M", config("large"))]
+    every = partial(bench, "c", small, ["adamw", "sophiag", quarter, "lion", "muon"])
+    return [
+        ("a", "train.py at 124M: one-rank process group, evals, a checkpoint, a resume", 2 * n, first_minute),
+        ("b", "the suite's CUDA-only tests", None, cuda_tests),
+        ("c", "124M, every optimizer: throughput, time shares, memory", 5 * n, every),
+        ("d", "124M: bf16 against fp32 eager on the same batches", 2 * n, loss_gap),
+        *((key, f"{title}, Sophia-G", n, partial(bench, key, args, ["sophiag"])) for key, title, (args, n) in sizes),
+    ]
 
 
 def markdown(report: dict) -> str:
-    env = report["environment"]
-    lines = [f"# GPU check: {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}",
-             "", f"{report['started_utc']}; data: {report['data']}; {report['elapsed_s']:.0f} of "
-                 f"{report['budget_s']:.0f} s", *(f"\nmissing: {m}" for m in report["missing"])]
+    env, took = report["environment"], f"{report['elapsed_s']:.0f} of {report['budget_s']:.0f} s"
+    lines = [f"# GPU check: {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}", ""]
+    lines.append(f"{report['started_utc']}; data: {report['data']}; {took}")
+    lines += [f"\nmissing: {m}" for m in report["missing"]]
     for s in report["steps"]:
         result, took = s.get("result", {}), f" in {s['seconds']:.0f} s" if "seconds" in s else ""
-        lines += ["", f"## {s['key']}. {s['title']}: {s['status']}{took} {s['note']}".rstrip(), "",
-                  *(f"- {key}: {value}" for key, value in result.items() if key not in ("rows", "table")),
-                  *(["```", result["table"].strip("\n"), "```"] if "table" in result else [])]
+        lines += ["", f"## {s['key']}. {s['title']}: {s['status']}{took} {s['note']}".rstrip(), ""]
+        lines += [f"- {key}: {value}" for key, value in result.items() if key not in ("rows", "table")]
+        lines += ["```", result["table"].strip("\n"), "```"] if "table" in result else []
     return "\n".join(lines) + "\n"
 
 
@@ -154,19 +153,20 @@ def main(argv: list[str] | None = None) -> None:
     train.check_writable(args.out, 0)
     cuda = torch.cuda.is_available()
     env = provenance(torch.device("cuda" if cuda else "cpu")) | ({"git_commit": args.commit} if args.commit else {})
-    missing = [message for failed, message in [
-        (torch.__version__ < "2.11", f"torch >= 2.11: this is {torch.__version__}"),
-        (not args.smoke and not cuda, f"CUDA: torch.cuda.is_available() is False (torch for CUDA {env['cuda']})"),
-        (not args.smoke and cuda and not env["bf16"], f"bf16: {env['device']} does not support it"),
-        (not args.smoke and importlib.util.find_spec("triton") is None, "triton: torch.compile needs it on CUDA")]
-        if failed]
-    report = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": args.smoke, "data": None,
-              "budget_s": args.budget_s, "elapsed_s": 0.0, "environment": env, "missing": missing, "steps": []}
+    gpu = not args.smoke
+    checks = [(torch.__version__ < "2.11", f"torch >= 2.11: this is {torch.__version__}")]
+    checks.append((gpu and not cuda, f"CUDA: torch.cuda.is_available() is False (torch for CUDA {env['cuda']})"))
+    checks.append((gpu and cuda and not env["bf16"], f"bf16: {env['device']} does not support it"))
+    checks.append((gpu and importlib.util.find_spec("triton") is None, "triton: torch.compile needs it on CUDA"))
+    missing = [message for failed, message in checks if failed]
+    report = dict(started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), smoke=args.smoke, data=None)
+    report |= dict(budget_s=args.budget_s, elapsed_s=0.0, environment=env, missing=missing, steps=[])
 
     def write() -> None:
         report["elapsed_s"] = args.budget_s - (deadline - time.monotonic())
         (args.out / "report.json").write_text(json.dumps(jsonable(report), indent=1) + "\n")
         (args.out / "report.md").write_text(markdown(report))
+
     if missing:
         write()
         hint = "" if args.smoke else "; on a CPU, --smoke runs the same code path"

@@ -1,31 +1,27 @@
 """
 Compare training runs: loss curves, and how fast each run reaches the baseline's final val loss.
 
-Reads train.py out_dirs (metrics.jsonl + config.json) or runs of a wandb project, then
-  1. draws one PNG: val loss against steps, against tokens seen (Hessian-estimate tokens
-     included) and against training wall-clock; EMA-smoothed train loss against steps; and
-     Sophia's win_rate against steps;
-  2. prints a table: each run's final val loss and the steps / tokens / seconds it needed to
-     FIRST reach the target (the baseline's final val loss), each as a ratio to the
-     baseline's own (0.50x = needed half as many as the baseline), and the git commit each
-     run was trained from (with a warning when they differ).
-
-A crossing is linearly interpolated between the last eval above the target and the first eval
-at or below it (an eval exactly at the target counts as reached). A run that never gets there
-is reported as "not reached", never as a number.
+Reads train.py out_dirs (metrics.jsonl + config.json) or runs of a wandb project, then draws one PNG (val loss
+against steps, tokens seen (Hessian-estimate tokens included) and training wall-clock; EMA-smoothed train
+loss and Sophia's win_rate against steps) and prints a table: each run's final val loss, the steps / tokens /
+seconds it needed to FIRST reach the target (the baseline's final val loss), each as a ratio to the
+baseline's own (0.50x = needed half as many), and the git commit it was trained from (with a warning when
+they differ). A crossing is linearly interpolated between the last eval above the target and the first eval
+at or below it (an eval exactly at the target counts as reached); a run that never gets there is reported as
+"not reached", never as a number.
 
     python scripts/experiments/compare.py out/adamw out/sophiag --out compare.png
     python scripts/experiments/compare.py out/* --baseline "adamw lr=6e-4 seed=0" --csv table.csv
     python scripts/experiments/compare.py --wandb my-team/sophia --runs adamw-125m sophiag-125m
     python scripts/experiments/compare.py out/char/sophiag_* --win_rate   # is Sophia's clipping engaged?
-
---win_rate also prints, per Sophia run, the range of its logged train/win_rate (the fraction of
-coordinates NOT clipped) after warmup and the share of logged steps inside the official guidance band
-0.1-0.5. --groups PNG draws the per-group telemetry (telemetry.py) against steps, one column per
-parameter group: each run's update RMS / weight RMS and, for Sophia, its win_rate and Hessian mean.
-
     python scripts/experiments/compare.py out/regime/s1/adamw_lr3e-2_seed0 out/regime/s1/sophiag_* --groups g.png
+
+--win_rate also prints, per Sophia run, the range of its logged train/win_rate (the fraction of coordinates
+NOT clipped) after warmup and the share of logged steps inside the official guidance band 0.1-0.5. --groups
+draws the per-group telemetry (telemetry.py) against steps, one column per parameter group: each run's
+update RMS / weight RMS and, for Sophia, its win_rate and Hessian mean.
 """
+
 import argparse
 import csv
 import json
@@ -54,35 +50,25 @@ from runs import (
 from telemetry import GROUPS, PREFIX
 
 BAND = (0.1, 0.5)  # Sophia's win_rate where its clipping is engaged (the official guidance)
+RATIO = "ratio = run / baseline (lower = faster)"
 
-
-# -----------------------------------------------------------------------------
-# loading from wandb
 
 def rows_from_wandb_history(history: Iterable[dict]) -> list[dict]:
-    """wandb history rows (Run.scan_history()) -> metrics.jsonl rows.
-
-    scan_history rows hold only the keys logged at that step, plus wandb's own (_step,
-    _runtime, _timestamp), which are dropped. A None value was logged as null (train.py logs
-    non-finite values so) and wandb spells non-finite floats "NaN" / "Infinity" / "-Infinity":
-    clean_rows reads all of these as NaN/inf. Rows without "iter" come from other wandb.log
-    calls and are dropped.
-    """
-    rows, seen = [], 0
-    for raw in history:
-        seen += 1
-        row = {k: v for k, v in raw.items() if not k.startswith("_")}
-        if "iter" in row:
-            rows.append(row)
-    if seen and not rows:
-        raise UserError("wandb history has no 'iter' key: log train.py's metrics rows "
-                        "(wandb_log=True) so the history holds iter, tokens_seen, time_s")
+    """wandb history rows (Run.scan_history(): the keys logged at that step and wandb's own _step,
+    _runtime, _timestamp, which are dropped) -> metrics.jsonl rows. clean_rows reads wandb's "NaN",
+    "Infinity" and a null as non-finite; rows without "iter" come from other wandb.log calls."""
+    history = list(history)
+    rows = [{k: v for k, v in raw.items() if not k.startswith("_")} for raw in history]
+    rows = [row for row in rows if "iter" in row]
+    if history and not rows:
+        fix = "log train.py's metrics rows (wandb_log=True) so the history holds iter, tokens_seen, time_s"
+        raise UserError(f"wandb history has no 'iter' key: {fix}")
     return rows
 
 
 def load_wandb_runs(project: str, refs: list[str] | None = None) -> list[RunRecord]:
-    """Load runs of a wandb project ("entity/project"); refs are run ids or display names
-    (all runs of the project, oldest first, when refs is empty)."""
+    """Runs of a wandb project ("entity/project"); refs are run ids or display names (all runs of the
+    project, oldest first, when refs is empty)."""
     if project.count("/") != 1:
         raise UserError(f"--wandb {project!r}: expected ENTITY/PROJECT, e.g. my-team/sophia")
     try:
@@ -91,84 +77,63 @@ def load_wandb_runs(project: str, refs: list[str] | None = None) -> list[RunReco
         raise UserError("--wandb needs the wandb package: pip install wandb") from None
     try:
         api = wandb.Api(timeout=60)
-        if refs:
-            found = []
-            for ref in refs:
-                matches = list(api.runs(project, filters={"$or": [{"name": ref},
-                                                                  {"display_name": ref}]}))
-                if len(matches) != 1:
-                    raise UserError(f"{len(matches)} runs in wandb project {project} have id or "
-                                    f"name {ref!r}; pass one run id per --runs value")
-                found.extend(matches)
-        else:
-            found = list(api.runs(project))
-            if not found:
-                raise UserError(f"wandb project {project} has no runs; check ENTITY/PROJECT")
+        found = [] if refs else list(api.runs(project))
+        if not refs and not found:
+            raise UserError(f"wandb project {project} has no runs; check ENTITY/PROJECT")
+        for ref in refs or []:
+            matches = list(api.runs(project, filters={"$or": [{"name": ref}, {"display_name": ref}]}))
+            if len(matches) != 1:
+                fix = "pass one run id per --runs value"
+                raise UserError(f"{len(matches)} runs in wandb project {project} have id or name {ref!r}; {fix}")
+            found += matches
         runs = []
         for r in found:
-            source = f"wandb:{project}/{r.id}"
-            config = dict(r.config)
+            source, config = f"wandb:{project}/{r.id}", dict(r.config)
             rows = clean_rows(rows_from_wandb_history(r.scan_history()), source)
             runs.append(RunRecord(default_label(config, r.name), source, config, rows))
         return runs
     except wandb.errors.Error as e:
-        raise UserError(f"could not read wandb project {project}: {e} -- run `wandb login` (or "
-                        f"set WANDB_API_KEY) on a machine with network access, or pass local "
-                        f"RUN_DIRs instead") from None
+        fix = "run `wandb login` (or set WANDB_API_KEY) on a machine with network access, or pass local RUN_DIRs"
+        raise UserError(f"could not read wandb project {project}: {e} -- {fix} instead") from None
 
-
-def dedupe_labels(runs: list[RunRecord]) -> None:
-    """Runs with the same label (same optimizer, lr and seed) get their source appended."""
-    counts = Counter(run.label for run in runs)
-    for run in runs:
-        if counts[run.label] > 1:
-            run.label = f"{run.label} ({Path(run.source).name})"
-
-
-# -----------------------------------------------------------------------------
-# the baseline and the text
 
 def pick_baseline(runs: list[RunRecord], choice: str | None = None) -> tuple[RunRecord, str]:
     """The baseline run and why it was chosen. choice: a label, run dir, dir name or wandb id."""
     if choice is None:
-        for run in runs:
-            if run.config.get("optimizer_name") == "adamw":
-                return run, "the first run with optimizer_name='adamw'"
+        adamw = [run for run in runs if run.config.get("optimizer_name") == "adamw"]
+        if adamw:
+            return adamw[0], "the first run with optimizer_name='adamw'"
         return runs[0], "the first run; no run has optimizer_name='adamw'"
-    matches = [r for r in runs if choice in (r.label, r.source, Path(r.source).name)
-               or Path(choice).resolve() == Path(r.source).resolve()]
+    matches = [r for r in runs if choice in (r.label, r.source, Path(r.source).name) or same_path(choice, r.source)]
     if len(matches) != 1:
-        labels = ", ".join(repr(r.label) for r in runs)
-        raise UserError(f"--baseline {choice!r} matches {len(matches)} runs; give one of the "
-                        f"labels {labels} or a run dir")
+        fix = f"give one of the labels {', '.join(repr(r.label) for r in runs)} or a run dir"
+        raise UserError(f"--baseline {choice!r} matches {len(matches)} runs; {fix}")
     return matches[0], "--baseline"
+
+
+def same_path(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def note(row: Comparison) -> str:
     run = row.run
     notes = ["baseline"] if row.is_baseline else []
-    if run.incomplete:
-        notes.append(f"incomplete ({run.last_iter}/{run.max_iters} iters)")
-    if row.diverged:
-        notes.append(f"diverged (final val loss {run.final_val_loss})")
-    if not run.evals:
-        notes.append("no eval yet")
-    return ", ".join(notes)
+    notes += [f"incomplete ({run.last_iter}/{run.max_iters} iters)"] if run.incomplete else []
+    notes += [f"diverged (final val loss {run.final_val_loss})"] if row.diverged else []
+    return ", ".join(notes + ([] if run.evals else ["no eval yet"]))
 
 
 def format_table(summary: list[Comparison]) -> str:
     """The comparison as aligned text; a HellaSwag acc_norm column when a run logged it."""
     key = "eval/hellaswag_acc_norm"
     hellaswag = any(row.run.last_logged(key) is not None for row in summary)
-    rows = [["run", "iters", "final val loss", *(["hellaswag acc_norm"] if hellaswag else []),
-             "steps to target", "tokens to target", "time to target", "commit", "note"]]
+    head = ["run", "iters", "final val loss", *(["hellaswag acc_norm"] if hellaswag else [])]
+    rows = [head + ["steps to target", "tokens to target", "time to target", "commit", "note"]]
     for row in summary:
         run = row.run
-        cells = [run.label, f"{run.last_iter}/{run.max_iters}" if run.max_iters else str(run.last_iter),
-                 fmt_loss(run.final_val_loss)]
-        if hellaswag:
-            acc = run.last_logged(key)
-            cells.append("-" if acc is None else f"{acc:.4f}")
+        iters = f"{run.last_iter}/{run.max_iters}" if run.max_iters else str(run.last_iter)
+        cells = [run.label, iters, fmt_loss(run.final_val_loss)]
+        cells += [fmt_loss(run.last_logged(key))] if hellaswag else []
         for unit, fmt in FORMATS.items():
             x = getattr(row.reach, unit)
             cells.append("not reached" if x is None else f"{fmt(x)} ({fmt_ratio(getattr(row.ratio, unit))})")
@@ -179,14 +144,14 @@ def format_table(summary: list[Comparison]) -> str:
 def win_rate_line(run: RunRecord) -> str:
     """The range of a Sophia run's logged train/win_rate after warmup and its share of steps inside BAND."""
     warmup = run.config.get("warmup_iters", 0)
-    rates = [r["train/win_rate"] for r in run.rows
-             if r["iter"] > warmup and math.isfinite(r.get("train/win_rate", math.nan))]
+    rates = [r.get("train/win_rate", math.nan) for r in run.rows if r["iter"] > warmup]
+    rates = [r for r in rates if math.isfinite(r)]
     if not rates:
         return f"{run.label}: no win_rate logged after warmup ({warmup} steps) yet"
     inside = sum(BAND[0] <= r <= BAND[1] for r in rates) / len(rates)
-    return (f"{run.label}: rho {run.config.get('rho', '?')}: win_rate after warmup {min(rates):.3f}-{max(rates):.3f} "
-            f"(median {statistics.median(rates):.3f}), {100 * inside:.0f}% of {len(rates)} logged steps inside "
-            f"{BAND[0]}-{BAND[1]}")
+    spread = f"{min(rates):.3f}-{max(rates):.3f} (median {statistics.median(rates):.3f})"
+    band = f"{100 * inside:.0f}% of {len(rates)} logged steps inside {BAND[0]}-{BAND[1]}"
+    return f"{run.label}: rho {run.config.get('rho', '?')}: win_rate after warmup {spread}, {band}"
 
 
 def plot_groups(runs: list[RunRecord], out: str) -> None:
@@ -200,10 +165,10 @@ def plot_groups(runs: list[RunRecord], out: str) -> None:
     logged = [r for r in runs if any(k.startswith(PREFIX) for row in r.rows for k in row)]
     if not logged:
         raise UserError(f"--groups: no run logged {PREFIX}* values (train.py logs them at every log_interval)")
-    rows = [("update_ratio", "update RMS / weight RMS", "log"), ("win_rate", "win_rate (not clipped)", "linear"),
-            ("hessian_mean", "Hessian EMA mean", "log")]
-    fig, axes = plt.subplots(3, len(GROUPS), figsize=(3.2 * len(GROUPS), 8.5), sharex=True, sharey="row",
-                             squeeze=False)
+    rows = [("update_ratio", "update RMS / weight RMS", "log"), ("win_rate", "win_rate (not clipped)", "linear")]
+    rows.append(("hessian_mean", "Hessian EMA mean", "log"))
+    size = (3.2 * len(GROUPS), 8.5)
+    fig, axes = plt.subplots(3, len(GROUPS), figsize=size, sharex=True, sharey="row", squeeze=False)
     for (metric, ylabel, scale), ax_row in zip(rows, axes):
         for group, ax in zip(GROUPS, ax_row):
             key = f"{PREFIX}{group}/{metric}"
@@ -224,41 +189,38 @@ def plot_groups(runs: list[RunRecord], out: str) -> None:
     plt.close(fig)
 
 
-def write_csv(summary: list[Comparison], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0].flat()))
-        writer.writeheader()
-        writer.writerows(row.flat() for row in summary)
+def write_table(summary: list[Comparison], baseline: RunRecord, csv_path: str | None, json_path: str | None) -> None:
+    """The table as CSV and as JSON (strict, no NaN: a NaN final loss becomes null, with "diverged": true)."""
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(summary[0].flat()))
+            writer.writeheader()
+            writer.writerows(row.flat() for row in summary)
+        print(f"wrote {csv_path}")
+    if json_path:
+        crossing = "first eval at or below target, linearly interpolated from the previous eval"
+        report = {"baseline": baseline.label, "target": summary[0].target, "crossing": f"{crossing}; {RATIO}"}
+        report["runs"] = [r.flat() for r in summary]
+        Path(json_path).write_text(json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n")
+        print(f"wrote {json_path}")
 
-
-def write_json(summary: list[Comparison], baseline: RunRecord, path: Path) -> None:
-    """JSON is strict (no NaN): a NaN final loss becomes null, with "diverged": true."""
-    report = {"baseline": baseline.label, "target": summary[0].target,
-              "crossing": "first eval at or below target, linearly interpolated from the "
-                          "previous eval; ratio = run / baseline (lower = faster)",
-              "runs": [row.flat() for row in summary]}
-    path.write_text(json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n")
-
-
-# -----------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="train.py out_dirs")
-    p.add_argument("--baseline", help="label, run dir, dir name or wandb run id of the "
-                   "baseline (default: the first adamw run, else the first run)")
+    baseline = "label, run dir, dir name or wandb run id of the baseline"
+    baseline += " (default: the first adamw run, else the first run)"
+    p.add_argument("--baseline", help=baseline)
     p.add_argument("--out", default="compare.png", help="PNG to write (default compare.png)")
     p.add_argument("--labels", nargs="+", help="one label per run, in order (after the RUN_DIRs)")
     p.add_argument("--csv", help="also write the table as CSV here")
     p.add_argument("--json", help="also write the table as JSON here")
-    p.add_argument("--smooth", type=float, help="EMA coefficient for train loss, per logged "
-                   "row (default: a window of 2.5%% of the longest run, >= 3 rows)")
+    smooth = "EMA coefficient for train loss, per logged row (default: a window of 2.5%% of the longest run, >= 3 rows)"
+    p.add_argument("--smooth", type=float, help=smooth)
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from this wandb project")
-    p.add_argument("--runs", nargs="+", help="with --wandb: run ids or display names "
-                   "(default: all runs of the project)")
-    p.add_argument("--win_rate", action="store_true", help="also print each Sophia run's win_rate after warmup "
-                   f"against the band {BAND[0]}-{BAND[1]}")
+    p.add_argument("--runs", nargs="+", help="with --wandb: run ids or display names (default: all the project's runs)")
+    win_rate = f"also print each Sophia run's win_rate after warmup against the band {BAND[0]}-{BAND[1]}"
+    p.add_argument("--win_rate", action="store_true", help=win_rate)
     p.add_argument("--groups", metavar="PNG", help="also draw the per-group telemetry (telemetry.py) into this PNG")
     return p.parse_args(argv)
 
@@ -271,29 +233,28 @@ def compare(argv: list[str] | None = None) -> None:
         raise UserError("--runs selects wandb runs: add --wandb ENTITY/PROJECT")
     if args.smooth is not None and not 0 <= args.smooth < 1:
         raise UserError(f"--smooth {args.smooth}: the EMA coefficient must be in [0, 1)")
-    runs = [load_run(d) for d in args.run_dirs]
-    if args.wandb:
-        runs += load_wandb_runs(args.wandb, args.runs)
-    if args.labels:
-        if len(args.labels) != len(runs):
-            raise UserError(f"got {len(args.labels)} --labels for {len(runs)} runs; give one label per run")
-        for run, label in zip(runs, args.labels):
-            run.label = label
-    dedupe_labels(runs)
+    runs = [load_run(d) for d in args.run_dirs] + (load_wandb_runs(args.wandb, args.runs) if args.wandb else [])
+    if args.labels and len(args.labels) != len(runs):
+        raise UserError(f"got {len(args.labels)} --labels for {len(runs)} runs; give one label per run")
+    for run, label in zip(runs, args.labels or []):
+        run.label = label
+    counts = Counter(run.label for run in runs)
+    for run in runs:  # runs with the same label (same optimizer, lr and seed) get their source appended
+        run.label = f"{run.label} ({Path(run.source).name})" if counts[run.label] > 1 else run.label
     baseline, why = pick_baseline(runs, args.baseline)
     summary = summarize(runs, baseline)
 
     print(f"baseline: {baseline.label} ({why})")
-    print(f"target:   val loss {summary[0].target:.4f} = the baseline's final val loss "
-          f"(iter {baseline.evals[-1]['iter']})")
+    iters = baseline.evals[-1]["iter"]
+    print(f"target:   val loss {summary[0].target:.4f} = the baseline's final val loss (iter {iters})")
     if baseline.incomplete:
         print("warning:  the baseline is incomplete, so the target is not its final loss yet")
     commits = {run.commit for run in runs}
     if len(commits) > 1:
-        print(f"warning:  the runs were trained from {len(commits)} different commits "
-              f"({', '.join(sorted(c[:12] for c in commits))}): code changes may explain differences")
-    print("crossing: first eval at or below the target, linearly interpolated from the eval "
-          "before; ratio = run / baseline (lower = faster)\n")
+        shown = ", ".join(sorted(c[:12] for c in commits))
+        print(f"warning:  the runs were trained from {len(commits)} different commits ({shown}): ", end="")
+        print("code changes may explain differences")
+    print(f"crossing: first eval at or below the target, linearly interpolated from the eval before; {RATIO}\n")
     print(format_table(summary) + "\n")
     if args.win_rate:
         sophia = [run for run in runs if str(run.config.get("optimizer_name", "")).startswith("sophia")]
@@ -303,12 +264,7 @@ def compare(argv: list[str] | None = None) -> None:
     if args.groups:
         plot_groups(runs, args.groups)
         print(f"wrote {args.groups}")
-    if args.csv:
-        write_csv(summary, Path(args.csv))
-        print(f"wrote {args.csv}")
-    if args.json:
-        write_json(summary, baseline, Path(args.json))
-        print(f"wrote {args.json}")
+    write_table(summary, baseline, args.csv, args.json)
 
 
 def main(argv: list[str] | None = None) -> int:

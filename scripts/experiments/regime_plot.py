@@ -56,18 +56,13 @@ def load_cell(cell_dir: str) -> dict:
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is missing or unreadable ({e}): run the cell's sweeps first "
-            f"(scripts/experiments/regime.sh or ladder.sh)"
-        ) from None
+        fix = "run the cell's sweeps first (scripts/experiments/regime.sh or ladder.sh)"
+        raise UserError(f"{path} is missing or unreadable ({e}): {fix}") from None
     best = {name: sel["best_lr"] for name, sel in summary["selection"].items()}
     if set(best) != {"adamw", "sophiag"} or None in best.values():
         raise UserError(f"{path}: needs AdamW and Sophia-G each with a selected lr (sweep both to the end)")
-    runs = {
-        (r["optimizer"], r["seed"]): load_run(Path(cell_dir) / Path(r["dir"]).name)
-        for r in summary["runs"]
-        if r["lr"] == best[r["optimizer"]] and r.get("final_val_loss", 0) is not None
-    }
+    chosen = [r for r in summary["runs"] if r["lr"] == best[r["optimizer"]] and r.get("final_val_loss", 0) is not None]
+    runs = {(r["optimizer"], r["seed"]): load_run(Path(cell_dir) / Path(r["dir"]).name) for r in chosen}
     seeds = []
     for (name, seed), adamw in sorted(runs.items()):
         sophia = runs.get(("sophiag", seed))
@@ -75,38 +70,21 @@ def load_cell(cell_dir: str) -> dict:
             continue
         common = max(adamw.final_val_loss, sophia.final_val_loss)
         reach = first_crossing(sophia.rows, adamw.final_val_loss)
-        seeds.append(
-            {
-                "seed": seed,
-                "adamw": adamw.final_val_loss,
-                "sophiag": sophia.final_val_loss,
-                "gap": sophia.final_val_loss - adamw.final_val_loss,
-                "ratio": first_crossing(sophia.rows, common) / first_crossing(adamw.rows, common),
-                "to_adamw": None if reach is None else reach / first_crossing(adamw.rows, adamw.final_val_loss),
-                "overfit": max(run.evals[-1]["val/loss"] - run.evals[-1]["eval/train_loss"] for run in (adamw, sophia)),
-            }
-        )
+        gap = sophia.final_val_loss - adamw.final_val_loss
+        ratio = first_crossing(sophia.rows, common) / first_crossing(adamw.rows, common)
+        to_adamw = None if reach is None else reach / first_crossing(adamw.rows, adamw.final_val_loss)
+        overfit = max(run.evals[-1]["val/loss"] - run.evals[-1]["eval/train_loss"] for run in (adamw, sophia))
+        finals = {"adamw": adamw.final_val_loss, "sophiag": sophia.final_val_loss}
+        seeds.append({"seed": seed, **finals, "gap": gap, "ratio": ratio, "to_adamw": to_adamw, "overfit": overfit})
     if not seeds:
         raise UserError(f"{path}: no seed has both optimizers' selected runs finished")
     config = runs[("adamw", seeds[0]["seed"])].config
-    params, tokens = (
-        non_embedding_params(config),
-        config["max_iters"] * config["total_batch_size"] * config["block_size"],
-    )
-    corpus = corpus_tokens(config)
-    return {
-        "cell": Path(cell_dir).name,
-        "n_layer": config["n_layer"],
-        "n_embd": config["n_embd"],
-        "params": params,
-        "steps": config["max_iters"],
-        "batch_tokens": config["total_batch_size"] * config["block_size"],
-        "tokens": tokens,
-        "tokens_per_param": tokens / params,
-        "epochs": corpus and tokens / corpus,
-        "best_lr": best,
-        "seeds": seeds,
-    }
+    params, batch_tokens = non_embedding_params(config), config["total_batch_size"] * config["block_size"]
+    tokens, corpus = config["max_iters"] * batch_tokens, corpus_tokens(config)
+    cell = {"cell": Path(cell_dir).name, "n_layer": config["n_layer"], "n_embd": config["n_embd"], "params": params}
+    cell |= {"steps": config["max_iters"], "batch_tokens": batch_tokens, "tokens": tokens}
+    cell["tokens_per_param"] = tokens / params
+    return cell | {"epochs": corpus and tokens / corpus, "best_lr": best, "seeds": seeds}
 
 
 def mean_spread(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -126,9 +104,9 @@ def table(cells: list[dict]) -> str:
         seeds = c["seeds"]
         finals = {k: " / ".join(f"{s[k]:.4f}" for s in seeds) for k in ("adamw", "sophiag")}
         reached = [s["to_adamw"] for s in seeds if s["to_adamw"] is not None]
-        to_adamw = (mean_spread(reached, "{:.2f}") + "x" if reached else "not reached") + (
-            f" ({len(seeds) - len(reached)} of {len(seeds)} seeds not)" if reached and len(reached) < len(seeds) else ""
-        )
+        to_adamw = mean_spread(reached, "{:.2f}") + "x" if reached else "not reached"
+        if reached and len(reached) < len(seeds):
+            to_adamw += f" ({len(seeds) - len(reached)} of {len(seeds)} seeds not)"
         lines.append(
             f"| {c['cell']} | {c['n_layer']} x {c['n_embd']} ({c['params'] / 1e6:.2f}M) | "
             f"{c['tokens_per_param']:.0f} | {c['batch_tokens']:,} | {c['steps']:,} | "
@@ -150,12 +128,8 @@ def series(cells: list[dict], axis: str, fixed: tuple[str, ...]) -> list[list[di
 
 
 def describe(cell: dict, fixed: tuple[str, ...]) -> str:
-    names = {
-        "params": f"{cell['n_layer']} x {cell['n_embd']}",
-        "steps": f"{cell['steps']:,} steps",
-        "batch_tokens": f"{cell['batch_tokens']:,} tokens/step",
-        "tokens": f"{cell['tokens'] / 1e6:.1f}M tokens",
-    }
+    names = {"params": f"{cell['n_layer']} x {cell['n_embd']}", "steps": f"{cell['steps']:,} steps"}
+    names |= {"batch_tokens": f"{cell['batch_tokens']:,} tokens/step", "tokens": f"{cell['tokens'] / 1e6:.1f}M tokens"}
     return ", ".join(names[k] for k in fixed)
 
 
@@ -173,13 +147,8 @@ def plot(cells: list[dict], out: Path) -> None:
     for (axis, fixed, label, groups), (ax_gap, ax_ratio) in zip(rows, axes):
         for i, group in enumerate(groups):
             for ax, value in ((ax_gap, "gap"), (ax_ratio, "ratio")):
-                ax.plot(
-                    [c[axis] for c in group],
-                    [statistics.mean(s[value] for s in c["seeds"]) for c in group],
-                    "-o",
-                    color=f"C{i}",
-                    label=describe(group[0], fixed),
-                )
+                means = [statistics.mean(s[value] for s in c["seeds"]) for c in group]
+                ax.plot([c[axis] for c in group], means, "-o", color=f"C{i}", label=describe(group[0], fixed))
                 for c in group:
                     ax.scatter([c[axis]] * len(c["seeds"]), [s[value] for s in c["seeds"]], color=f"C{i}", s=10)
         for ax in (ax_gap, ax_ratio):
@@ -198,9 +167,7 @@ def plot(cells: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "cells", nargs="+", help="one cell's directory: both optimizers' sweeps (scripts/experiments/sweep.py)"
-    )
+    p.add_argument("cells", nargs="+", help="one cell's directory: both optimizers' sweeps (sweep.py)")
     p.add_argument("--out", default="regime.png", help="the figure to write; its table goes to .md, its data to .json")
     args = p.parse_args(argv)
     cells = [load_cell(d) for d in args.cells]

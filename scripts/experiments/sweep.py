@@ -1,32 +1,27 @@
 """
 A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
 
-Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a
-time, each in <out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there).
-Then, per optimizer, it selects the lr with the lowest mean final val loss across seeds, and
-for each seed measures how many steps / tokens / seconds the selected run of each other
-optimizer needed to first reach the final val loss of the selected baseline (AdamW) run of
-the SAME seed, as a ratio to the baseline's own (0.50x = half as many). It reports these
-ratios per seed and their mean, min-max and std across seeds, or "not reached"; and each
-optimizer's training wall-clock per step (median over its finished runs) as a ratio to the
-baseline's.
+Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a time, each in
+<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there). Per optimizer it selects the lr
+with the lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds that the
+selected run of each other optimizer needed to first reach the final val loss of the selected baseline
+(AdamW) run of the SAME seed, as a ratio to the baseline's own (0.50x = half as many), with their mean,
+min-max and std across seeds, or "not reached"; and each optimizer's training wall-clock per step (median
+over its finished runs) as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
 
     python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
     python scripts/experiments/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
     python scripts/experiments/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
     python scripts/experiments/sweep.py ... --analyze_only                           # no training
-    python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # cheaper, see below
+    python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # the grid on seed 0 only
 
-With --tune_seeds N only the first N seeds train the whole grid and select the lr; the other
-seeds then train each optimizer at its selected lr only, and the speedup covers every seed.
-
-Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped,
-an unfinished one continues from its newest checkpoint (train.py --init_from=auto). A run that
-fails is reported and the sweep goes on; the exit status is then 1.
-Writes <out>/sweep_summary.json and <out>/sweep_best.png (scripts/experiments/compare.py's figure of the
-selected runs, all seeds; its target is the first seed's baseline run).
+Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped, an unfinished
+one continues from its newest checkpoint (train.py --init_from=auto). A run that fails is reported and the
+sweep goes on; the exit status is then 1. Writes <out>/sweep_summary.json and <out>/sweep_best.png
+(compare.py's figure of the selected runs, all seeds; its target is the first seed's baseline run).
 """
+
 import argparse
 import json
 import math
@@ -37,6 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import checkpoint
 import train
@@ -48,6 +44,7 @@ from runs import (
     fmt_lr,
     fmt_seconds,
     format_speedup,
+    join,
     jsonable,
     load_run,
     plot_runs,
@@ -61,13 +58,14 @@ RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
 SUMMARY_JSON, BEST_PNG = "sweep_summary.json", "sweep_best.png"
 
 
-def say(*args):
+def say(*args: Any) -> None:
     print(*args, flush=True)  # the console is often a nohup log file
 
 
 @dataclass
 class Point:
     """One training run of the grid."""
+
     optimizer: str
     lr: float
     seed: int
@@ -79,13 +77,13 @@ class Point:
     def label(self) -> str:  # the same label compare.py gives the run
         return f"{self.optimizer} lr={fmt_lr(self.lr)} seed={self.seed}"
 
-    @property
-    def max_iters(self) -> int:
-        return self.settings["max_iters"]
+    def load(self) -> RunRecord | None:
+        """The run as on disk; None when it has not logged anything readable yet."""
+        try:
+            return load_run(self.out_dir, self.label)
+        except UserError:
+            return None
 
-
-# -----------------------------------------------------------------------------
-# the grid
 
 def parse_lrs(specs: list[str]) -> dict[str, list[float]]:
     """["adamw=1e-3,3e-3", ...] -> {"adamw": [0.001, 0.003]} (sorted, unique)."""
@@ -108,21 +106,19 @@ def parse_lrs(specs: list[str]) -> dict[str, list[float]]:
 
 def parse_sets(sets: list[str]) -> list[str]:
     """["n_layer=2", ...] -> ["--n_layer=2", ...]; train.py checks keys and values."""
-    args = []
     for item in sets:
         key, eq, _ = item.partition("=")
         if not eq or not key or key.startswith("-"):
             raise UserError(f"--set {item!r}: write KEY=VALUE with a train.py key, e.g. max_iters=100")
         if key in RESERVED:
-            raise UserError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself "
-                             f"(use --lrs, --seeds, --out and one config per optimizer)")
-        args.append(f"--{item}")
-    return args
+            fix = "use --lrs, --seeds, --out and one config per optimizer"
+            raise UserError(f"--set {key}: the sweep sets {', '.join(RESERVED)} itself ({fix})")
+    return [f"--{item}" for item in sets]
 
 
 def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]) -> dict[str, str]:
     """{optimizer_name: its config file}, checked against the configs and the --lrs grid."""
-    by_optimizer = {}
+    by_optimizer: dict[str, str] = {}
     for path in configs:
         if not Path(path).is_file():
             raise UserError(f"--configs {path}: file not found")
@@ -130,21 +126,21 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
         if cfg.init_from not in ("scratch", "auto", "resume"):
             raise UserError(f"{path} sets init_from={cfg.init_from!r}: a sweep trains from scratch")
         if cfg.optimizer_name in by_optimizer:
-            raise UserError(f"{by_optimizer[cfg.optimizer_name]} and {path} both train "
-                             f"{cfg.optimizer_name!r}: give one config per optimizer")
+            other = by_optimizer[cfg.optimizer_name]
+            raise UserError(f"{other} and {path} both train {cfg.optimizer_name!r}: give one config per optimizer")
         by_optimizer[cfg.optimizer_name] = path
-    trained = ", ".join(by_optimizer)
     for name in grid:
         if name not in by_optimizer:
-            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {trained})")
+            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {join(list(by_optimizer))})")
     for name, path in by_optimizer.items():
         if name not in grid:
             raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. {name}=1e-3,3e-3,1e-2")
     return by_optimizer
 
 
-def plan(by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list[int], out: Path,
-         sets: list[str]) -> list[Point]:
+def plan(
+    by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list[int], out: Path, sets: list[str]
+) -> list[Point]:
     """Every point of grid x seeds, seed by seed (a full grid for the first seed comes first)."""
     points, dirs = [], set()
     for seed in seeds:
@@ -152,11 +148,11 @@ def plan(by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list
             for lr in grid.get(name, []):
                 out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
                 if out_dir in dirs:
-                    raise UserError(f"--lrs {name}: two learning rates both name {out_dir}; "
-                                     f"make them differ in the first 4 digits")
+                    fix = "make them differ in the first 4 digits"
+                    raise UserError(f"--lrs {name}: two learning rates both name {out_dir}; {fix}")
                 dirs.add(out_dir)
-                args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}",
-                        f"--out_dir={out_dir}", "--init_from=auto"]
+                args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}", f"--out_dir={out_dir}"]
+                args.append("--init_from=auto")
                 points.append(Point(name, lr, seed, out_dir, args, asdict(train.parse_args(args))))
     return points
 
@@ -166,35 +162,14 @@ def check_settings(point: Point) -> None:
     path = point.out_dir / "config.json"
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
-    defaults = asdict(train.TrainConfig())
+    old, defaults = json.loads(path.read_text()), asdict(train.TrainConfig())
+    old["out_dir"] = point.settings["out_dir"]
     # a key that train.py gained after the run was made matches when it is left at its default;
     # out_dir is where config.json was found, however the sweep that made it spelled the path
-    diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items()
-            if k != "out_dir" and old.get(k, defaults[k]) != v]
+    diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items() if old.get(k, defaults[k]) != v]
     if diff:
-        raise UserError(f"{point.out_dir} holds a run with other settings "
-                         f"({'; '.join(diff[:3])}): use another --out, or delete that directory")
-
-
-# -----------------------------------------------------------------------------
-# running
-
-def load_point(point: Point) -> RunRecord | None:
-    """The point's run as on disk; None when it has not logged anything readable yet."""
-    try:
-        return load_run(point.out_dir, point.label)
-    except UserError:
-        return None
-
-
-def is_finished(run: RunRecord | None) -> bool:
-    return run is not None and run.finished
-
-
-def last_line(path: Path) -> str:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(empty log)"
+        fix = "use another --out, or delete that directory"
+        raise UserError(f"{point.out_dir} holds a run with other settings ({'; '.join(diff[:3])}): {fix}")
 
 
 def train_point(point: Point, launcher: list[str]) -> int:
@@ -209,39 +184,32 @@ def train_point(point: Point, launcher: list[str]) -> int:
 
 def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
     """Train every unfinished point; returns {label: why it failed} for those that failed."""
-    todo = sum(not is_finished(load_point(p)) for p in points)
+    todo = sum(final_loss(p.load()) is None for p in points)
     say(f"sweep: {len(points)} runs, {len(points) - todo} finished already, {todo} to train")
     start, durations, failed = time.time(), [], {}
     for k, point in enumerate(points, 1):
-        head = f"[{k}/{len(points)}] {point.label}:"
-        run = load_point(point)
-        if is_finished(run):
+        head, log, run = f"[{k}/{len(points)}] {point.label}:", point.out_dir / "train.log", point.load()
+        if run is not None and run.finished:
             say(f"{head} finished already (final val loss {run.final_val_loss:.4f}), skipped")
             continue
         verb = "resuming" if checkpoint.checkpoint_paths(point.out_dir) else "training"
-        eta = (f"ETA {fmt_seconds(statistics.mean(durations) * todo)}" if durations
-               else "ETA after the first run")
-        say(f"{head} {verb} (log: {point.out_dir / 'train.log'}) | elapsed "
-            f"{fmt_seconds(time.time() - start)} | {todo} runs left, {eta}")
+        eta = f"ETA {fmt_seconds(statistics.mean(durations) * todo)}" if durations else "ETA after the first run"
+        say(f"{head} {verb} (log: {log}) | elapsed {fmt_seconds(time.time() - start)} | {todo} runs left, {eta}")
         t0 = time.time()
         code = train_point(point, launcher)
         durations.append(time.time() - t0)
-        todo -= 1
-        run = load_point(point)
-        took = fmt_seconds(durations[-1])
-        if code == 0 and is_finished(run):
-            say(f"{head} done in {took}: final val loss {run.final_val_loss:.4f} at iter "
-                f"{run.evals[-1]['iter']}/{point.max_iters}")
-        else:
-            why = f"exit {code}" if code else "exited 0 without its final eval"
-            failed[point.label] = f"{why}: {last_line(point.out_dir / 'train.log')}"
-            say(f"{head} FAILED after {took} ({failed[point.label]}); log: {point.out_dir / 'train.log'}")
+        todo, run, took = todo - 1, point.load(), fmt_seconds(durations[-1])
+        if code == 0 and run is not None and run.finished:
+            final = f"final val loss {run.final_val_loss:.4f} at iter {run.evals[-1]['iter']}/{run.max_iters}"
+            say(f"{head} done in {took}: {final}")
+            continue
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        why = f"exit {code}" if code else "exited 0 without its final eval"
+        failed[point.label] = f"{why}: {lines[-1] if lines else '(empty log)'}"
+        say(f"{head} FAILED after {took} ({failed[point.label]}); log: {log}")
     say(f"sweep: trained for {fmt_seconds(time.time() - start)}, {len(failed)} failed")
     return failed
 
-
-# -----------------------------------------------------------------------------
-# selection and speedup (pure functions of final losses and runs)
 
 def select_lr(losses: dict[float, list[float | None]]) -> dict:
     """losses: lr -> the final val loss of each seed's run (None: not finished).
@@ -251,16 +219,15 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
     when it is the lowest or highest lr of the grid (a diverged lr counts, an unfinished one
     does not), i.e. when the optimum may lie outside it.
     """
-    means = {}
+    means: dict[float, float | None] = {}
     for lr, values in losses.items():
-        if any(v is None for v in values):
+        finals = [v for v in values if v is not None]
+        if len(finals) < len(values):
             means[lr] = None
-        elif all(math.isfinite(v) for v in values):
-            means[lr] = statistics.mean(values)
         else:
-            means[lr] = math.inf
+            means[lr] = statistics.mean(finals) if all(math.isfinite(v) for v in finals) else math.inf
     judged = {lr: m for lr, m in means.items() if m is not None and math.isfinite(m)}
-    best = min(judged, key=judged.get) if judged else None
+    best = min(judged, key=judged.__getitem__) if judged else None
     edge = None
     done = sorted(lr for lr, m in means.items() if m is not None)  # diverged lrs bracket too
     if best is not None and len(done) == len(means):
@@ -268,21 +235,20 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
             edge = "the only lr of the grid: sweep at least 3"
         elif best in (done[0], done[-1]):
             side, step = ("highest", 3) if best == done[-1] else ("lowest", 1 / 3)
-            edge = (f"the {side} lr of the grid: widen the grid (e.g. add {fmt_lr(float(f'{best * step:.2g}'))})")
+            edge = f"the {side} lr of the grid: widen the grid (e.g. add {fmt_lr(float(f'{best * step:.2g}'))})"
     elif best is not None and best in (done[0], done[-1]):
         edge = "the lowest or highest lr with finished runs: finish the sweep to know"
     return {"means": means, "best": best, "edge": edge}
 
 
 def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
-    """seconds: optimizer -> training seconds per step of each of its finished runs. Per
-    optimizer: median, min, max and the median as a ratio to the baseline's (None without it)."""
+    """seconds: optimizer -> training seconds per step of each of its finished runs. Per optimizer:
+    median, min, max and the median as a ratio to the baseline's (None without it)."""
     out = {}
     for name, values in seconds.items():
         median = statistics.median(values)
         ratio = median / statistics.median(seconds[baseline]) if baseline in seconds else None
-        out[name] = {"n": len(values), "median": median, "min": min(values), "max": max(values),
-                     "ratio": ratio}
+        out[name] = {"n": len(values), "median": median, "min": min(values), "max": max(values), "ratio": ratio}
     return out
 
 
@@ -293,115 +259,92 @@ def status(run: RunRecord | None, failure: str | None) -> str:
         return "not started"
     if not run.finished:
         return f"incomplete ({run.last_iter}/{run.max_iters} iters)"
-    return "finished" if math.isfinite(run.final_val_loss) else "diverged"
+    return "finished" if math.isfinite(run.final_val_loss or 0.0) else "diverged"
 
 
 def final_loss(run: RunRecord | None) -> float | None:
-    return run.final_val_loss if is_finished(run) else None
+    return run.final_val_loss if run is not None and run.finished else None
 
 
 def selected_lrs(points: list[Point]) -> dict[str, dict]:
     """select_lr for each optimizer over these points' finished runs."""
-    losses = {}
+    losses: dict[str, dict[float, list]] = {}
     for p in points:
-        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(load_point(p)))
+        losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(p.load()))
     return {name: select_lr(by_lr) | {"losses": by_lr} for name, by_lr in losses.items()}
 
 
-def confirm_plan(by_optimizer: dict[str, str], tune_points: list[Point], seeds: list[int],
-                 out: Path, sets: list[str]) -> list[Point]:
-    """The runs of the seeds that do not tune: each optimizer at the lr its tuning runs
-    selected, none for an optimizer whose tuning runs have not all finished."""
-    grid = {name: [sel["best"]] for name, sel in selected_lrs(tune_points).items()
-            if sel["best"] is not None and None not in sel["means"].values()}
-    return plan(by_optimizer, grid, seeds, out, sets)
-
-
-def analyze(tune_points: list[Point], confirm_points: list[Point], baseline: str,
-            failed: dict[str, str]) -> tuple[dict, dict]:
+def analyze(
+    tune_points: list[Point], confirm_points: list[Point], baseline: str, failed: dict[str, str]
+) -> tuple[dict, dict]:
     """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: RunRecord}}:
-    each lr is judged on the tuning runs (the full grid), the speedup is measured on every
-    seed's finished run at the selected lr."""
+    each lr is judged on the tuning runs (the full grid), the speedup is measured on every seed's
+    finished run at the selected lr."""
     points = tune_points + confirm_points
-    runs = {p.label: load_point(p) for p in points}
-    table, seconds = [], {}
+    runs = {p.label: p.load() for p in points}
+    rows, seconds = [], {}
     for p in points:
-        run = runs[p.label]
-        final = final_loss(run)
-        if final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
+        run, final = runs[p.label], final_loss(runs[p.label])
+        if run is not None and final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
             seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
-        table.append({"optimizer": p.optimizer, "lr": p.lr, "seed": p.seed, "dir": str(p.out_dir),
-                      "final_val_loss": final,
-                      "status": status(run, failed.get(p.label))})
-    selection = selected_lrs(tune_points)
-    chosen = {}
+        row = dict(optimizer=p.optimizer, lr=p.lr, seed=p.seed, dir=str(p.out_dir), final_val_loss=final)
+        rows.append(row | {"status": status(run, failed.get(p.label))})
+    selection, chosen = selected_lrs(tune_points), {}
     for name, sel in selection.items():
         if sel["best"] is not None:
-            chosen[name] = {p.seed: runs[p.label] for p in points if p.optimizer == name
-                            and p.lr == sel["best"] and final_loss(runs[p.label]) is not None}
+            best = [p for p in points if p.optimizer == name and p.lr == sel["best"]]
+            chosen[name] = {p.seed: runs[p.label] for p in best if final_loss(runs[p.label]) is not None}
     speedups = {}
     if baseline in chosen:
-        for name, runs_by_seed in chosen.items():
-            if name != baseline:
-                speedups[name] = speedup(chosen[baseline], runs_by_seed)
-    summary = {"baseline": baseline, "seeds": sorted({p.seed for p in points}),
-               "tune_seeds": sorted({p.seed for p in tune_points}), "runs": table,
-               "selection": {name: {"lrs": [{"lr": lr, "mean_val_loss": sel["means"][lr],
-                                             "per_seed": sel["losses"][lr]}
-                                            for lr in sorted(sel["losses"])],
-                                    "best_lr": sel["best"], "edge": sel["edge"]}
-                             for name, sel in selection.items()},
-               "speedup": speedups, "step_time": step_time(seconds, baseline)}
+        speedups = {name: speedup(chosen[baseline], by_seed) for name, by_seed in chosen.items() if name != baseline}
+    seeds, tune_seeds = sorted({p.seed for p in points}), sorted({p.seed for p in tune_points})
+    summary = dict(baseline=baseline, seeds=seeds, tune_seeds=tune_seeds)
+    summary |= dict(runs=rows, selection={}, speedup=speedups, step_time=step_time(seconds, baseline))
+    for name, sel in selection.items():
+        lrs = [{"lr": lr, "mean_val_loss": m, "per_seed": sel["losses"][lr]} for lr, m in sorted(sel["means"].items())]
+        summary["selection"][name] = {"lrs": lrs, "best_lr": sel["best"], "edge": sel["edge"]}
     return summary, chosen
 
 
-# -----------------------------------------------------------------------------
-# output
-
 def format_summary(summary: dict) -> str:
-    baseline, seeds, tune = summary["baseline"], summary["seeds"], summary["tune_seeds"]
-    lines = ["runs (final val loss = the last eval, at max_iters)",
-             table([["optimizer", "lr", "seed", "final val loss", "status"]] +
-                   [[r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]),
-                     r["status"]] for r in summary["runs"]]),
-             "", f"learning rate: mean final val loss over seeds {', '.join(map(str, tune))}"]
+    baseline, seeds, tune = (summary[k] for k in ("baseline", "seeds", "tune_seeds"))
+    selection = summary["selection"]
+    rows = [["optimizer", "lr", "seed", "final val loss", "status"]]
+    for r in summary["runs"]:
+        rows.append([r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]), r["status"]])
+    lines = ["runs (final val loss = the last eval, at max_iters)", table(rows), ""]
+    lines.append(f"learning rate: mean final val loss over seeds {join(tune)}")
     confirm = [s for s in seeds if s not in tune]
     if confirm:
-        lines.append(f"(seeds {', '.join(map(str, confirm))} train each optimizer's selected lr "
-                     f"only, --tune_seeds {len(tune)})")
+        lines.append(f"(seeds {join(confirm)} train each optimizer's selected lr only, --tune_seeds {len(tune)})")
     rows = [["optimizer", "lr", "mean", "per seed", ""]]
-    for name, sel in summary["selection"].items():
+    for name, sel in selection.items():
         for entry in sel["lrs"]:
             mean = entry["mean_val_loss"]
-            mean = ("incomplete" if mean is None else "diverged" if math.isinf(mean)
-                    else f"{mean:.4f}")
-            per_seed = " ".join(map(fmt_loss, entry["per_seed"]))
-            rows.append([name, fmt_lr(entry["lr"]), mean, per_seed,
-                         "<- best" if entry["lr"] == sel["best_lr"] else ""])
+            mean = "incomplete" if mean is None else "diverged" if math.isinf(mean) else f"{mean:.4f}"
+            best = "<- best" if entry["lr"] == sel["best_lr"] else ""
+            rows.append([name, fmt_lr(entry["lr"]), mean, " ".join(map(fmt_loss, entry["per_seed"])), best])
     lines.append(table(rows))
-    for name, sel in summary["selection"].items():
+    for name, sel in selection.items():
         if sel["best_lr"] is None:
             lines.append(f"{name}: no lr has a finished, finite run for every seed: nothing selected")
         else:
-            lines.append(f"{name}: best lr {fmt_lr(sel['best_lr'])}"
-                         + (f", {sel['edge']}" if sel["edge"] else ""))
-    if baseline not in summary["selection"] or summary["selection"][baseline]["best_lr"] is None:
+            lines.append(f"{name}: best lr {fmt_lr(sel['best_lr'])}" + (f", {sel['edge']}" if sel["edge"] else ""))
+    if baseline not in selection or selection[baseline]["best_lr"] is None:
         lines.append(f"no speedup: the baseline {baseline} has no selected lr")
     for name, result in summary["speedup"].items():
-        lr, base_lr = (fmt_lr(summary["selection"][n]["best_lr"]) for n in (name, baseline))
-        title = (f"speedup of {name} lr={lr} over {baseline} lr={base_lr}: steps / tokens / "
-                 f"seconds to first reach the final val loss of the {baseline} run of the same seed")
-        lines += ["", title]
+        lr, base_lr = (fmt_lr(selection[n]["best_lr"]) for n in (name, baseline))
+        what = f"steps / tokens / seconds to first reach the final val loss of the {baseline} run of the same seed"
+        lines += ["", f"speedup of {name} lr={lr} over {baseline} lr={base_lr}: {what}"]
         lines.append(format_speedup(result, name, baseline, seeds))
     if summary["step_time"]:
-        lines += ["", "training wall-clock per step (time_s / steps, evals excluded), median over each "
-                      "optimizer's finished runs (all lrs and seeds); the ratio is only as fair as the "
-                      "machine load was even across those runs"]
+        fair = "the ratio is only as fair as the machine load was even across those runs"
+        median = "median over each optimizer's finished runs (all lrs and seeds)"
+        lines += ["", f"training wall-clock per step (time_s / steps, evals excluded), {median}; {fair}"]
         rows = [["optimizer", "runs", "median", "min-max", f"x {baseline}"]]
         for name, st in summary["step_time"].items():
-            rows.append([name, str(st["n"]), f"{st['median']:.3f} s",
-                         f"{st['min']:.3f}-{st['max']:.3f} s",
-                         "-" if st["ratio"] is None else f"{st['ratio']:.2f}x"])
+            ratio = "-" if st["ratio"] is None else f"{st['ratio']:.2f}x"
+            rows.append([name, str(st["n"]), f"{st['median']:.3f} s", f"{st['min']:.3f}-{st['max']:.3f} s", ratio])
         lines.append(table(rows))
     return "\n".join(lines)
 
@@ -409,46 +352,38 @@ def format_summary(summary: dict) -> str:
 def write_outputs(summary: dict, chosen: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / SUMMARY_JSON]
-    baseline = summary["baseline"]
-    if baseline in chosen:
+    if summary["baseline"] in chosen:
         runs = [run for name in chosen for run in chosen[name].values()]
-        base = chosen[baseline][summary["seeds"][0]]
+        base = chosen[summary["baseline"]][summary["seeds"][0]]
         plot_runs(runs, base, summarize(runs, base), out / BEST_PNG)
         written.append(out / BEST_PNG)
     (out / SUMMARY_JSON).write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
     return written
 
 
-# -----------------------------------------------------------------------------
-
-def parse_args(argv):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     intro, examples = __doc__.strip().split("\n\n    ", 1)
-    p = argparse.ArgumentParser(description=intro, epilog="    " + examples,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", required=True, metavar="CONFIG",
-                   help="train.py config files, one per optimizer (its optimizer_name)")
-    p.add_argument("--lrs", nargs="+", required=True, metavar="OPT=LR,LR",
-                   help="learning rates per optimizer, e.g. adamw=1e-3,3e-3,1e-2")
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=intro, epilog="    " + examples, formatter_class=formatter)
+    configs = "train.py config files, one per optimizer (its optimizer_name)"
+    p.add_argument("--configs", nargs="+", required=True, metavar="CONFIG", help=configs)
+    lrs = "learning rates per optimizer, e.g. adamw=1e-3,3e-3,1e-2"
+    p.add_argument("--lrs", nargs="+", required=True, metavar="OPT=LR,LR", help=lrs)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="default: 0 1")
-    p.add_argument("--tune_seeds", type=int, metavar="N",
-                   help="select each lr on the first N seeds' full grid, then train the other "
-                        "seeds at the selected lr only (default: every seed trains the full grid)")
+    tune = "select each lr on the first N seeds' full grid, then train the other seeds at the selected lr only"
+    p.add_argument("--tune_seeds", type=int, metavar="N", help=tune + " (default: every seed trains the full grid)")
     p.add_argument("--out", default="out/sweep", help="root of the run dirs (default out/sweep)")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="train.py settings for every run, e.g. max_iters=100 device=cpu")
-    p.add_argument("--baseline", default="adamw",
-                   help="optimizer whose final val loss is the target (default adamw)")
-    p.add_argument("--launcher", default=shlex.quote(sys.executable),
-                   help='command that runs train.py (default: this python), e.g. '
-                        '"torchrun --standalone --nproc_per_node=8"')
-    p.add_argument("--dry_run", action="store_true",
-                   help="print the runs and their commands, train nothing")
-    p.add_argument("--analyze_only", action="store_true",
-                   help="summarize the existing run dirs, train nothing")
+    sets = "train.py settings for every run, e.g. max_iters=100 device=cpu"
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=sets)
+    p.add_argument("--baseline", default="adamw", help="optimizer whose final val loss is the target (default adamw)")
+    launcher = 'command that runs train.py (default: this python), e.g. "torchrun --standalone --nproc_per_node=8"'
+    p.add_argument("--launcher", default=shlex.quote(sys.executable), help=launcher)
+    p.add_argument("--dry_run", action="store_true", help="print the runs and their commands, train nothing")
+    p.add_argument("--analyze_only", action="store_true", help="summarize the existing run dirs, train nothing")
     return p.parse_args(argv)
 
 
-def sweep(args, command: str) -> int:
+def sweep(args: argparse.Namespace, command: str) -> int:
     """The whole sweep; a UserError for bad input, before anything trains."""
     out = Path(args.out)
     if len(set(args.seeds)) != len(args.seeds):
@@ -466,8 +401,10 @@ def sweep(args, command: str) -> int:
         raise UserError(f"--baseline {args.baseline}: no --configs file trains it")
     tune_points = plan(by_optimizer, grid, tune_seeds, out, sets)
 
-    def confirm() -> list[Point]:  # known once the tuning runs have finished
-        points = confirm_plan(by_optimizer, tune_points, confirm_seeds, out, sets)
+    def confirm() -> list[Point]:  # known once the tuning runs have finished: each optimizer at its selected lr
+        selected = selected_lrs(tune_points).items()
+        best = {name: [s["best"]] for name, s in selected if s["best"] is not None and None not in s["means"].values()}
+        points = plan(by_optimizer, best, confirm_seeds, out, sets)
         for point in points:
             check_settings(point)
         return points
@@ -477,38 +414,34 @@ def sweep(args, command: str) -> int:
     if args.dry_run:
         points = tune_points + confirm()
         for k, p in enumerate(points, 1):
-            done = is_finished(load_point(p))
-            verdict = "finished, would skip" if done else "would run"
-            say(f"[{k}/{len(points)}] {p.label}: {verdict}\n"
-                f"    {shlex.join([*launcher, str(REPO / 'train.py'), *p.args])}")
+            verdict = "would run" if final_loss(p.load()) is None else "finished, would skip"
+            cmd = shlex.join([*launcher, str(REPO / "train.py"), *p.args])
+            say(f"[{k}/{len(points)}] {p.label}: {verdict}\n    {cmd}")
         if confirm_seeds:
-            say(f"seeds {' '.join(map(str, confirm_seeds))}: each optimizer at the lr selected "
-                f"on seeds {' '.join(map(str, tune_seeds))} (listed once those have finished)")
+            tuned, other = " ".join(map(str, tune_seeds)), " ".join(map(str, confirm_seeds))
+            say(f"seeds {other}: each optimizer at the lr selected on seeds {tuned} (listed once those have finished)")
         return 0
-    failed = {}
-    if not args.analyze_only:
-        failed = run_sweep(tune_points, launcher)
+    failed = {} if args.analyze_only else run_sweep(tune_points, launcher)
     confirm_points = confirm()
     if not args.analyze_only and confirm_points:
         say(f"seeds {' '.join(map(str, confirm_seeds))}: the selected lrs")
         failed |= run_sweep(confirm_points, launcher)
-
     summary, chosen = analyze(tune_points, confirm_points, args.baseline, failed)
     summary["command"] = command
     say("\n" + format_summary(summary) + "\n")
     for path in write_outputs(summary, chosen, out):
         say(f"wrote {path}")
-    complete = (all(sel["best_lr"] is not None for sel in summary["selection"].values())
-                and len(confirm_points) == len(confirm_seeds) * len(by_optimizer)
-                and all(r["final_val_loss"] is not None for r in summary["runs"]))
+    selected = all(sel["best_lr"] is not None for sel in summary["selection"].values())
+    confirmed = len(confirm_points) == len(confirm_seeds) * len(by_optimizer)
+    complete = selected and confirmed and all(r["final_val_loss"] is not None for r in summary["runs"])
     return 1 if failed or not complete else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["scripts/experiments/sweep.py", *(sys.argv[1:] if argv is None else argv)])
-    return run_cli(lambda _: sweep(args, command), prog="sweep.py",
-                   interrupted="interrupted: rerun the same command to resume (finished runs are skipped)")
+    interrupted = "interrupted: rerun the same command to resume (finished runs are skipped)"
+    return run_cli(lambda _: sweep(args, command), prog="sweep.py", interrupted=interrupted)
 
 
 if __name__ == "__main__":

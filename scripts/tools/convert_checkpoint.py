@@ -9,6 +9,7 @@ one process and needs the CPU memory of the whole model and its optimizer state 
 parameter for Sophia or AdamW). (sample.py, train.py and export_hf.py also read sharded checkpoints
 directly; this is for tools that want one file.)
 """
+
 import argparse
 import sys
 from dataclasses import fields

@@ -10,6 +10,7 @@ multi-GPU estimate). dtype 'auto' is taken as bfloat16 (a GPU run). --measure tr
 a few steps (one Hessian refresh, one eval) in this process on the CPU, fp32, one rank, and compares
 the peak resident memory that training added with the estimate for that setting.
 """
+
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -39,8 +40,8 @@ def fitting_batch(cfg: TrainConfig, world_size: int, capacity_gb: float) -> tupl
 
 
 def table(world_size: int = 8) -> None:
-    print(f"Sophia-G, bf16, {world_size} GPUs, micro-batch = the largest that fits with {RESERVED_GB:.0f} GB reserved "
-          f"(memory at that micro-batch); AdamW needs the same, Lion 4 bytes/param less")
+    fits = f"micro-batch = the largest that fits with {RESERVED_GB:.0f} GB reserved (memory at that micro-batch)"
+    print(f"Sophia-G, bf16, {world_size} GPUs, {fits}; AdamW needs the same, Lion 4 bytes/param less")
     print("| model | params | parallelism | state per rank (weights+grads+optimizer) | 40 GB GPU | 80 GB GPU |")
     print("|---|---|---|---|---|---|")
     for size in SIZES:
@@ -55,8 +56,8 @@ def table(world_size: int = 8) -> None:
                     b, fit = fitting_batch(cfg, world_size, capacity)
                     cells.append(f"batch_size={b} ({fit.total / GB:.1f} GB)" if b else "does not fit")
                 name = parallelism + (" + activation_checkpointing" if checkpointing else "")
-                print(f"| {size} | {n / 1e6:.0f}M | {name} | {(e.weights + e.gradients + e.optimizer) / GB:.1f} GB | "
-                      f"{cells[0]} | {cells[1]} |")
+                state = (e.weights + e.gradients + e.optimizer) / GB
+                print(f"| {size} | {n / 1e6:.0f}M | {name} | {state:.1f} GB | {cells[0]} | {cells[1]} |")
 
 
 def resident_bytes() -> int:
@@ -71,19 +72,20 @@ def measure(argv: list[str]) -> None:
     import tempfile
 
     import train
+
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = parse_args(argv)
         steps = cfg.hess_interval + 1
-        overrides = ["--device=cpu", "--dtype=float32", "--compile=False", f"--out_dir={out_dir}",
-                     f"--max_iters={steps}",
-                     f"--eval_interval={steps}", "--eval_iters=2", "--wandb_log=False", "--parallelism=ddp"]
+        overrides = f"--device=cpu --dtype=float32 --compile=False --max_iters={steps} --eval_interval={steps}".split()
+        overrides += ["--eval_iters=2", "--wandb_log=False", "--parallelism=ddp", f"--out_dir={out_dir}"]
         cfg = parse_args(argv + overrides)
         before = resident_bytes()
         train.train(cfg, train.setup_distributed(cfg))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # Linux: ru_maxrss in KiB
     e = estimate(cfg, 1, "float32", PADDED_VOCAB_SIZE)
-    print(f"estimate {e.total / GB:.3f} GB, measured peak {peak / GB:.3f} GB (resident memory added by training, "
-          f"fp32, CPU, 1 rank, batch_size={cfg.batch_size}): estimate / measured = {e.total / peak:.2f}")
+    measured = f"resident memory added by training, fp32, CPU, 1 rank, batch_size={cfg.batch_size}"
+    ratio = f"estimate / measured = {e.total / peak:.2f}"
+    print(f"estimate {e.total / GB:.3f} GB, measured peak {peak / GB:.3f} GB ({measured}): {ratio}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args([a for a in argv if not a.startswith("--world_size=")])
     n = parameter_counts(cfg, PADDED_VOCAB_SIZE)[0]
     e = estimate(cfg, world_size, resolved_dtype(cfg), PADDED_VOCAB_SIZE)
-    print(f"{n / 1e6:.0f}M parameters | {cfg.optimizer_name} | {cfg.parallelism} on {world_size} ranks | "
-          f"batch_size={cfg.batch_size} x block_size={cfg.block_size} | {resolved_dtype(cfg)}"
-          f"{' | activation checkpointing' if cfg.activation_checkpointing else ''}")
+    shape = f"batch_size={cfg.batch_size} x block_size={cfg.block_size} | {resolved_dtype(cfg)}"
+    shape += " | activation checkpointing" if cfg.activation_checkpointing else ""
+    print(f"{n / 1e6:.0f}M parameters | {cfg.optimizer_name} | {cfg.parallelism} on {world_size} ranks | {shape}")
     for name in ("weights", "gradients", "optimizer", "activations"):
         print(f"  {name:14} {getattr(e, name) / GB:8.2f} GB")
     print(f"  {e.other_name:14} {e.other / GB:8.2f} GB")

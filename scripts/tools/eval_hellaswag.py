@@ -29,18 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="the file data/hellaswag/prepare.py wrote")
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16"),
-        help="autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)",
-    )
-    p.add_argument(
-        "--batch_tokens",
-        type=int,
-        default=4096,
-        help="padded tokens per forward pass (examples are grouped up to this many)",
-    )
+    dtype = "autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)"
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"), help=dtype)
+    batch = "padded tokens per forward pass (examples are grouped up to this many)"
+    p.add_argument("--batch_tokens", type=int, default=4096, help=batch)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1 or args.batch_tokens < 1:
@@ -48,12 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device={args.device} but CUDA is not available here: use --device=cpu")
     examples = hellaswag.load(args.data, args.limit)
-    model, vocab, what = load_model(
-        args.source,
-        hint=f"pass a run's out_dir (checkpoints are written at every "
-        f"eval_interval), a Hugging Face GPT-2 directory or one of "
-        f"{', '.join(RELEASES)}",
-    )
+    hint = "pass a run's out_dir (checkpoints are written at every eval_interval), a Hugging Face GPT-2 directory"
+    model, vocab, what = load_model(args.source, hint=f"{hint} or one of {', '.join(RELEASES)}")
     hellaswag.check_vocab(vocab, what, "evaluate a model trained on GPT-2 tokens")
     model.to(args.device)
     device = torch.device(args.device)
@@ -63,15 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     scores = hellaswag.evaluate(scorer, examples, model.config.block_size, args.batch_tokens, autocast, device)
     seconds = time.perf_counter() - t0
-    print(
-        f"{what}: acc {scores['eval/hellaswag_acc']:.4f} acc_norm {scores['eval/hellaswag_acc_norm']:.4f} "
-        f"on {len(examples):,} examples ({seconds:.1f} s, {1000 * seconds / len(examples):.1f} ms/example, "
-        f"{args.device} {dtype}{' compiled' if args.compile else ''})"
-    )
+    acc = f"acc {scores['eval/hellaswag_acc']:.4f} acc_norm {scores['eval/hellaswag_acc_norm']:.4f}"
+    took = f"{seconds:.1f} s, {1000 * seconds / len(examples):.1f} ms/example, {args.device} {dtype}"
+    print(f"{what}: {acc} on {len(examples):,} examples ({took}{' compiled' if args.compile else ''})")
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Command-line entry: mistakes are one line on stderr and exit code 2."""
     return run_cli(main, argv)
 
 

@@ -26,24 +26,19 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="a run's out_dir (its newest valid checkpoint is exported)")
     p.add_argument("hf_dir", help="the directory to write the Hugging Face model into")
-    p.add_argument(
-        "--force", action="store_true", help="write into a non-empty hf_dir, replacing the files of an earlier export"
-    )
+    force = "write into a non-empty hf_dir, replacing the files of an earlier export"
+    p.add_argument("--force", action="store_true", help=force)
     args = p.parse_args(argv)
     out_dir, hf_dir = Path(args.out_dir), Path(args.hf_dir)
     if not out_dir.is_dir():
         raise UserError(f"{out_dir} is not a directory: pass the out_dir of a training run")
     if hf_dir.is_dir() and any(hf_dir.iterdir()) and not args.force:
-        raise UserError(
-            f"{hf_dir} is not empty: pass --force to replace an earlier export there, or choose another directory"
-        )
+        fix = "pass --force to replace an earlier export there, or choose another directory"
+        raise UserError(f"{hf_dir} is not empty: {fix}")
     model, vocab, what = load_model(out_dir)
     if vocab != GPT2:
-        raise UserError(
-            f"{what} is a character-level model, with {describe(vocab)}: a Hugging Face GPT-2 export "
-            f"needs GPT-2's vocabulary and tokenizer; sample it with "
-            f"`python sample.py --out_dir={out_dir}`"
-        )
+        fix = f"needs GPT-2's vocabulary and tokenizer; sample it with `python sample.py --out_dir={out_dir}`"
+        raise UserError(f"{what} is a character-level model, with {describe(vocab)}: a Hugging Face GPT-2 export {fix}")
     print(f"exporting {what}, {model.num_params() / 1e6:.2f}M parameters")
     try:
         hf_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ Prints one line per checkpoint, newest first: `ok` with its iteration, or `DAMAG
 (a checksum mismatch, an unreadable file, non-finite weights or optimizer state). Exit code 0 when
 every checkpoint is ok, 1 when any is damaged, 2 when OUT_DIR has none.
 """
+
 import argparse
 import sys
 import time
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             damaged += 1
             print(f"DAMAGED  {path}: {e}")
             continue
-        print(f"ok       {path}: iter {ckpt['iter']}, optimizer {ckpt['config']['optimizer_name']}, "
-              f"verified in {time.perf_counter() - t0:.2f} s")
+        took = f"verified in {time.perf_counter() - t0:.2f} s"
+        print(f"ok       {path}: iter {ckpt['iter']}, optimizer {ckpt['config']['optimizer_name']}, {took}")
     print(f"{len(paths) - damaged} ok, {damaged} damaged")
     return 1 if damaged else 0
 
