@@ -16,7 +16,7 @@ multi-tensor (torch._foreach_*) path, plus an optional torch.compile'd fused pat
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,8 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
+TL = list[Tensor]
+Lists = tuple[TL, TL, TL, TL, TL]  # params, grads, exp_avgs, hessians, state_steps
 __all__ = ["SophiaG", "SophiaH", "by_device_and_dtype", "clipped", "gnb_loss", "hutchinson", "sophia"]
 
 # The multi-tensor step walks the parameters in buckets of at most this many elements and keeps its
@@ -62,17 +64,8 @@ class _Sophia(Optimizer):
     ):
         if foreach and fused:
             raise ValueError("foreach=True and fused=True are exclusive; pick one (or leave foreach=None)")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            rho=rho,
-            weight_decay=weight_decay,
-            eps=eps,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-        )
-        super().__init__(params, defaults)
+        paths = dict(maximize=maximize, foreach=foreach, fused=fused)
+        super().__init__(params, dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps, **paths))
 
     def add_param_group(self, param_group: dict) -> None:
         _check_hyperparameters(type(self).__name__, {**self.defaults, **param_group})
@@ -83,9 +76,7 @@ class _Sophia(Optimizer):
         state = self.state[p]
         if not state:
             if torch.is_complex(p):
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support complex parameters; optimize torch.view_as_real(p) instead"
-                )
+                raise RuntimeError(f"{type(self).__name__} takes no complex parameters; optimize torch.view_as_real(p)")
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -95,10 +86,7 @@ class _Sophia(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         if any(g.is_sparse for g in grads):
-            raise RuntimeError(
-                f"{type(self).__name__} does not support sparse gradients; "
-                "use dense gradients (e.g. nn.Embedding(..., sparse=False))"
-            )
+            raise RuntimeError(f"{type(self).__name__} takes no sparse gradients: use nn.Embedding(..., sparse=False)")
         return params, grads
 
     @torch.no_grad()
@@ -113,25 +101,11 @@ class _Sophia(Optimizer):
             if not params:
                 continue
             states = [self._state(p) for p in params]
-            beta1, _ = group["betas"]
-            params, grads, exp_avgs, hessians = (
-                _local(ts) for ts in (params, grads, [s["exp_avg"] for s in states], [s["hessian"] for s in states])
-            )
-            sophia(
-                params,
-                grads,
-                exp_avgs,
-                hessians,
-                [s["step"] for s in states],
-                foreach=group["foreach"],
-                fused=group["fused"],
-                beta1=beta1,
-                lr=group["lr"],
-                rho=group["rho"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-            )
+            exp_avgs, hessians = ([s[k] for s in states] for k in ("exp_avg", "hessian"))
+            hyper = {k: group[k] for k in ("foreach", "fused", "lr", "rho", "weight_decay", "eps", "maximize")}
+            steps = [s["step"] for s in states]
+            p, g, m, h = map(_local, (params, grads, exp_avgs, hessians))
+            sophia(p, g, m, h, steps, beta1=group["betas"][0], **hyper)
         return loss
 
     def _update_hessians(
@@ -227,14 +201,10 @@ class SophiaG(_Sophia):
         `.grad` must hold the gradient of `gnb_loss` averaged over `num_tokens` predictions (for DDP:
         after the all-reduce, and num_tokens counts the predictions of all ranks together).
         """
-        if (
-            isinstance(num_tokens, bool)
-            or not isinstance(num_tokens, (int, float))
-            or not math.isfinite(num_tokens)
-            or num_tokens <= 0
-        ):
+        number = isinstance(num_tokens, (int, float)) and not isinstance(num_tokens, bool)
+        if not (number and math.isfinite(num_tokens) and num_tokens > 0):
             raise ValueError(
-                f"num_tokens must be a positive number, got {num_tokens!r}; pass the number of "
+                f"num_tokens must be a positive number, got {num_tokens!r}: the number of "
                 "predictions the GNB loss averaged over (sequences x tokens per sequence)"
             )
         for group in self.param_groups:
@@ -273,21 +243,21 @@ class SophiaH(_Sophia):
         params, estimates = list(params), list(estimates)
         if len(params) != len(estimates):
             raise ValueError(
-                f"got {len(params)} params but {len(estimates)} estimates; "
-                "pass one estimate per parameter, e.g. estimates = hutchinson(loss, params)"
+                f"got {len(params)} params but {len(estimates)} estimates: pass one estimate per "
+                "parameter, e.g. estimates = hutchinson(loss, params)"
             )
         group_of = {id(p): i for i, group in enumerate(self.param_groups) for p in group["params"]}
         per_group: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         for p, e in zip(params, estimates):
             if id(p) not in group_of:
                 raise ValueError(
-                    "update_hessian got a tensor that is not a parameter of this optimizer; "
-                    "pass the same parameter objects that the optimizer was built with"
+                    "update_hessian got a tensor that is not a parameter of this optimizer: "
+                    "pass the parameter objects that the optimizer was built with"
                 )
             if e.shape != p.shape:
                 raise ValueError(
-                    f"estimate of shape {tuple(e.shape)} for a parameter of shape "
-                    f"{tuple(p.shape)}; pass estimates aligned with params"
+                    f"estimate of shape {tuple(e.shape)} for a parameter of shape {tuple(p.shape)}: "
+                    "pass estimates aligned with params"
                 )
             pair = per_group.setdefault(group_of[id(p)], ([], []))
             pair[0].append(p)
@@ -302,9 +272,7 @@ def _check_hyperparameters(name: str, group: dict) -> None:
             raise ValueError(f"{name}: invalid {key}={group[key]!r}; pass a number >= 0")
     betas = group["betas"]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ValueError(
-            f"{name}: invalid betas={betas!r}; pass a pair (beta1, beta2) with each in [0, 1), e.g. (0.965, 0.99)"
-        )
+        raise ValueError(f"{name}: invalid betas={betas!r}; pass (beta1, beta2) each in [0, 1), e.g. (0.965, 0.99)")
 
 
 def _local(tensors: list[Tensor]) -> list[Tensor]:
@@ -364,18 +332,17 @@ def hutchinson(loss: Tensor, params: Sequence[Tensor], generator: torch.Generato
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
     hvps: Sequence[Tensor | None] = [None] * len(params)
     if live:
-        hvps = torch.autograd.grad(
-            [grads[i] for i in live], params, grad_outputs=[us[i] for i in live], allow_unused=True
-        )
+        outputs, directions = [grads[i] for i in live], [us[i] for i in live]
+        hvps = torch.autograd.grad(outputs, params, grad_outputs=directions, allow_unused=True)
     return [torch.zeros_like(p) if hv is None else u * hv for p, u, hv in zip(params, us, hvps)]
 
 
 def sophia(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    hessians: list[Tensor],
-    state_steps: list[Tensor],
+    params: TL,
+    grads: TL,
+    exp_avgs: TL,
+    hessians: TL,
+    state_steps: TL,
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
@@ -387,71 +354,36 @@ def sophia(
     maximize: bool,
 ) -> None:
     """Functional Sophia step (see SophiaG for the rule), in place on params, exp_avgs and state_steps."""
-    if fused:
-        fn = _fused_sophia
-    elif foreach is False:
-        fn = _single_tensor_sophia
-    else:
-        fn = _multi_tensor_sophia
-    fn(
-        params,
-        grads,
-        exp_avgs,
-        hessians,
-        state_steps,
-        beta1=beta1,
-        lr=lr,
-        rho=rho,
-        weight_decay=weight_decay,
-        eps=eps,
-        maximize=maximize,
-    )
+    fn = _fused_sophia if fused else _single_tensor_sophia if foreach is False else _multi_tensor_sophia
+    fn((params, grads, exp_avgs, hessians, state_steps), _Hyper(beta1, lr, rho, weight_decay, eps, maximize))
 
 
-def _single_tensor_sophia(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    hessians: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    beta1: float,
-    lr: float,
-    rho: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
-    for param, grad, exp_avg, hessian, step in zip(params, grads, exp_avgs, hessians, state_steps):
+class _Hyper(NamedTuple):
+    beta1: float
+    lr: float
+    rho: float
+    weight_decay: float
+    eps: float
+    maximize: bool
+
+
+def _single_tensor_sophia(lists: Lists, hp: _Hyper) -> None:
+    for param, grad, exp_avg, hessian, step in zip(*lists):
         step += 1
-        if weight_decay != 0:
-            param.mul_(1 - lr * weight_decay)
-        exp_avg.lerp_(-grad if maximize else grad, 1 - beta1)
-        ratio = torch.mul(hessian, rho).add_(eps)  # rho * h + eps
+        if hp.weight_decay != 0:
+            param.mul_(1 - hp.lr * hp.weight_decay)
+        exp_avg.lerp_(-grad if hp.maximize else grad, 1 - hp.beta1)
+        ratio = torch.mul(hessian, hp.rho).add_(hp.eps)  # rho * h + eps
         torch.div(exp_avg, ratio, out=ratio).clamp_(-1, 1)
-        param.add_(ratio, alpha=-lr)
+        param.add_(ratio, alpha=-hp.lr)
 
 
-def _multi_tensor_sophia(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    hessians: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    beta1: float,
-    lr: float,
-    rho: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
+def _multi_tensor_sophia(lists: Lists, hp: _Hyper) -> None:
     # The same elementwise operations as _single_tensor_sophia, in the same order (so the two paths agree
     # bit for bit), applied bucket by bucket with the temporaries in a reused scratch buffer.
-    for device, lists in by_device_and_dtype([params, grads, exp_avgs, hessians, state_steps]):
-        device_params, device_grads, device_exp_avgs, device_hessians, device_steps = lists
-        torch._foreach_add_(device_steps, 1)
-        if maximize:
+    for device, (device_params, device_grads, device_exp_avgs, device_hessians, steps) in by_device_and_dtype(lists):
+        torch._foreach_add_(steps, 1)
+        if hp.maximize:
             device_grads = list(torch._foreach_neg(device_grads))
         max_numel = _CPU_BUCKET_NUMEL if device.type == "cpu" else _BUCKET_NUMEL
         buckets = _buckets([device_params, device_grads, device_exp_avgs, device_hessians], max_numel)
@@ -464,23 +396,21 @@ def _multi_tensor_sophia(
             denom, ratio = scratch[:, : sum(sizes)]
             denoms = [d.view_as(p) for d, p in zip(denom.split(sizes), bucket_params)]
             ratios = [r.view_as(p) for r, p in zip(ratio.split(sizes), bucket_params)]
-            if weight_decay != 0:
-                torch._foreach_mul_(bucket_params, 1 - lr * weight_decay)
-            torch._foreach_lerp_(bucket_exp_avgs, bucket_grads, 1 - beta1)
+            if hp.weight_decay != 0:
+                torch._foreach_mul_(bucket_params, 1 - hp.lr * hp.weight_decay)
+            torch._foreach_lerp_(bucket_exp_avgs, bucket_grads, 1 - hp.beta1)
             torch._foreach_copy_(denoms, bucket_hessians)
-            denom.mul_(rho).add_(eps)
+            denom.mul_(hp.rho).add_(hp.eps)
             torch._foreach_copy_(ratios, bucket_exp_avgs)
             ratio.div_(denom).clamp_(-1, 1)
-            torch._foreach_add_(bucket_params, ratios, alpha=-lr)
+            torch._foreach_add_(bucket_params, ratios, alpha=-hp.lr)
 
 
-def by_device_and_dtype(tensor_lists: list[list[Tensor]]) -> list[tuple[torch.device, list[list[Tensor]]]]:
+def by_device_and_dtype(tensor_lists: Sequence[TL]) -> list[tuple[torch.device, list[TL]]]:
     """Aligned tensor lists split by device and dtype, as torch's foreach optimizers group them (their
     kernels take tensors of one device and dtype): [(device, the lists' tensors there)]."""
-    grouped = Optimizer._group_tensors_by_device_and_dtype(cast(list[list[Tensor | None]], tensor_lists))
-    return [
-        (cast(torch.device, device), cast(list[list[Tensor]], lists)) for (device, _), (lists, _) in grouped.items()
-    ]
+    grouped = Optimizer._group_tensors_by_device_and_dtype(cast(list[list[Tensor | None]], list(tensor_lists)))
+    return [(cast(torch.device, device), cast(list[TL], lists)) for (device, _), (lists, _) in grouped.items()]
 
 
 def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tuple[Tensor, ...]]]:
@@ -509,22 +439,13 @@ def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tupl
 
 
 def _fused_update(
-    param: Tensor,
-    grad: Tensor,
-    exp_avg: Tensor,
-    hessian: Tensor,
-    beta1: float,
-    lr: float,
-    rho: float,
-    weight_decay: float,
-    eps: float,
+    p: Tensor, g: Tensor, m: Tensor, h: Tensor, beta1: float, lr: float, rho: float, wd: float, eps: float
 ) -> None:
     # Purely elementwise (no reduction), so the compiled kernel spreads over the whole tensor. lerp
     # written out: as a plain float, beta1 stays an input of the compiled graph (lerp_'s weight would
     # be baked in as a constant and recompile when beta1 changes).
-    exp_avg.copy_(exp_avg + (grad - exp_avg) * (1 - beta1))
-    ratio = (exp_avg / (hessian * rho + eps)).clamp(-1, 1)
-    param.copy_(param * (1 - lr * weight_decay) - lr * ratio)
+    m.copy_(m + (g - m) * (1 - beta1))
+    p.copy_(p * (1 - lr * wd) - lr * (m / (h * rho + eps)).clamp(-1, 1))
 
 
 @functools.cache
@@ -540,40 +461,20 @@ def _fused_kernel(device: torch.device, dtype: torch.dtype) -> Callable[..., Non
     return cast(Callable[..., None], kernel)
 
 
-def _fused_sophia(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    hessians: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    beta1: float,
-    lr: float,
-    rho: float,
-    weight_decay: float,
-    eps: float,
-    maximize: bool,
-) -> None:
+def _fused_sophia(lists: Lists, hp: _Hyper) -> None:
     # The kernel sees every contiguous parameter viewed flat, so shapes of any rank share its graphs;
     # the rare non-contiguous ones take the per-tensor path rather than compiling a graph per layout.
-    flat = [all(t.is_contiguous() for t in ts) for ts in zip(params, grads, exp_avgs, hessians)]
+    flat = [all(t.is_contiguous() for t in ts[:4]) for ts in zip(*lists)]
     if not all(flat):
-        others = ([t for t, f in zip(ts, flat) if not f] for ts in (params, grads, exp_avgs, hessians, state_steps))
-        _single_tensor_sophia(
-            *others, beta1=beta1, lr=lr, rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize
-        )
-    for param, grad, exp_avg, hessian, step, is_flat in zip(params, grads, exp_avgs, hessians, state_steps, flat):
-        if not is_flat:
-            continue
-        step += 1
-        kernel = _fused_kernel(param.device, param.dtype)
-        views = (t.detach().view(-1) for t in (param, -grad if maximize else grad, exp_avg, hessian))
-        kernel(*views, beta1, lr, rho, weight_decay, eps)
+        _single_tensor_sophia(cast(Lists, tuple([t for t, f in zip(ts, flat) if not f] for ts in lists)), hp)
+    for (param, grad, exp_avg, hessian, step), is_flat in zip(zip(*lists), flat):
+        if is_flat:
+            step += 1
+            views = (t.detach().view(-1) for t in (param, -grad if hp.maximize else grad, exp_avg, hessian))
+            _fused_kernel(param.device, param.dtype)(*views, hp.beta1, hp.lr, hp.rho, hp.weight_decay, hp.eps)
 
 
-def _single_tensor_update_hessian(
-    hessians: list[Tensor], estimates: list[Tensor], *, beta2: float, num_tokens: float | None
-) -> None:
+def _single_tensor_update_hessian(hessians: TL, estimates: TL, *, beta2: float, num_tokens: float | None) -> None:
     for hessian, estimate in zip(hessians, estimates):
         hessian.mul_(beta2)
         if num_tokens is None:
@@ -582,9 +483,7 @@ def _single_tensor_update_hessian(
             hessian.addcmul_(estimate, estimate, value=(1 - beta2) * num_tokens)
 
 
-def _multi_tensor_update_hessian(
-    hessians: list[Tensor], estimates: list[Tensor], *, beta2: float, num_tokens: float | None
-) -> None:
+def _multi_tensor_update_hessian(hessians: TL, estimates: TL, *, beta2: float, num_tokens: float | None) -> None:
     for _, (device_hessians, device_estimates) in by_device_and_dtype([hessians, estimates]):
         torch._foreach_mul_(device_hessians, beta2)
         if num_tokens is None:
