@@ -15,14 +15,21 @@ class MetricsLog:
     def __init__(self, out_dir, resume_iter, wandb_run):
         self.path = out_dir / "metrics.jsonl"
         self.wandb_run = wandb_run
+        self.file = None
+        self.truncate(resume_iter)
+
+    def truncate(self, last_iter):
+        """Keep only the rows up to iteration last_iter (None: none), as a resume or a rollback to it needs."""
+        if self.file is not None:
+            self.file.close()
         rows = []
-        if resume_iter is not None and self.path.exists():
+        if last_iter is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
                 try:
                     row = json.loads(line)
                 except ValueError:
                     continue  # a line cut short by a crash
-                if row["iter"] <= resume_iter:
+                if row["iter"] <= last_iter:
                     rows.append(line)
         with atomic_write(self.path) as f:
             f.write("".join(line + "\n" for line in rows))
