@@ -4,11 +4,12 @@ A step is an outlier when its training loss or its gradient norm (before clippin
 spike_z standard deviations above the mean of a rolling window: the last spike_window steps that
 were not outliers. The window holds logarithms, so a spike is a ratio to the usual value: gradient
 norms are positive with a long upper tail, where a plain z-score flags bursts that clipping makes
-harmless (docs/reliability.md); for the loss, whose spread is small next to its size, the two agree. Its update is skipped as
-a non-finite step's is: the weights and the optimizer state stay as they were. Sophia's Hessian refresh has a window of its own, of the norm of the
-estimator's gradient (Sophia-G's GNB gradient before clipping, Sophia-H's estimate): an outlier
-estimate does not enter the Hessian EMA. A window judges nothing until it holds spike_warmup values,
-and an outlier never enters it, so a spike cannot raise the bar for the next one.
+harmless (docs/reliability.md); for the loss, whose spread is small next to its size, the two
+agree. The update of an outlier step is skipped as a non-finite step's is: the weights and the
+optimizer state stay as they were. Sophia's Hessian refresh has a window of its own, of the norm of
+the estimator's gradient (Sophia-G's GNB gradient before clipping, Sophia-H's estimate): an outlier
+estimate does not enter the Hessian EMA. A window judges nothing until it holds spike_warmup
+values, and an outlier never enters it, so a spike cannot raise the bar for the next one.
 
 The windows live on the device and the verdict is computed there, as a 0/1 that travels back with
 the values the step already reads to the host (its loss, gradient norm and SIGTERM flag): no extra
@@ -124,7 +125,8 @@ class SpikeGuard:
         a log line."""
         v = self.verdicts[name]
         return ", ".join(f"{signal.replace('_', ' ')} {x:.4g} (z {z:.1f}: {x / m:.3g}x the window's {m:.4g}, "
-                         f"spread {100 * s:.2g}%)" for signal, x, m, s, z in zip(SIGNALS[name], v.value, v.mean, v.std, v.z))
+                         f"spread {100 * s:.2g}%)"
+                         for signal, x, m, s, z in zip(SIGNALS[name], v.value, v.mean, v.std, v.z))
 
     def outlier(self, name: str) -> bool:
         """Whether the last values judged in window `name` were an outlier."""
@@ -152,12 +154,15 @@ class SpikeGuard:
         return {"windows": {name: w.state_dict() for name, w in self.windows.items()}, "skips": list(self.skips)}
 
     def load_state_dict(self, state: typing.Optional[dict]) -> None:
-        """A checkpoint's windows and skips (None, from a checkpoint written before the guard: empty windows)."""
-        if state is None:
-            return
-        for name, window in state["windows"].items():
-            self.windows[name].load_state_dict(window)
-        self.skips = list(state["skips"])
+        """A checkpoint's windows and skips; None (a checkpoint written before the guard existed, or with it
+        off) empties them."""
+        for name, window in self.windows.items():
+            if state is None:
+                window.values.zero_()
+                window.count.zero_()
+            else:
+                window.load_state_dict(state["windows"][name])
+        self.skips = [] if state is None else list(state["skips"])
 
 
 def roll_back(run, state: dict, metrics, it: int, log) -> bool:

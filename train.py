@@ -738,7 +738,7 @@ def catch_sigterm(run):
 
 
 def save(run, state):
-    state["spike_guard"] = run.spikes.state_dict()
+    state["spike_guard"] = run.spikes.state_dict() if run.spikes.on else None  # off: a later resume starts afresh
     run.checkpointer.save(run.raw_model, run.optimizer, run.scaler, state)
 
 
