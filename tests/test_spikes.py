@@ -217,6 +217,20 @@ def test_the_guard_adds_no_host_sync_to_the_step_or_the_refresh(shakespeare_char
     assert counts[6.0] == counts[0.0] == [12, 4]  # 12 steps, 4 refreshes: one read-back each
 
 
+@pytest.mark.cuda
+def test_the_guard_never_syncs_on_a_gpu():
+    """On CUDA the verdict is device work only: torch's sync debug mode raises on any host sync in it."""
+    guard = SpikeGuard(train.TrainConfig(spike_warmup=2, spike_window=8), torch.device("cuda"))
+    values = [torch.full((), 2.0, device="cuda"), torch.full((), 0.5, device="cuda")]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        judged = [guard.judge("step", [v * (1 + 0.01 * k) for v in values]) for k in range(20)]
+        judged.append(guard.judge("step", [v * 100 for v in values]))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [j[0].item() for j in judged] == [0.0] * 20 + [1.0]
+
+
 # ----------------------------------------------------------------------------- resume and rollback
 
 def test_a_resumed_run_judges_as_the_uninterrupted_one_and_an_older_checkpoint_still_resumes(shakespeare_char,
