@@ -24,6 +24,7 @@ the loop): every batch is a function of (seed, stream, iteration, index), so the
 offset added to the iteration the data is drawn for, kept in the checkpoint. The run stops after
 spike_max_rollbacks rollbacks.
 """
+import math
 import typing
 
 import torch
@@ -140,12 +141,13 @@ class SpikeGuard:
 
     def row(self) -> dict[str, float]:
         """spike/<signal>_mean, _std and _z of the verdicts read since the last row (the logged step's;
-        the Hessian window's when a refresh came since)."""
+        the Hessian window's when a refresh came since), once their window held 2 values."""
         out = {}
         for name, verdict in self.verdicts.items():
             for i, signal in enumerate(SIGNALS[name]):
-                out |= {f"spike/{signal}_mean": verdict.mean[i], f"spike/{signal}_std": verdict.std[i],
-                        f"spike/{signal}_z": verdict.z[i]}
+                if math.isfinite(verdict.std[i]):
+                    out |= {f"spike/{signal}_mean": verdict.mean[i], f"spike/{signal}_std": verdict.std[i],
+                            f"spike/{signal}_z": verdict.z[i]}
         self.verdicts = {}
         return out
 
