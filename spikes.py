@@ -39,6 +39,8 @@ from errors import UserError
 STD_FLOOR = 1e-4
 # what each window holds, as named in the metrics (spike/<name>_mean, _std, _z)
 SIGNALS = {"step": ("loss", "grad_norm"), "hessian": ("estimator_norm",)}
+# the loop state a rollback keeps: what happened (the clock, the counts of skips and rollbacks), not where the run is
+KEPT = ("time_s", "rollbacks", "skipped_steps", "skipped_hessian", "spike_skipped_steps", "spike_skipped_hessian")
 
 
 class Verdict(typing.NamedTuple):
@@ -170,11 +172,11 @@ class SpikeGuard:
 def roll_back(run, state: dict, metrics, it: int, log) -> bool:
     """After the outlier skip at iteration `it` that made a rollback due: reload the run's newest
     checkpoint into the live model, optimizer and loop state (every rank), and move the data on past
-    iteration `it` plus spike_rollback_batches more. The rollback count and the clock carry on; a
-    UserError once spike_max_rollbacks rollbacks were not enough. False when there is no checkpoint to
-    go back to yet (the run carries on). Call on every rank."""
+    iteration `it` plus spike_rollback_batches more. The clock and the counts of skips and rollbacks
+    carry on (KEPT); a UserError once spike_max_rollbacks rollbacks were not enough. False when there
+    is no checkpoint to go back to yet (the run carries on). Call on every rank."""
     cfg = run.cfg
-    rollbacks, time_s, offset = state["rollbacks"], state["time_s"], state["rollback_batches"]
+    kept, rollbacks, offset = {k: state[k] for k in KEPT}, state["rollbacks"], state["rollback_batches"]
     skips = len(run.spikes.skips)
     if rollbacks >= cfg.spike_max_rollbacks:
         raise UserError(f"{skips} outlier steps within {cfg.spike_rollback_window} at iter {it + 1} after "
@@ -189,7 +191,7 @@ def roll_back(run, state: dict, metrics, it: int, log) -> bool:
         return False
     # the next step, at state["iter"], reads the data of the iteration after `it`'s, plus spike_rollback_batches
     moved = it + 1 - state["iter"] + cfg.spike_rollback_batches
-    state.update(rollbacks=rollbacks + 1, time_s=time_s, rollback_batches=offset + moved)
+    state.update(kept, rollbacks=rollbacks + 1, rollback_batches=offset + moved)
     run.spikes.load_state_dict(state["spike_guard"])
     run.data_offset = cfg.skip_batches + state["rollback_batches"]
     if metrics is not None:
