@@ -8,6 +8,7 @@ Spikes are injected with tests/train_harness.py's patches (--spike_at_iter, --po
 process or, under torchrun, in the child processes."""
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -330,6 +331,25 @@ def test_ddp_and_fsdp_skip_and_roll_back_as_one_process(shakespeare_char, tmp_pa
             for k in ("train/loss", "val/loss", "grad_norm", "spike/loss_mean", "spike/grad_norm_std"):
                 if r_one.get(k) is not None:
                     assert r[k] == pytest.approx(r_one[k], rel=1e-5), (parallelism, r["iter"], k)
+
+
+def test_an_fsdp_run_rolls_back_to_a_one_file_checkpoint(shakespeare_char, tmp_path, monkeypatch):
+    """An FSDP run resumed from a one-file checkpoint that spikes before writing its first sharded one rolls
+    back into its live shards from the file: as a one-process DDP run does from the same file."""
+    common = {**ROLLBACK, "eval_interval": 12}
+    train.main(tiny_args(shakespeare_char, tmp_path / "file", **{**common, "max_iters": 12}))
+    inject(monkeypatch, "--spike_at_iter", "13,14,15")
+    for parallelism in ("fsdp", "ddp"):
+        shutil.copytree(tmp_path / "file", tmp_path / parallelism)
+        train.main(tiny_args(shakespeare_char, tmp_path / parallelism, parallelism=parallelism, init_from="resume",
+                             **common))
+    fsdp, ddp = (metrics_rows(tmp_path / p) for p in ("fsdp", "ddp"))
+    assert fsdp[-2]["spike/rollbacks"] == 1 and [r["iter"] for r in fsdp] == [r["iter"] for r in ddp]
+    assert [p.name for p in checkpoint.checkpoint_paths(tmp_path / "fsdp")] == ["ckpt_00000024", "ckpt_00000012.pt"]
+    for r, r_ddp in zip(fsdp, ddp):
+        for k in ("train/loss", "val/loss"):
+            if k in r:
+                assert r[k] == pytest.approx(r_ddp[k], rel=1e-5), (r["iter"], k)
 
 
 # ----------------------------------------------------------------------------- no false positives
