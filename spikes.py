@@ -179,14 +179,14 @@ def roll_back(run, state: dict, metrics, it: int, log) -> bool:
     kept, rollbacks, offset = {k: state[k] for k in KEPT}, state["rollbacks"], state["rollback_batches"]
     skips = len(run.spikes.skips)
     if rollbacks >= cfg.spike_max_rollbacks:
-        raise UserError(f"{skips} outlier steps within {cfg.spike_rollback_window} at iter {it + 1} after "
+        raise UserError(f"{skips} outlier steps within {cfg.spike_rollback_window} steps at iter {it + 1} after "
                         f"{rollbacks} rollbacks: stopping. Lower learning_rate or raise rho (Sophia) / weight_decay "
                         f"(or spike_max_rollbacks), then continue from the last good checkpoint in {cfg.out_dir} "
                         f"with --init_from=auto")
     path = run.checkpointer.reload(run.raw_model, run.optimizer, run.scaler, state)
     if path is None:
         run.spikes.skips = []
-        log(f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window}, but no checkpoint to roll "
+        log(f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps, but no checkpoint to roll "
             f"back to yet: carrying on")
         return False
     # the next step, at state["iter"], reads the data of the iteration after `it`'s, plus spike_rollback_batches
@@ -196,7 +196,7 @@ def roll_back(run, state: dict, metrics, it: int, log) -> bool:
     run.data_offset = cfg.skip_batches + state["rollback_batches"]
     if metrics is not None:
         metrics.truncate(state["iter"])
-    log(f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window}: rolled back to iter "
+    log(f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps: rolled back to iter "
         f"{state['iter']} ({path}), the data moved on by {moved} batches (rollback {rollbacks + 1} of at most "
         f"{cfg.spike_max_rollbacks})")
     return True

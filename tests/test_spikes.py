@@ -275,7 +275,7 @@ def test_a_rollback_resumes_exactly_as_a_run_given_the_data_offset_from_the_star
     lines = [line for line in log.splitlines() if "outlier" in line]
     assert [line.partition(": outlier step, update skipped: ")[0] for line in lines[:3]] == ["iter 14", "iter 15",
                                                                                           "iter 16"]
-    assert lines[3:] == [f"iter 16: 3 outlier steps within 10: rolled back to iter 12 "
+    assert lines[3:] == [f"iter 16: 3 outlier steps within 10 steps: rolled back to iter 12 "
                          f"({tmp_path / 'rolled' / 'ckpt_00000012.pt'}), the data moved on by 6 batches "
                          f"(rollback 1 of at most 5)"]
     train.main(tiny_args(shakespeare_char, tmp_path / "offset", **{**ROLLBACK, "max_iters": 12}))
@@ -303,10 +303,10 @@ def test_a_rollback_waits_for_a_checkpoint_and_rollbacks_that_do_not_help_stop_t
     out = tmp_path / "run"
     code, log, err = cli(monkeypatch, capsys, tiny_args(shakespeare_char, out, **{
         **ROLLBACK, "eval_interval": 8, "spike_max_rollbacks": 1}))
-    assert "iter 8: 3 outlier steps within 10, but no checkpoint to roll back to yet: carrying on\n" in log
-    assert "iter 12: 3 outlier steps within 10: rolled back to iter 8 (" in log
+    assert "iter 8: 3 outlier steps within 10 steps, but no checkpoint to roll back to yet: carrying on\n" in log
+    assert "iter 12: 3 outlier steps within 10 steps: rolled back to iter 8 (" in log
     assert code == 2 and len(err.splitlines()) == 1
-    assert err.startswith("error: 3 outlier steps within 10 at iter 11 after 1 rollbacks: stopping. "
+    assert err.startswith("error: 3 outlier steps within 10 steps at iter 11 after 1 rollbacks: stopping. "
                           "Lower learning_rate")
     assert [p.name for p in checkpoint.checkpoint_paths(out)] == ["ckpt_00000008.pt"]
 
