@@ -74,7 +74,7 @@ class TrainConfig:
     # them plus spike_rollback_batches batches; the run stops after spike_max_rollbacks rollbacks
     spike_z: float = 6.0  # 0: off
     spike_window: int = 128
-    spike_warmup: int = 64
+    spike_warmup: int = 128
     spike_rollback_skips: int = 5  # 0: never roll back
     spike_rollback_window: int = 100
     spike_rollback_batches: int = 200

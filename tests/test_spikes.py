@@ -357,7 +357,7 @@ def test_an_fsdp_run_rolls_back_to_a_one_file_checkpoint(shakespeare_char, tmp_p
 @pytest.mark.parametrize("optimizer", ["sophiag", "adamw"])
 def test_the_char_configs_first_steps_skip_nothing(optimizer, shakespeare_char, tmp_path):
     """config/train_shakespeare_char_*.py's first 40 steps exactly as its full run takes them (the schedule of
-    its 1000 steps), judged from the 8th on, earlier than the default spike_warmup=64 lets the guard: the
+    its 1000 steps), judged from the 8th on, far earlier than the default spike_warmup=128 lets the guard: the
     steepest part of training flags nothing. The full runs of every CPU config: docs/reliability.md."""
     train.main([str(REPO / "config" / f"train_shakespeare_char_{optimizer}.py"), f"--data_dir={shakespeare_char}",
                 f"--out_dir={tmp_path}", "--max_iters=40", "--lr_decay_iters=1000", "--eval_interval=40",
