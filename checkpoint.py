@@ -298,7 +298,7 @@ def load_training_state(path, ckpt, model, optimizer, dist):
         optimizer.load_state_dict(ckpt["optimizer"])
 
 
-def load_full_model_state(model, model_state):
+def load_full_model_state(model: torch.nn.Module, model_state: dict) -> None:
     """A one-file checkpoint's weights into a live model, sharded (FSDP: each rank keeps its shards of
     the full tensors) or not."""
     if isinstance(next(model.parameters()), DTensor):
@@ -417,7 +417,8 @@ class Checkpointer:
         state.update({k: self.ckpt[k] for k in state if k in self.ckpt})  # an older checkpoint lacks the newer keys
         self.ckpt = None
 
-    def reload(self, model, optimizer, scaler, state):
+    def reload(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               state: dict) -> Path | None:
         """A rollback: the newest valid checkpoint in out_dir into the live model, optimizer, scaler and
         `state`, as load() does for a resume; its path, or None when out_dir has none yet. Call on every rank."""
         path, self.ckpt = find_checkpoint(self.out_dir, "auto", self.dist, self.log, announce=False)

@@ -18,7 +18,7 @@ class MetricsLog:
         self.file = None
         self.truncate(resume_iter)
 
-    def truncate(self, last_iter):
+    def truncate(self, last_iter: int | None) -> None:
         """Keep only the rows up to iteration last_iter (None: none), as a resume or a rollback to it needs."""
         if self.file is not None:
             self.file.close()

@@ -31,6 +31,10 @@ import torch
 from torch import Tensor
 
 from errors import UserError
+from metrics import MetricsLog
+
+if typing.TYPE_CHECKING:
+    from train import Run, TrainConfig
 
 # The standard deviation a logarithm is measured in is at least this, i.e. a spread of 0.01% of the value. It
 # only matters for a window without noise (the same batch over and over, a frozen model), where the spread
@@ -104,7 +108,7 @@ class SpikeGuard:
     "hessian": the estimator's gradient norm), the verdicts read back since the last metrics row, and
     the iterations of the recent outlier skips, which decide a rollback. Every rank makes one."""
 
-    def __init__(self, cfg, device: torch.device):
+    def __init__(self, cfg: "TrainConfig", device: torch.device):
         self.cfg = cfg
         self.on = cfg.spike_z > 0
         self.windows = {name: Window(len(signals), cfg.spike_window, device) for name, signals in SIGNALS.items()}
@@ -169,7 +173,8 @@ class SpikeGuard:
         self.skips = [] if state is None else list(state["skips"])
 
 
-def roll_back(run, state: dict, metrics, it: int, log) -> bool:
+def roll_back(run: "Run", state: dict, metrics: typing.Optional[MetricsLog], it: int,
+              log: typing.Callable[[str], None]) -> bool:
     """After the outlier skip at iteration `it` that made a rollback due: reload the run's newest
     checkpoint into the live model, optimizer and loop state (every rank), and move the data on past
     iteration `it` plus spike_rollback_batches more. The clock and the counts of skips and rollbacks

@@ -440,7 +440,7 @@ def hessian_due(run, it):
     return run.cfg.is_sophia and (it + 1) % run.cfg.hess_interval == 0
 
 
-def usable_estimate(run, norm):
+def usable_estimate(run: "Run", norm: torch.Tensor) -> bool:
     """Whether a Hessian estimate whose (estimator's gradient) norm is `norm` may enter the EMA: the norm
     is finite and, with the spike guard on, not an outlier. One host sync for both."""
     if not run.spikes.on:
