@@ -53,10 +53,17 @@ def run(config, name, options, guard, out, overrides):
 
 
 def finished(metrics, max_iters):
+    """Whether the run's metrics.jsonl has its final eval (a line cut short by a kill is no row)."""
     if not metrics.exists():
         return False
-    return any(json.loads(line).get("iter") == max_iters and "val/loss" in json.loads(line)
-               for line in metrics.read_text().splitlines())
+    for line in metrics.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row["iter"] == max_iters and "val/loss" in row:
+            return True
+    return False
 
 
 def margins(verdicts, warmup):
