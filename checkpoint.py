@@ -28,7 +28,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
-                                                     set_optimizer_state_dict, set_state_dict)
+                                                     set_model_state_dict, set_optimizer_state_dict, set_state_dict)
 from torch.distributed.tensor import DTensor
 
 from atomic import atomic_write, fsync_dir
@@ -299,6 +299,15 @@ def load_training_state(path, ckpt, model, optimizer, dist):
         optimizer.load_state_dict(ckpt["optimizer"])
 
 
+def load_full_model_state(model: torch.nn.Module, model_state: dict) -> None:
+    """A one-file checkpoint's weights into a live model, sharded (FSDP: each rank keeps its shards of
+    the full tensors) or not."""
+    if isinstance(next(model.parameters()), DTensor):
+        set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(model_state)
+
+
 def load_full_optimizer_state(model, optimizer, optimizer_state):
     """A one-file checkpoint's optimizer state (torch's format: parameters numbered in param_groups
     order) into an optimizer of sharded (FSDP) parameters: renamed to parameter names, the format
@@ -313,10 +322,11 @@ def load_full_optimizer_state(model, optimizer, optimizer_state):
 
 # ----------------------------------------------------------------------------- a run's checkpoints
 
-def find_checkpoint(out_dir, init_from, dist, log):
+def find_checkpoint(out_dir, init_from, dist, log, announce=True):
     """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest
-    one that verifies, each damaged one skipped with a warning. Rank 0 chooses, so that every rank
-    loads the same one; a sharded checkpoint's meta only (its tensors are loaded shard-wise)."""
+    one that verifies, each damaged one skipped with a warning (and the one chosen named, if announce).
+    Rank 0 chooses, so that every rank loads the same one; a sharded checkpoint's meta only (its
+    tensors are loaded shard-wise)."""
     paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
     if init_from not in ("resume", "auto"):
         if paths:
@@ -334,7 +344,8 @@ def find_checkpoint(out_dir, init_from, dist, log):
                 why = str(e)
         why = agree(why, dist)  # all ranks take the same decision
         if why is None:
-            log(f"resuming from {path}")
+            if announce:
+                log(f"resuming from {path}")
             if ckpt is None:
                 ckpt = read_sharded_meta(path, verify=False) if is_sharded(path) else read_checkpoint(path, verify=False)
             return path, ckpt
@@ -404,8 +415,21 @@ class Checkpointer:
             scaler.load_state_dict(self.ckpt["scaler"])
         else:  # a bfloat16 or float32 run continued in float16: the scaler starts as a new run's
             self.log("the checkpoint has no fp16 loss scale (its run was not float16): starting from the default")
-        state.update({k: self.ckpt[k] for k in state})
+        state.update({k: self.ckpt[k] for k in state if k in self.ckpt})  # an older checkpoint lacks the newer keys
         self.ckpt = None
+
+    def reload(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               state: dict) -> Path | None:
+        """A rollback: the newest valid checkpoint in out_dir into the live model, optimizer, scaler and
+        `state`, as load() does for a resume; its path, or None when out_dir has none yet. Call on every rank."""
+        path, self.ckpt = find_checkpoint(self.out_dir, "auto", self.dist, self.log, announce=False)
+        if path is None:
+            return None
+        self.path = path
+        if not is_sharded(path):  # a sharded checkpoint's weights come with its optimizer state
+            load_full_model_state(model, self.ckpt["model"])
+        self.load(model, optimizer, scaler, state)
+        return path
 
     def save(self, model, optimizer, scaler, state):
         """Model, optimizer (with Sophia's Hessian), fp16 loss scale and the loop state: one file written

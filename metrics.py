@@ -4,7 +4,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from atomic import atomic_write
 from errors import UserError
@@ -18,22 +18,31 @@ class MetricsLog:
     def __init__(self, out_dir: Path, resume_iter: int | None, wandb_run: Any) -> None:
         self.path = out_dir / "metrics.jsonl"
         self.wandb_run = wandb_run
+        self.file: TextIO | None = None
+        self.truncate(resume_iter)
+
+    def truncate(self, last_iter: int | None) -> None:
+        """Keep only the rows up to iteration last_iter (None: none), as a resume or a rollback to it needs."""
+        if self.file is not None:
+            self.file.close()
         rows = []
-        if resume_iter is not None and self.path.exists():
-            rows = [row for row in read_metrics(self.path) if row["iter"] <= resume_iter]
+        if last_iter is not None and self.path.exists():
+            rows = [row for row in read_metrics(self.path) if row["iter"] <= last_iter]
         with atomic_write(self.path) as f:
             f.write("".join(json.dumps(row) + "\n" for row in rows))
         self.file = open(self.path, "a")
 
     def log(self, row: dict[str, Any]) -> None:
         row = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
+        assert self.file is not None, "a MetricsLog is open from its construction to close()"
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         if self.wandb_run is not None:
             self.wandb_run.log(row, step=row["iter"])
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 

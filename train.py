@@ -45,6 +45,7 @@ from optimizers import FUSED, OPTIMIZERS, make_optimizer, set_lr, use_fused
 from parallel import PARALLELISMS, Dist, all_reduce_mean, global_norm, grad_sync, parallelize, setup_distributed
 from provenance import REPO, provenance
 from sophia import by_device_and_dtype, gnb_loss, hutchinson
+from spikes import SpikeGuard, roll_back
 from telemetry import Telemetry
 from timing import StepTimer, mfu, peak_flops
 from vocab import GPT2, describe, from_meta, model_vocab_size
@@ -64,6 +65,18 @@ class TrainConfig:
     init_from: str = "scratch"  # 'scratch' | 'resume' | 'auto' (resume if a checkpoint exists) | 'gpt2*' | a Hugging Face GPT-2 dir
     keep_last: int = 2  # checkpoints kept in out_dir
     max_skipped_steps: int = 20  # consecutive non-finite steps that stop the run
+    # loss spikes (spikes.py, docs/reliability.md): a step whose loss or gradient norm lies more than spike_z
+    # standard deviations above those of the last spike_window steps (on a log scale) is skipped, once
+    # spike_warmup steps are in (Sophia: a Hessian estimate too, against the last refreshes). spike_rollback_skips
+    # skips within spike_rollback_window steps reload the newest checkpoint and move the data past the last of
+    # them plus spike_rollback_batches batches; the run stops after spike_max_rollbacks rollbacks
+    spike_z: float = 6.0  # 0: off
+    spike_window: int = 128
+    spike_warmup: int = 128
+    spike_rollback_skips: int = 5  # 0: never roll back
+    spike_rollback_window: int = 100
+    spike_rollback_batches: int = 200
+    spike_max_rollbacks: int = 5
     # HellaSwag accuracy (hellaswag.py) at the evals of every hellaswag_interval-th iteration and at the
     # end (0: off); hellaswag_data is the file data/hellaswag/prepare.py wrote ('': data/hellaswag/val.npz)
     hellaswag_interval: int = 0
@@ -76,6 +89,7 @@ class TrainConfig:
     dataset: str = "openwebtext"
     data_dir: str = ""  # default: data/<dataset> in this repository
     seed: int = 1337
+    skip_batches: int = 0  # step t trains on the batches of iteration t + skip_batches (+ what rollbacks skipped)
     batch_size: int = 12  # micro-batch, sequences per forward pass on one device
     total_batch_size: int = 480  # sequences per optimizer step, all devices and micro-steps together
     block_size: int = 1024
@@ -133,8 +147,17 @@ class TrainConfig:
             if not ok:
                 raise UserError(msg)
         for name in ("eval_interval", "eval_iters", "log_interval", "keep_last", "max_skipped_steps",
-                     "batch_size", "total_batch_size", "block_size", "hess_interval"):
+                     "batch_size", "total_batch_size", "block_size", "hess_interval", "spike_rollback_window"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("spike_rollback_skips", "spike_rollback_batches", "spike_max_rollbacks", "skip_batches"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.spike_z >= 0, f"spike_z must be >= 0 (0 turns the spike guard off), got {self.spike_z}")
+        need(2 <= self.spike_warmup <= self.spike_window,
+             f"spike_warmup={self.spike_warmup} must be between 2 and spike_window={self.spike_window}: a standard "
+             f"deviation needs 2 values, and the window holds no more than spike_window")
+        need(self.spike_rollback_skips <= self.spike_rollback_window,
+             f"spike_rollback_skips={self.spike_rollback_skips} skips never fit in spike_rollback_window="
+             f"{self.spike_rollback_window} steps: lower it, or 0 to never roll back")
         need(self.hellaswag_interval >= 0 and self.hellaswag_interval % self.eval_interval == 0,
              f"hellaswag_interval={self.hellaswag_interval} must be 0 (off) or a multiple of "
              f"eval_interval={self.eval_interval}: HellaSwag runs with the evals")
@@ -349,19 +372,20 @@ def forward_backward(run, loss_fn, stream, it, n_micro):
     The training step and Sophia-G's Hessian refresh both run through here, with a different
     loss_fn and stream. DDP all-reduces gradients on the last micro-step, FSDP reduce-scatters them
     after each one. The next micro-batch is read while the device runs the current forward pass
-    (CUDA kernels are asynchronous)."""
+    (CUDA kernels are asynchronous). The data and the random draws are iteration it + run.data_offset's."""
     batch_size = run.plan.hess_batch_size if stream == HESSIAN else run.cfg.batch_size
+    data_it = it + run.data_offset
 
     def load(micro):
         index = run.dist.rank * n_micro + micro  # global micro-batch index: independent of world size
         with run.timer("data"):
-            return index, get_batch(run.train_path, run.cfg.seed, stream, it, index, batch_size,
+            return index, get_batch(run.train_path, run.cfg.seed, stream, data_it, index, batch_size,
                                     run.cfg.block_size, run.dist.device)
 
     total = torch.zeros((), device=run.dist.device)
     index, (x, y) = load(0)
     for micro in range(n_micro):
-        reseed(run.cfg.seed, stream, it, index)
+        reseed(run.cfg.seed, stream, data_it, index)
         last = micro == n_micro - 1
         with grad_sync(run.model, last):
             with run.timer("forward_backward"), run.autocast:
@@ -394,11 +418,12 @@ def hutchinson_refresh(run, it):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     params = [p for p in run.raw_model.parameters() if p.requires_grad]
     total = None
+    data_it = it + run.data_offset
     for micro in range(run.plan.hess_micro):
         index = run.dist.rank * run.plan.hess_micro + micro
-        x, y = get_batch(run.train_path, run.cfg.seed, HESSIAN, it, index, run.plan.hess_batch_size,
+        x, y = get_batch(run.train_path, run.cfg.seed, HESSIAN, data_it, index, run.plan.hess_batch_size,
                          run.cfg.block_size, run.dist.device)
-        reseed(run.cfg.seed, HESSIAN, it, index)
+        reseed(run.cfg.seed, HESSIAN, data_it, index)
         with sdpa_kernel(SDPBackend.MATH), run.autocast:
             loss = run.raw_model(x, y)[1] / run.plan.hess_micro
         estimates = hutchinson(loss, params)
@@ -413,14 +438,23 @@ def hessian_due(run, it):
     return run.cfg.is_sophia and (it + 1) % run.cfg.hess_interval == 0
 
 
+def usable_estimate(run: "Run", norm: torch.Tensor) -> bool:
+    """Whether a Hessian estimate whose (estimator's gradient) norm is `norm` may enter the EMA: the norm
+    is finite and, with the spike guard on, not an outlier. One host sync for both."""
+    if not run.spikes.on:
+        return bool(torch.isfinite(norm).item())
+    finite, *judged = torch.cat([torch.isfinite(norm).view(1).double(), run.spikes.judge("hessian", [norm])]).tolist()
+    return finite > 0 and not run.spikes.read("hessian", judged).outlier
+
+
 def refresh_hessian(run, it):
-    """Update Sophia's Hessian EMA from a fresh batch; returns False if the estimate was not finite."""
+    """Update Sophia's Hessian EMA from a fresh batch; returns False if the estimate was not finite or
+    (run.spikes.outlier("hessian")) an outlier."""
     with run.timer("hessian"):
         run.optimizer.zero_grad(set_to_none=True)
         if run.cfg.optimizer_name == "sophiah":
             params, estimates = hutchinson_refresh(run, it)
-            finite = torch.stack([torch.isfinite(e).all() for e in estimates]).all()
-            if not finite.item():
+            if not usable_estimate(run, global_norm(estimates)):
                 return False
             run.optimizer.update_hessian(params, estimates)
             return True
@@ -431,19 +465,20 @@ def refresh_hessian(run, it):
             torch._foreach_mul_([p.grad for p in run.raw_model.parameters() if p.grad is not None],
                                 1.0 / run.scaler.get_scale())
         norm = clip_gradients(run, run.cfg.grad_clip if run.cfg.hess_grad_clip else 0.0)
-        finite = bool(torch.isfinite(norm).item())
-        if finite:
+        usable = usable_estimate(run, norm)
+        if usable:
             run.optimizer.update_hessian(num_tokens=run.plan.hess_tokens)
         run.optimizer.zero_grad(set_to_none=True)
-        return finite
+        return usable
 
 
 class StepResult(typing.NamedTuple):
-    ok: bool  # False: the loss or the gradient was not finite, the update was skipped (state untouched)
-    loss: float  # mean training loss over the step's batch (NaN when skipped)
-    norm: float  # gradient norm before clipping (NaN when skipped)
+    ok: bool  # False: the update was skipped (state untouched): the loss or the gradient was not finite, or an outlier
+    loss: float  # mean training loss over the step's batch
+    norm: float  # gradient norm before clipping
     stop: bool  # True on every rank when any rank has received SIGTERM
     groups: dict  # on a logged step that updated: its telemetry (telemetry.py, Sophia's win_rate too), else {}
+    outlier: bool = False  # True: skipped as an outlier against the spike guard's window (spikes.py)
 
 
 def train_step(run, it):
@@ -458,8 +493,12 @@ def train_step(run, it):
         loss, stop = all_reduce_mean(torch.stack([loss, torch.full_like(loss, float(run.sigterm[0]))]), run.dist)
         run.scaler.unscale_(run.optimizer)  # fp16: the GradScaler's inf check, then its step and update
         norm = clip_gradients(run, run.cfg.grad_clip)
-        loss_f, norm_f, stop_f = torch.stack([loss, norm.to(loss.device, loss.dtype), stop]).tolist()  # one host sync
-        ok = math.isfinite(loss_f) and math.isfinite(norm_f)
+        read = torch.stack([loss, norm.to(loss.device, loss.dtype), stop])
+        if run.spikes.on:  # the spike guard's verdict, computed on the device, comes back with them
+            read = torch.cat([read, run.spikes.judge("step", [loss, norm]).to(loss.dtype)])
+        loss_f, norm_f, stop_f, *judged = read.tolist()  # one host sync
+        outlier = run.spikes.on and run.spikes.read("step", judged).outlier
+        ok = math.isfinite(loss_f) and math.isfinite(norm_f) and not outlier
         logged = (it + 1) % run.cfg.log_interval == 0 and (run.dist.master or run.telemetry.sharded)
         before = run.telemetry.snapshot() if ok and logged else None
         if ok:
@@ -467,7 +506,7 @@ def train_step(run, it):
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
     groups = run.telemetry.measure(before) if before is not None else {}
-    return StepResult(ok, loss_f, norm_f, stop_f > 0, groups)
+    return StepResult(ok, loss_f, norm_f, stop_f > 0, groups, outlier)
 
 
 def iteration(run, it):
@@ -579,8 +618,10 @@ class Run:
     checkpointer: Checkpointer
     timer: StepTimer  # where a step's time goes; off unless scripts/bench/bench_train.py switches it on
     telemetry: Telemetry  # per-group update sizes (and Sophia's clipping), measured on logged steps
+    spikes: SpikeGuard  # the outlier windows and recent skips (spikes.py)
     sigterm: list[bool] = field(default_factory=lambda: [False])  # [True] once this rank has received SIGTERM
     hellaswag: typing.Optional[list] = None  # HellaSwag examples when hellaswag_interval > 0
+    data_offset: int = 0  # iteration it trains on the data of it + data_offset (skip_batches + the rollbacks')
 
 
 def check_writable(out_dir, rank):
@@ -638,7 +679,9 @@ def setup(cfg, dist, log):
     optimizer = make_optimizer(cfg, raw_model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=(plan.dtype == "float16"))
     state = {"iter": 0, "tokens_seen": 0, "time_s": 0.0, "best_val_loss": float("inf"), "last_eval_iter": -1,
-             "skipped_steps": 0, "clipped_steps": 0, "skipped_hessian": 0, "wandb_run_id": None}
+             "skipped_steps": 0, "clipped_steps": 0, "skipped_hessian": 0, "wandb_run_id": None,
+             "spike_skipped_steps": 0, "spike_skipped_hessian": 0, "rollbacks": 0, "rollback_batches": 0,
+             "spike_guard": None}
     if checkpointer.resuming:
         checkpointer.load(raw_model, optimizer, scaler, state)
     autocast = nullcontext() if plan.dtype == "float32" else torch.autocast(device.type, getattr(torch, plan.dtype))
@@ -646,7 +689,9 @@ def setup(cfg, dist, log):
               val_path=plan.data_dir / "val.bin", raw_model=raw_model, model=model, eval_model=eval_model,
               optimizer=optimizer, scaler=scaler, autocast=autocast, checkpointer=checkpointer,
               timer=StepTimer(device), telemetry=Telemetry(raw_model, optimizer, cfg.is_sophia),
-              hellaswag=examples)
+              spikes=SpikeGuard(cfg, device), hellaswag=examples,
+              data_offset=cfg.skip_batches + state["rollback_batches"])
+    run.spikes.load_state_dict(state["spike_guard"])
 
     metrics = None
     if dist.master:
@@ -693,6 +738,7 @@ def catch_sigterm(run):
 
 
 def save(run, state):
+    state["spike_guard"] = run.spikes.state_dict() if run.spikes.on else None  # off: a later resume starts afresh
     run.checkpointer.save(run.raw_model, run.optimizer, run.scaler, state)
 
 
@@ -713,6 +759,11 @@ def log_step(run, state, since, step, metrics, log):
            "train/clip_rate": state["clipped_steps"] / state["iter"], "skipped_steps": state["skipped_steps"]}
     if cfg.is_sophia:  # a skipped step has no clipping to report
         row |= {"train/win_rate": math.nan, "optim/hessian_norm": math.nan, "skipped_hessian": state["skipped_hessian"]}
+    if run.spikes.on:
+        row |= {"spike/skipped_steps": state["spike_skipped_steps"], "spike/rollbacks": state["rollbacks"],
+                "spike/data_offset": run.data_offset, **run.spikes.row()}
+        if cfg.is_sophia:
+            row["spike/skipped_hessian"] = state["spike_skipped_hessian"]
     row |= step.groups
     metrics.log(row)
     eta = (cfg.max_iters - state["iter"]) * seconds / steps
@@ -763,14 +814,19 @@ def train(cfg, dist):
                 raise Preempted(f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; "
                                 f"continue with --init_from=auto")
 
-            # one optimizer step (skipped when the loss or the gradient is not finite)
+            # one optimizer step (skipped when the loss or the gradient is not finite, or an outlier)
             t0 = time.perf_counter()
             step, refreshed = iteration(run, it)
             ok, loss, norm, stop = step.ok, step.loss, step.norm, step.stop
             tokens = run.plan.tokens_per_iter
+            rollback_due = False
             if ok:
                 consecutive_skips = 0
                 state["clipped_steps"] += int(cfg.grad_clip > 0 and norm > cfg.grad_clip)
+            elif step.outlier:
+                state["spike_skipped_steps"] += 1
+                log(f"iter {it + 1}: outlier step, update skipped: {run.spikes.describe('step')}")
+                rollback_due = run.spikes.skipped(it)
             else:
                 consecutive_skips += 1
                 state["skipped_steps"] += 1
@@ -783,7 +839,10 @@ def train(cfg, dist):
             # Sophia: the Hessian estimate refreshed every hess_interval steps
             if refreshed is not None:
                 tokens += run.plan.hess_tokens
-                if not refreshed:
+                if not refreshed and run.spikes.outlier("hessian"):
+                    state["spike_skipped_hessian"] += 1
+                    log(f"iter {it + 1}: outlier Hessian estimate, refresh skipped: {run.spikes.describe('hessian')}")
+                elif not refreshed:
                     state["skipped_hessian"] += 1
                     log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
 
@@ -798,6 +857,11 @@ def train(cfg, dist):
             if state["iter"] % cfg.log_interval == 0:
                 log_step(run, state, since, step, metrics, log)
                 since = (state["iter"], state["tokens_seen"], state["time_s"])
+
+            # outlier steps close together: back to the last checkpoint, the data moved on past them
+            if rollback_due and roll_back(run, state, metrics, it, log):
+                since = (state["iter"], state["tokens_seen"], state["time_s"])
+                consecutive_skips = 0
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

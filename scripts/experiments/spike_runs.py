@@ -1,0 +1,171 @@
+"""The spike guard on full runs (docs/reliability.md, "Loss spikes"): for each config, a clean run (the
+false-positive check: how many steps it skips, none expected, and the largest z each window saw), then
+each injection of tests/train_harness.py with the guard on and with it off; prints markdown tables.
+
+    python scripts/experiments/spike_runs.py config/train_shakespeare_char_sophiag.py \
+        config/train_shakespeare_char_adamw.py
+    python scripts/experiments/spike_runs.py config/train_tiny_sophiag.py --injections clean --out out/spikes_tiny
+
+Every run is train.py under the harness in its own process, one thread each, --jobs at a time; a run
+that has reached max_iters is not run again, so rerunning the command only adds what is missing.
+Extra --key=value arguments go to every run.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import train
+from errors import run_cli
+from provenance import REPO
+
+
+def injections(at, scale, length):
+    """name -> (harness options, guard on); 'clean' has none."""
+    its = ",".join(str(at + i) for i in range(length))
+    spike = ["--spike_at_iter", str(at), "--spike_scale", str(scale)]
+    poison = ["--poison_at_iter", its]
+    return {
+        "clean": ([], True),
+        "spike": (spike, True),
+        "spike, guard off": (spike, False),
+        "poison": (poison, True),
+        "poison, guard off": (poison, False),
+    }
+
+
+def run(config, name, options, guard, out, overrides):
+    """One run, unless it has finished already; its metrics rows and verdicts."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, verdicts = out / "metrics.jsonl", out / "verdicts.jsonl"
+    max_iters = train.parse_args([config, *overrides]).max_iters
+    if not finished(metrics, max_iters):
+        verdicts.unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            str(REPO / "tests" / "train_harness.py"),
+            *options,
+            "--verdicts",
+            str(verdicts),
+            "--",
+            config,
+            f"--out_dir={out}",
+            "--init_from=auto",
+            *overrides,
+            *([] if guard else ["--spike_z=0"]),
+        ]
+        with open(out / "train.log", "w") as log:
+            done = subprocess.run(
+                cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+            )
+        if done.returncode != 0:
+            raise SystemExit(f"{config} {name} failed ({done.returncode}): see {out / 'train.log'}")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    seen = [json.loads(line) for line in verdicts.read_text().splitlines()] if verdicts.exists() else []
+    return rows, seen
+
+
+def finished(metrics, max_iters):
+    """Whether the run's metrics.jsonl has its final eval (a line cut short by a kill is no row)."""
+    if not metrics.exists():
+        return False
+    for line in metrics.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row["iter"] == max_iters and "val/loss" in row:
+            return True
+    return False
+
+
+def margins(verdicts, warmup):
+    """Per window and signal: the largest z once judging (from the warmup-th value on), and before."""
+    out = {}
+    for window in ("step", "hessian"):
+        seen = [v for v in verdicts if v["window"] == window]
+        for i, signal in enumerate(("loss", "grad_norm") if window == "step" else ("estimator_norm",)):
+            z = [(v["z"][i], k) for k, v in enumerate(seen) if not math.isnan(v["z"][i])]
+            judged = [p for p in z if p[1] >= warmup]
+            early = [p for p in z if p[1] < warmup]
+            if z:
+                out[signal] = (max(judged) if judged else None, max(early) if early else None)
+    return out
+
+
+def summary(rows, at):
+    trains = [r for r in rows if "train/loss" in r]
+    evals = [r for r in rows if "val/loss" in r]
+    after = next((r for r in evals if r["iter"] > at), evals[-1])
+    last = trains[-1]
+    return {
+        "skipped": last.get("spike/skipped_steps", 0),
+        "hessian": last.get("spike/skipped_hessian", 0),
+        "rollbacks": last.get("spike/rollbacks", 0),
+        "after": (after["iter"], after["val/loss"]),
+        "final": evals[-1]["val/loss"],
+    }
+
+
+def main(argv):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--out", default="out/spikes")
+    p.add_argument("--at", type=int, default=500, help="the (data) iteration injected at")
+    p.add_argument("--scale", type=float, default=100.0, help="the spike's loss multiplier")
+    p.add_argument("--poison_length", type=int, default=1, help="consecutive garbage batches from --at on")
+    p.add_argument("--injections", default=None, help="comma-separated names (default: all)")
+    p.add_argument("--jobs", type=int, default=2)
+    args, overrides = p.parse_known_args(argv)
+    chosen = injections(args.at, args.scale, args.poison_length)
+    if args.injections:
+        chosen = {k: chosen[k] for k in args.injections.split(",")}
+    cells = [(c, name, opts, guard) for c in args.configs for name, (opts, guard) in chosen.items()]
+
+    def one(cell):
+        config, name, opts, guard = cell
+        return run(
+            config,
+            name,
+            opts,
+            guard,
+            Path(args.out) / Path(config).stem / name.replace(", ", "_").replace(" ", "_"),
+            overrides,
+        )
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = dict(zip([(c, n) for c, n, _, _ in cells], pool.map(one, cells)))
+    print(
+        "| config | run | outlier steps skipped | Hessian refreshes skipped | rollbacks | "
+        "val loss at the eval after the injection | final val loss | vs clean |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (config, name), (rows, _) in results.items():
+        s = summary(rows, args.at)
+        clean = results.get((config, "clean"))
+        delta = f"{s['final'] - summary(clean[0], args.at)['final']:+.4f}" if clean else ""
+        print(
+            f"| {Path(config).stem} | {name} | {s['skipped']} | {s['hessian']} | {s['rollbacks']} | "
+            f"{s['after'][1]:.4f} (iter {s['after'][0]}) | {s['final']:.4f} | {delta} |"
+        )
+    print()
+    print("| config | signal | largest z once judged (its value index) | largest z in the warm-up |")
+    print("|---|---|---|---|")
+    for (config, name), (_, verdicts) in results.items():
+        if name != "clean":
+            continue
+        warmup = train.parse_args([config, *overrides]).spike_warmup
+        for signal, (judged, early) in margins(verdicts, warmup).items():
+            fmt = lambda p: f"{p[0]:.2f} ({p[1]})" if p else "-"  # noqa: E731
+            print(f"| {Path(config).stem} | {signal} | {fmt(judged)} | {fmt(early)} |")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, sys.argv[1:], prog="spike_runs.py"))

@@ -1,0 +1,218 @@
+"""Loss spikes: an outlier skip of the update, and a rollback when they keep coming (docs/reliability.md).
+
+A step is an outlier when its training loss or its gradient norm (before clipping) lies more than
+spike_z standard deviations above the mean of a rolling window: the last spike_window steps that
+were not outliers. The window holds logarithms, so a spike is a ratio to the usual value: gradient
+norms are positive with a long upper tail, where a plain z-score flags bursts that clipping makes
+harmless (docs/reliability.md); for the loss, whose spread is small next to its size, the two
+agree. The update of an outlier step is skipped as a non-finite step's is: the weights and the
+optimizer state stay as they were. Sophia's Hessian refresh has a window of its own, of the norm of
+the estimator's gradient (Sophia-G's GNB gradient before clipping, Sophia-H's estimate): an outlier
+estimate does not enter the Hessian EMA. A window judges nothing until it holds spike_warmup
+values, and an outlier never enters it, so a spike cannot raise the bar for the next one.
+
+The windows live on the device and the verdict is computed there, as a 0/1 that travels back with
+the values the step already reads to the host (its loss, gradient norm and SIGTERM flag): no extra
+host sync. Its inputs are the all-reduced loss and the global gradient norm, equal on every rank, so
+every rank reaches the same verdict. The windows and the recent skips go into every checkpoint, so a
+resumed run decides exactly as an uninterrupted one.
+
+Outliers close together mean a model state, or a stretch of data, that keeps spiking. After
+spike_rollback_skips of them within spike_rollback_window steps the run reloads its newest checkpoint
+and moves the data on past the last outlier plus spike_rollback_batches more (PaLM's remedy, done by
+the loop): every batch is a function of (seed, stream, iteration, index), so the data position is an
+offset added to the iteration the data is drawn for, kept in the checkpoint. The run stops after
+spike_max_rollbacks rollbacks.
+"""
+
+import math
+import typing
+
+import torch
+from torch import Tensor
+
+from errors import UserError
+from metrics import MetricsLog
+
+if typing.TYPE_CHECKING:
+    from train import Run, TrainConfig
+
+# The standard deviation a logarithm is measured in is at least this, i.e. a spread of 0.01% of the value. It
+# only matters for a window without noise (the same batch over and over, a frozen model), where the spread
+# is rounding and any change would be infinitely many deviations away. Float32 values round at ~1e-7 of
+# their size, 1000x below it; the batch-to-batch spread of real runs lies far above it (docs/reliability.md).
+STD_FLOOR = 1e-4
+# what each window holds, as named in the metrics (spike/<name>_mean, _std, _z)
+SIGNALS = {"step": ("loss", "grad_norm"), "hessian": ("estimator_norm",)}
+# the loop state a rollback keeps: what happened (the clock, the counts of skips and rollbacks), not where the run is
+KEPT = ("time_s", "rollbacks", "skipped_steps", "skipped_hessian", "spike_skipped_steps", "spike_skipped_hessian")
+
+
+class Verdict(typing.NamedTuple):
+    """Judged values, read back on the host: the window's geometric mean and the standard deviation of its
+    logarithms before them, and how many of those each value's logarithm lies above the mean logarithm
+    (NaN while the window holds fewer than 2)."""
+
+    outlier: bool
+    value: list[float]
+    mean: list[float]
+    std: list[float]
+    z: list[float]
+
+
+class Window:
+    """The logarithms of the last `size` accepted values of `signals` quantities, float64 on the device: a
+    ring buffer (values[:, count % size] is the next slot) and the number of values ever accepted."""
+
+    def __init__(self, signals: int, size: int, device: torch.device):
+        self.values = torch.zeros(signals, size, dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+        self.slots = torch.arange(size, device=device)
+
+    @torch.no_grad()
+    def judge(self, x: Tensor, z_max: float, warmup: int) -> Tensor:
+        """[outlier, x..., geometric mean..., std..., z...] of the positive values x (one per signal) against
+        the window, on the device, without a host sync; x enters the window unless it is an outlier or its
+        logarithm is not finite."""
+        size = self.values.shape[1]
+        n = self.count.clamp(max=size)
+        filled = self.slots < n
+        log = x.log()
+        mean = (self.values * filled).sum(1) / n
+        std = (((self.values - mean[:, None]).square() * filled).sum(1) / (n - 1)).sqrt()
+        z = (log - mean) / std.clamp(min=STD_FLOOR)
+        finite = torch.isfinite(log).all()  # a non-finite value is the non-finite guard's, never an outlier
+        outlier = finite & (self.count >= warmup) & (z > z_max).any()
+        accept = finite & ~outlier
+        slot = (self.count % size).view(1)
+        self.values.index_copy_(1, slot, torch.where(accept, log, self.values.index_select(1, slot).view(-1))[:, None])
+        self.count += accept
+        return torch.cat([outlier.view(1).double(), x, mean.exp(), std, z])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"values": self.values.to("cpu", copy=True), "count": self.count.to("cpu", copy=True)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """A saved window, slot for slot; one of another size keeps its newest values that fit."""
+        values, count = state["values"], int(state["count"])
+        size, saved = self.values.shape[1], values.shape[1]
+        if saved != size:
+            oldest_first = values.roll(-(count % saved), 1) if count >= saved else values[:, :count]
+            count = min(oldest_first.shape[1], size)
+            values = torch.zeros(values.shape[0], size, dtype=values.dtype)
+            values[:, :count] = oldest_first[:, oldest_first.shape[1] - count :]
+        self.values.copy_(values)
+        self.count.fill_(count)
+
+
+class SpikeGuard:
+    """A run's spike detection: a window per judged quantity ("step": the loss and the gradient norm;
+    "hessian": the estimator's gradient norm), the verdicts read back since the last metrics row, and
+    the iterations of the recent outlier skips, which decide a rollback. Every rank makes one."""
+
+    def __init__(self, cfg: "TrainConfig", device: torch.device):
+        self.cfg = cfg
+        self.on = cfg.spike_z > 0
+        self.windows = {name: Window(len(signals), cfg.spike_window, device) for name, signals in SIGNALS.items()}
+        self.verdicts: dict[str, Verdict] = {}
+        self.skips: list[int] = []
+
+    def judge(self, name: str, values: list[Tensor]) -> Tensor:
+        """The device-side verdict on `values` (see Window.judge), to read back with the caller's one host sync."""
+        x = torch.stack([v.to(torch.float64) for v in values])
+        return self.windows[name].judge(x, self.cfg.spike_z, self.cfg.spike_warmup)
+
+    def read(self, name: str, judged: list[float]) -> Verdict:
+        """The verdict from judge()'s values as read back to the host; kept for the next metrics row."""
+        k = len(SIGNALS[name])
+        verdict = Verdict(judged[0] > 0, *(judged[1 + i * k : 1 + (i + 1) * k] for i in range(4)))
+        self.verdicts[name] = verdict
+        return verdict
+
+    def describe(self, name: str) -> str:
+        """'loss 9.123 (z 41.2: 4.3x the window's 2.1, spread 8.1%), ...': the last verdict of window `name`, for
+        a log line."""
+        v = self.verdicts[name]
+        return ", ".join(
+            f"{signal.replace('_', ' ')} {x:.4g} (z {z:.1f}: {x / m:.3g}x the window's {m:.4g}, spread {100 * s:.2g}%)"
+            for signal, x, m, s, z in zip(SIGNALS[name], v.value, v.mean, v.std, v.z)
+        )
+
+    def outlier(self, name: str) -> bool:
+        """Whether the last values judged in window `name` were an outlier."""
+        return self.on and name in self.verdicts and self.verdicts[name].outlier
+
+    def skipped(self, it: int) -> bool:
+        """Record an outlier skip at iteration `it`; whether a rollback is due (spike_rollback_skips
+        skips within the last spike_rollback_window iterations)."""
+        self.skips = [s for s in self.skips if s > it - self.cfg.spike_rollback_window] + [it]
+        return 0 < self.cfg.spike_rollback_skips <= len(self.skips)
+
+    def row(self) -> dict[str, float]:
+        """spike/<signal>_mean, _std and _z of the verdicts read since the last row (the logged step's;
+        the Hessian window's when a refresh came since), once their window held 2 values."""
+        out: dict[str, float] = {}
+        for name, verdict in self.verdicts.items():
+            for i, signal in enumerate(SIGNALS[name]):
+                if math.isfinite(verdict.std[i]):
+                    out |= {
+                        f"spike/{signal}_mean": verdict.mean[i],
+                        f"spike/{signal}_std": verdict.std[i],
+                        f"spike/{signal}_z": verdict.z[i],
+                    }
+        self.verdicts = {}
+        return out
+
+    def state_dict(self) -> dict:
+        """The windows and the recent skips, on the CPU (what a checkpoint carries)."""
+        return {"windows": {name: w.state_dict() for name, w in self.windows.items()}, "skips": list(self.skips)}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """A checkpoint's windows and skips; None (a checkpoint written before the guard existed, or with it
+        off) empties them."""
+        for name, window in self.windows.items():
+            if state is None:
+                window.values.zero_()
+                window.count.zero_()
+            else:
+                window.load_state_dict(state["windows"][name])
+        self.skips = [] if state is None else list(state["skips"])
+
+
+def roll_back(run: "Run", state: dict, metrics: MetricsLog | None, it: int, log: typing.Callable[[str], None]) -> bool:
+    """After the outlier skip at iteration `it` that made a rollback due: reload the run's newest
+    checkpoint into the live model, optimizer and loop state (every rank), and move the data on past
+    iteration `it` plus spike_rollback_batches more. The clock and the counts of skips and rollbacks
+    carry on (KEPT); a UserError once spike_max_rollbacks rollbacks were not enough. False when there
+    is no checkpoint to go back to yet (the run carries on). Call on every rank."""
+    cfg = run.cfg
+    kept, rollbacks, offset = {k: state[k] for k in KEPT}, state["rollbacks"], state["rollback_batches"]
+    skips = len(run.spikes.skips)
+    if rollbacks >= cfg.spike_max_rollbacks:
+        raise UserError(
+            f"{skips} outlier steps within {cfg.spike_rollback_window} steps at iter {it + 1} after "
+            f"{rollbacks} rollbacks: stopping. Lower learning_rate or raise rho (Sophia) / weight_decay "
+            f"(or spike_max_rollbacks), then continue from the last good checkpoint in {cfg.out_dir} "
+            f"with --init_from=auto"
+        )
+    path = run.checkpointer.reload(run.raw_model, run.optimizer, run.scaler, state)
+    if path is None:
+        run.spikes.skips = []
+        log(
+            f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps, but no checkpoint to roll "
+            f"back to yet: carrying on"
+        )
+        return False
+    # the next step, at state["iter"], reads the data of the iteration after `it`'s, plus spike_rollback_batches
+    moved = it + 1 - state["iter"] + cfg.spike_rollback_batches
+    state.update(kept, rollbacks=rollbacks + 1, rollback_batches=offset + moved)
+    run.spikes.load_state_dict(state["spike_guard"])
+    run.data_offset = cfg.skip_batches + state["rollback_batches"]
+    if metrics is not None:
+        metrics.truncate(state["iter"])
+    log(
+        f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps: rolled back to iter "
+        f"{state['iter']} ({path}), the data moved on by {moved} batches (rollback {rollbacks + 1} of at most "
+        f"{cfg.spike_max_rollbacks})"
+    )
+    return True
