@@ -144,7 +144,7 @@ class _Sophia(Optimizer):
                     shard_group = p.device_mesh.get_group()
                 m, h = _local([state["exp_avg"], state["hessian"]])
                 part = torch.stack(
-                    [clipped(m, h, group["rho"], group["eps"]).sum(dtype=torch.float64), h.sum(dtype=torch.float64)]
+                    [torch.count_nonzero(clipped(m, h, group["rho"], group["eps"])).double(), h.sum().double()]
                 )
                 totals = part if totals is None else totals + part.to(totals.device)
                 numel += p.numel()  # a DTensor's numel is the whole tensor's
@@ -285,7 +285,8 @@ def _local(tensors: list[Tensor]) -> list[Tensor]:
 def clipped(exp_avg: Tensor, hessian: Tensor, rho: float, eps: float) -> Tensor:
     """The coordinates that Sophia's clamp clips, |m / (rho * h + eps)| >= 1, computed as the step
     computes the ratio (a boolean tensor of the parameter's shape)."""
-    return (exp_avg / (hessian * rho + eps)).abs() >= 1
+    ratio = hessian.mul(rho).add_(eps)  # one buffer, worked in place
+    return torch.div(exp_avg, ratio, out=ratio).abs_() >= 1
 
 
 def gnb_loss(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -86,17 +86,20 @@ class Telemetry:
             if self.sophia
             else {}
         )
-        for p, old, g in zip(self.params, before, self.groups):
-            new = _local(p).detach()
+        group = torch.tensor(self.groups, device=sums.device)
+        new = [_local(p).detach() for p in self.params]
+        for col, norms in enumerate(
+            (torch._foreach_norm(torch._foreach_sub(new, before)), torch._foreach_norm(before))
+        ):
+            sums[:, col].index_add_(0, group, torch.stack(norms).double().square())
+        for p, g in zip(self.params, self.groups):
             numel[g] += p.numel()
-            sums[g, 0] += (new - old).double().square().sum()
-            sums[g, 1] += old.double().square().sum()
             state = self.optimizer.state.get(p, {})
             if "hessian" in state:
                 rho, eps = rho_eps[id(p)]
                 m, h = _local(state["exp_avg"]), _local(state["hessian"])
-                sums[g, 2] += clipped(m, h, rho, eps).sum(dtype=torch.float64)
-                sums[g, 3] += h.sum(dtype=torch.float64)
+                sums[g, 2] += torch.count_nonzero(clipped(m, h, rho, eps))
+                sums[g, 3] += h.sum()
         if self.sharded:
             torch_dist.all_reduce(sums, group=cast(DTensor, self.params[0]).device_mesh.get_group())
         values = sums.tolist()
