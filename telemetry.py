@@ -68,6 +68,9 @@ class Telemetry:
         named = list(model.named_parameters())
         self.params = [p for _, p in named]
         self.groups = [GROUPS.index(group_of(n)) for n, _ in named]
+        self.group_index = torch.tensor(
+            self.groups, device=_local(self.params[0]).device
+        )  # built once: no copy per step
         self.optimizer, self.sophia = optimizer, sophia
         self.sharded = any(isinstance(p, DTensor) for p in self.params)
 
@@ -86,12 +89,11 @@ class Telemetry:
             if self.sophia
             else {}
         )
-        group = torch.tensor(self.groups, device=sums.device)
         new = [_local(p).detach() for p in self.params]
         for col, norms in enumerate(
             (torch._foreach_norm(torch._foreach_sub(new, before)), torch._foreach_norm(before))
         ):
-            sums[:, col].index_add_(0, group, torch.stack(norms).double().square())
+            sums[:, col].index_add_(0, self.group_index, torch.stack(norms).double().square())
         for p, g in zip(self.params, self.groups):
             numel[g] += p.numel()
             state = self.optimizer.state.get(p, {})
