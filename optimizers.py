@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 Closure = Callable[[], float] | None
 
 
+def evaluate_closure(closure: Closure) -> float | None:
+    """The loss of step()'s optional closure, computed with gradients on (torch.optim's convention)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Lion(torch.optim.Optimizer):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), a baseline:
 
@@ -39,10 +47,7 @@ class Lion(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -62,18 +67,10 @@ class Lion(torch.optim.Optimizer):
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """Muon for the hidden weight matrices and AdamW for every other parameter, as one optimizer.
-
-    Muon (Jordan et al. 2024) orthogonalises each matrix's Nesterov momentum with a Newton-Schulz
-    iteration; it is meant for the 2-D weights inside the network, so embeddings, the LM head, norm
-    gains and biases go to AdamW (KellerJordan/Muon's README). Both parts are torch optimizers,
-    built by the caller; this class only makes them one for the training loop, the GradScaler and
-    checkpoints: `param_groups` is the Muon groups followed by the AdamW groups, the very dicts the
-    two parts read (so setting a group's lr reaches them), `state` is one dict that both parts
-    fill, and `state_dict()` / `load_state_dict()` are torch.optim.Optimizer's over all of it.
-    Any torch.optim.Muon subclass can be the Muon part, e.g. one that orthogonalises whole
-    matrices gathered from FSDP shards.
-    """
+    """Muon for the hidden weight matrices and AdamW for every other parameter (embeddings, LM head, norm
+    gains, biases: KellerJordan/Muon's README), as one optimizer for the loop, the GradScaler and
+    checkpoints. `param_groups` is Muon's groups then AdamW's, the very dicts the two parts read (so
+    setting a group's lr reaches them); `state` is one dict that both parts fill."""
 
     def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
@@ -88,10 +85,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         self.muon.step()
         self.adamw.step()
         return loss
@@ -103,22 +97,14 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 class GatheredMuon(torch.optim.Muon):
     """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step.
-
-    Newton-Schulz must see the whole matrix: orthogonalising each rank's rows on their own is another,
-    wrong update (docs/muon.md). torch.optim.Muon on DTensors gets it right but pays a
-    collective for nearly every operation of the iteration (docs/muon.md counts them), which is why
-    it cannot serve as it is. Here the momentum runs on the local shards (elementwise, no
-    communication), the Nesterov update is gathered once, orthogonalised whole by torch's own
-    Newton-Schulz (and its lr adjustment), and each rank keeps its rows: the same update as
-    torch.optim.Muon on the unsharded matrix. Every parameter must be a DTensor.
-    """
+    Newton-Schulz must see the whole matrix (each rank's rows orthogonalised alone are another update),
+    and torch.optim.Muon on DTensors pays a collective for nearly every operation (docs/muon.md). Here
+    the momentum runs on the local shards, the Nesterov update is gathered once and orthogonalised whole
+    by torch's own Newton-Schulz, and each rank keeps its rows: torch.optim.Muon's update, unsharded."""
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params: list[torch.Tensor] = []
             grads: list[torch.Tensor] = []
@@ -162,47 +148,38 @@ def use_fused(fused_optimizer: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if fused_optimizer is None else fused_optimizer
 
 
+def decay_groups(params: list[torch.nn.Parameter], weight_decay: float, **extra: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, **extra},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, **extra},
+    ]
+
+
 def make_optimizer(cfg: "TrainConfig", model: "GPT", device: torch.device) -> torch.optim.Optimizer:
-    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains. The
-    fused step as `use_fused` says for AdamW, Muon's AdamW part and Sophia."""
+    """cfg's optimizer over the model's trainable parameters, with the fused step as `use_fused` says
+    for AdamW, Muon's AdamW part and Sophia."""
     params = [p for p in model.parameters() if p.requires_grad]
-    betas = (cfg.beta1, cfg.beta2)
-    fused = use_fused(cfg.fused_optimizer, device)
+    betas, fused, lr = (cfg.beta1, cfg.beta2), use_fused(cfg.fused_optimizer, device), cfg.learning_rate
     if cfg.optimizer_name == "muon":
         matrices = hidden_matrices(model)
-        sharded = isinstance(matrices[0], DTensor)  # FSDP
-        muon = (GatheredMuon if sharded else torch.optim.Muon)(
+        muon_class = GatheredMuon if isinstance(matrices[0], DTensor) else torch.optim.Muon  # DTensors: FSDP's
+        muon = muon_class(  # with Nesterov momentum, torch's default
             matrices,
-            lr=cfg.learning_rate,
+            lr=lr,
             weight_decay=cfg.weight_decay,
             momentum=cfg.muon_momentum,
-            nesterov=True,
             adjust_lr_fn=cfg.muon_adjust_lr_fn,
         )
         rest = [p for p in params if id(p) not in {id(m) for m in matrices}]
-        scale = cfg.muon_adamw_lr / cfg.learning_rate
-        adamw = torch.optim.AdamW(
-            [
-                {
-                    "params": [p for p in rest if p.dim() >= 2],
-                    "weight_decay": cfg.muon_adamw_weight_decay,
-                    "lr_scale": scale,
-                },
-                {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale},
-            ],
-            lr=cfg.muon_adamw_lr,
-            betas=betas,
-            fused=fused,
-            foreach=not fused,
-        )
+        groups = decay_groups(rest, cfg.muon_adamw_weight_decay, lr_scale=cfg.muon_adamw_lr / lr)
+        adamw = torch.optim.AdamW(groups, lr=cfg.muon_adamw_lr, betas=betas, fused=fused, foreach=not fused)
         return MuonWithAdamW(muon, adamw)
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    groups = decay_groups(params, cfg.weight_decay)
     if cfg.optimizer_name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, fused=fused, foreach=not fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused, foreach=not fused)
     if cfg.optimizer_name == "lion":
-        return Lion(groups, lr=cfg.learning_rate, betas=betas)
-    sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
-    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho, fused=fused)
+        return Lion(groups, lr=lr, betas=betas)
+    return (SophiaG if cfg.optimizer_name == "sophiag" else SophiaH)(
+        groups, lr=lr, betas=betas, rho=cfg.rho, fused=fused
+    )

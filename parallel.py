@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.distributed as torch_dist
+from torch import Tensor
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
@@ -35,19 +36,18 @@ class Dist:
 
 
 def choose_device(name: str, cuda_available: bool, local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """The device of this process for the `device` key: 'auto' is CUDA when there is one, else the
-    CPU; 'cuda' is GPU number local_rank (torchrun's LOCAL_RANK, 0 in a single process), always with
-    its index, which torch.cuda.set_device needs."""
+    """The device of this process for the `device` key: 'auto' is CUDA when there is one, else the CPU;
+    'cuda' is GPU number local_rank, always with its index, which torch.cuda.set_device needs."""
     if name == "auto":
         name = "cuda" if cuda_available else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"device={name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if device.type == "cuda" and not cuda_available:
-        raise UserError(f"device={name!r} but CUDA is not available here: use --device=cpu")
     if device.type != "cuda":
         return device
+    if not cuda_available:
+        raise UserError(f"device={name!r} but CUDA is not available here: use --device=cpu")
     if device.index is not None and world_size > 1:
         raise UserError(
             f"device={name!r} would put all {world_size} ranks on one GPU: use device='cuda' "
@@ -77,7 +77,7 @@ def setup_distributed(cfg: "TrainConfig") -> Dist:
     return Dist(torch_dist.is_initialized(), rank, local_rank, world_size, device)
 
 
-def all_reduce_mean(t: torch.Tensor, dist: Dist) -> torch.Tensor:
+def all_reduce_mean(t: Tensor, dist: Dist) -> Tensor:
     if dist.distributed:
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
         t /= dist.world_size
@@ -98,12 +98,9 @@ def parallelize(
     if cfg.parallelism == "fsdp":
         mesh = init_device_mesh(dist.device.type, (dist.world_size,))
         # bf16 compute with fp32 master weights and fp32 gradient reduction (CUDA); fp32 elsewhere
-        bf16 = dist.device.type == "cuda" and dtype == "bfloat16"
-        mp = (
-            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-            if bf16
-            else MixedPrecisionPolicy()
-        )
+        mp = MixedPrecisionPolicy()
+        if dist.device.type == "cuda" and dtype == "bfloat16":
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in model.transformer.h:
             if use_compile:
                 block.compile()  # per block, in place: FSDP's hooks stay outside the graphs and the names unchanged
@@ -117,7 +114,7 @@ def parallelize(
     return DDP(compiled, device_ids=[dist.device.index] if dist.device.type == "cuda" else None), compiled
 
 
-def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def global_norm(tensors: list[Tensor]) -> Tensor:
     """The 2-norm of all tensors together, as a float64 tensor equal on every rank (for FSDP's
     DTensors: one all-reduce of the shards' partial norms). Accumulated in float64: in float32 its
     rounding (~1e-5 relative on CPU) depends on how the tensors are split into shards, which would make

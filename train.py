@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.distributed as torch_dist
+from torch import Tensor
 
 import hellaswag
 from atomic import atomic_write
@@ -44,8 +45,6 @@ from timing import StepTimer, mfu, peak_flops
 from train_config import TrainConfig, parse_args
 from vocab import GPT2, Vocab, describe, from_meta, model_vocab_size
 
-__all__ = ["TrainConfig", "parse_args"]  # re-exported: scripts and tests read them from here
-
 # Streams of randomness, so that e.g. the Hessian pass never reuses the training windows.
 TRAIN, HESSIAN, VAL, EVAL_TRAIN = range(4)
 Log = Callable[..., None]
@@ -57,11 +56,9 @@ Log = Callable[..., None]
 def open_split(data_dir: Path, split: str, block_size: int, meta: dict | None) -> int:
     """Check data_dir/<split>.bin (uint16 tokens, against meta.json's count); returns its token count."""
     path, prepare = data_dir / f"{split}.bin", data_dir / "prepare.py"
-    fix = (
-        f"run `python {prepare.relative_to(REPO) if prepare.is_relative_to(REPO) else prepare}`"
-        if prepare.exists()
-        else "point data_dir at a folder with train.bin/val.bin (see data/)"
-    )
+    fix = "point data_dir at a folder with train.bin/val.bin (see data/)"
+    if prepare.exists():
+        fix = f"run `python {prepare.relative_to(REPO) if prepare.is_relative_to(REPO) else prepare}`"
     why = split_problem(data_dir, split, meta)
     if why is not None:
         raise UserError(f"{path} {why}: {fix}" + ("" if why == "not found" else " again"))
@@ -75,7 +72,7 @@ def open_split(data_dir: Path, split: str, block_size: int, meta: dict | None) -
 
 def get_batch(
     path: Path, seed: int, stream: int, it: int, index: int, batch_size: int, block_size: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Micro-batch (x, y) number `index` of iteration `it` in a stream: random windows of the
     memmap drawn from a generator seeded by (seed, stream, it, index) alone."""
     data = np.memmap(path, dtype=np.uint16, mode="r")  # re-opened per batch: a long-lived memmap leaks memory
@@ -120,8 +117,6 @@ class Plan:
     compile: bool
     fused: bool  # the fused optimizer step (optimizers.use_fused)
     tf32: bool  # float32 matmuls on TensorFloat-32 tensor cores (CUDA), as nanoGPT and llm.c run them
-    min_lr: float  # where the cosine schedule ends
-    lr_decay_iters: int  # ... and when
     data_dir: Path
 
 
@@ -142,8 +137,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 
 def resolve(cfg: TrainConfig, world_size: int, device: torch.device) -> Plan:
     """The Plan of a run: the batch split over ranks and micro-steps (training and Hessian), the dtype,
-    whether to compile, the ends of the lr schedule and the data directory. No side effects; a
-    UserError when the batch does not split or the dtype does not fit the device."""
+    whether to compile and the data directory; a UserError when the batch does not split."""
     per_step = cfg.batch_size * world_size
     if cfg.total_batch_size % per_step:
         raise UserError(
@@ -160,19 +154,13 @@ def resolve(cfg: TrainConfig, world_size: int, device: torch.device) -> Plan:
             f"{batch_sizes_that_fit(hess_total, world_size)}"
         )
     return Plan(
-        grad_accum=cfg.total_batch_size // per_step,
-        hess_micro=hess_total // (hess_batch * world_size),
-        hess_batch_size=hess_batch,
-        hess_tokens=hess_total * cfg.block_size,
-        tokens_per_iter=cfg.total_batch_size * cfg.block_size,
-        dtype=resolve_dtype(cfg.dtype, device),
+        grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * world_size),
+        hess_batch_size=hess_batch, hess_tokens=hess_total * cfg.block_size,
+        tokens_per_iter=cfg.total_batch_size * cfg.block_size, dtype=resolve_dtype(cfg.dtype, device),
         compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
-        fused=use_fused(cfg.fused_optimizer, device),
-        tf32=device.type == "cuda",
-        min_lr=cfg.final_min_lr,
-        lr_decay_iters=cfg.final_lr_decay_iters,
+        fused=use_fused(cfg.fused_optimizer, device), tf32=device.type == "cuda",
         data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO / "data" / cfg.dataset,
-    )
+    )  # fmt: skip
 
 
 @dataclass
@@ -309,7 +297,7 @@ def setup(cfg: TrainConfig, dist: Dist, log: Log) -> tuple[Run, TrainState, Metr
             **asdict(cfg), "world_size": dist.world_size, "grad_accum": plan.grad_accum,
             "hess_micro": plan.hess_micro, "tokens_per_iter": plan.tokens_per_iter, "dtype_resolved": plan.dtype,
             "device_resolved": str(device), "compile_resolved": plan.compile, "fused_optimizer_resolved": plan.fused,
-            "tf32": plan.tf32, "min_lr_resolved": plan.min_lr, "lr_decay_iters_resolved": plan.lr_decay_iters,
+            "tf32": plan.tf32, "min_lr_resolved": cfg.final_min_lr, "lr_decay_iters_resolved": cfg.final_lr_decay_iters,
             "n_params": n_params, "n_params_non_embedding": n_body, "provenance": provenance(device),
         }  # fmt: skip
         with atomic_write(out_dir / "config.json") as f:
@@ -336,29 +324,25 @@ def setup(cfg: TrainConfig, dist: Dist, log: Log) -> tuple[Run, TrainState, Metr
 # ----------------------------------------------------------------------------- the step
 
 
-def train_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def train_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return model(x, y)[1]
 
 
-def gnb_estimator_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def gnb_estimator_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Sophia-G's Gauss-Newton-Bartlett estimator: cross-entropy against labels sampled from the
     model's own predictions (the real targets y are not used)."""
     return gnb_loss(model(x)[0])
 
 
-def forward_backward(
-    run: Run, loss_fn: Callable[..., torch.Tensor], stream: int, it: int, n_micro: int
-) -> torch.Tensor:
-    """Accumulate into .grad the gradient of loss_fn averaged over n_micro micro-batches on each
-    rank (and by DDP over ranks); returns the mean loss on this rank, as a tensor (no host sync).
-
-    The training step and Sophia-G's Hessian refresh both run through here, with a different
-    loss_fn and stream. The next micro-batch is read while the device runs the current forward pass
-    (CUDA kernels are asynchronous). The data and the random draws are iteration it + run.data_offset's."""
+def forward_backward(run: Run, loss_fn: Callable[..., Tensor], stream: int, it: int, n_micro: int) -> Tensor:
+    """Accumulate into .grad the gradient of loss_fn (the training loss, or Sophia-G's estimator) averaged
+    over n_micro micro-batches of iteration it + run.data_offset on each rank (and by DDP over ranks);
+    returns the mean loss on this rank, as a tensor (no host sync). The next micro-batch is read while
+    the device runs the current forward pass (CUDA kernels are asynchronous)."""
     cfg, dist = run.cfg, run.dist
     batch_size, data_it = run.plan.hess_batch_size if stream == HESSIAN else cfg.batch_size, it + run.data_offset
 
-    def load(micro: int) -> tuple[int, tuple[torch.Tensor, torch.Tensor]]:
+    def load(micro: int) -> tuple[int, tuple[Tensor, Tensor]]:
         index = dist.rank * n_micro + micro  # global micro-batch index: independent of world size
         with run.timer("data"):
             return index, get_batch(
@@ -381,7 +365,7 @@ def forward_backward(
     return total
 
 
-def clip_gradients(run: Run, clip: float) -> torch.Tensor:
+def clip_gradients(run: Run, clip: float) -> Tensor:
     """Clip the (unscaled) gradients to global norm `clip` (0: no clipping); returns the norm before
     clipping, a float64 tensor. torch.nn.utils.clip_grads_with_norm_'s rule, with the coefficient cast
     to the gradients' dtype: a float64 coefficient on float32 gradients sends CUDA's _foreach_mul_ to
@@ -395,7 +379,7 @@ def clip_gradients(run: Run, clip: float) -> torch.Tensor:
     return norm
 
 
-def hutchinson_refresh(run: Run, it: int) -> tuple[list[torch.nn.Parameter], list[torch.Tensor]]:
+def hutchinson_refresh(run: Run, it: int) -> tuple[list[torch.nn.Parameter], list[Tensor]]:
     """Sophia-H: u * (H u) of the training loss, averaged over the Hessian batch and all ranks.
     Runs on the raw model under the math attention kernel: fused kernels have no double backward."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -422,7 +406,7 @@ def hessian_due(run: Run, it: int) -> bool:
     return run.cfg.is_sophia and (it + 1) % run.cfg.hess_interval == 0
 
 
-def usable_estimate(run: Run, norm: torch.Tensor) -> bool:
+def usable_estimate(run: Run, norm: Tensor) -> bool:
     """Whether a Hessian estimate whose (estimator's gradient) norm is `norm` may enter the EMA: the norm
     is finite and, with the spike guard on, not an outlier. One host sync for both."""
     if not run.spikes.on:
@@ -577,13 +561,8 @@ def log_step(
     if metrics is None:
         return
     steps, tokens, seconds = state.iter - since.iter, state.tokens_seen - since.tokens_seen, state.time_s - since.time_s
-    utilisation = mfu(
-        run.raw_model.flops_per_token(),
-        tokens,
-        seconds,
-        run.dist.world_size,
-        peak_flops(run.dist.device, cfg.peak_flops),
-    )
+    peak = peak_flops(run.dist.device, cfg.peak_flops)
+    utilisation = mfu(run.raw_model.flops_per_token(), tokens, seconds, run.dist.world_size, peak)
     row = {
         "iter": state.iter, "tokens_seen": state.tokens_seen, "time_s": state.time_s, "train/loss": step.loss,
         "lr": step.lr, "grad_norm": step.norm, "param_norm": param_norm, "mfu": utilisation,
@@ -614,80 +593,9 @@ def log_step(
 def train(cfg: TrainConfig, dist: Dist) -> None:
     log: Log = (lambda *a: print(*a, flush=True)) if dist.master else (lambda *a: None)
     run, state, metrics = setup(cfg, dist, log)
-    since = replace(state)  # at the last log line
-    consecutive_skips, stop = 0, False  # stop: SIGTERM on some rank, learnt in the last step
     try:
         with preemptible(run):
-            while True:
-                it = state.iter
-
-                # evaluate and checkpoint, every eval_interval and at the end
-                if (it % cfg.eval_interval == 0 or it >= cfg.max_iters) and state.last_eval_iter != it:
-                    losses = evaluate(run, it, log)
-                    state.last_eval_iter, state.best_val_loss = it, min(state.best_val_loss, losses["val/loss"])
-                    if metrics is not None:
-                        metrics.log({"iter": it, "tokens_seen": state.tokens_seen, "time_s": state.time_s, **losses})
-                    if it > 0:
-                        save(run, state)
-                    if cfg.eval_only:
-                        break
-                if it >= cfg.max_iters:
-                    break
-                if stop:  # pre-empted (SIGTERM on any rank during the last step): checkpoint and stop
-                    save(run, state)
-                    raise Preempted(
-                        f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; continue with --init_from=auto"
-                    )
-
-                # one optimizer step (skipped when the loss or the gradient is not finite, or an outlier)
-                t0 = time.perf_counter()
-                step, refreshed = iteration(run, it)
-                stop, tokens, rollback_due = step.stop, run.plan.tokens_per_iter, False
-                if step.ok:
-                    consecutive_skips = 0
-                    state.clipped_steps += int(cfg.grad_clip > 0 and step.norm > cfg.grad_clip)
-                elif step.outlier:
-                    state.spike_skipped_steps += 1
-                    log(f"iter {it + 1}: outlier step, update skipped: {run.spikes.describe('step')}")
-                    rollback_due = run.spikes.skipped(it)
-                else:
-                    consecutive_skips += 1
-                    state.skipped_steps += 1
-                    log(f"iter {it + 1}: non-finite loss ({step.loss}) or gradient norm ({step.norm}): update skipped")
-                    if consecutive_skips >= cfg.max_skipped_steps:
-                        raise UserError(
-                            f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. Lower "
-                            f"learning_rate or raise rho (Sophia) / weight_decay, then continue from the last good "
-                            f"checkpoint in {cfg.out_dir} (if any) with --init_from=auto"
-                        )
-
-                # Sophia: the Hessian estimate refreshed every hess_interval steps
-                if refreshed is not None:
-                    tokens += run.plan.hess_tokens
-                    if not refreshed and run.spikes.outlier("hessian"):
-                        state.spike_skipped_hessian += 1
-                        log(
-                            f"iter {it + 1}: outlier Hessian estimate, refresh skipped: "
-                            + run.spikes.describe("hessian")
-                        )
-                    elif not refreshed:
-                        state.skipped_hessian += 1
-                        log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
-
-                # the one clock: training time, evals and checkpoints excluded. No device synchronize here: the
-                # step's loss read-back waits for the device, which meanwhile runs the optimizer step while the
-                # host reads the next batch
-                state.time_s += time.perf_counter() - t0
-                state.iter = it + 1
-                state.tokens_seen += tokens
-
-                if state.iter % cfg.log_interval == 0:
-                    log_step(run, state, since, step, metrics, log)
-                    since = replace(state)
-
-                # outlier steps close together: back to the last checkpoint, the data moved on past them
-                if rollback_due and roll_back(run, state, metrics, it, log):
-                    since, consecutive_skips = replace(state), 0
+            loop(run, state, metrics, log)
     finally:
         if metrics is not None:
             metrics.close()
@@ -695,6 +603,81 @@ def train(cfg: TrainConfig, dist: Dist) -> None:
         f"done: {state.iter} iters, {state.tokens_seen:,} tokens, best val loss {state.best_val_loss:.4f}, "
         f"{state.time_s:.0f} s of training; outputs in {cfg.out_dir}"
     )
+
+
+def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> None:
+    """Evaluate and checkpoint every eval_interval iterations and at the end; in between, one optimizer
+    step per iteration, a log line every log_interval, a rollback when outliers come close together."""
+    cfg = run.cfg
+    since = replace(state)  # at the last log line
+    consecutive_skips, stop = 0, False  # stop: SIGTERM on some rank, learnt in the last step
+    while True:
+        it = state.iter
+
+        # evaluate and checkpoint, every eval_interval and at the end
+        if (it % cfg.eval_interval == 0 or it >= cfg.max_iters) and state.last_eval_iter != it:
+            losses = evaluate(run, it, log)
+            state.last_eval_iter, state.best_val_loss = it, min(state.best_val_loss, losses["val/loss"])
+            if metrics is not None:
+                metrics.log({"iter": it, "tokens_seen": state.tokens_seen, "time_s": state.time_s, **losses})
+            if it > 0:
+                save(run, state)
+            if cfg.eval_only:
+                break
+        if it >= cfg.max_iters:
+            break
+        if stop:  # pre-empted (SIGTERM on any rank during the last step): checkpoint and stop
+            save(run, state)
+            raise Preempted(
+                f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; continue with --init_from=auto"
+            )
+
+        # one optimizer step (skipped when the loss or the gradient is not finite, or an outlier)
+        t0 = time.perf_counter()
+        step, refreshed = iteration(run, it)
+        stop, tokens, rollback_due = step.stop, run.plan.tokens_per_iter, False
+        if step.ok:
+            consecutive_skips = 0
+            state.clipped_steps += int(cfg.grad_clip > 0 and step.norm > cfg.grad_clip)
+        elif step.outlier:
+            state.spike_skipped_steps += 1
+            log(f"iter {it + 1}: outlier step, update skipped: {run.spikes.describe('step')}")
+            rollback_due = run.spikes.skipped(it)
+        else:
+            consecutive_skips += 1
+            state.skipped_steps += 1
+            log(f"iter {it + 1}: non-finite loss ({step.loss}) or gradient norm ({step.norm}): update skipped")
+            if consecutive_skips >= cfg.max_skipped_steps:
+                raise UserError(
+                    f"{consecutive_skips} consecutive non-finite steps at iter {it + 1}: stopping. Lower "
+                    f"learning_rate or raise rho (Sophia) / weight_decay, then continue from the last good "
+                    f"checkpoint in {cfg.out_dir} (if any) with --init_from=auto"
+                )
+
+        # Sophia: the Hessian estimate refreshed every hess_interval steps
+        if refreshed is not None:
+            tokens += run.plan.hess_tokens
+            if not refreshed and run.spikes.outlier("hessian"):
+                state.spike_skipped_hessian += 1
+                log(f"iter {it + 1}: outlier Hessian estimate, refresh skipped: {run.spikes.describe('hessian')}")
+            elif not refreshed:
+                state.skipped_hessian += 1
+                log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
+
+        # the one clock: training time, evals and checkpoints excluded. No device synchronize here: the
+        # step's loss read-back waits for the device, which meanwhile runs the optimizer step while the
+        # host reads the next batch
+        state.time_s += time.perf_counter() - t0
+        state.iter = it + 1
+        state.tokens_seen += tokens
+
+        if state.iter % cfg.log_interval == 0:
+            log_step(run, state, since, step, metrics, log)
+            since = replace(state)
+
+        # outlier steps close together: back to the last checkpoint, the data moved on past them
+        if rollback_due and roll_back(run, state, metrics, it, log):
+            since, consecutive_skips = replace(state), 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,6 @@ import difflib
 import inspect
 import sys
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,6 @@ from hf import RELEASES, is_pretrained
 OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion", "muon")
 FUSED = ("sophiag", "sophiah", "adamw")  # those with a fused step (TrainConfig.fused_optimizer)
 PARALLELISMS = ("ddp", "fsdp")
-
-
-def either(choices: tuple[str, ...]) -> str:
-    """'a', 'b' or 'c'."""
-    quoted = [repr(c) for c in choices]
-    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 @dataclass
@@ -126,50 +119,26 @@ class TrainConfig:
             if not ok:
                 raise UserError(msg)
 
-        def bound(names: tuple[str, ...], ok: Callable[[float], bool], what: str) -> None:
-            for name in names:
+        ranges = (  # (keys, test, what their values must be)
+            ("eval_interval eval_iters log_interval keep_last max_skipped_steps batch_size", lambda v: v >= 1, ">= 1"),
+            ("total_batch_size block_size hess_interval spike_rollback_window", lambda v: v >= 1, ">= 1"),
+            ("spike_rollback_skips spike_rollback_batches spike_max_rollbacks skip_batches", lambda v: v >= 0, ">= 0"),
+            ("max_iters warmup_iters weight_decay muon_adamw_weight_decay peak_flops", lambda v: v >= 0, ">= 0"),
+            ("learning_rate rho muon_adamw_lr", lambda v: v > 0, "> 0"),
+            ("beta1 beta2 muon_momentum dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+        )
+        for names, ok, what in ranges:
+            for name in names.split():
                 need(ok(getattr(self, name)), f"{name} must be {what}, got {getattr(self, name)}")
-
-        bound(
-            (
-                "eval_interval",
-                "eval_iters",
-                "log_interval",
-                "keep_last",
-                "max_skipped_steps",
-                "batch_size",
-                "total_batch_size",
-                "block_size",
-                "hess_interval",
-                "spike_rollback_window",
-            ),
-            lambda v: v >= 1,
-            ">= 1",
-        )
-        bound(
-            (
-                "spike_rollback_skips",
-                "spike_rollback_batches",
-                "spike_max_rollbacks",
-                "skip_batches",
-                "max_iters",
-                "warmup_iters",
-                "weight_decay",
-                "muon_adamw_weight_decay",
-                "peak_flops",
-            ),
-            lambda v: v >= 0,
-            ">= 0",
-        )
-        bound(("learning_rate", "rho", "muon_adamw_lr"), lambda v: v > 0, "> 0")
-        bound(("beta1", "beta2", "muon_momentum", "dropout"), lambda v: 0 <= v < 1, "in [0, 1)")
-        for name, choices in (
-            ("dtype", ("auto", "float32", "bfloat16", "float16")),
-            ("backend", ("auto", "nccl", "gloo")),
-            ("parallelism", PARALLELISMS),
-            ("muon_adjust_lr_fn", ("original", "match_rms_adamw")),
-        ):
-            need(getattr(self, name) in choices, f"{name}={getattr(self, name)!r}: use {either(choices)}")
+        choices = {
+            "dtype": ("auto", "float32", "bfloat16", "float16"),
+            "backend": ("auto", "nccl", "gloo"),
+            "parallelism": PARALLELISMS,
+            "muon_adjust_lr_fn": ("original", "match_rms_adamw"),
+        }
+        for name, allowed in choices.items():
+            *most, last = map(repr, allowed)
+            need(getattr(self, name) in allowed, f"{name}={getattr(self, name)!r}: use {', '.join(most)} or {last}")
         need(self.spike_z >= 0, f"spike_z must be >= 0 (0 turns the spike guard off), got {self.spike_z}")
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
         need(
@@ -282,13 +251,8 @@ def usage() -> str:
     """This module's docstring, then every config key with its default and its comment, in the order
     and with the section comments of TrainConfig's source."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    lines = [
-        "usage: python train.py [CONFIG_FILE ...] [--key=value ...]",
-        "",
-        str(__doc__).strip(),
-        "",
-        "config keys (--key=default  comment):",
-    ]
+    lines = ["usage: python train.py [CONFIG_FILE ...] [--key=value ...]", "", str(__doc__).strip(), ""]
+    lines.append("config keys (--key=default  comment):")
     for line in inspect.getsource(TrainConfig).splitlines()[1:]:
         text = line.strip()
         if text.startswith("def "):

@@ -147,7 +147,7 @@ def test_resolve_derives_every_value_without_processes():
     assert (plan.grad_accum, plan.tokens_per_iter) == (2, 16 * 32)
     assert (plan.hess_batch_size, plan.hess_micro, plan.hess_tokens) == (2, 1, 4 * 32)
     assert (plan.dtype, plan.compile, plan.fused, plan.tf32) == ("float32", False, False, False)  # 'auto'/None on a CPU
-    assert (plan.min_lr, plan.lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
+    assert (cfg.final_min_lr, cfg.final_lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
     assert plan.data_dir == train.REPO / "data" / "shakespeare"
     with pytest.raises(UserError, match=r"total_batch_size=16 is not divisible by batch_size \* world_size = 4 \* 3"):
         train.resolve(cfg, 3, cpu)
@@ -246,3 +246,15 @@ def test_sample_generates_text_from_a_checkpoint(shakespeare, tmp_path):
         and missing.stderr.strip()
         == f"error: no checkpoint in {tmp_path / 'none'}: train first, or pass --init_from=gpt2"
     )
+
+
+def test_train_state_keeps_the_checkpoint_keys():
+    """The loop state's state_dict() has the keys checkpoints have always carried (old ones resume), and
+    load_state_dict() takes a subset of them (an older checkpoint lacks the newer keys)."""
+    keys = ["iter", "tokens_seen", "time_s", "best_val_loss", "last_eval_iter", "skipped_steps", "clipped_steps",
+            "skipped_hessian", "wandb_run_id", "spike_skipped_steps", "spike_skipped_hessian", "rollbacks",
+            "rollback_batches", "spike_guard"]  # fmt: skip
+    assert list(train.TrainState().state_dict()) == keys
+    state = train.TrainState()
+    state.load_state_dict({"iter": 5, "rollbacks": 1})
+    assert state == train.TrainState(iter=5, rollbacks=1)
