@@ -228,7 +228,7 @@ def save_sharded(model, optimizer, meta, out_dir, it, keep_last, dist):
 
 def agree(why, dist):
     """The first rank's reason among all ranks' (None when every rank found nothing wrong)."""
-    if not dist.ddp:
+    if not dist.distributed:
         return why
     reasons = [None] * dist.world_size
     torch_dist.all_gather_object(reasons, why)

@@ -17,7 +17,8 @@ each block's input (s * b * h values) plus one block recomputed at a time. The l
 """
 
 from dataclasses import dataclass
-from typing import Any
+
+from train_config import TrainConfig
 
 GB = 1024**3
 OPTIMIZER_BYTES = {"sophiag": 8, "sophiah": 8, "adamw": 8, "lion": 4}
@@ -42,7 +43,7 @@ class Estimate:
         return f"{self.total / GB:.2f} GB per rank ({parts}, {self.other_name} {self.other / GB:.2f})"
 
 
-def parameter_counts(cfg: Any, vocab_size: int) -> tuple[int, int, int]:
+def parameter_counts(cfg: TrainConfig, vocab_size: int) -> tuple[int, int, int]:
     """(all parameters, those in the blocks' weight matrices, one block's): the tied embedding once."""
     h = cfg.n_embd
     block_matrices = 12 * h * h  # attention qkv 3h^2 + projection h^2, MLP 4h^2 + 4h^2
@@ -51,7 +52,7 @@ def parameter_counts(cfg: Any, vocab_size: int) -> tuple[int, int, int]:
     return total, cfg.n_layer * block_matrices, per_block
 
 
-def estimate(cfg: Any, world_size: int, dtype: str, vocab_size: int) -> Estimate:
+def estimate(cfg: TrainConfig, world_size: int, dtype: str, vocab_size: int) -> Estimate:
     """Estimate for a TrainConfig-like cfg (parallelism, optimizer_name, batch_size, block_size, model
     shape, activation_checkpointing) on world_size ranks computing in dtype ('float32', 'bfloat16',
     'float16')."""

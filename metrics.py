@@ -1,5 +1,6 @@
 """A run's metrics: metrics.jsonl in its out_dir, always, and wandb when wandb_log is set; and the one
 reader of metrics.jsonl."""
+
 import json
 import math
 import os
@@ -8,6 +9,7 @@ from typing import Any, TextIO
 
 from atomic import atomic_write
 from errors import UserError
+from train_config import TrainConfig
 
 
 class MetricsLog:
@@ -65,13 +67,22 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def start_wandb(cfg: Any, out_dir: Path, run_id: str | None, config: dict[str, Any]) -> Any:
+def start_wandb(cfg: TrainConfig, out_dir: Path, run_id: str | None, config: dict[str, Any]) -> Any:
     """Start (or, with the checkpoint's run id, continue) the wandb run; a new run's id is wandb's choice."""
     import wandb
+
     name = cfg.wandb_run_name or out_dir.name
     try:
-        return wandb.init(project=cfg.wandb_project, name=name, id=run_id, resume="allow",
-                          config=config, dir=os.environ.get("WANDB_DIR") or str(out_dir))
+        return wandb.init(
+            project=cfg.wandb_project,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=config,
+            dir=os.environ.get("WANDB_DIR") or str(out_dir),
+        )
     except Exception as e:
-        raise UserError(f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-                        f"run `wandb login`, or set WANDB_MODE=offline, or pass --wandb_log=False") from None
+        raise UserError(
+            f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+            f"run `wandb login`, or set WANDB_MODE=offline, or pass --wandb_log=False"
+        ) from None

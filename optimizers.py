@@ -1,35 +1,53 @@
 """The optimizers train.py can build, with their parameter groups: Sophia-G / Sophia-H (sophia.py)
 and the baselines AdamW (torch), Lion and Muon (torch's, with AdamW for the non-matrix parameters)."""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
+
 # torch.optim.Muon's own Newton-Schulz iteration and per-matrix lr, reused by GatheredMuon
 from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+from torch.optim.optimizer import ParamsT
 
 from sophia import SophiaG, SophiaH
 
-OPTIMIZERS = ("sophiag", "sophiah", "adamw", "lion", "muon")
-FUSED = ("sophiag", "sophiah", "adamw")  # those with a fused step (TrainConfig.fused_optimizer)
+if TYPE_CHECKING:
+    from model import GPT
+    from train_config import TrainConfig
+
+Closure = Callable[[], float] | None
+
+
+def evaluate_closure(closure: Closure) -> float | None:
+    """The loss of step()'s optional closure, computed with gradients on (torch.optim's convention)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 class Lion(torch.optim.Optimizer):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), a baseline:
 
-        update = sign(beta1 * m + (1 - beta1) * g)
-        p      <- p * (1 - lr * weight_decay) - lr * update
-        m      <- beta2 * m + (1 - beta2) * g
+    update = sign(beta1 * m + (1 - beta1) * g)
+    p      <- p * (1 - lr * weight_decay) - lr * update
+    m      <- beta2 * m + (1 - beta2) * g
     """
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+    def __init__(
+        self, params: ParamsT, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0
+    ) -> None:
         if lr < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"Lion needs lr >= 0, weight_decay >= 0, betas in [0, 1); got {lr}, {weight_decay}, {betas}")
+            raise ValueError(
+                f"Lion needs lr >= 0, weight_decay >= 0, betas in [0, 1); got {lr}, {weight_decay}, {betas}"
+            )
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -49,65 +67,48 @@ class Lion(torch.optim.Optimizer):
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """Muon for the hidden weight matrices and AdamW for every other parameter, as one optimizer.
+    """Muon for the hidden weight matrices and AdamW for every other parameter (embeddings, LM head, norm
+    gains, biases: KellerJordan/Muon's README), as one optimizer for the loop, the GradScaler and
+    checkpoints. `param_groups` is Muon's groups then AdamW's, the very dicts the two parts read (so
+    setting a group's lr reaches them); `state` is one dict that both parts fill."""
 
-    Muon (Jordan et al. 2024) orthogonalises each matrix's Nesterov momentum with a Newton-Schulz
-    iteration; it is meant for the 2-D weights inside the network, so embeddings, the LM head, norm
-    gains and biases go to AdamW (KellerJordan/Muon's README). Both parts are torch optimizers,
-    built by the caller; this class only makes them one for the training loop, the GradScaler and
-    checkpoints: `param_groups` is the Muon groups followed by the AdamW groups, the very dicts the
-    two parts read (so setting a group's lr reaches them), `state` is one dict that both parts
-    fill, and `state_dict()` / `load_state_dict()` are torch.optim.Optimizer's over all of it.
-    Any torch.optim.Muon subclass can be the Muon part, e.g. one that orthogonalises whole
-    matrices gathered from FSDP shards.
-    """
-
-    def __init__(self, muon, adamw):
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
         super().__init__(muon.param_groups + adamw.param_groups, {})
         self._share()
 
-    def _share(self):
+    def _share(self) -> None:
         """Point both parts at this optimizer's groups and state (load_state_dict replaces them)."""
         n = len(self.muon.param_groups)
         self.muon.param_groups, self.adamw.param_groups = self.param_groups[:n], self.param_groups[n:]
         self.muon.state = self.adamw.state = self.state
 
     @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
+        loss = evaluate_closure(closure)
         self.muon.step()
         self.adamw.step()
         return loss
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._share()
 
 
 class GatheredMuon(torch.optim.Muon):
     """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step.
-
-    Newton-Schulz must see the whole matrix: orthogonalising each rank's rows on their own is another,
-    wrong update (docs/muon.md). torch.optim.Muon on DTensors gets it right but pays a
-    collective for nearly every operation of the iteration (docs/muon.md counts them), which is why
-    it cannot serve as it is. Here the momentum runs on the local shards (elementwise, no
-    communication), the Nesterov update is gathered once, orthogonalised whole by torch's own
-    Newton-Schulz (and its lr adjustment), and each rank keeps its rows: the same update as
-    torch.optim.Muon on the unsharded matrix. Every parameter must be a DTensor.
-    """
+    Newton-Schulz must see the whole matrix (each rank's rows orthogonalised alone are another update),
+    and torch.optim.Muon on DTensors pays a collective for nearly every operation (docs/muon.md). Here
+    the momentum runs on the local shards, the Nesterov update is gathered once and orthogonalised whole
+    by torch's own Newton-Schulz, and each rank keeps its rows: torch.optim.Muon's update, unsharded."""
 
     @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
-            params, grads, bufs = [], [], []
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            bufs: list[torch.Tensor] = []
             self._init_group(group, params, grads, bufs)
             for param, grad, buf in zip(params, grads, bufs):
                 assert isinstance(param, DTensor), "GatheredMuon is for FSDP's sharded parameters"
@@ -115,21 +116,26 @@ class GatheredMuon(torch.optim.Muon):
                 update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
                 # torch builds whose Muon has a use_addmm option take it here too (a private function)
                 addmm = (group["use_addmm"],) if "use_addmm" in group else ()
-                whole = _zeropower_via_newtonschulz(update.full_tensor(), group["ns_coefficients"], group["ns_steps"],
-                                                    group["eps"], *addmm)
+                whole = _zeropower_via_newtonschulz(
+                    cast(DTensor, update).full_tensor(),
+                    group["ns_coefficients"],
+                    group["ns_steps"],
+                    group["eps"],
+                    *addmm,
+                )
                 rows = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)  # local slice
                 param.mul_(1 - group["lr"] * group["weight_decay"])
                 param.add_(rows, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], param.shape))
         return loss
 
 
-def hidden_matrices(model):
+def hidden_matrices(model: "GPT") -> list[torch.nn.Parameter]:
     """The parameters Muon trains: the 2-D weights inside the transformer blocks (attention qkv and
     output, MLP in and out), not the embeddings / tied LM head, norm gains or biases."""
     return [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
 
 
-def set_lr(optimizer, lr):
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Every group's lr = lr times its `lr_scale` (its peak lr / learning_rate; 1 when absent), so
     that the schedule drives groups with different peak lrs, like Muon's AdamW part."""
     for group in optimizer.param_groups:
@@ -142,31 +148,38 @@ def use_fused(fused_optimizer: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if fused_optimizer is None else fused_optimizer
 
 
-def make_optimizer(cfg, model, device):
-    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains. The
-    fused step as `use_fused` says for AdamW, Muon's AdamW part and Sophia."""
+def decay_groups(params: list[torch.nn.Parameter], weight_decay: float, **extra: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and embeddings (>= 2-D) only, never on biases and norm gains."""
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, **extra},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, **extra},
+    ]
+
+
+def make_optimizer(cfg: "TrainConfig", model: "GPT", device: torch.device) -> torch.optim.Optimizer:
+    """cfg's optimizer over the model's trainable parameters, with the fused step as `use_fused` says
+    for AdamW, Muon's AdamW part and Sophia."""
     params = [p for p in model.parameters() if p.requires_grad]
-    betas = (cfg.beta1, cfg.beta2)
-    fused = use_fused(cfg.fused_optimizer, device)
+    betas, fused, lr = (cfg.beta1, cfg.beta2), use_fused(cfg.fused_optimizer, device), cfg.learning_rate
     if cfg.optimizer_name == "muon":
         matrices = hidden_matrices(model)
-        sharded = isinstance(matrices[0], DTensor)  # FSDP
-        muon = (GatheredMuon if sharded else torch.optim.Muon)(
-            matrices, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,
-            nesterov=True, adjust_lr_fn=cfg.muon_adjust_lr_fn)
+        muon_class = GatheredMuon if isinstance(matrices[0], DTensor) else torch.optim.Muon  # DTensors: FSDP's
+        muon = muon_class(  # with Nesterov momentum, torch's default
+            matrices,
+            lr=lr,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.muon_momentum,
+            adjust_lr_fn=cfg.muon_adjust_lr_fn,
+        )
         rest = [p for p in params if id(p) not in {id(m) for m in matrices}]
-        scale = cfg.muon_adamw_lr / cfg.learning_rate
-        adamw = torch.optim.AdamW(
-            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.muon_adamw_weight_decay,
-              "lr_scale": scale},
-             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}],
-            lr=cfg.muon_adamw_lr, betas=betas, fused=fused, foreach=not fused)
+        groups = decay_groups(rest, cfg.muon_adamw_weight_decay, lr_scale=cfg.muon_adamw_lr / lr)
+        adamw = torch.optim.AdamW(groups, lr=cfg.muon_adamw_lr, betas=betas, fused=fused, foreach=not fused)
         return MuonWithAdamW(muon, adamw)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = decay_groups(params, cfg.weight_decay)
     if cfg.optimizer_name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, fused=fused, foreach=not fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused, foreach=not fused)
     if cfg.optimizer_name == "lion":
-        return Lion(groups, lr=cfg.learning_rate, betas=betas)
-    sophia = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
-    return sophia(groups, lr=cfg.learning_rate, betas=betas, rho=cfg.rho, fused=fused)
+        return Lion(groups, lr=lr, betas=betas)
+    return (SophiaG if cfg.optimizer_name == "sophiag" else SophiaH)(
+        groups, lr=lr, betas=betas, rho=cfg.rho, fused=fused
+    )

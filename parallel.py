@@ -1,12 +1,15 @@
 """Processes and devices: torchrun's environment, the process group, and how the model is spread
 over the ranks: DDP (every rank holds the whole model) or FSDP2 (`fully_shard`: each rank holds
 1/world_size of the weights, gradients and optimizer state)."""
+
 import os
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.distributed as torch_dist
+from torch import Tensor
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
@@ -14,39 +17,42 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from errors import UserError
 
-PARALLELISMS = ("ddp", "fsdp")
+if TYPE_CHECKING:
+    from model import GPT
+    from train_config import TrainConfig
 
 
 @dataclass
 class Dist:
-    ddp: bool  # a process group exists (torchrun, or FSDP in a single process): collectives are needed
+    distributed: bool  # a process group exists (torchrun, or FSDP in a single process): collectives are needed
     rank: int
     local_rank: int
     world_size: int
     device: torch.device
 
     @property
-    def master(self):
+    def master(self) -> bool:
         return self.rank == 0
 
 
 def choose_device(name: str, cuda_available: bool, local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """The device of this process for the `device` key: 'auto' is CUDA when there is one, else the
-    CPU; 'cuda' is GPU number local_rank (torchrun's LOCAL_RANK, 0 in a single process), always with
-    its index, which torch.cuda.set_device needs."""
+    """The device of this process for the `device` key: 'auto' is CUDA when there is one, else the CPU;
+    'cuda' is GPU number local_rank, always with its index, which torch.cuda.set_device needs."""
     if name == "auto":
         name = "cuda" if cuda_available else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"device={name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if device.type == "cuda" and not cuda_available:
-        raise UserError(f"device={name!r} but CUDA is not available here: use --device=cpu")
     if device.type != "cuda":
         return device
+    if not cuda_available:
+        raise UserError(f"device={name!r} but CUDA is not available here: use --device=cpu")
     if device.index is not None and world_size > 1:
-        raise UserError(f"device={name!r} would put all {world_size} ranks on one GPU: use device='cuda' "
-                        f"(each rank takes cuda:LOCAL_RANK)")
+        raise UserError(
+            f"device={name!r} would put all {world_size} ranks on one GPU: use device='cuda' "
+            f"(each rank takes cuda:LOCAL_RANK)"
+        )
     return device if device.index is not None else torch.device("cuda", local_rank)
 
 
@@ -55,7 +61,7 @@ def choose_backend(name: str, device: torch.device) -> str:
     return name if name != "auto" else ("nccl" if device.type == "cuda" else "gloo")
 
 
-def setup_distributed(cfg):
+def setup_distributed(cfg: "TrainConfig") -> Dist:
     under_torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -71,49 +77,44 @@ def setup_distributed(cfg):
     return Dist(torch_dist.is_initialized(), rank, local_rank, world_size, device)
 
 
-def all_reduce_mean(t, dist):
-    if dist.ddp:
+def all_reduce_mean(t: Tensor, dist: Dist) -> Tensor:
+    if dist.distributed:
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
         t /= dist.world_size
     return t
 
 
-def shard_model(model, dist, dtype, activation_checkpointing, use_compile):
-    """FSDP2 in place: each transformer block is one unit (all-gathered just before its forward and
-    backward, freed after), the root holds the rest. The tied token embedding / LM head is a single
-    parameter of the root unit, so it stays tied (sharding lm_head alone would untie it). The model
-    may be built on the CPU: fully_shard moves each rank's shards to the mesh's device, so a rank
-    never holds the whole model on the GPU."""
-    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
-    # bf16 compute with fp32 master weights and fp32 gradient reduction (CUDA); fp32 elsewhere
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if dist.device.type == "cuda" and dtype == "bfloat16" else MixedPrecisionPolicy()
-    model.activation_checkpointing = activation_checkpointing
-    for block in model.transformer.h:
-        if use_compile:
-            block.compile()  # per block, in place: FSDP's hooks stay outside the graphs and the names unchanged
-        fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
-    return model
-
-
-def parallelize(model, cfg, dist, dtype, use_compile):
+def parallelize(
+    model: "GPT", cfg: "TrainConfig", dist: Dist, dtype: str, use_compile: bool
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Place the model (built on the CPU) for cfg.parallelism; returns (the module the training step
-    calls, the module evaluation calls). FSDP: both are the sharded model itself (blocks compiled in
-    place). DDP: the compiled model, DDP-wrapped under torchrun for training, bare for evaluation
-    (which has no gradients to synchronise)."""
+    calls, the module evaluation calls). DDP: the compiled model, DDP-wrapped under torchrun for
+    training, bare for evaluation (which has no gradients to synchronise). FSDP2, in place, both
+    calls on the sharded model: each transformer block is one unit (all-gathered just before its
+    forward and backward, freed after), the root holds the rest. The tied token embedding / LM head
+    is a single parameter of the root unit, so it stays tied (sharding lm_head alone would untie it).
+    fully_shard moves each rank's shards to the mesh's device: a rank never holds the whole model."""
+    model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.parallelism == "fsdp":
-        shard_model(model, dist, dtype, cfg.activation_checkpointing, use_compile)
+        mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+        # bf16 compute with fp32 master weights and fp32 gradient reduction (CUDA); fp32 elsewhere
+        mp = MixedPrecisionPolicy()
+        if dist.device.type == "cuda" and dtype == "bfloat16":
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for block in model.transformer.h:
+            if use_compile:
+                block.compile()  # per block, in place: FSDP's hooks stay outside the graphs and the names unchanged
+            fully_shard(block, mesh=mesh, mp_policy=mp)
+        fully_shard(model, mesh=mesh, mp_policy=mp)
         return model, model
     model.to(dist.device)
-    model.activation_checkpointing = cfg.activation_checkpointing
-    compiled = torch.compile(model) if use_compile else model
-    if not dist.ddp:
+    compiled = cast(torch.nn.Module, torch.compile(model)) if use_compile else model
+    if not dist.distributed:
         return compiled, compiled
     return DDP(compiled, device_ids=[dist.device.index] if dist.device.type == "cuda" else None), compiled
 
 
-def global_norm(tensors):
+def global_norm(tensors: list[Tensor]) -> Tensor:
     """The 2-norm of all tensors together, as a float64 tensor equal on every rank (for FSDP's
     DTensors: one all-reduce of the shards' partial norms). Accumulated in float64: in float32 its
     rounding (~1e-5 relative on CPU) depends on how the tensors are split into shards, which would make
@@ -122,7 +123,7 @@ def global_norm(tensors):
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
-def grad_sync(model, last):
+def grad_sync(model: torch.nn.Module, last: bool) -> AbstractContextManager:
     """DDP all-reduces the gradients on the last micro-step only (no_sync before it). FSDP
     reduce-scatters them after every micro-step: holding them back would keep every rank's full
     unsharded gradient in memory between micro-steps, the memory that sharding is there to save."""

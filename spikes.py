@@ -35,7 +35,8 @@ from errors import UserError
 from metrics import MetricsLog
 
 if typing.TYPE_CHECKING:
-    from train import Run, TrainConfig
+    from train import Run, TrainState
+    from train_config import TrainConfig
 
 # The standard deviation a logarithm is measured in is at least this, i.e. a spread of 0.01% of the value. It
 # only matters for a window without noise (the same batch over and over, a frozen model), where the spread
@@ -179,14 +180,16 @@ class SpikeGuard:
         self.skips = [] if state is None else list(state["skips"])
 
 
-def roll_back(run: "Run", state: dict, metrics: MetricsLog | None, it: int, log: typing.Callable[[str], None]) -> bool:
+def roll_back(
+    run: "Run", state: "TrainState", metrics: MetricsLog | None, it: int, log: typing.Callable[[str], None]
+) -> bool:
     """After the outlier skip at iteration `it` that made a rollback due: reload the run's newest
     checkpoint into the live model, optimizer and loop state (every rank), and move the data on past
     iteration `it` plus spike_rollback_batches more. The clock and the counts of skips and rollbacks
     carry on (KEPT); a UserError once spike_max_rollbacks rollbacks were not enough. False when there
     is no checkpoint to go back to yet (the run carries on). Call on every rank."""
     cfg = run.cfg
-    kept, rollbacks, offset = {k: state[k] for k in KEPT}, state["rollbacks"], state["rollback_batches"]
+    kept, rollbacks, offset = {k: getattr(state, k) for k in KEPT}, state.rollbacks, state.rollback_batches
     skips = len(run.spikes.skips)
     if rollbacks >= cfg.spike_max_rollbacks:
         raise UserError(
@@ -195,7 +198,8 @@ def roll_back(run: "Run", state: dict, metrics: MetricsLog | None, it: int, log:
             f"(or spike_max_rollbacks), then continue from the last good checkpoint in {cfg.out_dir} "
             f"with --init_from=auto"
         )
-    path = run.checkpointer.reload(run.raw_model, run.optimizer, run.scaler, state)
+    loaded = state.state_dict()  # the checkpoint fills it by key
+    path = run.checkpointer.reload(run.raw_model, run.optimizer, run.scaler, loaded)
     if path is None:
         run.spikes.skips = []
         log(
@@ -203,16 +207,17 @@ def roll_back(run: "Run", state: dict, metrics: MetricsLog | None, it: int, log:
             f"back to yet: carrying on"
         )
         return False
-    # the next step, at state["iter"], reads the data of the iteration after `it`'s, plus spike_rollback_batches
-    moved = it + 1 - state["iter"] + cfg.spike_rollback_batches
-    state.update(kept, rollbacks=rollbacks + 1, rollback_batches=offset + moved)
-    run.spikes.load_state_dict(state["spike_guard"])
-    run.data_offset = cfg.skip_batches + state["rollback_batches"]
+    # the next step, at state.iter, reads the data of the iteration after `it`'s, plus spike_rollback_batches
+    state.load_state_dict(loaded)
+    moved = it + 1 - state.iter + cfg.spike_rollback_batches
+    state.load_state_dict({**kept, "rollbacks": rollbacks + 1, "rollback_batches": offset + moved})
+    run.spikes.load_state_dict(state.spike_guard)
+    run.data_offset = cfg.skip_batches + state.rollback_batches
     if metrics is not None:
-        metrics.truncate(state["iter"])
+        metrics.truncate(state.iter)
     log(
         f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps: rolled back to iter "
-        f"{state['iter']} ({path}), the data moved on by {moved} batches (rollback {rollbacks + 1} of at most "
+        f"{state.iter} ({path}), the data moved on by {moved} batches (rollback {rollbacks + 1} of at most "
         f"{cfg.spike_max_rollbacks})"
     )
     return True

@@ -1,4 +1,5 @@
 """Shared helpers for the training tests: a tiny model config and ways to run train.py."""
+
 import json
 import os
 import signal
@@ -12,10 +13,28 @@ from provenance import REPO
 
 def tiny_args(data_dir, out_dir, **overrides):
     """train.py arguments for a model small enough to take a step in milliseconds on a CPU."""
-    cfg = dict(data_dir=str(data_dir), out_dir=str(out_dir), device="cpu", compile=False,
-               n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, total_batch_size=8,
-               max_iters=10, eval_interval=5, eval_iters=2, log_interval=1, warmup_iters=2,
-               learning_rate=3e-3, optimizer_name="sophiag", hess_interval=2, dropout=0.0, seed=1)
+    cfg = dict(
+        data_dir=str(data_dir),
+        out_dir=str(out_dir),
+        device="cpu",
+        compile=False,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        block_size=32,
+        batch_size=4,
+        total_batch_size=8,
+        max_iters=10,
+        eval_interval=5,
+        eval_iters=2,
+        log_interval=1,
+        warmup_iters=2,
+        learning_rate=3e-3,
+        optimizer_name="sophiag",
+        hess_interval=2,
+        dropout=0.0,
+        seed=1,
+    )
     cfg.update(overrides)
     return [f"--{k}={v}" for k, v in cfg.items()]
 
@@ -25,15 +44,24 @@ def run_train(args, nproc=1, check=True, timeout=300, env=None, extra_torchrun=(
     if nproc == 1 and not extra_torchrun:
         cmd = [sys.executable, str(script), *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               *extra_torchrun, str(script), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            *extra_torchrun,
+            str(script),
+            *args,
+        ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         full_env.pop(k, None)
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and out.returncode != 0:
-        raise AssertionError(f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
-                             f"{out.stderr[-3000:]}")
+        raise AssertionError(
+            f"{Path(script).name} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        )
     return out
 
 
@@ -42,8 +70,12 @@ def train_in_one_launch(runs, out, nproc=2, faults=()):
     which saves each run's start-up, with tests/train_harness.py's `faults` injected; returns per rank
     the number of graphs torch.compile had made after each run."""
     (out / "runs.json").write_text(json.dumps(runs))
-    run_train([str(out / "runs.json"), str(out / "graphs"), *faults], nproc=nproc,
-              script=REPO / "tests" / "runs_harness.py", timeout=600)
+    run_train(
+        [str(out / "runs.json"), str(out / "graphs"), *faults],
+        nproc=nproc,
+        script=REPO / "tests" / "runs_harness.py",
+        timeout=600,
+    )
     return [json.loads((out / f"graphs{rank}.json").read_text()) for rank in range(nproc)]
 
 
@@ -56,8 +88,15 @@ def run_harness(faults, args, nproc=1, torchrun=(), env=None):
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         full_env.pop(k, None)
-    proc = subprocess.Popen([sys.executable, *cmd], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=full_env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *cmd],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -91,8 +130,10 @@ def straight_and_resumed(data_dir, tmp_path, **common):
     train.main(tiny_args(data_dir, tmp_path / "straight", **common))
     train.main(tiny_args(data_dir, tmp_path / "split", **{**common, "max_iters": common["max_iters"] // 2}))
     train.main(tiny_args(data_dir, tmp_path / "split", **common, init_from="resume"))
-    return (*(metrics_rows(tmp_path / d) for d in ("straight", "split")),
-            *(checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / d)[0]) for d in ("straight", "split")))
+    return (
+        *(metrics_rows(tmp_path / d) for d in ("straight", "split")),
+        *(checkpoint.read_checkpoint(checkpoint.checkpoint_paths(tmp_path / d)[0]) for d in ("straight", "split")),
+    )
 
 
 def same(a, b):
@@ -109,6 +150,7 @@ def same(a, b):
 
 
 # ----------------------------------------------------------------------------- runs for sweep and compare
+
 
 def eval_rows(evals, tokens_per_iter=100, seconds_per_iter=0.5):
     """metrics rows for (iter, val loss) pairs, each eval preceded by a train row."""
@@ -132,8 +174,12 @@ def write_run(root, name, evals, optimizer="adamw", lr=6e-4, seed=0, max_iters=N
     """A run directory as train.py leaves it (config.json, metrics.jsonl) with these evals."""
     run_dir = Path(root) / name
     run_dir.mkdir(parents=True)
-    config = {"optimizer_name": optimizer, "learning_rate": lr, "seed": seed,
-              "max_iters": max_iters if max_iters is not None else evals[-1][0]}
+    config = {
+        "optimizer_name": optimizer,
+        "learning_rate": lr,
+        "seed": seed,
+        "max_iters": max_iters if max_iters is not None else evals[-1][0],
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     rows = eval_rows(evals, **rate)
     if win_rate:

@@ -8,6 +8,7 @@ first (warm-up) run. One launch instead of one per run: each launch costs second
 RUNS.json holds a list of train.py argument lists; OUT<rank>.json receives the list of counts; FAULTS are
 tests/train_harness.py's options (e.g. --spike_at_iter 5), applied to every run.
 """
+
 import json
 import os
 import sys
@@ -37,7 +38,7 @@ def main():
             train.train(cfg, dist)
             counts.append(compiled_graphs())
     finally:
-        if dist.ddp:
+        if dist.distributed:
             torch_dist.destroy_process_group()
     Path(f"{out}{os.environ.get('RANK', '0')}.json").write_text(json.dumps(counts))
 

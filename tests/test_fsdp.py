@@ -1,6 +1,7 @@
 """FSDP (parallelism='fsdp') on 2 CPU ranks (gloo): the same results as DDP for every optimizer,
 sharded checkpoints that survive a kill during a save and damage to a shard, resume on another
 number of ranks, the tools that read sharded checkpoints, and one-line errors."""
+
 import json
 import os
 import shutil
@@ -15,7 +16,16 @@ import checkpoint
 import train
 from data.common import GPT2_VOCAB_SIZE
 from model import GPT, GPTConfig
-from tests.helpers import REPO, deterministic, metrics_rows, run_harness, run_train, same, tiny_args, train_in_one_launch
+from tests.helpers import (
+    REPO,
+    deterministic,
+    metrics_rows,
+    run_harness,
+    run_train,
+    same,
+    tiny_args,
+    train_in_one_launch,
+)
 
 MAX_ITERS, EVAL_INTERVAL = 12, 4
 
@@ -23,9 +33,20 @@ MAX_ITERS, EVAL_INTERVAL = 12, 4
 def args(data_dir, out_dir, **overrides):
     """Sophia-G with dropout, refreshes off the checkpoint grid, an eval that does not split evenly
     over 2 ranks: everything a resumed or resharded run has to line up."""
-    return tiny_args(data_dir, out_dir, **{"max_iters": MAX_ITERS, "eval_interval": EVAL_INTERVAL, "eval_iters": 3,
-                                           "lr_decay_iters": MAX_ITERS, "dropout": 0.1, "hess_interval": 3,
-                                           "parallelism": "fsdp", **overrides})
+    return tiny_args(
+        data_dir,
+        out_dir,
+        **{
+            "max_iters": MAX_ITERS,
+            "eval_interval": EVAL_INTERVAL,
+            "eval_iters": 3,
+            "lr_decay_iters": MAX_ITERS,
+            "dropout": 0.1,
+            "hess_interval": 3,
+            "parallelism": "fsdp",
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +84,19 @@ def ddp_and_fsdp(shakespeare_char, tmp_path_factory):
     """Every optimizer for 10 steps on 2 ranks, Hessian refreshes every 3, under DDP and under FSDP:
     all in one torchrun launch."""
     out = tmp_path_factory.mktemp("ddp_and_fsdp")
-    runs = [tiny_args(shakespeare_char, out / f"{optimizer}_{parallelism}", max_iters=10, eval_interval=5, hess_interval=3,
-                      optimizer_name=optimizer, parallelism=parallelism)
-            for optimizer in OPTIMIZERS for parallelism in ("ddp", "fsdp")]
+    runs = [
+        tiny_args(
+            shakespeare_char,
+            out / f"{optimizer}_{parallelism}",
+            max_iters=10,
+            eval_interval=5,
+            hess_interval=3,
+            optimizer_name=optimizer,
+            parallelism=parallelism,
+        )
+        for optimizer in OPTIMIZERS
+        for parallelism in ("ddp", "fsdp")
+    ]
     train_in_one_launch(runs, out)
     return out
 
@@ -74,8 +105,15 @@ def ddp_and_fsdp(shakespeare_char, tmp_path_factory):
 def test_fsdp_matches_ddp(optimizer, ddp_and_fsdp):
     """The losses and Sophia's statistics (global: summed over both ranks' shards) equal DDP's."""
     ddp, fsdp = ddp_and_fsdp / f"{optimizer}_ddp", ddp_and_fsdp / f"{optimizer}_fsdp"
-    keys = ["train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate", "optim/hessian_norm",
-            *(k for k in metrics_rows(ddp)[-2] if k.startswith("group/"))]
+    keys = [
+        "train/loss",
+        "val/loss",
+        "eval/train_loss",
+        "grad_norm",
+        "train/win_rate",
+        "optim/hessian_norm",
+        *(k for k in metrics_rows(ddp)[-2] if k.startswith("group/")),
+    ]
     assert len(keys) > 6
     assert_close_rows(ddp, fsdp, keys, rel=1e-5)
     rows = metrics_rows(fsdp)
@@ -102,11 +140,13 @@ def test_a_damaged_shard_makes_every_rank_fall_back_to_the_same_older_checkpoint
     shutil.copytree(reference, out)
     shard = out / "ckpt_00000012" / "__1_0.distcp"
     data = bytearray(shard.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 16] = np.full(4, 0.01, np.float32).tobytes()  # finite, same size
+    data[len(data) // 2 : len(data) // 2 + 16] = np.full(4, 0.01, np.float32).tobytes()  # finite, same size
     shard.write_bytes(bytes(data))
     log = run_train(args(shakespeare, out, init_from="resume"), nproc=2).stdout
-    assert (f"warning: skipping checkpoint {out / 'ckpt_00000012'} is damaged or unreadable (checksum mismatch in "
-            f"__1_0.distcp)") in log
+    assert (
+        f"warning: skipping checkpoint {out / 'ckpt_00000012'} is damaged or unreadable (checksum mismatch in "
+        f"__1_0.distcp)"
+    ) in log
     assert f"resuming from {out / 'ckpt_00000008'}" in log
     assert_same_run(out, reference)
 
@@ -123,12 +163,17 @@ def test_resume_on_another_number_of_ranks_continues_the_same_run(shakespeare, r
 
 def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_path):
     ckpt = reference / "ckpt_00000012"
-    verified = subprocess.run([sys.executable, "scripts/tools/verify_checkpoint.py", str(reference)], cwd=REPO,
-                              capture_output=True, text=True)
+    verified = subprocess.run(
+        [sys.executable, "scripts/tools/verify_checkpoint.py", str(reference)], cwd=REPO, capture_output=True, text=True
+    )
     assert verified.returncode == 0 and verified.stdout.splitlines()[-1] == "2 ok, 0 damaged"
     one_file = tmp_path / "ckpt_00000012.pt"
-    subprocess.run([sys.executable, "scripts/tools/convert_checkpoint.py", str(ckpt), str(one_file)], cwd=REPO,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "scripts/tools/convert_checkpoint.py", str(ckpt), str(one_file)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     whole, sharded = checkpoint.read_checkpoint(one_file), checkpoint.read_checkpoint(ckpt)
     assert same(whole["model"], sharded["model"]) and whole["iter"] == 12
     assert {len(s) for s in whole["optimizer"]["state"].values()} == {3}  # step, exp_avg, hessian per parameter
@@ -147,13 +192,29 @@ def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_p
     shutil.copy(one_file, one_rank)
     run_train(args(shakespeare, one_rank, init_from="resume", max_iters=14))
     assert_close_rows(fsdp, one_rank, ["train/loss", "val/loss"], rel=1e-5, after=12)
-    sample = subprocess.run([sys.executable, "sample.py", f"--out_dir={reference}", "--max_new_tokens=4",
-                             "--num_samples=1", "--device=cpu"], cwd=REPO, capture_output=True, text=True)
+    sample = subprocess.run(
+        [
+            sys.executable,
+            "sample.py",
+            f"--out_dir={reference}",
+            "--max_new_tokens=4",
+            "--num_samples=1",
+            "--device=cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert sample.returncode == 0 and "---------------" in sample.stdout
     # Hugging Face export reads the sharded checkpoint directly: the same logits as the weights' own
-    subprocess.run([sys.executable, "scripts/tools/export_hf.py", str(reference), str(tmp_path / "hf")], cwd=REPO,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "scripts/tools/export_hf.py", str(reference), str(tmp_path / "hf")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     from transformers import GPT2LMHeadModel
+
     model = GPT(GPTConfig(**whole["model_args"])).eval()
     model.load_state_dict(whole["model"])
     idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -162,13 +223,19 @@ def test_sharded_checkpoints_are_read_by_the_tools(shakespeare, reference, tmp_p
         torch.testing.assert_close(hf_logits, model(idx)[0][..., :GPT2_VOCAB_SIZE], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["--optimizer_name=sophiah"], "optimizer_name='sophiah' does not run under parallelism='fsdp' (its Hutchinson "
-                                   "estimator needs double backward through the unsharded parameters): use "
-                                   "parallelism='ddp', or sophiag"),
-    (["--dtype=float16"], "dtype='float16' is not supported with parallelism='fsdp': use dtype='bfloat16'"),
-    (["--parallelism=zero3"], "parallelism='zero3': use 'ddp' or 'fsdp'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["--optimizer_name=sophiah"],
+            "optimizer_name='sophiah' does not run under parallelism='fsdp' (its Hutchinson "
+            "estimator needs double backward through the unsharded parameters): use "
+            "parallelism='ddp', or sophiag",
+        ),
+        (["--dtype=float16"], "dtype='float16' is not supported with parallelism='fsdp': use dtype='bfloat16'"),
+        (["--parallelism=zero3"], "parallelism='zero3': use 'ddp' or 'fsdp'"),
+    ],
+)
 def test_fsdp_config_mistakes_are_one_line(overrides, message, shakespeare, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["train.py", *args(shakespeare, tmp_path), *overrides])
     assert train.cli() == 2
@@ -184,14 +251,25 @@ def test_a_sharded_checkpoint_of_another_shape_is_one_line(shakespeare, referenc
     assert "has a different model shape: n_embd=32 (config says 64)" in proc.stderr
 
 
-
 def test_muon_under_fsdp_orthogonalises_whole_matrices_with_one_gather_each():
     """GatheredMuon: one all-gather per matrix and the unsharded torch.optim.Muon's update (up to the
     last bits of the sharded gradient reduction); torch.optim.Muon on the shards as it is pays ~13
     collectives per matrix."""
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "tests" / "muon_collectives.py")], cwd=REPO, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "tests" / "muon_collectives.py"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["gathered"]["collectives"] == result["matrices"] == 8

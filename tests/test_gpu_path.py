@@ -14,19 +14,31 @@ import torch
 import torch._dynamo.utils
 
 import train
-from tests.runs_harness import compiled_graphs
 from tests.helpers import metrics_rows, tiny_args, train_in_one_launch
+from tests.runs_harness import compiled_graphs
 
 # 4 iterations of 2 micro-batches of 2 x 16 tokens: Hessian refreshes after iterations 2 and 4, evals
 # at 0, 2 and 4
-SMALL = dict(block_size=16, batch_size=2, total_batch_size=4, eval_iters=1, max_iters=4, eval_interval=2,
-             hess_interval=2, warmup_iters=1, learning_rate=1e-2, log_interval=1)
+SMALL = dict(
+    block_size=16,
+    batch_size=2,
+    total_batch_size=4,
+    eval_iters=1,
+    max_iters=4,
+    eval_interval=2,
+    hess_interval=2,
+    warmup_iters=1,
+    learning_rate=1e-2,
+    log_interval=1,
+)
 WARM_UP = dict(optimizer_name="sophiag", fused_optimizer=True, max_iters=1, eval_interval=1, hess_interval=1)
-OPTIMIZERS = {"sophiag": dict(optimizer_name="sophiag"),
-              "sophiag_fused": dict(optimizer_name="sophiag", fused_optimizer=True),
-              "adamw": dict(optimizer_name="adamw"),
-              "lion": dict(optimizer_name="lion"),
-              "muon": dict(optimizer_name="muon", muon_adamw_lr=3e-2)}  # its AdamW part (the embeddings) moves the loss here
+OPTIMIZERS = {
+    "sophiag": dict(optimizer_name="sophiag"),
+    "sophiag_fused": dict(optimizer_name="sophiag", fused_optimizer=True),
+    "adamw": dict(optimizer_name="adamw"),
+    "lion": dict(optimizer_name="lion"),
+    "muon": dict(optimizer_name="muon", muon_adamw_lr=3e-2),
+}  # its AdamW part (the embeddings) moves the loss here
 GPU_PATH = dict(compile=True, dtype="bfloat16")
 # |bf16 compiled - fp32 eager| of every logged train loss and eval loss: measured at most 0.009
 # (Muon; Sophia-G 0.0010, AdamW 0.0011, Lion 0.0069; the same on 2 ranks), so that a bf16 or compile
@@ -75,8 +87,10 @@ def two_ranks(shakespeare_char, tmp_path_factory, inductor_cache):
     rows}, [graphs after each run on rank 0], [... on rank 1])."""
     out = tmp_path_factory.mktemp("two_ranks")
     names = ["warm_up", *OPTIMIZERS]
-    runs = [args(shakespeare_char, out / name, **GPU_PATH, **({**WARM_UP} if name == "warm_up" else OPTIMIZERS[name]))
-            for name in names]
+    runs = [
+        args(shakespeare_char, out / name, **GPU_PATH, **({**WARM_UP} if name == "warm_up" else OPTIMIZERS[name]))
+        for name in names
+    ]
     counts = train_in_one_launch(runs, out)
     return {name: metrics_rows(out / name) for name in OPTIMIZERS}, *counts
 

@@ -5,6 +5,7 @@ every user mistake is one line on stderr and exit code 2.
 Process deaths are real: tests/train_harness.py runs train.py in a child process that SIGKILLs or
 SIGTERMs itself at a chosen iteration or in the middle of writing a checkpoint. Everything else runs
 in this process (faster), through train.main() or train.cli()."""
+
 import copy
 import json
 import os
@@ -37,9 +38,18 @@ def one_thread():
 def run_args(data_dir, out_dir, **overrides):
     """Sophia-G with dropout and a Hessian refresh off the checkpoint grid: every RNG, the data
     position and the Hessian EMA have to line up for a resumed run to match."""
-    return tiny_args(data_dir, out_dir, **{"max_iters": MAX_ITERS, "eval_interval": EVAL_INTERVAL,
-                                           "lr_decay_iters": MAX_ITERS, "dropout": 0.1, "hess_interval": 3,
-                                           **overrides})
+    return tiny_args(
+        data_dir,
+        out_dir,
+        **{
+            "max_iters": MAX_ITERS,
+            "eval_interval": EVAL_INTERVAL,
+            "lr_decay_iters": MAX_ITERS,
+            "dropout": 0.1,
+            "hess_interval": 3,
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +89,16 @@ def assert_same_run(out_dir, ref_dir):
 
 
 def all_finite(ckpt):
-    tensors = list(ckpt["model"].values()) + [t for s in ckpt["optimizer"]["state"].values()
-                                              for t in s.values() if isinstance(t, torch.Tensor)]
+    tensors = list(ckpt["model"].values()) + [
+        t for s in ckpt["optimizer"]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)
+    ]
     return all(torch.isfinite(t).all() for t in tensors)
 
 
 def corrupt(path, how):
     data = path.read_bytes()
     if how == "truncated":
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     elif how == "garbage":
         path.write_bytes(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes())
     else:
@@ -95,8 +106,10 @@ def corrupt(path, how):
 
 
 def snapshot(run):
-    return {"weights": [p.detach().clone() for p in run.raw_model.parameters()],
-            "optimizer": copy.deepcopy(run.optimizer.state_dict()["state"])}
+    return {
+        "weights": [p.detach().clone() for p in run.raw_model.parameters()],
+        "optimizer": copy.deepcopy(run.optimizer.state_dict()["state"]),
+    }
 
 
 def poison_grads(monkeypatch, stream, iters):
@@ -114,7 +127,10 @@ def poison_grads(monkeypatch, stream, iters):
 
 # ----------------------------------------------------------------------------- kill -9, SIGTERM, resume
 
-def test_sigkill_between_checkpoints_then_auto_resume_equals_the_uninterrupted_run(shakespeare_char, reference, tmp_path):
+
+def test_sigkill_between_checkpoints_then_auto_resume_equals_the_uninterrupted_run(
+    shakespeare_char, reference, tmp_path
+):
     out = tmp_path / "run"
     args = run_args(shakespeare_char, out, init_from="auto")  # the same command line, first start and restart
     died = run_harness(["--kill_at_iter", "6"], args)
@@ -140,7 +156,7 @@ def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(fault, shakesp
     else:  # renamed into place but not yet verified nor pruned: both are complete
         assert ckpt_names(out) == ["ckpt_00000008.pt", "ckpt_00000004.pt"]
     newest = checkpoint.checkpoint_paths(out)[0]
-    assert checkpoint.read_checkpoint(newest)["iter"] == int(newest.stem[len(checkpoint.CKPT_PREFIX):])
+    assert checkpoint.read_checkpoint(newest)["iter"] == int(newest.stem[len(checkpoint.CKPT_PREFIX) :])
     capsys.readouterr()
     train.main(args)
     assert f"resuming from {newest}" in capsys.readouterr().out
@@ -153,8 +169,9 @@ def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(shak
     args = run_args(shakespeare_char, out, init_from="auto")
     stopped = run_harness(["--sigterm_at_iter", "6"], args)  # arrives during iteration 6 -> stop at 7
     assert stopped.returncode == 143, stopped.stderr
-    assert stopped.stderr.splitlines()[-1] == (f"stopped: SIGTERM at iter 7: checkpoint written to {out}; "
-                                               f"continue with --init_from=auto")
+    assert stopped.stderr.splitlines()[-1] == (
+        f"stopped: SIGTERM at iter 7: checkpoint written to {out}; continue with --init_from=auto"
+    )
     assert "Traceback" not in stopped.stderr
     assert ckpt_names(out) == ["ckpt_00000007.pt", "ckpt_00000004.pt"]
     assert metrics_rows(out)[-1]["iter"] == 7
@@ -163,6 +180,7 @@ def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(shak
 
 
 # ----------------------------------------------------------------------------- corrupted checkpoints
+
 
 @pytest.mark.parametrize("how", ["truncated", "garbage", "empty"])
 def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(how, shakespeare_char, reference, tmp_path, capsys):
@@ -227,8 +245,9 @@ def damage_tensor_bytes(path, finite):
 
 
 @pytest.mark.parametrize("finite", [False, True], ids=["nan-bytes", "finite-values"])
-def test_damaged_tensor_bytes_are_detected_and_the_run_falls_back_to_an_equal_result(finite, shakespeare_char, reference,
-                                                                                    tmp_path, capsys):
+def test_damaged_tensor_bytes_are_detected_and_the_run_falls_back_to_an_equal_result(
+    finite, shakespeare_char, reference, tmp_path, capsys
+):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     newest = out / "ckpt_00000012.pt"
@@ -252,13 +271,16 @@ def test_non_finite_state_in_an_intact_file_makes_the_checkpoint_invalid(shakesp
     os.replace(tmp_path / "nan.pt", out / "ckpt_00000012.pt")  # (the loaded one is memory-mapped: no overwrite)
     capsys.readouterr()
     train.main(run_args(shakespeare_char, out, init_from="auto"))
-    assert (f"skipping checkpoint {out / 'ckpt_00000012.pt'} is damaged or unreadable (non-finite weights or "
-            f"optimizer state)") in capsys.readouterr().out
+    assert (
+        f"skipping checkpoint {out / 'ckpt_00000012.pt'} is damaged or unreadable (non-finite weights or "
+        f"optimizer state)"
+    ) in capsys.readouterr().out
     assert_same_run(out, reference)
 
 
-def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(shakespeare_char, reference, tmp_path, monkeypatch,
-                                                                     capsys):
+def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(
+    shakespeare_char, reference, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     for path in checkpoint.checkpoint_paths(out):
@@ -266,8 +288,10 @@ def test_every_checkpoint_damaged_is_one_line_naming_them_and_exit_2(shakespeare
     for init_from in ("resume", "auto"):  # auto must not start over on top of the damaged run either
         code, _, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, init_from=init_from))
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
-        assert err.startswith(f"error: every checkpoint in {out} is damaged (ckpt_00000012.pt, ckpt_00000008.pt): "
-                              f"restore them from a copy")
+        assert err.startswith(
+            f"error: every checkpoint in {out} is damaged (ckpt_00000012.pt, ckpt_00000008.pt): "
+            f"restore them from a copy"
+        )
     assert ckpt_names(out) == ["ckpt_00000012.pt", "ckpt_00000008.pt"]  # nothing was overwritten or pruned
 
 
@@ -282,13 +306,16 @@ def test_verify_checkpoint_lists_each_checkpoint_as_ok_or_damaged(reference, tmp
     lines = bad.stdout.splitlines()
     assert bad.returncode == 1 and lines[-1] == "1 ok, 1 damaged"
     assert lines[0].startswith(f"ok       {out / 'ckpt_00000012.pt'}: iter 12, optimizer sophiag")
-    assert lines[1].startswith(f"DAMAGED  {out / 'ckpt_00000008.pt'}: checkpoint {out / 'ckpt_00000008.pt'} is "
-                               f"damaged or unreadable (checksum mismatch in ")
+    assert lines[1].startswith(
+        f"DAMAGED  {out / 'ckpt_00000008.pt'}: checkpoint {out / 'ckpt_00000008.pt'} is "
+        f"damaged or unreadable (checksum mismatch in "
+    )
     empty = subprocess.run(script[:-1] + [str(tmp_path / "nothing")], capture_output=True, text=True)
     assert empty.returncode == 2 and empty.stderr.startswith("error: no checkpoint in ")
 
 
 # ----------------------------------------------------------------------------- non-finite guard
+
 
 def test_nan_gradient_skips_the_step_and_leaves_the_optimizer_state_untouched(shakespeare_char, tmp_path, monkeypatch):
     bad = 5  # (5 + 1) % hess_interval == 0: the Hessian refresh due after this step is skipped too
@@ -330,14 +357,18 @@ def test_nan_at_every_step_from_the_start_stops_with_a_message(shakespeare_char,
     assert ckpt_names(out) == []
 
 
-def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(shakespeare_char, reference, tmp_path,
-                                                                        monkeypatch, capsys):
+def test_nan_at_every_step_after_a_resume_keeps_the_last_good_checkpoint(
+    shakespeare_char, reference, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     before = {p.name: p.read_bytes() for p in checkpoint.checkpoint_paths(out)}
     poison_grads(monkeypatch, train.TRAIN, range(MAX_ITERS, 2 * MAX_ITERS))
-    code, _, err = cli(monkeypatch, capsys, run_args(shakespeare_char, out, init_from="resume", max_iters=2 * MAX_ITERS,
-                                                     max_skipped_steps=3))
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        run_args(shakespeare_char, out, init_from="resume", max_iters=2 * MAX_ITERS, max_skipped_steps=3),
+    )
     assert code == 2
     assert err.startswith("error: 3 consecutive non-finite steps at iter 15: stopping. Lower learning_rate")
     assert "continue from the last good checkpoint in" in err
@@ -387,6 +418,7 @@ def test_non_finite_hessian_estimate_is_skipped_and_counted(optimizer, shakespea
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2
 
+
 def write_data(root, train_tokens=1000, val_tokens=1000):
     """A small valid data folder (random uint16 tokens) with a consistent meta.json."""
     root.mkdir()
@@ -420,23 +452,27 @@ def data_case(change, *fragments, val_tokens=1000):
         d = write_data(tmp_path / "data", val_tokens=val_tokens)
         change(d)
         return run_args(d, tmp_path / "out"), [f.format(d=d) for f in fragments]
+
     return build
 
 
 def args_case(overrides, *fragments):
     def build(tmp_path, shakespeare_char, reference):
         return run_args(shakespeare_char, tmp_path / "out") + overrides, list(fragments)
+
     return build
 
 
 def ckpt_case(overrides, change, *fragments):
     """An out_dir holding the reference run's last checkpoint (n_embd=32, sophiag)."""
+
     def build(tmp_path, shakespeare_char, reference):
         out = tmp_path / "out"
         out.mkdir()
         shutil.copy(reference / "ckpt_00000012.pt", out)
         change(out / "ckpt_00000012.pt")
         return run_args(shakespeare_char, out) + overrides, [f.format(out=out) for f in fragments]
+
     return build
 
 
@@ -446,64 +482,91 @@ def config_case(text, *fragments):
         if text is not None:
             path.write_text(text)
         return [path] + run_args(shakespeare_char, tmp_path / "out"), [f.format(path=path) for f in fragments]
+
     return build
 
 
 def _out_dir_below_a_file(tmp_path, shakespeare_char, reference):
     (tmp_path / "a_file").write_text("not a folder")
     out = tmp_path / "a_file" / "run"
-    return run_args(shakespeare_char, out), [f"out_dir {out} is not writable (Not a directory): choose another --out_dir"]
+    return run_args(shakespeare_char, out), [
+        f"out_dir {out} is not writable (Not a directory): choose another --out_dir"
+    ]
 
 
 BAD_INPUTS = {
-    "unknown key": args_case(["--learning_rte=1e-3"], "command line: unknown config key 'learning_rte'; "
-                                                      "did you mean 'learning_rate'?"),
-    "nanoGPT key": args_case(["--gradient_accumulation_steps=4"],
-                             "unknown key 'gradient_accumulation_steps': it is derived: set total_batch_size"),
+    "unknown key": args_case(
+        ["--learning_rte=1e-3"], "command line: unknown config key 'learning_rte'; did you mean 'learning_rate'?"
+    ),
+    "nanoGPT key": args_case(
+        ["--gradient_accumulation_steps=4"],
+        "unknown key 'gradient_accumulation_steps': it is derived: set total_batch_size",
+    ),
     "override without a value": args_case(["--max_iters"], "override '--max_iters' must look like --key=value"),
     "word for an int": args_case(["--max_iters=ten"], "max_iters must be int, got 'ten' (str); write it as int"),
     "float for an int": args_case(["--batch_size=2.5"], "batch_size must be int, got 2.5 (float)"),
     "word for a bool": args_case(["--compile=yes"], "compile must be bool or None, got 'yes' (str)"),
-    "invalid optimizer": args_case(["--optimizer_name=sophia"],
-                                   "optimizer_name='sophia' is not one of sophiag, sophiah, adamw, lion"),
-    "spike warm-up beyond its window": args_case(["--spike_warmup=200"],
-                                                 "spike_warmup=200 must be between 2 and spike_window=128"),
-    "rollback skips beyond their window": args_case(["--spike_rollback_skips=101"],
-                                                    "spike_rollback_skips=101 skips never fit in "
-                                                    "spike_rollback_window=100 steps: lower it, or 0"),
-    "batch not divisible": args_case(["--total_batch_size=10"],
-                                     "total_batch_size=10 is not divisible by batch_size * world_size = 4 * 1: "
-                                     "change batch_size or total_batch_size "
-                                     "(batch_size values that fit world_size=1: 1, 2, 5, 10)"),
+    "invalid optimizer": args_case(
+        ["--optimizer_name=sophia"], "optimizer_name='sophia' is not one of sophiag, sophiah, adamw, lion"
+    ),
+    "spike warm-up beyond its window": args_case(
+        ["--spike_warmup=200"], "spike_warmup=200 must be between 2 and spike_window=128"
+    ),
+    "rollback skips beyond their window": args_case(
+        ["--spike_rollback_skips=101"],
+        "spike_rollback_skips=101 skips never fit in spike_rollback_window=100 steps: lower it, or 0",
+    ),
+    "batch not divisible": args_case(
+        ["--total_batch_size=10"],
+        "total_batch_size=10 is not divisible by batch_size * world_size = 4 * 1: "
+        "change batch_size or total_batch_size "
+        "(batch_size values that fit world_size=1: 1, 2, 5, 10)",
+    ),
     "missing bin": data_case(_missing, "{d}/train.bin not found: point data_dir at a folder with train.bin/val.bin"),
     "empty bin": data_case(_empty, "{d}/train.bin is empty: point data_dir at"),
     "truncated bin": data_case(_truncated, "{d}/train.bin is truncated or stale: 999 tokens, meta.json says 1000"),
     "odd-sized bin": data_case(_odd, "{d}/train.bin has an odd size (2001 bytes), so it is not uint16 tokens"),
-    "block_size larger than the data": data_case(lambda d: None, "{d}/val.bin has 20 tokens, not more than "
-                                                 "block_size=32: lower block_size or use more data", val_tokens=20),
-    "checkpoint of another shape": ckpt_case(["--n_embd=64", "--init_from=auto"], lambda p: None,
-                                             "the checkpoint in {out} has a different model shape: n_embd=32 "
-                                             "(config says 64); use another out_dir or the checkpoint's shape"),
-    "checkpoint of another optimizer": ckpt_case(["--optimizer_name=adamw", "--init_from=resume"], lambda p: None,
-                                                 "was trained with optimizer_name='sophiag', config says 'adamw'"),
-    "corrupted checkpoint": ckpt_case(["--init_from=resume"], lambda p: corrupt(p, "truncated"),
-                                      "every checkpoint in {out} is damaged (ckpt_00000012.pt): restore them "
-                                      "from a copy"),
-    "scratch over an earlier run": ckpt_case([], lambda p: None,
-                                             "{out} holds checkpoints of an earlier run and init_from='scratch' "
-                                             "would overwrite them: continue it with --init_from=auto"),
+    "block_size larger than the data": data_case(
+        lambda d: None,
+        "{d}/val.bin has 20 tokens, not more than block_size=32: lower block_size or use more data",
+        val_tokens=20,
+    ),
+    "checkpoint of another shape": ckpt_case(
+        ["--n_embd=64", "--init_from=auto"],
+        lambda p: None,
+        "the checkpoint in {out} has a different model shape: n_embd=32 "
+        "(config says 64); use another out_dir or the checkpoint's shape",
+    ),
+    "checkpoint of another optimizer": ckpt_case(
+        ["--optimizer_name=adamw", "--init_from=resume"],
+        lambda p: None,
+        "was trained with optimizer_name='sophiag', config says 'adamw'",
+    ),
+    "corrupted checkpoint": ckpt_case(
+        ["--init_from=resume"],
+        lambda p: corrupt(p, "truncated"),
+        "every checkpoint in {out} is damaged (ckpt_00000012.pt): restore them from a copy",
+    ),
+    "scratch over an earlier run": ckpt_case(
+        [],
+        lambda p: None,
+        "{out} holds checkpoints of an earlier run and init_from='scratch' "
+        "would overwrite them: continue it with --init_from=auto",
+    ),
     "resume without a checkpoint": args_case(["--init_from=resume"], "has no checkpoint: use init_from='auto'"),
     "out_dir not writable": _out_dir_below_a_file,
     "config file not found": config_case(None, "config file {path} not found"),
     "config file syntax error": config_case("batch_size = (4\n", "config file {path} failed to run: SyntaxError:"),
-    "config file unknown key": config_case("lerning_rate = 1e-3\n", "{path}: unknown config key 'lerning_rate'; "
-                                                                    "did you mean 'learning_rate'?"),
+    "config file unknown key": config_case(
+        "lerning_rate = 1e-3\n", "{path}: unknown config key 'lerning_rate'; did you mean 'learning_rate'?"
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_one_line_naming_the_fix_and_exit_code_2(case, shakespeare_char, reference, tmp_path, monkeypatch,
-                                                              capsys):
+def test_bad_input_is_one_line_naming_the_fix_and_exit_code_2(
+    case, shakespeare_char, reference, tmp_path, monkeypatch, capsys
+):
     args, fragments = BAD_INPUTS[case](tmp_path, shakespeare_char, reference)
     code, out, err = cli(monkeypatch, capsys, args)
     assert code == 2, err
@@ -516,21 +579,23 @@ def test_bad_input_is_one_line_naming_the_fix_and_exit_code_2(case, shakespeare_
 def test_bad_input_in_a_real_process_exits_2_without_a_traceback(shakespeare_char, tmp_path):
     out = run_train(run_args(shakespeare_char, tmp_path / "out") + ["--learning_rte=1e-3"], check=False)
     assert out.returncode == 2
-    assert out.stderr == ("error: command line: unknown config key 'learning_rte'; "
-                          "did you mean 'learning_rate'?\n")
+    assert out.stderr == ("error: command line: unknown config key 'learning_rte'; did you mean 'learning_rate'?\n")
 
 
 def test_batch_not_divisible_by_world_size_under_torchrun(shakespeare_char, tmp_path):
     out = run_train(run_args(shakespeare_char, tmp_path / "out", total_batch_size=12), nproc=2, check=False)
     assert out.returncode != 0
-    message = ("error: total_batch_size=12 is not divisible by batch_size * world_size = 4 * 2: "
-               "change batch_size or total_batch_size (batch_size values that fit world_size=2: 1, 2, 3, 6)\n")
+    message = (
+        "error: total_batch_size=12 is not divisible by batch_size * world_size = 4 * 2: "
+        "change batch_size or total_batch_size (batch_size values that fit world_size=2: 1, 2, 3, 6)\n"
+    )
     assert out.stderr.count(message) == 2  # each rank says it once, on one line, and exits 2
     assert "exitcode  : 2" in out.stderr
-    assert "File \"" + str(REPO / "train.py") not in out.stderr  # no traceback from train.py
+    assert 'File "' + str(REPO / "train.py") not in out.stderr  # no traceback from train.py
 
 
 # ----------------------------------------------------------------------------- security
+
 
 class Payload:
     """Pickles to a call of os.system: what a malicious checkpoint would run on torch.load."""
@@ -542,8 +607,9 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(shakespeare_char, reference, tmp_path, monkeypatch,
-                                                                    capsys):
+def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(
+    shakespeare_char, reference, tmp_path, monkeypatch, capsys
+):
     out, marker = tmp_path / "out", tmp_path / "PWNED"
     out.mkdir()
     ckpt = checkpoint.read_checkpoint(reference / "ckpt_00000012.pt")
@@ -563,7 +629,7 @@ def test_command_line_values_are_literals_never_code(shakespeare_char, tmp_path,
     cfg = train.parse_args([f"--out_dir={code_text}", f"--wandb_run_name={code_text}"])
     assert cfg.out_dir == cfg.wandb_run_name == code_text  # plain strings
     code, _, err = cli(monkeypatch, capsys, [f"--seed={code_text}"])
-    assert code == 2 and err == f"error: seed must be int, got \"{code_text}\" (str); write it as int\n"
+    assert code == 2 and err == f'error: seed must be int, got "{code_text}" (str); write it as int\n'
     assert train.parse_args(["--max_iters=1_000", "--min_lr=None", "--compile=False"]).max_iters == 1000
     assert not (tmp_path / "PWNED").exists()
     config = tmp_path / "config.py"  # whereas config files are Python, and run (documented)
@@ -573,16 +639,20 @@ def test_command_line_values_are_literals_never_code(shakespeare_char, tmp_path,
 
 # ----------------------------------------------------------------------------- elastic restart, wandb
 
+
 def test_torchrun_restarts_after_a_rank_dies_and_matches_one_process(shakespeare_char, reference, tmp_path):
     """2 gloo ranks; rank 1 is SIGKILLed at iteration 6 on the first attempt; torchrun --max-restarts=1
     restarts both and --init_from=auto resumes from ckpt 4. The result equals the single-process run
     with the same total batch (up to the all-reduce's summation order). Without
     TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, torch 2.13's restarted workers fail to connect (see below)."""
     out = tmp_path / "run"
-    done = run_harness(["--kill_at_iter", "6", "--rank", "1", "--first_attempt_only"],
-                       run_args(shakespeare_char, out, init_from="auto"), nproc=2,
-                       torchrun=["--max-restarts=1", "--monitor-interval=0.2"],
-                       env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+    done = run_harness(
+        ["--kill_at_iter", "6", "--rank", "1", "--first_attempt_only"],
+        run_args(shakespeare_char, out, init_from="auto"),
+        nproc=2,
+        torchrun=["--max-restarts=1", "--monitor-interval=0.2"],
+        env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "exitcode: -9" in done.stderr and f"resuming from {out / 'ckpt_00000004.pt'}" in done.stdout
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in done.stdout

@@ -1,4 +1,5 @@
 """Tests for sophia.py: numerics against float64 references, state round trip, estimators, validation."""
+
 import io
 import re
 from pathlib import Path
@@ -351,10 +352,20 @@ def test_sophia_g_and_h_train_a_classifier():
         assert F.cross_entropy(model(x), y).item() < 0.5 * first, cls.__name__
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(lr=-1e-3), dict(rho=-0.1), dict(weight_decay=-0.1), dict(eps=-1.0), dict(lr=float("nan")),
-    dict(betas=(1.0, 0.99)), dict(betas=(0.9, -0.1)), dict(betas=(0.9,)), dict(foreach=True, fused=True),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=-1e-3),
+        dict(rho=-0.1),
+        dict(weight_decay=-0.1),
+        dict(eps=-1.0),
+        dict(lr=float("nan")),
+        dict(betas=(1.0, 0.99)),
+        dict(betas=(0.9, -0.1)),
+        dict(betas=(0.9,)),
+        dict(foreach=True, fused=True),
+    ],
+)
 def test_invalid_hyperparameters_raise(kwargs):
     with pytest.raises(ValueError):
         SophiaG([torch.nn.Parameter(torch.zeros(2))], **kwargs)

@@ -1,5 +1,6 @@
 """The training loop: it learns with every optimizer, logs what it promises, and a run split by a
 resume or across two DDP ranks reproduces the single uninterrupted run."""
+
 import dataclasses
 import json
 import math
@@ -17,17 +18,40 @@ from errors import UserError
 from tests.helpers import REPO, deterministic, metrics_rows, run_train, straight_and_resumed, tiny_args
 
 SOPHIA_KEYS = {"train/win_rate", "optim/hessian_norm"}
-TRAIN_KEYS = {"iter", "tokens_seen", "time_s", "train/loss", "lr", "grad_norm", "param_norm", "mfu",
-              "ms_per_iter", "tokens_per_s", "train/clip_rate", "skipped_steps"}
+TRAIN_KEYS = {
+    "iter",
+    "tokens_seen",
+    "time_s",
+    "train/loss",
+    "lr",
+    "grad_norm",
+    "param_norm",
+    "mfu",
+    "ms_per_iter",
+    "tokens_per_s",
+    "train/clip_rate",
+    "skipped_steps",
+}
 SPIKE_KEYS = {"spike/skipped_steps", "spike/rollbacks", "spike/data_offset"}
 SPIKE_STATS = {f"spike/{s}_{k}" for s in ("loss", "grad_norm") for k in ("mean", "std", "z")}
 EVAL_KEYS = {"iter", "tokens_seen", "time_s", "val/loss", "eval/train_loss"}
+
+
 @pytest.mark.parametrize("optimizer", ["sophiag", "sophiah", "adamw", "lion"])
 def test_each_optimizer_learns_and_logs_every_key(optimizer, shakespeare_char, tmp_path):
     lr = {"sophiag": 1e-2, "sophiah": 1e-2, "adamw": 1e-2, "lion": 3e-3}[optimizer]
     out = tmp_path / optimizer
-    train.main(tiny_args(shakespeare_char, out, optimizer_name=optimizer, learning_rate=lr, max_iters=40,
-                         eval_interval=20, warmup_iters=4))
+    train.main(
+        tiny_args(
+            shakespeare_char,
+            out,
+            optimizer_name=optimizer,
+            learning_rate=lr,
+            max_iters=40,
+            eval_interval=20,
+            warmup_iters=4,
+        )
+    )
     rows = metrics_rows(out)
     evals = [r for r in rows if "val/loss" in r]
     logs = [r for r in rows if "train/loss" in r]
@@ -36,8 +60,9 @@ def test_each_optimizer_learns_and_logs_every_key(optimizer, shakespeare_char, t
     # from ln(80) = 4.38 (80 characters) at initialisation to well below it (3.26-3.30 measured)
     assert evals[0]["val/loss"] > 4.3
     assert evals[-1]["val/loss"] < evals[0]["val/loss"] - 0.8
-    expected = TRAIN_KEYS | SPIKE_KEYS | (SOPHIA_KEYS | {"spike/skipped_hessian"} if optimizer.startswith("sophia")
-                                         else set())
+    expected = (
+        TRAIN_KEYS | SPIKE_KEYS | (SOPHIA_KEYS | {"spike/skipped_hessian"} if optimizer.startswith("sophia") else set())
+    )
     for r in logs:  # the spike guard's window has a spread from its 2nd value on
         keys = expected | (SPIKE_STATS if r["iter"] > 2 else set())
         assert keys <= set(r), keys - set(r)
@@ -76,8 +101,14 @@ def test_ddp_two_ranks_match_one_process_with_twice_the_accumulation(shakespeare
     assert json.loads((tmp_path / "one" / "config.json").read_text())["grad_accum"] == 2
     assert [r["iter"] for r in one] == [r["iter"] for r in two]
     for r1, r2 in zip(one, two):
-        for k in ("train/loss", "val/loss", "eval/train_loss", "grad_norm", "train/win_rate",
-                  *(k for k in r1 if k.startswith("group/"))):
+        for k in (
+            "train/loss",
+            "val/loss",
+            "eval/train_loss",
+            "grad_norm",
+            "train/win_rate",
+            *(k for k in r1 if k.startswith("group/")),
+        ):
             if k in r1:
                 assert r2[k] == pytest.approx(r1[k], rel=1e-5, abs=1e-6), (r1["iter"], k)
 
@@ -108,14 +139,15 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 def test_resolve_derives_every_value_without_processes():
     cpu = torch.device("cpu")
-    cfg = train.TrainConfig(batch_size=4, total_batch_size=16, hess_total_batch_size=4, block_size=32,
-                            dataset="shakespeare")
+    cfg = train.TrainConfig(
+        batch_size=4, total_batch_size=16, hess_total_batch_size=4, block_size=32, dataset="shakespeare"
+    )
     plan = train.resolve(cfg, 2, cpu)
     # 16 sequences = 2 ranks x 2 micro-steps x 4; the Hessian's 4 = 2 ranks x 1 micro-step x 2
     assert (plan.grad_accum, plan.tokens_per_iter) == (2, 16 * 32)
     assert (plan.hess_batch_size, plan.hess_micro, plan.hess_tokens) == (2, 1, 4 * 32)
     assert (plan.dtype, plan.compile, plan.fused, plan.tf32) == ("float32", False, False, False)  # 'auto'/None on a CPU
-    assert (plan.min_lr, plan.lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
+    assert (cfg.final_min_lr, cfg.final_lr_decay_iters) == (cfg.learning_rate / 20, cfg.max_iters)
     assert plan.data_dir == train.REPO / "data" / "shakespeare"
     with pytest.raises(UserError, match=r"total_batch_size=16 is not divisible by batch_size \* world_size = 4 \* 3"):
         train.resolve(cfg, 3, cpu)
@@ -131,8 +163,10 @@ def test_help_prints_every_key_with_its_default_and_comment(capsys):
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and out.startswith("usage: python train.py")
     assert all(f"--{f.name}=" in out for f in dataclasses.fields(train.TrainConfig))
-    assert any(line.split() == ["--eval_iters=200", "batches", "per", "split", "in", "each", "evaluation"]
-               for line in out.splitlines())
+    assert any(
+        line.split() == ["--eval_iters=200", "batches", "per", "split", "in", "each", "evaluation"]
+        for line in out.splitlines()
+    )
 
 
 def test_lion_matches_its_definition():
@@ -159,13 +193,19 @@ def test_weight_decay_only_on_matrices_and_embeddings():
 
 
 def test_module_imports_without_side_effects():
-    out = subprocess.run([sys.executable, "-c", "import train, sys; print(len(sys.argv))"], cwd=REPO,
-                         capture_output=True, text=True, env={**os.environ, "RANK": "", "WORLD_SIZE": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", "import train, sys; print(len(sys.argv))"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RANK": "", "WORLD_SIZE": ""},
+    )
     assert out.returncode == 0 and out.stdout.strip() == "1"
 
 
 def test_model_forward_gives_logits_everywhere_and_the_loss():
     from model import GPT, GPTConfig
+
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=100, n_layer=2, n_head=2, n_embd=16))
     idx = torch.randint(0, 100, (3, 16))
@@ -181,13 +221,40 @@ def test_model_forward_gives_logits_everywhere_and_the_loss():
 
 def test_sample_generates_text_from_a_checkpoint(shakespeare, tmp_path):
     train.main(tiny_args(shakespeare, tmp_path / "run", max_iters=2, eval_interval=2))
-    out = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path / 'run'}", "--start=ROMEO:",
-                          "--num_samples=2", "--max_new_tokens=8", "--device=cpu"],
-                         cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "sample.py",
+            f"--out_dir={tmp_path / 'run'}",
+            "--start=ROMEO:",
+            "--num_samples=2",
+            "--max_new_tokens=8",
+            "--device=cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     samples = out.stdout.split("---------------\n")
     assert len(samples) == 3 and all(s.startswith("ROMEO:") for s in samples[:2])
-    missing = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path / 'none'}"],
-                             cwd=REPO, capture_output=True, text=True)
-    assert missing.returncode != 0 and missing.stderr.strip() == \
-        f"error: no checkpoint in {tmp_path / 'none'}: train first, or pass --init_from=gpt2"
+    missing = subprocess.run(
+        [sys.executable, "sample.py", f"--out_dir={tmp_path / 'none'}"], cwd=REPO, capture_output=True, text=True
+    )
+    assert (
+        missing.returncode != 0
+        and missing.stderr.strip()
+        == f"error: no checkpoint in {tmp_path / 'none'}: train first, or pass --init_from=gpt2"
+    )
+
+
+def test_train_state_keeps_the_checkpoint_keys():
+    """The loop state's state_dict() has the keys checkpoints have always carried (old ones resume), and
+    load_state_dict() takes a subset of them (an older checkpoint lacks the newer keys)."""
+    keys = ["iter", "tokens_seen", "time_s", "best_val_loss", "last_eval_iter", "skipped_steps", "clipped_steps",
+            "skipped_hessian", "wandb_run_id", "spike_skipped_steps", "spike_skipped_hessian", "rollbacks",
+            "rollback_batches", "spike_guard"]  # fmt: skip
+    assert list(train.TrainState().state_dict()) == keys
+    state = train.TrainState()
+    state.load_state_dict({"iter": 5, "rollbacks": 1})
+    assert state == train.TrainState(iter=5, rollbacks=1)

@@ -23,6 +23,7 @@ can kill a real training process at a chosen moment (deterministically, not by r
 
 Tests apply the same patches in their own process with patch(parse([...]), monkeypatch.setattr).
 """
+
 import argparse
 import io
 import json
@@ -62,11 +63,12 @@ def main():
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parse(argv[:split])
-    active = ((args.rank is None or int(os.environ.get("RANK", 0)) == args.rank)
-              and not (args.first_attempt_only and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"))
+    active = (args.rank is None or int(os.environ.get("RANK", 0)) == args.rank) and not (
+        args.first_attempt_only and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"
+    )
     if active:
         patch(args)
-    sys.argv = [str(Path(train.__file__)), *argv[split + 1:]]
+    sys.argv = [str(Path(train.__file__)), *argv[split + 1 :]]
     sys.exit(train.cli())
 
 
@@ -120,7 +122,7 @@ def patch(args, set_attr=setattr):
         if isinstance(obj, dict) and obj.get("iter") == args.kill_in_save:
             buf = io.BytesIO()
             save(obj, buf, *a, **kw)
-            f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
             f.flush()
             os.fsync(f.fileno())
             die()

@@ -167,7 +167,7 @@ def measure(args: argparse.Namespace, train_args: list[str]) -> list[Result]:
 
         return [summarize(label, run) for label, run in runs.items()]
     finally:
-        if dist.ddp:
+        if dist.distributed:
             torch_dist.destroy_process_group()
         scratch.cleanup()
 
@@ -200,7 +200,7 @@ def refresh(args: argparse.Namespace, train_args: list[str]) -> None:
     if cfg.total_batch_size != cfg.batch_size:
         raise UserError("--refresh times one micro-batch per step: set total_batch_size = batch_size")
     dist = setup_distributed(cfg)
-    if dist.ddp:
+    if dist.distributed:
         raise UserError("--refresh runs in one process: run it with python, not torchrun")
     sizes = []
     for text in args.fractions.split(","):
