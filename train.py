@@ -154,13 +154,17 @@ def resolve(cfg: TrainConfig, world_size: int, device: torch.device) -> Plan:
             f"{batch_sizes_that_fit(hess_total, world_size)}"
         )
     return Plan(
-        grad_accum=cfg.total_batch_size // per_step, hess_micro=hess_total // (hess_batch * world_size),
-        hess_batch_size=hess_batch, hess_tokens=hess_total * cfg.block_size,
-        tokens_per_iter=cfg.total_batch_size * cfg.block_size, dtype=resolve_dtype(cfg.dtype, device),
+        grad_accum=cfg.total_batch_size // per_step,
+        hess_micro=hess_total // (hess_batch * world_size),
+        hess_batch_size=hess_batch,
+        hess_tokens=hess_total * cfg.block_size,
+        tokens_per_iter=cfg.total_batch_size * cfg.block_size,
+        dtype=resolve_dtype(cfg.dtype, device),
         compile=device.type == "cuda" if cfg.compile is None else cfg.compile,
-        fused=use_fused(cfg.fused_optimizer, device), tf32=device.type == "cuda",
+        fused=use_fused(cfg.fused_optimizer, device),
+        tf32=device.type == "cuda",
         data_dir=Path(cfg.data_dir) if cfg.data_dir else REPO / "data" / cfg.dataset,
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -282,24 +286,46 @@ def setup(cfg: TrainConfig, dist: Dist, log: Log) -> tuple[Run, TrainState, Metr
         state.load_state_dict(loaded)
     autocast = nullcontext() if plan.dtype == "float32" else torch.autocast(device.type, getattr(torch, plan.dtype))
     run = Run(
-        cfg=cfg, plan=plan, dist=dist, train_path=plan.data_dir / "train.bin", val_path=plan.data_dir / "val.bin",
-        raw_model=raw_model, model=model, eval_model=eval_model, optimizer=optimizer, scaler=scaler,
-        autocast=autocast, checkpointer=checkpointer, timer=StepTimer(device),
-        telemetry=Telemetry(raw_model, optimizer, cfg.is_sophia), spikes=SpikeGuard(cfg, device),
-        hellaswag=examples, data_offset=cfg.skip_batches + state.rollback_batches,
-    )  # fmt: skip
+        cfg=cfg,
+        plan=plan,
+        dist=dist,
+        train_path=plan.data_dir / "train.bin",
+        val_path=plan.data_dir / "val.bin",
+        raw_model=raw_model,
+        model=model,
+        eval_model=eval_model,
+        optimizer=optimizer,
+        scaler=scaler,
+        autocast=autocast,
+        checkpointer=checkpointer,
+        timer=StepTimer(device),
+        telemetry=Telemetry(raw_model, optimizer, cfg.is_sophia),
+        spikes=SpikeGuard(cfg, device),
+        hellaswag=examples,
+        data_offset=cfg.skip_batches + state.rollback_batches,
+    )
     run.spikes.load_state_dict(state.spike_guard)
 
     metrics = None
     n_params, n_body = raw_model.num_params(), raw_model.num_params(non_embedding=True)
     if dist.master:
         config = {
-            **asdict(cfg), "world_size": dist.world_size, "grad_accum": plan.grad_accum,
-            "hess_micro": plan.hess_micro, "tokens_per_iter": plan.tokens_per_iter, "dtype_resolved": plan.dtype,
-            "device_resolved": str(device), "compile_resolved": plan.compile, "fused_optimizer_resolved": plan.fused,
-            "tf32": plan.tf32, "min_lr_resolved": cfg.final_min_lr, "lr_decay_iters_resolved": cfg.final_lr_decay_iters,
-            "n_params": n_params, "n_params_non_embedding": n_body, "provenance": provenance(device),
-        }  # fmt: skip
+            **asdict(cfg),
+            "world_size": dist.world_size,
+            "grad_accum": plan.grad_accum,
+            "hess_micro": plan.hess_micro,
+            "tokens_per_iter": plan.tokens_per_iter,
+            "dtype_resolved": plan.dtype,
+            "device_resolved": str(device),
+            "compile_resolved": plan.compile,
+            "fused_optimizer_resolved": plan.fused,
+            "tf32": plan.tf32,
+            "min_lr_resolved": cfg.final_min_lr,
+            "lr_decay_iters_resolved": cfg.final_lr_decay_iters,
+            "n_params": n_params,
+            "n_params_non_embedding": n_body,
+            "provenance": provenance(device),
+        }
         with atomic_write(out_dir / "config.json") as f:
             f.write(json.dumps(config, indent=2) + "\n")
         wandb_run = None
@@ -512,9 +538,15 @@ def evaluate(run: Run, it: int, log: Log) -> dict[str, float]:
     if run.hellaswag is not None and (it % cfg.hellaswag_interval == 0 or it >= cfg.max_iters):
         t0 = time.perf_counter()
         out |= hellaswag.evaluate(
-            model, run.hellaswag, cfg.block_size, cfg.batch_size * cfg.block_size, run.autocast, dist.device,
-            dist.rank, dist.world_size,
-        )  # fmt: skip
+            model,
+            run.hellaswag,
+            cfg.block_size,
+            cfg.batch_size * cfg.block_size,
+            run.autocast,
+            dist.device,
+            dist.rank,
+            dist.world_size,
+        )
         line += (
             f", hellaswag acc_norm {out['eval/hellaswag_acc_norm']:.4f} acc {out['eval/hellaswag_acc']:.4f} "
             f"({time.perf_counter() - t0:.1f} s)"
@@ -564,18 +596,28 @@ def log_step(
     peak = peak_flops(run.dist.device, cfg.peak_flops)
     utilisation = mfu(run.raw_model.flops_per_token(), tokens, seconds, run.dist.world_size, peak)
     row = {
-        "iter": state.iter, "tokens_seen": state.tokens_seen, "time_s": state.time_s, "train/loss": step.loss,
-        "lr": step.lr, "grad_norm": step.norm, "param_norm": param_norm, "mfu": utilisation,
-        "ms_per_iter": 1000 * seconds / steps, "tokens_per_s": tokens / seconds,
-        "train/clip_rate": state.clipped_steps / state.iter, "skipped_steps": state.skipped_steps,
-    }  # fmt: skip
+        "iter": state.iter,
+        "tokens_seen": state.tokens_seen,
+        "time_s": state.time_s,
+        "train/loss": step.loss,
+        "lr": step.lr,
+        "grad_norm": step.norm,
+        "param_norm": param_norm,
+        "mfu": utilisation,
+        "ms_per_iter": 1000 * seconds / steps,
+        "tokens_per_s": tokens / seconds,
+        "train/clip_rate": state.clipped_steps / state.iter,
+        "skipped_steps": state.skipped_steps,
+    }
     if cfg.is_sophia:  # a skipped step has no clipping to report
         row |= {"train/win_rate": math.nan, "optim/hessian_norm": math.nan, "skipped_hessian": state.skipped_hessian}
     if run.spikes.on:
         row |= {
-            "spike/skipped_steps": state.spike_skipped_steps, "spike/rollbacks": state.rollbacks,
-            "spike/data_offset": run.data_offset, **run.spikes.row(),
-        }  # fmt: skip
+            "spike/skipped_steps": state.spike_skipped_steps,
+            "spike/rollbacks": state.rollbacks,
+            "spike/data_offset": run.data_offset,
+            **run.spikes.row(),
+        }
         if cfg.is_sophia:
             row["spike/skipped_hessian"] = state.spike_skipped_hessian
     row |= step.groups

@@ -251,9 +251,22 @@ def test_sample_generates_text_from_a_checkpoint(shakespeare, tmp_path):
 def test_train_state_keeps_the_checkpoint_keys():
     """The loop state's state_dict() has the keys checkpoints have always carried (old ones resume), and
     load_state_dict() takes a subset of them (an older checkpoint lacks the newer keys)."""
-    keys = ["iter", "tokens_seen", "time_s", "best_val_loss", "last_eval_iter", "skipped_steps", "clipped_steps",
-            "skipped_hessian", "wandb_run_id", "spike_skipped_steps", "spike_skipped_hessian", "rollbacks",
-            "rollback_batches", "spike_guard"]  # fmt: skip
+    keys = [
+        "iter",
+        "tokens_seen",
+        "time_s",
+        "best_val_loss",
+        "last_eval_iter",
+        "skipped_steps",
+        "clipped_steps",
+        "skipped_hessian",
+        "wandb_run_id",
+        "spike_skipped_steps",
+        "spike_skipped_hessian",
+        "rollbacks",
+        "rollback_batches",
+        "spike_guard",
+    ]
     assert list(train.TrainState().state_dict()) == keys
     state = train.TrainState()
     state.load_state_dict({"iter": 5, "rollbacks": 1})
