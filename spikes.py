@@ -31,11 +31,7 @@ import typing
 import torch
 from torch import Tensor
 
-from errors import UserError
-from metrics import MetricsLog
-
 if typing.TYPE_CHECKING:
-    from train import Run, TrainState
     from train_config import TrainConfig
 
 # The standard deviation a logarithm is measured in is at least this, i.e. a spread of 0.01% of the value. It
@@ -45,8 +41,6 @@ if typing.TYPE_CHECKING:
 STD_FLOOR = 1e-4
 # what each window holds, as named in the metrics (spike/<name>_mean, _std, _z)
 SIGNALS = {"step": ("loss", "grad_norm"), "hessian": ("estimator_norm",)}
-# the loop state a rollback keeps: what happened (the clock, the counts of skips and rollbacks), not where the run is
-KEPT = ("time_s", "rollbacks", "skipped_steps", "skipped_hessian", "spike_skipped_steps", "spike_skipped_hessian")
 
 
 class Verdict(typing.NamedTuple):
@@ -178,46 +172,3 @@ class SpikeGuard:
             else:
                 window.load_state_dict(state["windows"][name])
         self.skips = [] if state is None else list(state["skips"])
-
-
-def roll_back(
-    run: "Run", state: "TrainState", metrics: MetricsLog | None, it: int, log: typing.Callable[[str], None]
-) -> bool:
-    """After the outlier skip at iteration `it` that made a rollback due: reload the run's newest
-    checkpoint into the live model, optimizer and loop state (every rank), and move the data on past
-    iteration `it` plus spike_rollback_batches more. The clock and the counts of skips and rollbacks
-    carry on (KEPT); a UserError once spike_max_rollbacks rollbacks were not enough. False when there
-    is no checkpoint to go back to yet (the run carries on). Call on every rank."""
-    cfg = run.cfg
-    kept, rollbacks, offset = {k: getattr(state, k) for k in KEPT}, state.rollbacks, state.rollback_batches
-    skips = len(run.spikes.skips)
-    if rollbacks >= cfg.spike_max_rollbacks:
-        raise UserError(
-            f"{skips} outlier steps within {cfg.spike_rollback_window} steps at iter {it + 1} after "
-            f"{rollbacks} rollbacks: stopping. Lower learning_rate or raise rho (Sophia) / weight_decay "
-            f"(or spike_max_rollbacks), then continue from the last good checkpoint in {cfg.out_dir} "
-            f"with --init_from=auto"
-        )
-    loaded = state.state_dict()  # the checkpoint fills it by key
-    path = run.checkpointer.reload(run.raw_model, run.optimizer, run.scaler, loaded)
-    if path is None:
-        run.spikes.skips = []
-        log(
-            f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps, but no checkpoint to roll "
-            f"back to yet: carrying on"
-        )
-        return False
-    # the next step, at state.iter, reads the data of the iteration after `it`'s, plus spike_rollback_batches
-    state.load_state_dict(loaded)
-    moved = it + 1 - state.iter + cfg.spike_rollback_batches
-    state.load_state_dict({**kept, "rollbacks": rollbacks + 1, "rollback_batches": offset + moved})
-    run.spikes.load_state_dict(state.spike_guard)
-    run.data_offset = cfg.skip_batches + state.rollback_batches
-    if metrics is not None:
-        metrics.truncate(state.iter)
-    log(
-        f"iter {it + 1}: {skips} outlier steps within {cfg.spike_rollback_window} steps: rolled back to iter "
-        f"{state.iter} ({path}), the data moved on by {moved} batches (rollback {rollbacks + 1} of at most "
-        f"{cfg.spike_max_rollbacks})"
-    )
-    return True
