@@ -1,16 +1,10 @@
-"""Checkpoints, in two formats (docs/reliability.md says why two), each written atomically, carrying
-checksums verified on every read, and read safely (tensors and plain data only):
-
-- one file, `ckpt_XXXXXXXX.pt` (DDP and single-process runs): torch.save's zip archive, whose
-  entries carry CRC-32s;
-- sharded, a directory `ckpt_XXXXXXXX/` (FSDP runs): torch.distributed.checkpoint (DCP) files, each
-  rank writing its own shards, `meta.pt` (everything but the weights and the optimizer state) and
-  `checksums.json` (a CRC-32 of every file). DCP reshards on load, so a run can resume on another
-  number of ranks.
-
-No RNG state is saved: every random draw of training is seeded from (seed, iteration, micro-batch)
-(train.py), so a resumed run equals an uninterrupted one on any number of devices. `Checkpointer` is
-what train.py uses; `load_model` gives sample.py, exports and evaluations the newest trained model of a run.
+"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, with checksums
+verified on every read, read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and
+one process; torch.save's zip archive, whose entries carry CRC-32s), or a directory `ckpt_XXXXXXXX/`
+(FSDP; DCP files, each rank writing its shards, `meta.pt` with everything but the weights and optimizer
+state, `checksums.json` with a CRC-32 of every file; DCP reshards on load). No RNG state: every draw
+of training is seeded from (seed, iteration, micro-batch). `Checkpointer` is what train.py uses;
+`load_model` gives sample.py, exports and evaluations the newest trained model of a run.
 """
 
 import json
@@ -296,28 +290,25 @@ def load_training_state(path: Path, ckpt: dict, model: Module, optimizer: Optimi
         name = {id(p): n for n, p in model.named_parameters()}
         names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
         state = ckpt["optimizer"]
-        by_name: dict[str, Any] = {
-            "state": {names[i]: s for i, s in state["state"].items()},
-            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
-        }
+        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+        by_name: dict[str, Any] = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
         sd.set_optimizer_state_dict(model, optimizer, by_name, options=sd.StateDictOptions(full_state_dict=True))
     else:
         optimizer.load_state_dict(ckpt["optimizer"])
 
 
-def find_checkpoint(
-    out_dir: Path, init_from: str, dist: Dist, log: Callable[[str], None], announce: bool = True
-) -> tuple[Path | None, dict | None]:
+Log = Callable[[str], None]
+
+
+def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announce: bool = True) -> tuple[Any, Any]:
     """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest one
     that verifies, each damaged one skipped with a warning. Rank 0 chooses, so that every rank loads the
     same one; a sharded checkpoint's meta only (its tensors are loaded shard-wise)."""
     paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
     if init_from not in ("resume", "auto"):
         if paths:
-            raise UserError(
-                f"{out_dir} holds checkpoints of an earlier run and init_from={init_from!r} "
-                f"would overwrite them: continue it with --init_from=auto, or use another out_dir"
-            )
+            fix = "overwrite them: continue it with --init_from=auto, or use another out_dir"
+            raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={init_from!r} would {fix}")
         return None, None
     for path in paths:
         ckpt, why = None, None
@@ -337,16 +328,12 @@ def find_checkpoint(
             return path, ckpt
         log(f"warning: skipping {why if why.startswith('checkpoint ') else damaged(path, why)}")
     if paths:  # never start over silently on top of a run whose every checkpoint is damaged
-        raise UserError(
-            f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in paths)}): "
-            f"restore them from a copy (check it with `python scripts/tools/verify_checkpoint.py "
-            f"{out_dir}`), or use another out_dir to start over"
-        )
+        names, tool = ", ".join(p.name for p in paths), "python scripts/tools/verify_checkpoint.py"
+        fix = f"restore them from a copy (check it with `{tool} {out_dir}`), or use another out_dir to start over"
+        raise UserError(f"every checkpoint in {out_dir} is damaged ({names}): {fix}")
     if init_from == "resume":
-        raise UserError(
-            f"init_from='resume' but {out_dir} has no checkpoint: "
-            f"use init_from='auto' to start from scratch when there is none"
-        )
+        fix = "use init_from='auto' to start from scratch when there is none"
+        raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: {fix}")
     return None, None
 
 
@@ -359,10 +346,8 @@ def model_from(ckpt: dict, cfg: Any) -> GPT:
     # config described its model can have been resumed with a config of another shape by mistake.
     if diff and all(ckpt["config"][k] == model_args[k] for k in SHAPE):
         desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
-        raise UserError(
-            f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
-            f"use another out_dir or the checkpoint's shape"
-        )
+        fix = "use another out_dir or the checkpoint's shape"
+        raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; {fix}")
     model = GPT(GPTConfig(**{**model_args, "dropout": cfg.dropout}))
     if "model" in ckpt:
         model.load_state_dict(ckpt["model"])
@@ -374,7 +359,7 @@ class Checkpointer:
     resume from, checks that it belongs to this run (optimizer, model shape, vocabulary), loads it, and
     saves new ones in the format of the parallelism, keeping the newest keep_last. Every rank makes one."""
 
-    def __init__(self, cfg: Any, vocab: dict, data_dir: Path, dist: Dist, log: Callable[[str], None]) -> None:
+    def __init__(self, cfg: Any, vocab: dict, data_dir: Path, dist: Dist, log: Log) -> None:
         self.cfg, self.vocab, self.dist, self.log = cfg, vocab, dist, log
         self.out_dir = Path(cfg.out_dir)
         self.path, self.ckpt = path, ckpt = find_checkpoint(self.out_dir, cfg.init_from, dist, log)
@@ -382,10 +367,8 @@ class Checkpointer:
             check_same(from_meta(ckpt.get("vocab", GPT2), path), vocab, self.out_dir, data_dir)
             trained = ckpt["config"]["optimizer_name"]
             if trained != cfg.optimizer_name:
-                raise UserError(
-                    f"the checkpoint in {self.out_dir} was trained with optimizer_name={trained!r}, "
-                    f"config says {cfg.optimizer_name!r}: use another out_dir"
-                )
+                said = f"optimizer_name={trained!r}, config says {cfg.optimizer_name!r}"
+                raise UserError(f"the checkpoint in {self.out_dir} was trained with {said}: use another out_dir")
 
     @property
     def resuming(self) -> bool:
@@ -427,9 +410,8 @@ class Checkpointer:
             return
         bad = non_finite(live_tensors(model, optimizer))
         if agree("non-finite" if bad else None, self.dist) if sharded else bad:
-            raise RuntimeError(
-                "the weights or the optimizer state are not finite: no checkpoint written, the previous ones are kept"
-            )
+            kept = "no checkpoint written, the previous ones are kept"
+            raise RuntimeError(f"the weights or the optimizer state are not finite: {kept}")
         config: Any = model.config
         meta = {"scaler": scaler.state_dict(), "model_args": asdict(config), "config": asdict(self.cfg)}
         meta |= {"vocab": self.vocab, **state}
@@ -440,9 +422,10 @@ class Checkpointer:
             save_checkpoint(model_state | meta, self.out_dir, state["iter"], self.cfg.keep_last)
 
 
-def load_model(
-    source: str | Path, hint: str = "train first (train.py writes one at every eval_interval)"
-) -> tuple[GPT, dict, str]:
+HINT = "train first (train.py writes one at every eval_interval)"
+
+
+def load_model(source: str | Path, hint: str = HINT) -> tuple[GPT, dict, str]:
     """(GPT, its vocabulary, what was loaded) from `source`: a run's out_dir (its newest valid checkpoint,
     each damaged one skipped with a warning on stderr), a Hugging Face GPT-2 directory or one of OpenAI's
     releases. A UserError ending in `hint` when an out_dir has no checkpoint."""

@@ -1,13 +1,12 @@
 """
 A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
 
-Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a time, each in
-<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there). Per optimizer it selects the lr
-with the lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds that the
-selected run of each other optimizer needed to first reach the final val loss of the selected baseline
-(AdamW) run of the SAME seed, as a ratio to the baseline's own (0.50x = half as many), with their mean,
-min-max and std across seeds, or "not reached"; and each optimizer's training wall-clock per step (median
-over its finished runs) as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
+Trains every (optimizer, learning rate, seed) point with train.py, one at a time, each in
+<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there); selects per optimizer the lr
+of lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds the selected run
+of each other optimizer needed to first reach the final val loss of the selected baseline run of the SAME
+seed, as a ratio to the baseline's own, with mean, min-max and std across seeds; and the training
+wall-clock per step as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
 
     python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
@@ -118,9 +117,8 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
         by_optimizer[cfg.optimizer_name] = path
     for name in grid:
         if name not in by_optimizer:
-            raise UserError(
-                f"--lrs {name}: no --configs file trains {name!r} (they train {runs.join(list(by_optimizer))})"
-            )
+            trained = runs.join(list(by_optimizer))
+            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {trained})")
     for name, path in by_optimizer.items():
         if name not in grid:
             raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. {name}=1e-3,3e-3,1e-2")
@@ -283,11 +281,8 @@ def analyze(
         if sel["best"] is not None:
             best = [p for p in points if p.optimizer == name and p.lr == sel["best"]]
             chosen[name] = {p.seed: loaded[p.label] for p in best if final_loss(loaded[p.label]) is not None}
-    speedups = {}
-    if baseline in chosen:
-        speedups = {
-            name: runs.speedup(chosen[baseline], by_seed) for name, by_seed in chosen.items() if name != baseline
-        }
+    others = {name: by_seed for name, by_seed in chosen.items() if name != baseline and baseline in chosen}
+    speedups = {name: runs.speedup(chosen[baseline], by_seed) for name, by_seed in others.items()}
     seeds, tune_seeds = sorted({p.seed for p in points}), sorted({p.seed for p in tune_points})
     summary = dict(baseline=baseline, seeds=seeds, tune_seeds=tune_seeds)
     summary |= dict(runs=rows, selection={}, speedup=speedups, step_time=step_time(seconds, baseline))
@@ -302,9 +297,8 @@ def format_summary(summary: dict) -> str:
     selection = summary["selection"]
     rows = [["optimizer", "lr", "seed", "final val loss", "status"]]
     for r in summary["runs"]:
-        rows.append(
-            [r["optimizer"], runs.fmt_lr(r["lr"]), str(r["seed"]), runs.fmt_loss(r["final_val_loss"]), r["status"]]
-        )
+        loss = runs.fmt_loss(r["final_val_loss"])
+        rows.append([r["optimizer"], runs.fmt_lr(r["lr"]), str(r["seed"]), loss, r["status"]])
     lines = ["runs (final val loss = the last eval, at max_iters)", runs.table(rows), ""]
     lines.append(f"learning rate: mean final val loss over seeds {runs.join(tune)}")
     confirm = [s for s in seeds if s not in tune]
