@@ -1,19 +1,12 @@
-"""Checkpoints, in two formats, each written atomically, carrying checksums that are verified on
-every read, and read safely (tensors and plain data only):
-
-- one file, `ckpt_XXXXXXXX.pt` (DDP and single-process runs): torch.save's zip archive, whose
-  entries carry CRC-32s;
-- sharded, a directory `ckpt_XXXXXXXX/` (FSDP runs): torch.distributed.checkpoint (DCP) files, each
-  rank writing its own shards, `meta.pt` (everything but the weights and the optimizer state) and
-  `checksums.json` (a CRC-32 of every file). DCP reshards on load, so a run can resume on another
-  number of ranks.
-
-No RNG state is saved: every random draw of training is seeded from (seed, iteration, micro-batch)
-(train.py), so a resumed run equals an uninterrupted one on any number of devices. `Checkpointer` is what
-train.py uses: it finds, validates and loads the checkpoint to resume from and saves new ones, in the
-format of the run's parallelism; `load_model` gives sample.py, scripts/tools/export_hf.py and evaluations
-the newest trained model of a run.
+"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, with checksums
+verified on every read, read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and
+one process; torch.save's zip archive, whose entries carry CRC-32s), or a directory `ckpt_XXXXXXXX/`
+(FSDP; DCP files, each rank writing its shards, `meta.pt` with everything but the weights and optimizer
+state, `checksums.json` with a CRC-32 of every file; DCP reshards on load). No RNG state: every draw
+of training is seeded from (seed, iteration, micro-batch). `Checkpointer` is what train.py uses;
+`load_model` gives sample.py, exports and evaluations the newest trained model of a run.
 """
+
 import json
 import os
 import shutil
@@ -21,63 +14,67 @@ import sys
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict, set_state_dict)
+import torch.distributed.checkpoint.state_dict as sd
+from torch.amp import GradScaler
 from torch.distributed.tensor import DTensor
+from torch.nn import Module
+from torch.optim import Optimizer
 
 from atomic import atomic_write, fsync_dir
 from errors import UserError
 from hf import is_pretrained, load_gpt2
 from model import GPT, GPTConfig
+from parallel import Dist
 from vocab import GPT2, check_same, from_meta
 
 CKPT_PREFIX = "ckpt_"
 META, CHECKSUMS = "meta.pt", "checksums.json"  # in a sharded checkpoint's directory, next to DCP's files
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")
 
 
-def checkpoint_paths(out_dir):
+def checkpoint_paths(out_dir: Path) -> list[Path]:
     """Complete checkpoints in out_dir, newest first: files (ckpt_N.pt) and sharded directories (ckpt_N).
     Unfinished writes are hidden '.ckpt_*.tmp' files or directories."""
     found = []
     for p in out_dir.glob(f"{CKPT_PREFIX}*"):
-        number = p.name[len(CKPT_PREFIX):]
-        if p.suffix == ".pt" and not p.is_dir():
-            number = p.stem[len(CKPT_PREFIX):]
-        elif not p.is_dir():
-            continue
-        if number.isdigit():
+        number = p.name[len(CKPT_PREFIX) :] if p.is_dir() else p.name[len(CKPT_PREFIX) : -3]
+        if (p.is_dir() or p.suffix == ".pt") and number.isdigit():
             found.append((int(number), p))
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def is_sharded(path):
+def is_sharded(path: Path) -> bool:
     return path.is_dir()
 
 
-def verify_file(path):
-    """Why the checkpoint file at path is damaged, or None when it is intact. torch.save writes a zip
-    archive whose every entry (the pickled structure and each tensor's bytes) carries a CRC-32 of its
-    content, but torch.load never checks them: recomputing them here catches damage that keeps the
-    file's size and structure (bit rot, a half-finished copy), which loading alone would not."""
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def verify_file(path: Path) -> str | None:
+    """Why the checkpoint file at path is damaged, or None. torch.load never checks the CRC-32 that
+    every zip entry carries: recomputing them catches damage that keeps the file's size and structure
+    (bit rot, a half-finished copy)."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        return f"not a readable archive: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return f"not a readable archive: {_why(e)}"
     return f"checksum mismatch in {bad}" if bad else None
 
 
-def finite_by_device(tensors):
-    """{device: 0-dim bool tensor on it, whether every floating-point tensor among `tensors` on that
-    device is finite} (for DTensors: this rank's shard). One reduction per device: a training state
-    mixes devices (an optimizer's `step` counters stay on the CPU beside CUDA parameters)."""
-    by_device = {}
+def finite_by_device(tensors: Iterable[Any]) -> dict[torch.device, torch.Tensor]:
+    """{device: 0-dim bool tensor, whether every floating-point tensor among `tensors` on it is finite}
+    (DTensors: this rank's shard). One reduction per device: an optimizer's `step` counters stay on the CPU."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
     for t in tensors:
         if torch.is_tensor(t) and t.is_floating_point():
             local = t.to_local() if isinstance(t, DTensor) else t
@@ -86,35 +83,34 @@ def finite_by_device(tensors):
     return {device: torch.isfinite(torch.stack(torch._foreach_norm(ts))).all() for device, ts in by_device.items()}
 
 
-def non_finite(tensors):
-    """Whether any floating-point tensor among `tensors` holds a NaN or an infinity (for DTensors: in
-    this rank's shard; the caller combines the ranks' answers)."""
+def non_finite(tensors: Iterable[Any]) -> bool:
+    """Whether any floating-point tensor among `tensors` holds a NaN or an infinity (DTensors: this rank's shard)."""
     return not all(bool(finite) for finite in finite_by_device(tensors).values())
 
 
-def state_tensors(model_state, optimizer_state):
-    """The tensors a checkpoint's weights and optimizer state are made of."""
+def state_tensors(model_state: dict, optimizer_state: dict) -> list[Any]:
     return list(model_state.values()) + [v for s in optimizer_state.get("state", {}).values() for v in s.values()]
 
 
-def damaged(path, why):
-    """The message for a checkpoint that fails verification."""
-    return f"checkpoint {path} is damaged or unreadable ({why}); delete it (or restore it from a copy) to resume from an older one"
+def live_tensors(model: Module, optimizer: Optimizer) -> list[Any]:
+    return list(model.parameters()) + [v for s in optimizer.state.values() for v in s.values()]
 
 
-def read_checkpoint(path, device="cpu", verify=True):
-    """Load a checkpoint safely (weights_only: tensors and plain data, never arbitrary objects). With
-    verify, a checksum mismatch or a non-finite weight or optimizer state makes it invalid (UserError).
+def damaged(path: Path, why: str) -> str:
+    why = f"checkpoint {path} is damaged or unreadable ({why}); "
+    return why + "delete it (or restore it from a copy) to resume from an older one"
 
-    A sharded checkpoint is read whole into this process: its weights under "model" (the keys of
-    GPT.state_dict()), no optimizer state; for sample.py, exports and checks. train.py loads one
-    shard-wise with `load_sharded` instead."""
+
+def read_checkpoint(path: Path, device: str = "cpu", verify: bool = True) -> dict:
+    """Load a checkpoint safely (weights_only). With verify, a checksum mismatch or a non-finite weight or
+    optimizer state makes it invalid (UserError). A sharded checkpoint is read whole into this process:
+    its weights under "model", no optimizer state (train.py loads one shard-wise with `load_sharded`)."""
     if is_sharded(path):
         meta = read_sharded_meta(path, verify=verify)
         model = GPT(GPTConfig(**meta["model_args"]))
-        state = {"model": get_model_state_dict(model)}
+        state = {"model": sd.get_model_state_dict(model)}
         _dcp_load(state, path)
-        if verify and non_finite(list(state["model"].values())):
+        if verify and non_finite(state["model"].values()):
             raise UserError(damaged(path, "non-finite weights"))
         model.load_state_dict(state["model"])
         return {**meta, "model": model.state_dict()}
@@ -123,7 +119,7 @@ def read_checkpoint(path, device="cpu", verify=True):
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
         except Exception as e:
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            why = _why(e)
     if why is not None:
         raise UserError(damaged(path, why))
     missing = {"model", "optimizer", "iter", "model_args"} - set(ckpt)
@@ -134,34 +130,33 @@ def read_checkpoint(path, device="cpu", verify=True):
     return ckpt
 
 
-def _remove(path):
-    """Delete a checkpoint; a directory is first renamed out of sight, so a kill in the middle of the
-    deletion never leaves a half-deleted checkpoint under a valid name."""
+def _remove(path: Path) -> None:
+    """Delete a checkpoint; a directory is first renamed out of sight, so a kill in the middle never
+    leaves a half-deleted checkpoint under a valid name."""
     if not is_sharded(path):
-        path.unlink()
-        return
+        return path.unlink()
     doomed = path.with_name(f".{path.name}.deleting")
     os.replace(path, doomed)
     shutil.rmtree(doomed)
 
 
-def _prune(out_dir, path, keep_last):
+def _prune(out_dir: Path, path: Path, keep_last: int) -> None:
+    """Keep the keep_last newest up to path; those numbered after it were left by an abandoned attempt
+    (e.g. a corrupted one a resume fell back past)."""
     paths = checkpoint_paths(out_dir)
     i = paths.index(path)
-    # numbered after this one: left by an abandoned attempt (e.g. a corrupted one a resume fell back past)
-    for old in paths[:i] + paths[i + keep_last:]:
+    for old in paths[:i] + paths[i + keep_last :]:
         _remove(old)
 
 
-def write_file(state, path):
-    """torch.save, atomically (a hidden temporary file, fsync, rename into place)."""
+def write_file(state: dict, path: Path) -> None:
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
 
 
-def save_checkpoint(state, out_dir, it, keep_last):
-    """Write atomically (temp file, fsync, rename), verify the new file loads, and only then remove
-    checkpoints beyond keep_last: a kill at any moment leaves the previous good one in place."""
+def save_checkpoint(state: dict, out_dir: Path, it: int, keep_last: int) -> Path:
+    """Write atomically, verify the new file loads, and only then prune: a kill at any moment leaves the
+    previous good one in place."""
     path = out_dir / f"{CKPT_PREFIX}{it:08d}.pt"
     write_file(state, path)
     if read_checkpoint(path)["iter"] != it:
@@ -170,9 +165,7 @@ def save_checkpoint(state, out_dir, it, keep_last):
     return path
 
 
-# ----------------------------------------------------------------------------- sharded (DCP)
-
-def _crc32(path):
+def _crc32(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
@@ -180,38 +173,31 @@ def _crc32(path):
     return crc
 
 
-def _share(names, rank, world_size):
+def _share(names: Iterable[str], rank: int, world_size: int) -> list[str]:
     """This rank's share of a checkpoint's files, so that the ranks checksum them in parallel."""
     return sorted(names)[rank::world_size]
 
 
-def save_sharded(model, optimizer, meta, out_dir, it, keep_last, dist):
-    """Every rank writes its shards of the weights and the optimizer state (DCP) into a hidden
-    directory; the ranks checksum its files in parallel; rank 0 adds meta.pt and checksums.json,
-    renames the directory into place and fsyncs; the ranks verify it; only then rank 0 prunes. A kill
-    at any moment leaves the previous checkpoints in place. Call on every rank."""
-    path = out_dir / f"{CKPT_PREFIX}{it:08d}"
+def save_sharded(model: Module, optimizer: Optimizer, meta: dict, out_dir: Path, keep_last: int, dist: Dist) -> Path:
+    """Every rank writes its shards (DCP) into a hidden directory; the ranks checksum its files in
+    parallel; rank 0 adds meta.pt and checksums.json, renames the directory into place and fsyncs; the
+    ranks verify it; only then rank 0 prunes. Call on every rank."""
+    path = out_dir / f"{CKPT_PREFIX}{meta['iter']:08d}"
     tmp = out_dir / f".{path.name}.tmp"
     if dist.master and tmp.exists():
         shutil.rmtree(tmp)  # a kill's leftover
     torch_dist.barrier()
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = sd.get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)  # fsyncs its files
     crcs = {name: _crc32(tmp / name) for name in _share([f.name for f in tmp.iterdir()], dist.rank, dist.world_size)}
-    gathered = [None] * dist.world_size
+    gathered: list[Any] = [None] * dist.world_size
     torch_dist.all_gather_object(gathered, crcs)
     if dist.master:
-        with open(tmp / META, "wb") as f:
+        with atomic_write(tmp / META, "wb") as f:
             torch.save(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        files = {name: crc for part in gathered for name, crc in part.items()}
-        files[META] = _crc32(tmp / META)
-        with open(tmp / CHECKSUMS, "w") as f:
-            json.dump({"iter": it, "files": files}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
+        files = {name: crc for part in gathered for name, crc in part.items()} | {META: _crc32(tmp / META)}
+        with atomic_write(tmp / CHECKSUMS) as f:
+            json.dump({"iter": meta["iter"], "files": files}, f, indent=1, sort_keys=True)
         if path.exists():  # a damaged checkpoint of this iteration that a resume fell back past
             _remove(path)
         os.replace(tmp, path)
@@ -226,16 +212,16 @@ def save_sharded(model, optimizer, meta, out_dir, it, keep_last, dist):
     return path
 
 
-def agree(why, dist):
+def agree(why: str | None, dist: Dist) -> str | None:
     """The first rank's reason among all ranks' (None when every rank found nothing wrong)."""
     if not dist.distributed:
         return why
-    reasons = [None] * dist.world_size
+    reasons: list[str | None] = [None] * dist.world_size
     torch_dist.all_gather_object(reasons, why)
     return next((r for r in reasons if r is not None), None)
 
 
-def verify_sharded(path, rank=0, world_size=1):
+def verify_sharded(path: Path, rank: int = 0, world_size: int = 1) -> str | None:
     """Why the sharded checkpoint at path is damaged, or None: its files must be exactly those of
     checksums.json, and this rank's share of them must match their CRC-32s (one rank: all of them)."""
     try:
@@ -251,9 +237,8 @@ def verify_sharded(path, rank=0, world_size=1):
     return None
 
 
-def read_sharded_meta(path, verify=True):
-    """meta.pt of a sharded checkpoint (iteration, config, scaler, ...), after checking every file of it
-    in this process when verify."""
+def read_sharded_meta(path: Path, verify: bool = True) -> dict:
+    """meta.pt of a sharded checkpoint, after checking every file of it in this process when verify."""
     why = verify_sharded(path) if verify else None
     if why is None:
         try:
@@ -263,75 +248,67 @@ def read_sharded_meta(path, verify=True):
     raise UserError(damaged(path, why))
 
 
-def _dcp_load(state, path):
+def _dcp_load(state: dict, path: Path) -> None:
     """dcp.load in place; in one process when there is no process group (DCP warns about that every
-    time, though reading a sharded checkpoint in one process is exactly what we mean then)."""
+    time, though it is exactly what we mean then)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=path, no_dist=not torch_dist.is_initialized())
 
 
-def load_sharded(path, model, optimizer):
-    """Load a sharded checkpoint's weights and optimizer state into model and optimizer, sharded
-    (FSDP) or not: DCP reads each rank's part of every tensor, whatever the number of ranks that wrote
-    it. Call on every rank."""
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+def load_sharded(path: Path, model: Module, optimizer: Optimizer) -> None:
+    """A sharded checkpoint's weights and optimizer state into model and optimizer, sharded (FSDP) or
+    not, whatever the number of ranks that wrote it. Call on every rank."""
+    model_state, optimizer_state = sd.get_state_dict(model, optimizer)
     _dcp_load({"model": model_state, "optimizer": optimizer_state}, path)
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+    sd.set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
-def live_tensors(model, optimizer):
-    """The tensors of a model's weights and its optimizer's state, as training holds them."""
-    return list(model.parameters()) + [v for s in optimizer.state.values() for v in s.values()]
+def _is_fsdp(model: Module) -> bool:
+    return isinstance(next(model.parameters()), DTensor)
 
 
-def load_training_state(path, ckpt, model, optimizer, dist):
-    """Resume: the checkpoint's optimizer state into optimizer, and a sharded one's weights into model
-    (a one-file checkpoint's weights are loaded before the model is sharded). Call on every rank."""
-    if is_sharded(path):
-        load_sharded(path, model, optimizer)
-        why = agree("non-finite weights or optimizer state" if non_finite(live_tensors(model, optimizer)) else None, dist)
-        if why is not None:
-            raise UserError(damaged(path, why))
-    elif isinstance(next(model.parameters()), DTensor):  # a one-file checkpoint into an FSDP run
-        load_full_optimizer_state(model, optimizer, ckpt["optimizer"])
-    else:
-        optimizer.load_state_dict(ckpt["optimizer"])
-
-
-def load_full_model_state(model: torch.nn.Module, model_state: dict) -> None:
-    """A one-file checkpoint's weights into a live model, sharded (FSDP: each rank keeps its shards of
-    the full tensors) or not."""
-    if isinstance(next(model.parameters()), DTensor):
-        set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True))
+def load_full_model_state(model: Module, model_state: dict) -> None:
+    """A one-file checkpoint's weights into a live model, sharded (FSDP) or not."""
+    if _is_fsdp(model):
+        sd.set_model_state_dict(model, model_state, options=sd.StateDictOptions(full_state_dict=True))
     else:
         model.load_state_dict(model_state)
 
 
-def load_full_optimizer_state(model, optimizer, optimizer_state):
-    """A one-file checkpoint's optimizer state (torch's format: parameters numbered in param_groups
-    order) into an optimizer of sharded (FSDP) parameters: renamed to parameter names, the format
-    torch.distributed.checkpoint's set_optimizer_state_dict shards from."""
-    name = {id(p): n for n, p in model.named_parameters()}
-    names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    by_name = {"state": {names[i]: s for i, s in optimizer_state["state"].items()},
-               "param_groups": [{**g, "params": [names[i] for i in g["params"]]}
-                                for g in optimizer_state["param_groups"]]}
-    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+def load_training_state(path: Path, ckpt: dict, model: Module, optimizer: Optimizer, dist: Dist) -> None:
+    """Resume: the checkpoint's optimizer state into optimizer, and a sharded one's weights into model
+    (a one-file checkpoint's weights are loaded before the model is sharded). Call on every rank."""
+    if is_sharded(path):
+        load_sharded(path, model, optimizer)
+        bad = non_finite(live_tensors(model, optimizer))
+        why = agree("non-finite weights or optimizer state" if bad else None, dist)
+        if why is not None:
+            raise UserError(damaged(path, why))
+    elif _is_fsdp(model):
+        # torch's format numbers parameters in param_groups order; DCP shards from parameter names
+        name = {id(p): n for n, p in model.named_parameters()}
+        names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
+        state = ckpt["optimizer"]
+        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+        by_name: dict[str, Any] = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
+        sd.set_optimizer_state_dict(model, optimizer, by_name, options=sd.StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(ckpt["optimizer"])
 
 
-# ----------------------------------------------------------------------------- a run's checkpoints
+Log = Callable[[str], None]
 
-def find_checkpoint(out_dir, init_from, dist, log, announce=True):
-    """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest
-    one that verifies, each damaged one skipped with a warning (and the one chosen named, if announce).
-    Rank 0 chooses, so that every rank loads the same one; a sharded checkpoint's meta only (its
-    tensors are loaded shard-wise)."""
+
+def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announce: bool = True) -> tuple[Any, Any]:
+    """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest one
+    that verifies, each damaged one skipped with a warning. Rank 0 chooses, so that every rank loads the
+    same one; a sharded checkpoint's meta only (its tensors are loaded shard-wise)."""
     paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
     if init_from not in ("resume", "auto"):
         if paths:
-            raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={init_from!r} "
-                            f"would overwrite them: continue it with --init_from=auto, or use another out_dir")
+            fix = "overwrite them: continue it with --init_from=auto, or use another out_dir"
+            raise UserError(f"{out_dir} holds checkpoints of an earlier run and init_from={init_from!r} would {fix}")
         return None, None
     for path in paths:
         ckpt, why = None, None
@@ -342,40 +319,35 @@ def find_checkpoint(out_dir, init_from, dist, log, announce=True):
                 ckpt = read_checkpoint(path)
             except UserError as e:
                 why = str(e)
-        why = agree(why, dist)  # all ranks take the same decision
+        why = agree(why, dist)
         if why is None:
             if announce:
                 log(f"resuming from {path}")
             if ckpt is None:
-                ckpt = read_sharded_meta(path, verify=False) if is_sharded(path) else read_checkpoint(path, verify=False)
+                ckpt = read_sharded_meta(path, False) if is_sharded(path) else read_checkpoint(path, verify=False)
             return path, ckpt
         log(f"warning: skipping {why if why.startswith('checkpoint ') else damaged(path, why)}")
     if paths:  # never start over silently on top of a run whose every checkpoint is damaged
-        raise UserError(f"every checkpoint in {out_dir} is damaged ({', '.join(p.name for p in paths)}): "
-                        f"restore them from a copy (check it with `python scripts/tools/verify_checkpoint.py "
-                        f"{out_dir}`), or use another out_dir to start over")
+        names, tool = ", ".join(p.name for p in paths), "python scripts/tools/verify_checkpoint.py"
+        fix = f"restore them from a copy (check it with `{tool} {out_dir}`), or use another out_dir to start over"
+        raise UserError(f"every checkpoint in {out_dir} is damaged ({names}): {fix}")
     if init_from == "resume":
-        raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: "
-                        f"use init_from='auto' to start from scratch when there is none")
+        fix = "use init_from='auto' to start from scratch when there is none"
+        raise UserError(f"init_from='resume' but {out_dir} has no checkpoint: {fix}")
     return None, None
 
 
-SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")
-
-
-def model_from(ckpt, cfg):
-    """The GPT of a checkpoint to resume, with its weights when they are in the file (a sharded
-    checkpoint's are loaded once the model is sharded), after checking that the config describes the
-    same shape."""
+def model_from(ckpt: dict, cfg: Any) -> GPT:
+    """The GPT of a checkpoint to resume, with its weights when they are in the file, after checking
+    that the config describes the same shape."""
     model_args = ckpt["model_args"]
     diff = {k: (model_args[k], getattr(cfg, k)) for k in SHAPE if model_args[k] != getattr(cfg, k)}
     # A run started from pretrained weights has their shape, not its config's: only a run whose
     # config described its model can have been resumed with a config of another shape by mistake.
-    described = all(ckpt["config"][k] == model_args[k] for k in SHAPE)
-    if diff and described:
+    if diff and all(ckpt["config"][k] == model_args[k] for k in SHAPE):
         desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
-        raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; "
-                        f"use another out_dir or the checkpoint's shape")
+        fix = "use another out_dir or the checkpoint's shape"
+        raise UserError(f"the checkpoint in {cfg.out_dir} has a different model shape: {desc}; {fix}")
     model = GPT(GPTConfig(**{**model_args, "dropout": cfg.dropout}))
     if "model" in ckpt:
         model.load_state_dict(ckpt["model"])
@@ -384,46 +356,45 @@ def model_from(ckpt, cfg):
 
 class Checkpointer:
     """A training run's checkpoints, as torchtitan's CheckpointManager keeps them: it finds the one to
-    resume from (init_from 'resume' or 'auto'), checks that it belongs to this run (optimizer, model
-    shape, vocabulary), loads it, and saves new ones in the format of the parallelism (one file under
-    DDP or in one process; sharded under FSDP), keeping the newest keep_last. Every rank makes one."""
+    resume from, checks that it belongs to this run (optimizer, model shape, vocabulary), loads it, and
+    saves new ones in the format of the parallelism, keeping the newest keep_last. Every rank makes one."""
 
-    def __init__(self, cfg, vocab, data_dir, dist, log):
+    def __init__(self, cfg: Any, vocab: dict, data_dir: Path, dist: Dist, log: Log) -> None:
         self.cfg, self.vocab, self.dist, self.log = cfg, vocab, dist, log
         self.out_dir = Path(cfg.out_dir)
-        self.path, self.ckpt = find_checkpoint(self.out_dir, cfg.init_from, dist, log)
-        if self.ckpt is not None:
-            check_same(from_meta(self.ckpt.get("vocab", GPT2), self.path), vocab, self.out_dir, data_dir)
-            trained = self.ckpt["config"]["optimizer_name"]
+        self.path, self.ckpt = path, ckpt = find_checkpoint(self.out_dir, cfg.init_from, dist, log)
+        if path is not None and ckpt is not None:
+            check_same(from_meta(ckpt.get("vocab", GPT2), path), vocab, self.out_dir, data_dir)
+            trained = ckpt["config"]["optimizer_name"]
             if trained != cfg.optimizer_name:
-                raise UserError(f"the checkpoint in {self.out_dir} was trained with optimizer_name={trained!r}, "
-                                f"config says {cfg.optimizer_name!r}: use another out_dir")
+                said = f"optimizer_name={trained!r}, config says {cfg.optimizer_name!r}"
+                raise UserError(f"the checkpoint in {self.out_dir} was trained with {said}: use another out_dir")
 
     @property
-    def resuming(self):
+    def resuming(self) -> bool:
         return self.path is not None
 
-    def model(self):
-        """The resumed run's GPT (see model_from)."""
+    def model(self) -> GPT:
+        assert self.ckpt is not None
         return model_from(self.ckpt, self.cfg)
 
-    def load(self, model, optimizer, scaler, state):
+    def load(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> None:
         """The checkpoint's optimizer state (and a sharded one's weights), fp16 loss scale and the loop's
         counters (into `state`), then the checkpoint is let go. Call on every rank."""
+        assert self.path is not None and self.ckpt is not None
         load_training_state(self.path, self.ckpt, model, optimizer, self.dist)
         if self.ckpt["scaler"] or not scaler.is_enabled():
             scaler.load_state_dict(self.ckpt["scaler"])
-        else:  # a bfloat16 or float32 run continued in float16: the scaler starts as a new run's
+        else:
             self.log("the checkpoint has no fp16 loss scale (its run was not float16): starting from the default")
         state.update({k: self.ckpt[k] for k in state if k in self.ckpt})  # an older checkpoint lacks the newer keys
         self.ckpt = None
 
-    def reload(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               state: dict) -> Path | None:
-        """A rollback: the newest valid checkpoint in out_dir into the live model, optimizer, scaler and
-        `state`, as load() does for a resume; its path, or None when out_dir has none yet. Call on every rank."""
+    def reload(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> Path | None:
+        """A rollback: the newest valid checkpoint into the live model, optimizer, scaler and `state`, as
+        load() does for a resume; its path, or None when out_dir has none yet. Call on every rank."""
         path, self.ckpt = find_checkpoint(self.out_dir, "auto", self.dist, self.log, announce=False)
-        if path is None:
+        if path is None or self.ckpt is None:
             return None
         self.path = path
         if not is_sharded(path):  # a sharded checkpoint's weights come with its optimizer state
@@ -431,31 +402,33 @@ class Checkpointer:
         self.load(model, optimizer, scaler, state)
         return path
 
-    def save(self, model, optimizer, scaler, state):
-        """Model, optimizer (with Sophia's Hessian), fp16 loss scale and the loop state: one file written
-        by rank 0, or under FSDP a sharded checkpoint that every rank writes its part of. Call on every rank."""
+    def save(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> None:
+        """Model, optimizer, fp16 loss scale and the loop state: one file written by rank 0, or under FSDP
+        a sharded checkpoint that every rank writes its part of. Call on every rank."""
         sharded = self.cfg.parallelism == "fsdp"
         if not (sharded or self.dist.master):
             return
         bad = non_finite(live_tensors(model, optimizer))
         if agree("non-finite" if bad else None, self.dist) if sharded else bad:
-            raise RuntimeError("the weights or the optimizer state are not finite: no checkpoint written, "
-                               "the previous ones are kept")
-        meta = {"scaler": scaler.state_dict(), "model_args": asdict(model.config), "config": asdict(self.cfg),
-                "vocab": self.vocab, **state}
+            kept = "no checkpoint written, the previous ones are kept"
+            raise RuntimeError(f"the weights or the optimizer state are not finite: {kept}")
+        config: Any = model.config
+        meta = {"scaler": scaler.state_dict(), "model_args": asdict(config), "config": asdict(self.cfg)}
+        meta |= {"vocab": self.vocab, **state}
         if sharded:
-            save_sharded(model, optimizer, meta, self.out_dir, state["iter"], self.cfg.keep_last, self.dist)
+            save_sharded(model, optimizer, meta, self.out_dir, self.cfg.keep_last, self.dist)
         else:
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **meta},
-                            self.out_dir, state["iter"], self.cfg.keep_last)
+            model_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            save_checkpoint(model_state | meta, self.out_dir, state["iter"], self.cfg.keep_last)
 
 
-def load_model(source: str | Path, hint: str = "train first (train.py writes one at every eval_interval)"
-               ) -> tuple[GPT, dict, str]:
-    """(GPT, its vocabulary, what was loaded) for sample.py, export and evaluations, from `source`: a
-    run's out_dir (its newest valid checkpoint, each damaged one skipped with a warning on stderr), a
-    Hugging Face GPT-2 directory or one of OpenAI's releases. A UserError ending in `hint` when an
-    out_dir has no checkpoint."""
+HINT = "train first (train.py writes one at every eval_interval)"
+
+
+def load_model(source: str | Path, hint: str = HINT) -> tuple[GPT, dict, str]:
+    """(GPT, its vocabulary, what was loaded) from `source`: a run's out_dir (its newest valid checkpoint,
+    each damaged one skipped with a warning on stderr), a Hugging Face GPT-2 directory or one of OpenAI's
+    releases. A UserError ending in `hint` when an out_dir has no checkpoint."""
     if is_pretrained(str(source)):
         return load_gpt2(str(source)), GPT2, str(source)
     for path in checkpoint_paths(Path(source)):

@@ -200,7 +200,13 @@ def complete_meta(out_dir: str | Path) -> dict | None:
         return None
     ok = meta is not None and all(s in meta.get("splits", {}) for s in SPLITS)
     return meta if ok and all(split_problem(out_dir, s, meta) is None for s in SPLITS) else None
-    return meta if ok else None
+
+
+def make_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
 
 
 def already_prepared(out_dir: str | Path, source: str, overwrite: bool) -> bool:
@@ -333,10 +339,7 @@ def write_splits(
     text_bytes = {s: _text_bytes(ds, text_column) for s, ds in splits.items()}
     enc = get_gpt2_encoding()
     needed = int(1.05 * 2 * sum(_estimate_tokens(splits[s], text_column, enc, text_bytes[s]) for s in SPLITS))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+    make_out_dir(out_dir)
     paths = {s: out_dir / f"{s}.bin" for s in SPLITS}
     tmp = {s: paths[s].with_name(paths[s].name + ".tmp") for s in SPLITS}
     # the bins need their estimate with a 5% margin, counting the space the outputs being replaced will free

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data.common import encode_document, split_train_val, write_splits
-from data.shakespeare.prepare import scenes, shakespeare_documents, title_from_file_name
+from data.plays import scenes, shakespeare_documents, title_from_file_name
 from errors import UserError
 from tests.data_helpers import assert_one_line_error, leftovers, read_bin, run
 from tests.helpers import REPO

@@ -30,8 +30,8 @@ def test_smoke_on_prepared_bins_runs_every_step_and_reports_every_number(shakesp
     assert all(s["status"] == "ran" and s["seconds"] > 0 for s in steps.values()), report["steps"]
     a = steps["a"]["result"]
     assert list(a["val_loss"]) == ["0", "2", "4"] and a["checkpoints"] == ["ckpt_00000004.pt", "ckpt_00000002.pt"]
-    assert steps["b"]["result"]["files"] == ["tests/test_sophia.py"]
-    assert "1 skipped" in steps["b"]["result"]["summary"]  # the CUDA test, on a CPU
+    assert steps["b"]["result"]["files"] == ["tests/test_sophia.py", "tests/test_spikes.py"]
+    assert "2 skipped" in steps["b"]["result"]["summary"]  # the CUDA tests, on a CPU
     c = {row["entry"]: row for row in steps["c"]["result"]["rows"]}
     assert list(c) == ["adamw", "sophiag", "sophiag:hess_total_batch_size=1", "lion", "muon"]
     assert c["adamw"]["vs_adamw"] == [1.0] and c["adamw"]["shares"]["hessian"] == 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_write
-from data.common import DTYPE, prepare_parser, run_cli, write_meta
+from data.common import DTYPE, make_out_dir, prepare_parser, run_cli, write_meta
 from errors import UserError
 from vocab import get_gpt2_encoding
 
@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         done = f"{out_dir} is already prepared from {source!r} ({meta['examples']:,} examples)"
         print(f"{done}; pass --overwrite to redo it")
         return
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+    make_out_dir(out_dir)
     path = Path(args.data_path) if args.data_path else download(out_dir)
     examples = read_examples(path)
     tokens, offsets, labels = tokenize(examples)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_write
-from data.common import complete_meta, prepare_parser, run_cli, write_meta
-from data.shakespeare.prepare import plays_dir, shakespeare_documents
+from data.common import complete_meta, make_out_dir, prepare_parser, run_cli, write_meta
+from data.plays import plays_dir, shakespeare_documents
 from errors import UserError
 from vocab import MAX_CHARS
 
@@ -59,10 +59,7 @@ def write(out_dir: Path, text: str, source: str) -> dict:
     n_train = int(len(ids) * TRAIN_FRACTION)
     if n_train == 0 or n_train == len(ids):
         raise UserError(f"the text has {len(ids)} character(s): too few to split 90/10 into train and val")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+    make_out_dir(out_dir)
     (out_dir / "meta.json").unlink(missing_ok=True)  # outputs incomplete until the new meta.json lands
     splits = {"train": ids[:n_train], "val": ids[n_train:]}
     for split, tokens in splits.items():

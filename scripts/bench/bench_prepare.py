@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from data.common import SPLITS, split_train_val, write_splits
-from data.shakespeare.prepare import shakespeare_documents
+from data.plays import shakespeare_documents
 from vocab import get_gpt2_encoding
 
 

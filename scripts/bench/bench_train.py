@@ -6,25 +6,20 @@
     torchrun --standalone --nproc_per_node=8 scripts/bench/bench_train.py config/train_gpt2_small_sophiag.py ...
     python scripts/bench/bench_train.py --refresh config/train_tiny_sophiag.py      # the Hessian refresh's levers
 
-Config files and --key=value overrides are train.py's (one set for every optimizer). Each entry of --optimizers
-is an optimizer name, optionally followed by its own overrides, e.g. `sophiag:hess_total_batch_size=8:
-fused_optimizer=True`. Every entry is set up by train.setup(), warmed up (compilation, one Hessian refresh),
-then timed for --rounds rounds of --steps iterations of train.iteration(), the loop's own step and refresh.
-The entries take turns at every iteration (each one leading in turn), so that a load change on a shared
-machine hits all of them alike; --steps should be a multiple of hess_interval.
+Config files and --key=value overrides are train.py's. Each entry of --optimizers is an optimizer name,
+optionally with its own overrides (`sophiag:hess_total_batch_size=8:fused_optimizer=True`). Every entry is
+set up by train.setup(), warmed up (compilation, one Hessian refresh), then timed for --rounds rounds of
+--steps iterations of train.iteration(), the entries taking turns at every iteration (each leading in
+turn), so that a load change hits all alike; --steps should be a multiple of hess_interval. Printed per
+entry: ms/iter (median over rounds, and range), tokens/s, MFU (on a GPU whose peak train.py knows, or
+--peak_flops), the iteration's shares (train.py's StepTimer), peak memory (CUDA) beside memory.estimate's,
+and ms/iter as a ratio to the adamw entry's in the same round; on CPU the peak RSS. --json writes it all.
 
-Printed per entry: ms per iteration (median over rounds, and range), training tokens/s, MFU (on a GPU whose
-peak train.py knows, or --peak_flops), the shares of the iteration spent in data loading, forward+backward,
-the optimizer step and the Hessian refresh (train.py's StepTimer; 'other' is the rest), its peak memory
-(CUDA) beside memory.estimate's figure, and its ms/iter as a ratio to AdamW's in the same round (needs an
-adamw entry). On CPU the process's peak RSS is printed once. --json writes every number (for gpu_check.py).
-
---refresh prices each way of refreshing Sophia-G's Hessian estimate as overhead on training, R ms of refresh
-per hess_interval steps of S ms: train.train_step() ("step"); train.refresh_hessian() on a fresh batch of B
-sequences, B = the training batch divided by each of --fractions; the labels sampled from the first B
-sequences' logits of the training forward itself with a second backward, the time this adds to a plain
-forward+backward; and sophia.gnb_loss's label sampling against torch.multinomial. One process, one model,
-total_batch_size = batch_size, medians over --repeats (docs/performance.md).
+--refresh prices each way of refreshing Sophia-G's Hessian as overhead on training (R ms of refresh per
+hess_interval steps of S ms): train.train_step() ("step"); train.refresh_hessian() on a fresh batch of the
+training batch divided by each of --fractions; labels sampled from the training forward's own logits with
+a second backward (the time this adds to a plain forward+backward); and sophia.gnb_loss's label sampling
+against torch.multinomial. One process, total_batch_size = batch_size, medians of --repeats.
 """
 
 import argparse

@@ -1,14 +1,11 @@
 """
 Compare training runs: loss curves, and how fast each run reaches the baseline's final val loss.
 
-Reads train.py out_dirs (metrics.jsonl + config.json) or runs of a wandb project, then draws one PNG (val loss
-against steps, tokens seen (Hessian-estimate tokens included) and training wall-clock; EMA-smoothed train
-loss and Sophia's win_rate against steps) and prints a table: each run's final val loss, the steps / tokens /
-seconds it needed to FIRST reach the target (the baseline's final val loss), each as a ratio to the
-baseline's own (0.50x = needed half as many), and the git commit it was trained from (with a warning when
-they differ). A crossing is linearly interpolated between the last eval above the target and the first eval
-at or below it (an eval exactly at the target counts as reached); a run that never gets there is reported as
-"not reached", never as a number.
+Reads train.py out_dirs or runs of a wandb project, draws one PNG (val loss against steps, tokens seen and
+training wall-clock; smoothed train loss and Sophia's win_rate against steps) and prints per run its final
+val loss, the steps / tokens / seconds it needed to FIRST reach the target (the baseline's final val loss,
+linearly interpolated between the evals around it), each as a ratio to the baseline's own (0.50x = half
+as many) or "not reached", and the git commit it was trained from (docs/sweep_and_compare.md).
 
     python scripts/experiments/compare.py out/adamw out/sophiag --out compare.png
     python scripts/experiments/compare.py out/* --baseline "adamw lr=6e-4 seed=0" --csv table.csv
@@ -16,10 +13,8 @@ at or below it (an eval exactly at the target counts as reached); a run that nev
     python scripts/experiments/compare.py out/char/sophiag_* --win_rate   # is Sophia's clipping engaged?
     python scripts/experiments/compare.py out/regime/s1/adamw_lr3e-2_seed0 out/regime/s1/sophiag_* --groups g.png
 
---win_rate also prints, per Sophia run, the range of its logged train/win_rate (the fraction of coordinates
-NOT clipped) after warmup and the share of logged steps inside the official guidance band 0.1-0.5. --groups
-draws the per-group telemetry (telemetry.py) against steps, one column per parameter group: each run's
-update RMS / weight RMS and, for Sophia, its win_rate and Hessian mean.
+--win_rate also prints each Sophia run's train/win_rate range after warmup and its share of logged steps
+inside 0.1-0.5; --groups draws the per-group telemetry (telemetry.py) against steps.
 """
 
 import argparse
@@ -32,21 +27,8 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import runs
 from errors import UserError, run_cli
-from runs import (
-    FORMATS,
-    Comparison,
-    RunRecord,
-    clean_rows,
-    default_label,
-    fmt_loss,
-    fmt_ratio,
-    jsonable,
-    load_run,
-    plot_runs,
-    summarize,
-    table,
-)
 from telemetry import GROUPS, PREFIX
 
 BAND = (0.1, 0.5)  # Sophia's win_rate where its clipping is engaged (the official guidance)
@@ -66,7 +48,7 @@ def rows_from_wandb_history(history: Iterable[dict]) -> list[dict]:
     return rows
 
 
-def load_wandb_runs(project: str, refs: list[str] | None = None) -> list[RunRecord]:
+def load_wandb_runs(project: str, refs: list[str] | None = None) -> list[runs.RunRecord]:
     """Runs of a wandb project ("entity/project"); refs are run ids or display names (all runs of the
     project, oldest first, when refs is empty)."""
     if project.count("/") != 1:
@@ -86,27 +68,27 @@ def load_wandb_runs(project: str, refs: list[str] | None = None) -> list[RunReco
                 fix = "pass one run id per --runs value"
                 raise UserError(f"{len(matches)} runs in wandb project {project} have id or name {ref!r}; {fix}")
             found += matches
-        runs = []
+        records = []
         for r in found:
             source, config = f"wandb:{project}/{r.id}", dict(r.config)
-            rows = clean_rows(rows_from_wandb_history(r.scan_history()), source)
-            runs.append(RunRecord(default_label(config, r.name), source, config, rows))
-        return runs
+            rows = runs.clean_rows(rows_from_wandb_history(r.scan_history()), source)
+            records.append(runs.RunRecord(runs.default_label(config, r.name), source, config, rows))
+        return records
     except wandb.errors.Error as e:
         fix = "run `wandb login` (or set WANDB_API_KEY) on a machine with network access, or pass local RUN_DIRs"
         raise UserError(f"could not read wandb project {project}: {e} -- {fix} instead") from None
 
 
-def pick_baseline(runs: list[RunRecord], choice: str | None = None) -> tuple[RunRecord, str]:
+def pick_baseline(records: list[runs.RunRecord], choice: str | None = None) -> tuple[runs.RunRecord, str]:
     """The baseline run and why it was chosen. choice: a label, run dir, dir name or wandb id."""
     if choice is None:
-        adamw = [run for run in runs if run.config.get("optimizer_name") == "adamw"]
+        adamw = [run for run in records if run.config.get("optimizer_name") == "adamw"]
         if adamw:
             return adamw[0], "the first run with optimizer_name='adamw'"
-        return runs[0], "the first run; no run has optimizer_name='adamw'"
-    matches = [r for r in runs if choice in (r.label, r.source, Path(r.source).name) or same_path(choice, r.source)]
+        return records[0], "the first run; no run has optimizer_name='adamw'"
+    matches = [r for r in records if choice in (r.label, r.source, Path(r.source).name) or same_path(choice, r.source)]
     if len(matches) != 1:
-        fix = f"give one of the labels {', '.join(repr(r.label) for r in runs)} or a run dir"
+        fix = f"give one of the labels {', '.join(repr(r.label) for r in records)} or a run dir"
         raise UserError(f"--baseline {choice!r} matches {len(matches)} runs; {fix}")
     return matches[0], "--baseline"
 
@@ -115,7 +97,7 @@ def same_path(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def note(row: Comparison) -> str:
+def note(row: runs.Comparison) -> str:
     run = row.run
     notes = ["baseline"] if row.is_baseline else []
     notes += [f"incomplete ({run.last_iter}/{run.max_iters} iters)"] if run.incomplete else []
@@ -123,7 +105,7 @@ def note(row: Comparison) -> str:
     return ", ".join(notes + ([] if run.evals else ["no eval yet"]))
 
 
-def format_table(summary: list[Comparison]) -> str:
+def format_table(summary: list[runs.Comparison]) -> str:
     """The comparison as aligned text; a HellaSwag acc_norm column when a run logged it."""
     key = "eval/hellaswag_acc_norm"
     hellaswag = any(row.run.last_logged(key) is not None for row in summary)
@@ -132,16 +114,16 @@ def format_table(summary: list[Comparison]) -> str:
     for row in summary:
         run = row.run
         iters = f"{run.last_iter}/{run.max_iters}" if run.max_iters else str(run.last_iter)
-        cells = [run.label, iters, fmt_loss(run.final_val_loss)]
-        cells += [fmt_loss(run.last_logged(key))] if hellaswag else []
-        for unit, fmt in FORMATS.items():
+        cells = [run.label, iters, runs.fmt_loss(run.final_val_loss)]
+        cells += [runs.fmt_loss(run.last_logged(key))] if hellaswag else []
+        for unit, fmt in runs.FORMATS.items():
             x = getattr(row.reach, unit)
-            cells.append("not reached" if x is None else f"{fmt(x)} ({fmt_ratio(getattr(row.ratio, unit))})")
+            cells.append("not reached" if x is None else f"{fmt(x)} ({runs.fmt_ratio(getattr(row.ratio, unit))})")
         rows.append(cells + [run.commit[:12], note(row)])
-    return table(rows)
+    return runs.table(rows)
 
 
-def win_rate_line(run: RunRecord) -> str:
+def win_rate_line(run: runs.RunRecord) -> str:
     """The range of a Sophia run's logged train/win_rate after warmup and its share of steps inside BAND."""
     warmup = run.config.get("warmup_iters", 0)
     rates = [r.get("train/win_rate", math.nan) for r in run.rows if r["iter"] > warmup]
@@ -154,15 +136,15 @@ def win_rate_line(run: RunRecord) -> str:
     return f"{run.label}: rho {run.config.get('rho', '?')}: win_rate after warmup {spread}, {band}"
 
 
-def plot_groups(runs: list[RunRecord], out: str) -> None:
-    """The per-group telemetry of `runs` against steps: update ratio (all runs), win_rate and Hessian
+def plot_groups(records: list[runs.RunRecord], out: str) -> None:
+    """The per-group telemetry of `records` against steps: update ratio (all runs), win_rate and Hessian
     mean (Sophia runs), one column per parameter group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logged = [r for r in runs if any(k.startswith(PREFIX) for row in r.rows for k in row)]
+    logged = [r for r in records if any(k.startswith(PREFIX) for row in r.rows for k in row)]
     if not logged:
         raise UserError(f"--groups: no run logged {PREFIX}* values (train.py logs them at every log_interval)")
     rows = [("update_ratio", "update RMS / weight RMS", "log"), ("win_rate", "win_rate (not clipped)", "linear")]
@@ -189,7 +171,9 @@ def plot_groups(runs: list[RunRecord], out: str) -> None:
     plt.close(fig)
 
 
-def write_table(summary: list[Comparison], baseline: RunRecord, csv_path: str | None, json_path: str | None) -> None:
+def write_table(
+    summary: list[runs.Comparison], baseline: runs.RunRecord, csv_path: str | None, json_path: str | None
+) -> None:
     """The table as CSV and as JSON (strict, no NaN: a NaN final loss becomes null, with "diverged": true)."""
     if csv_path:
         with open(csv_path, "w", newline="") as f:
@@ -201,7 +185,7 @@ def write_table(summary: list[Comparison], baseline: RunRecord, csv_path: str | 
         crossing = "first eval at or below target, linearly interpolated from the previous eval"
         report = {"baseline": baseline.label, "target": summary[0].target, "crossing": f"{crossing}; {RATIO}"}
         report["runs"] = [r.flat() for r in summary]
-        Path(json_path).write_text(json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n")
+        Path(json_path).write_text(json.dumps(runs.jsonable(report), indent=2, allow_nan=False) + "\n")
         print(f"wrote {json_path}")
 
 
@@ -233,23 +217,23 @@ def compare(argv: list[str] | None = None) -> None:
         raise UserError("--runs selects wandb runs: add --wandb ENTITY/PROJECT")
     if args.smooth is not None and not 0 <= args.smooth < 1:
         raise UserError(f"--smooth {args.smooth}: the EMA coefficient must be in [0, 1)")
-    runs = [load_run(d) for d in args.run_dirs] + (load_wandb_runs(args.wandb, args.runs) if args.wandb else [])
-    if args.labels and len(args.labels) != len(runs):
-        raise UserError(f"got {len(args.labels)} --labels for {len(runs)} runs; give one label per run")
-    for run, label in zip(runs, args.labels or []):
+    records = [runs.load_run(d) for d in args.run_dirs] + (load_wandb_runs(args.wandb, args.runs) if args.wandb else [])
+    if args.labels and len(args.labels) != len(records):
+        raise UserError(f"got {len(args.labels)} --labels for {len(records)} runs; give one label per run")
+    for run, label in zip(records, args.labels or []):
         run.label = label
-    counts = Counter(run.label for run in runs)
-    for run in runs:  # runs with the same label (same optimizer, lr and seed) get their source appended
+    counts = Counter(run.label for run in records)
+    for run in records:  # runs with the same label (same optimizer, lr and seed) get their source appended
         run.label = f"{run.label} ({Path(run.source).name})" if counts[run.label] > 1 else run.label
-    baseline, why = pick_baseline(runs, args.baseline)
-    summary = summarize(runs, baseline)
+    baseline, why = pick_baseline(records, args.baseline)
+    summary = runs.summarize(records, baseline)
 
     print(f"baseline: {baseline.label} ({why})")
     iters = baseline.evals[-1]["iter"]
     print(f"target:   val loss {summary[0].target:.4f} = the baseline's final val loss (iter {iters})")
     if baseline.incomplete:
         print("warning:  the baseline is incomplete, so the target is not its final loss yet")
-    commits = {run.commit for run in runs}
+    commits = {run.commit for run in records}
     if len(commits) > 1:
         shown = ", ".join(sorted(c[:12] for c in commits))
         print(f"warning:  the runs were trained from {len(commits)} different commits ({shown}): ", end="")
@@ -257,12 +241,12 @@ def compare(argv: list[str] | None = None) -> None:
     print(f"crossing: first eval at or below the target, linearly interpolated from the eval before; {RATIO}\n")
     print(format_table(summary) + "\n")
     if args.win_rate:
-        sophia = [run for run in runs if str(run.config.get("optimizer_name", "")).startswith("sophia")]
+        sophia = [run for run in records if str(run.config.get("optimizer_name", "")).startswith("sophia")]
         print("\n".join(win_rate_line(run) for run in sophia) or "--win_rate: no Sophia run to report", end="\n\n")
-    plot_runs(runs, baseline, summary, args.out, args.smooth)
+    runs.plot_runs(records, baseline, summary, args.out, args.smooth)
     print(f"wrote {args.out}")
     if args.groups:
-        plot_groups(runs, args.groups)
+        plot_groups(records, args.groups)
         print(f"wrote {args.groups}")
     write_table(summary, baseline, args.csv, args.json)
 

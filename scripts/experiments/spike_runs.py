@@ -30,13 +30,8 @@ def injections(at, scale, length):
     its = ",".join(str(at + i) for i in range(length))
     spike = ["--spike_at_iter", str(at), "--spike_scale", str(scale)]
     poison = ["--poison_at_iter", its]
-    return {
-        "clean": ([], True),
-        "spike": (spike, True),
-        "spike, guard off": (spike, False),
-        "poison": (poison, True),
-        "poison, guard off": (poison, False),
-    }
+    chosen = {"clean": ([], True), "spike": (spike, True), "spike, guard off": (spike, False)}
+    return chosen | {"poison": (poison, True), "poison, guard off": (poison, False)}
 
 
 def run(config, name, options, guard, out, overrides):
@@ -46,23 +41,11 @@ def run(config, name, options, guard, out, overrides):
     max_iters = train.parse_args([config, *overrides]).max_iters
     if not finished(metrics, max_iters):
         verdicts.unlink(missing_ok=True)
-        cmd = [
-            sys.executable,
-            str(REPO / "tests" / "train_harness.py"),
-            *options,
-            "--verdicts",
-            str(verdicts),
-            "--",
-            config,
-            f"--out_dir={out}",
-            "--init_from=auto",
-            *overrides,
-            *([] if guard else ["--spike_z=0"]),
-        ]
+        cmd = [sys.executable, str(REPO / "tests" / "train_harness.py"), *options, "--verdicts", str(verdicts)]
+        cmd += ["--", config, f"--out_dir={out}", "--init_from=auto", *overrides, *([] if guard else ["--spike_z=0"])]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         with open(out / "train.log", "w") as log:
-            done = subprocess.run(
-                cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
-            )
+            done = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{config} {name} failed ({done.returncode}): see {out / 'train.log'}")
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -98,24 +81,20 @@ def margins(verdicts, warmup):
     return out
 
 
+COUNTS = {"skipped": "skipped_steps", "hessian": "skipped_hessian", "rollbacks": "rollbacks"}
+
+
 def summary(rows, at):
     trains = [r for r in rows if "train/loss" in r]
     evals = [r for r in rows if "val/loss" in r]
     after = next((r for r in evals if r["iter"] > at), evals[-1])
-    last = trains[-1]
-    return {
-        "skipped": last.get("spike/skipped_steps", 0),
-        "hessian": last.get("spike/skipped_hessian", 0),
-        "rollbacks": last.get("spike/rollbacks", 0),
-        "after": (after["iter"], after["val/loss"]),
-        "final": evals[-1]["val/loss"],
-    }
+    counts = {k: trains[-1].get(f"spike/{key}", 0) for k, key in COUNTS.items()}
+    return counts | {"after": (after["iter"], after["val/loss"]), "final": evals[-1]["val/loss"]}
 
 
 def main(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=formatter, allow_abbrev=False)
     p.add_argument("configs", nargs="+")
     p.add_argument("--out", default="out/spikes")
     p.add_argument("--at", type=int, default=500, help="the (data) iteration injected at")
@@ -131,33 +110,23 @@ def main(argv):
 
     def one(cell):
         config, name, opts, guard = cell
-        return run(
-            config,
-            name,
-            opts,
-            guard,
-            Path(args.out) / Path(config).stem / name.replace(", ", "_").replace(" ", "_"),
-            overrides,
-        )
+        out = Path(args.out) / Path(config).stem / name.replace(", ", "_").replace(" ", "_")
+        return run(config, name, opts, guard, out, overrides)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip([(c, n) for c, n, _, _ in cells], pool.map(one, cells)))
-    print(
-        "| config | run | outlier steps skipped | Hessian refreshes skipped | rollbacks | "
-        "val loss at the eval after the injection | final val loss | vs clean |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    head = "| config | run | outlier steps skipped | Hessian refreshes skipped | rollbacks | "
+    print(head + "val loss at the eval after the injection | final val loss | vs clean |\n" + "|---" * 8 + "|")
     for (config, name), (rows, _) in results.items():
         s = summary(rows, args.at)
         clean = results.get((config, "clean"))
         delta = f"{s['final'] - summary(clean[0], args.at)['final']:+.4f}" if clean else ""
-        print(
-            f"| {Path(config).stem} | {name} | {s['skipped']} | {s['hessian']} | {s['rollbacks']} | "
-            f"{s['after'][1]:.4f} (iter {s['after'][0]}) | {s['final']:.4f} | {delta} |"
-        )
-    print()
-    print("| config | signal | largest z once judged (its value index) | largest z in the warm-up |")
-    print("|---|---|---|---|")
+        counts = f"{s['skipped']} | {s['hessian']} | {s['rollbacks']}"
+        after = f"{s['after'][1]:.4f} (iter {s['after'][0]}) | {s['final']:.4f} | {delta}"
+        print(f"| {Path(config).stem} | {name} | {counts} | {after} |")
+    print(
+        "\n| config | signal | largest z once judged (its value index) | largest z in the warm-up |\n|---|---|---|---|"
+    )
     for (config, name), (_, verdicts) in results.items():
         if name != "clean":
             continue

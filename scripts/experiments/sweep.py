@@ -1,13 +1,12 @@
 """
 A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
 
-Trains every (optimizer, learning rate, seed) point of the grid with train.py, one run at a time, each in
-<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there). Per optimizer it selects the lr
-with the lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds that the
-selected run of each other optimizer needed to first reach the final val loss of the selected baseline
-(AdamW) run of the SAME seed, as a ratio to the baseline's own (0.50x = half as many), with their mean,
-min-max and std across seeds, or "not reached"; and each optimizer's training wall-clock per step (median
-over its finished runs) as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
+Trains every (optimizer, learning rate, seed) point with train.py, one at a time, each in
+<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there); selects per optimizer the lr
+of lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds the selected run
+of each other optimizer needed to first reach the final val loss of the selected baseline run of the SAME
+seed, as a ratio to the baseline's own, with mean, min-max and std across seeds; and the training
+wall-clock per step as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
 
     python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
@@ -35,23 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import checkpoint
+import runs
 import train
 from errors import UserError, run_cli
 from provenance import REPO
-from runs import (
-    RunRecord,
-    fmt_loss,
-    fmt_lr,
-    fmt_seconds,
-    format_speedup,
-    join,
-    jsonable,
-    load_run,
-    plot_runs,
-    speedup,
-    summarize,
-    table,
-)
 
 # train.py keys the sweep sets itself for every run
 RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
@@ -75,12 +61,12 @@ class Point:
 
     @property
     def label(self) -> str:  # the same label compare.py gives the run
-        return f"{self.optimizer} lr={fmt_lr(self.lr)} seed={self.seed}"
+        return f"{self.optimizer} lr={runs.fmt_lr(self.lr)} seed={self.seed}"
 
-    def load(self) -> RunRecord | None:
+    def load(self) -> runs.RunRecord | None:
         """The run as on disk; None when it has not logged anything readable yet."""
         try:
-            return load_run(self.out_dir, self.label)
+            return runs.load_run(self.out_dir, self.label)
         except UserError:
             return None
 
@@ -131,7 +117,8 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
         by_optimizer[cfg.optimizer_name] = path
     for name in grid:
         if name not in by_optimizer:
-            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {join(list(by_optimizer))})")
+            trained = runs.join(list(by_optimizer))
+            raise UserError(f"--lrs {name}: no --configs file trains {name!r} (they train {trained})")
     for name, path in by_optimizer.items():
         if name not in grid:
             raise UserError(f"no --lrs for {name!r} (trained by {path}): add e.g. {name}=1e-3,3e-3,1e-2")
@@ -146,7 +133,7 @@ def plan(
     for seed in seeds:
         for name, path in by_optimizer.items():  # the --configs order
             for lr in grid.get(name, []):
-                out_dir = out / f"{name}_lr{fmt_lr(lr)}_seed{seed}"
+                out_dir = out / f"{name}_lr{runs.fmt_lr(lr)}_seed{seed}"
                 if out_dir in dirs:
                     fix = "make them differ in the first 4 digits"
                     raise UserError(f"--lrs {name}: two learning rates both name {out_dir}; {fix}")
@@ -193,12 +180,12 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
             say(f"{head} finished already (final val loss {run.final_val_loss:.4f}), skipped")
             continue
         verb = "resuming" if checkpoint.checkpoint_paths(point.out_dir) else "training"
-        eta = f"ETA {fmt_seconds(statistics.mean(durations) * todo)}" if durations else "ETA after the first run"
-        say(f"{head} {verb} (log: {log}) | elapsed {fmt_seconds(time.time() - start)} | {todo} runs left, {eta}")
+        eta = f"ETA {runs.fmt_seconds(statistics.mean(durations) * todo)}" if durations else "ETA after the first run"
+        say(f"{head} {verb} (log: {log}) | elapsed {runs.fmt_seconds(time.time() - start)} | {todo} runs left, {eta}")
         t0 = time.time()
         code = train_point(point, launcher)
         durations.append(time.time() - t0)
-        todo, run, took = todo - 1, point.load(), fmt_seconds(durations[-1])
+        todo, run, took = todo - 1, point.load(), runs.fmt_seconds(durations[-1])
         if code == 0 and run is not None and run.finished:
             final = f"final val loss {run.final_val_loss:.4f} at iter {run.evals[-1]['iter']}/{run.max_iters}"
             say(f"{head} done in {took}: {final}")
@@ -207,7 +194,7 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
         why = f"exit {code}" if code else "exited 0 without its final eval"
         failed[point.label] = f"{why}: {lines[-1] if lines else '(empty log)'}"
         say(f"{head} FAILED after {took} ({failed[point.label]}); log: {log}")
-    say(f"sweep: trained for {fmt_seconds(time.time() - start)}, {len(failed)} failed")
+    say(f"sweep: trained for {runs.fmt_seconds(time.time() - start)}, {len(failed)} failed")
     return failed
 
 
@@ -235,7 +222,7 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
             edge = "the only lr of the grid: sweep at least 3"
         elif best in (done[0], done[-1]):
             side, step = ("highest", 3) if best == done[-1] else ("lowest", 1 / 3)
-            edge = f"the {side} lr of the grid: widen the grid (e.g. add {fmt_lr(float(f'{best * step:.2g}'))})"
+            edge = f"the {side} lr of the grid: widen the grid (e.g. add {runs.fmt_lr(float(f'{best * step:.2g}'))})"
     elif best is not None and best in (done[0], done[-1]):
         edge = "the lowest or highest lr with finished runs: finish the sweep to know"
     return {"means": means, "best": best, "edge": edge}
@@ -252,7 +239,7 @@ def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
     return out
 
 
-def status(run: RunRecord | None, failure: str | None) -> str:
+def status(run: runs.RunRecord | None, failure: str | None) -> str:
     if failure:
         return f"FAILED ({failure})"
     if run is None or not run.rows:
@@ -262,7 +249,7 @@ def status(run: RunRecord | None, failure: str | None) -> str:
     return "finished" if math.isfinite(run.final_val_loss or 0.0) else "diverged"
 
 
-def final_loss(run: RunRecord | None) -> float | None:
+def final_loss(run: runs.RunRecord | None) -> float | None:
     return run.final_val_loss if run is not None and run.finished else None
 
 
@@ -277,14 +264,14 @@ def selected_lrs(points: list[Point]) -> dict[str, dict]:
 def analyze(
     tune_points: list[Point], confirm_points: list[Point], baseline: str, failed: dict[str, str]
 ) -> tuple[dict, dict]:
-    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: RunRecord}}:
+    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: runs.RunRecord}}:
     each lr is judged on the tuning runs (the full grid), the speedup is measured on every seed's
     finished run at the selected lr."""
     points = tune_points + confirm_points
-    runs = {p.label: p.load() for p in points}
+    loaded = {p.label: p.load() for p in points}
     rows, seconds = [], {}
     for p in points:
-        run, final = runs[p.label], final_loss(runs[p.label])
+        run, final = loaded[p.label], final_loss(loaded[p.label])
         if run is not None and final is not None:  # time_s excludes evals; Sophia's Hessian refreshes count
             seconds.setdefault(p.optimizer, []).append(run.rows[-1]["time_s"] / run.last_iter)
         row = dict(optimizer=p.optimizer, lr=p.lr, seed=p.seed, dir=str(p.out_dir), final_val_loss=final)
@@ -293,10 +280,9 @@ def analyze(
     for name, sel in selection.items():
         if sel["best"] is not None:
             best = [p for p in points if p.optimizer == name and p.lr == sel["best"]]
-            chosen[name] = {p.seed: runs[p.label] for p in best if final_loss(runs[p.label]) is not None}
-    speedups = {}
-    if baseline in chosen:
-        speedups = {name: speedup(chosen[baseline], by_seed) for name, by_seed in chosen.items() if name != baseline}
+            chosen[name] = {p.seed: loaded[p.label] for p in best if final_loss(loaded[p.label]) is not None}
+    others = {name: by_seed for name, by_seed in chosen.items() if name != baseline and baseline in chosen}
+    speedups = {name: runs.speedup(chosen[baseline], by_seed) for name, by_seed in others.items()}
     seeds, tune_seeds = sorted({p.seed for p in points}), sorted({p.seed for p in tune_points})
     summary = dict(baseline=baseline, seeds=seeds, tune_seeds=tune_seeds)
     summary |= dict(runs=rows, selection={}, speedup=speedups, step_time=step_time(seconds, baseline))
@@ -311,32 +297,33 @@ def format_summary(summary: dict) -> str:
     selection = summary["selection"]
     rows = [["optimizer", "lr", "seed", "final val loss", "status"]]
     for r in summary["runs"]:
-        rows.append([r["optimizer"], fmt_lr(r["lr"]), str(r["seed"]), fmt_loss(r["final_val_loss"]), r["status"]])
-    lines = ["runs (final val loss = the last eval, at max_iters)", table(rows), ""]
-    lines.append(f"learning rate: mean final val loss over seeds {join(tune)}")
+        loss = runs.fmt_loss(r["final_val_loss"])
+        rows.append([r["optimizer"], runs.fmt_lr(r["lr"]), str(r["seed"]), loss, r["status"]])
+    lines = ["runs (final val loss = the last eval, at max_iters)", runs.table(rows), ""]
+    lines.append(f"learning rate: mean final val loss over seeds {runs.join(tune)}")
     confirm = [s for s in seeds if s not in tune]
     if confirm:
-        lines.append(f"(seeds {join(confirm)} train each optimizer's selected lr only, --tune_seeds {len(tune)})")
+        lines.append(f"(seeds {runs.join(confirm)} train each optimizer's selected lr only, --tune_seeds {len(tune)})")
     rows = [["optimizer", "lr", "mean", "per seed", ""]]
     for name, sel in selection.items():
         for entry in sel["lrs"]:
             mean = entry["mean_val_loss"]
             mean = "incomplete" if mean is None else "diverged" if math.isinf(mean) else f"{mean:.4f}"
             best = "<- best" if entry["lr"] == sel["best_lr"] else ""
-            rows.append([name, fmt_lr(entry["lr"]), mean, " ".join(map(fmt_loss, entry["per_seed"])), best])
-    lines.append(table(rows))
+            rows.append([name, runs.fmt_lr(entry["lr"]), mean, " ".join(map(runs.fmt_loss, entry["per_seed"])), best])
+    lines.append(runs.table(rows))
     for name, sel in selection.items():
         if sel["best_lr"] is None:
             lines.append(f"{name}: no lr has a finished, finite run for every seed: nothing selected")
         else:
-            lines.append(f"{name}: best lr {fmt_lr(sel['best_lr'])}" + (f", {sel['edge']}" if sel["edge"] else ""))
+            lines.append(f"{name}: best lr {runs.fmt_lr(sel['best_lr'])}" + (f", {sel['edge']}" if sel["edge"] else ""))
     if baseline not in selection or selection[baseline]["best_lr"] is None:
         lines.append(f"no speedup: the baseline {baseline} has no selected lr")
     for name, result in summary["speedup"].items():
-        lr, base_lr = (fmt_lr(selection[n]["best_lr"]) for n in (name, baseline))
+        lr, base_lr = (runs.fmt_lr(selection[n]["best_lr"]) for n in (name, baseline))
         what = f"steps / tokens / seconds to first reach the final val loss of the {baseline} run of the same seed"
         lines += ["", f"speedup of {name} lr={lr} over {baseline} lr={base_lr}: {what}"]
-        lines.append(format_speedup(result, name, baseline, seeds))
+        lines.append(runs.format_speedup(result, name, baseline, seeds))
     if summary["step_time"]:
         fair = "the ratio is only as fair as the machine load was even across those runs"
         median = "median over each optimizer's finished runs (all lrs and seeds)"
@@ -345,7 +332,7 @@ def format_summary(summary: dict) -> str:
         for name, st in summary["step_time"].items():
             ratio = "-" if st["ratio"] is None else f"{st['ratio']:.2f}x"
             rows.append([name, str(st["n"]), f"{st['median']:.3f} s", f"{st['min']:.3f}-{st['max']:.3f} s", ratio])
-        lines.append(table(rows))
+        lines.append(runs.table(rows))
     return "\n".join(lines)
 
 
@@ -353,11 +340,11 @@ def write_outputs(summary: dict, chosen: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / SUMMARY_JSON]
     if summary["baseline"] in chosen:
-        runs = [run for name in chosen for run in chosen[name].values()]
+        best = [run for name in chosen for run in chosen[name].values()]
         base = chosen[summary["baseline"]][summary["seeds"][0]]
-        plot_runs(runs, base, summarize(runs, base), out / BEST_PNG)
+        runs.plot_runs(best, base, runs.summarize(best, base), out / BEST_PNG)
         written.append(out / BEST_PNG)
-    (out / SUMMARY_JSON).write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
+    (out / SUMMARY_JSON).write_text(json.dumps(runs.jsonable(summary), indent=2, allow_nan=False) + "\n")
     return written
 
 

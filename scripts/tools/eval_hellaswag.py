@@ -1,19 +1,34 @@
 """HellaSwag accuracy of a finished model: a run's newest checkpoint, a Hugging Face GPT-2 directory or an
-OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub).
+OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub); or with --bench (first), what
+an eval costs at a config's model size.
 
     python scripts/tools/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
     python scripts/tools/eval_hellaswag.py out/hf/sophiag                  # scripts/tools/export_hf.py's output
     python scripts/tools/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
+    python scripts/tools/eval_hellaswag.py --bench config/train_tiny_sophiag.py --examples 128
+    python scripts/tools/eval_hellaswag.py --bench config/train_gpt2_small_adamw.py --device=cuda --compile=True
 
 Scores the examples that data/hellaswag/prepare.py wrote (hellaswag.py defines the scorer) and
 prints acc, acc_norm, the number of examples and the time taken.
+
+--bench: milliseconds per example through the batched scorer as train.py runs it (tokens per forward
+pass = batch_size * block_size), on this machine. Config files and --key=value overrides are train.py's;
+the model has the config's shape and random weights (the cost does not depend on them). Examples come
+from --data when it exists, else --examples synthetic ones of random tokens (contexts of 20-60 tokens,
+endings of 10-30). Prints the median of --repeats timed evals (after one untimed warm-up eval), the
+padded tokens and the forward FLOPs (2 x parameters x padded tokens) per example.
 """
 
 import argparse
+import statistics
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 import hellaswag
@@ -21,9 +36,63 @@ import train
 from checkpoint import load_model
 from errors import UserError, run_cli
 from hf import RELEASES
+from model import GPT, PADDED_VOCAB_SIZE, config_from_dict
+
+
+def autocast_for(dtype: str, device: torch.device) -> tuple[str, Any]:
+    dtype = train.resolve_dtype(dtype, device)
+    return dtype, nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
+
+
+def synthetic_examples(n: int, seed: int = 0) -> list[hellaswag.Example]:
+    rng = np.random.default_rng(seed)
+
+    def tokens(lo: int, hi: int) -> np.ndarray:
+        return rng.integers(0, hellaswag.GPT2_VOCAB_SIZE, rng.integers(lo, hi + 1))
+
+    return [
+        hellaswag.Example(tokens(20, 60), [tokens(10, 30) for _ in range(4)], int(rng.integers(4))) for _ in range(n)
+    ]
+
+
+def bench(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="prepared HellaSwag file, if it exists")
+    p.add_argument("--examples", type=int, default=256, help="examples per timed eval")
+    p.add_argument("--repeats", type=int, default=3)
+    args, train_args = p.parse_known_args(argv)
+    if args.examples < 1 or args.repeats < 1:
+        raise UserError("--examples and --repeats must be >= 1")
+    cfg = train.parse_args(train_args)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    dtype, autocast = autocast_for(cfg.dtype, device)
+    real = Path(args.data).is_file()
+    examples = hellaswag.load(args.data, args.examples) if real else synthetic_examples(args.examples)
+    torch.manual_seed(0)
+    model = GPT(config_from_dict({**asdict(cfg), "vocab_size": PADDED_VOCAB_SIZE})).to(device)
+    scorer = torch.compile(model) if cfg.compile else model
+    tokens_per_forward = cfg.batch_size * cfg.block_size
+    plan = hellaswag.batches(examples, cfg.block_size, tokens_per_forward)
+    padded = sum(4 * per_batch * length for length, per_batch, _ in plan) / len(examples)
+    seconds = []
+    for _ in range(args.repeats + 1):  # the first is a warm-up: compilation, allocator
+        t0 = time.perf_counter()
+        hellaswag.evaluate(scorer, examples, cfg.block_size, tokens_per_forward, autocast, device)  # synchronizes
+        seconds.append(time.perf_counter() - t0)
+    ms = statistics.median(seconds[1:]) * 1000 / len(examples)
+    params = model.num_params(non_embedding=False)
+    shape = f"{params / 1e6:.1f}M parameters, block_size {cfg.block_size}, {tokens_per_forward:,} tokens per forward"
+    print(f"{shape}, {device} {dtype}{' compiled' if cfg.compile else ''}, {torch.get_num_threads()} threads")
+    padding = f"{padded:.0f} padded tokens and {2 * params * padded / 1e9:.2f} GFLOP (forward) per example"
+    print(f"{len(examples)} {'HellaSwag' if real else 'synthetic'} examples in {len(plan)} forward passes: {padding}")
+    rate = f"{ms * 10042 / 60000:.2f} min for the 10,042 validation examples at this rate"
+    print(f"{ms:.2f} ms per example (median of {args.repeats}), {rate}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--bench"]:
+        return bench(argv[1:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a run's out_dir, a Hugging Face GPT-2 directory, or gpt2 / gpt2-medium / ...")
     p.add_argument("--data", default=str(hellaswag.DEFAULT_DATA), help="the file data/hellaswag/prepare.py wrote")
@@ -45,8 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     hellaswag.check_vocab(vocab, what, "evaluate a model trained on GPT-2 tokens")
     model.to(args.device)
     device = torch.device(args.device)
-    dtype = train.resolve_dtype(args.dtype, device)
-    autocast = nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
+    dtype, autocast = autocast_for(args.dtype, device)
     scorer = torch.compile(model) if args.compile else model
     t0 = time.perf_counter()
     scores = hellaswag.evaluate(scorer, examples, model.config.block_size, args.batch_tokens, autocast, device)
