@@ -3,7 +3,7 @@
 # gradient clipping at 1.0. A config composes it with a size (config/gpt2_<size>.py) and an optimizer
 # (config/<optimizer>.py); every source of a value is in docs/scaling.md.
 wandb_log = True
-dataset = 'openwebtext'
+dataset = "openwebtext"
 dropout = 0.0
 bias = False
 total_batch_size = 480

@@ -10,7 +10,7 @@ n_layer = 48
 n_head = 24
 n_embd = 1536
 scale_attn_by_inverse_layer_idx = True  # as in the official large config (stabilises deep GPT-2s)
-parallelism = 'fsdp'
+parallelism = "fsdp"
 batch_size = 8  # 512 sequences per step = 8 GPUs x 8 micro-steps x 8
 total_batch_size = 512
 max_iters = 200000

@@ -6,8 +6,8 @@
 # (optimizers.GatheredMuon).
 from config.adamw import beta1, beta2, weight_decay as muon_adamw_weight_decay
 
-optimizer_name = 'muon'
+optimizer_name = "muon"
 learning_rate = 0.02
 weight_decay = 0.01
 muon_momentum = 0.95
-muon_adjust_lr_fn = 'original'
+muon_adjust_lr_fn = "original"

@@ -2,7 +2,7 @@
 # the regime where an optimizer comparison means something on a CPU. 4 layers x 128 wide on an
 # 80-character vocabulary: 0.80M parameters, 99% of them in the transformer blocks. 1000 steps of
 # 32 x 64 characters; the four optimizers' configs share model, batch, data and seed.
-dataset = 'shakespeare_char'
+dataset = "shakespeare_char"
 n_layer = 4
 n_head = 4
 n_embd = 128

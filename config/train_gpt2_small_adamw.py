@@ -3,6 +3,6 @@
 from config.adamw import *
 from config.gpt2_small import *
 
-out_dir = 'out/gpt2_small_adamw'
-wandb_run_name = 'gpt2-small-adamw'
+out_dir = "out/gpt2_small_adamw"
+wandb_run_name = "gpt2-small-adamw"
 learning_rate = 6e-4

@@ -3,7 +3,7 @@
 from config.gpt2_small import *
 from config.sophiag import *
 
-out_dir = 'out/gpt2_small_sophiag'
-wandb_run_name = 'gpt2-small-sophiag'
+out_dir = "out/gpt2_small_sophiag"
+wandb_run_name = "gpt2-small-sophiag"
 learning_rate = 6e-4
 rho = 0.05

@@ -4,5 +4,5 @@ from config.gpt2_xl import *
 from config.muon import *
 from config.train_gpt2_xl_adamw import learning_rate as muon_adamw_lr
 
-out_dir = 'out/gpt2_xl_muon'
-wandb_run_name = 'gpt2-xl-muon'
+out_dir = "out/gpt2_xl_muon"
+wandb_run_name = "gpt2-xl-muon"

@@ -3,8 +3,8 @@
 from config.gpt2_xl import *
 from config.sophiag import *
 
-out_dir = 'out/gpt2_xl_sophiag'
-wandb_run_name = 'gpt2-xl-sophiag'
+out_dir = "out/gpt2_xl_sophiag"
+wandb_run_name = "gpt2-xl-sophiag"
 # The official README's Sophia-G command for this model: lr 2.5e-4, weight decay 0.15, min lr ratio
 # 0.02. rho 0.04 from the official repo's issue #15 (its answer for 1.5B; it also suggests lr 2e-4:
 # we keep the README's command, the one that was run).

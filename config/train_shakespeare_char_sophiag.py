@@ -3,7 +3,7 @@
 from config.shakespeare_char import *
 from config.sophiag import *
 
-out_dir = 'out/shakespeare_char_sophiag'
+out_dir = "out/shakespeare_char_sophiag"
 learning_rate = 1e-3  # tuned: the best of 3e-4, 1e-3, 3e-3 at rho 0.1 (docs/results.md)
 rho = 0.1  # tuned so that train/win_rate stays inside the official 0.1-0.5 band (docs/results.md)
 # The Hessian EMA starts at 0 and after r refreshes holds 1 - beta2^r of its stationary weight. The

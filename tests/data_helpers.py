@@ -1,5 +1,6 @@
 """Helpers for the data tests (test_data.py, test_fineweb_edu.py): the prepare scripts run as
 subprocesses (in conftest's offline `env`), and checks of their outputs and one-line errors."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,9 @@ import numpy as np
 
 
 def run(env, *cmd, **extra_env):
-    return subprocess.run([sys.executable, *map(str, cmd)], capture_output=True, text=True,
-                          env={**env, **extra_env}, timeout=300)
+    return subprocess.run(
+        [sys.executable, *map(str, cmd)], capture_output=True, text=True, env={**env, **extra_env}, timeout=300
+    )
 
 
 def read_bin(path):

@@ -1,5 +1,6 @@
 """Run under torchrun (2 CPU ranks): one Muon step on FSDP-sharded matrices, by GatheredMuon and by
 torch.optim.Muon as it is, against torch.optim.Muon on the unsharded model; prints JSON (rank 0)."""
+
 import copy
 import json
 

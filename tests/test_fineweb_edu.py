@@ -1,6 +1,7 @@
 """data/fineweb_edu/prepare.py on local parquet shards in FineWeb-Edu's published format: bins and meta,
 the documented validation slice, EOT after every document, the OpenWebText prepare's re-run rules, one-line
 errors, and train.py reading the result. Offline, like tests/test_data.py (whose environment it uses)."""
+
 import json
 
 import numpy as np
@@ -18,11 +19,18 @@ PREPARE = REPO / "data" / "fineweb_edu" / "prepare.py"
 def fineweb_rows(texts, start=0):
     """Rows with every column of FineWeb-Edu's parquet shards."""
     n = len(texts)
-    return {"text": texts, "id": [f"<urn:uuid:{start + i:08d}>" for i in range(n)], "dump": ["CC-MAIN-2024-10"] * n,
-            "url": [f"https://example.org/{start + i}" for i in range(n)],
-            "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
-            "language": ["en"] * n, "language_score": [0.95] * n, "token_count": [len(t.split()) for t in texts],
-            "score": [3.2] * n, "int_score": [3] * n}
+    return {
+        "text": texts,
+        "id": [f"<urn:uuid:{start + i:08d}>" for i in range(n)],
+        "dump": ["CC-MAIN-2024-10"] * n,
+        "url": [f"https://example.org/{start + i}" for i in range(n)],
+        "file_path": ["s3://commoncrawl/crawl-data/CC-MAIN-2024-10/segments/x.warc.gz"] * n,
+        "language": ["en"] * n,
+        "language_score": [0.95] * n,
+        "token_count": [len(t.split()) for t in texts],
+        "score": [3.2] * n,
+        "int_score": [3] * n,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +40,10 @@ def shards(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("fineweb_edu") / "sample" / "10BT"
     folder.mkdir(parents=True)
-    docs = [f"Lesson {i}. " + "Photosynthesis turns light into sugar. " * (i % 5 + 1) + "naïve café 🙂" * (i % 2)
-            for i in range(24)]
+    docs = [
+        f"Lesson {i}. " + "Photosynthesis turns light into sugar. " * (i % 5 + 1) + "naïve café 🙂" * (i % 2)
+        for i in range(24)
+    ]
     Dataset.from_dict(fineweb_rows(docs[:14])).to_parquet(str(folder / "000_00000.parquet"))
     Dataset.from_dict(fineweb_rows(docs[14:], 14)).to_parquet(str(folder / "001_00000.parquet"))
     return folder, docs
@@ -88,25 +98,36 @@ def test_rerun_skips_another_split_is_refused_incomplete_is_rebuilt(env, shards,
     assert (out / "train.bin").read_bytes() == good
 
 
-@pytest.mark.parametrize("case, fragments", [
-    ("val_takes_everything", ["has 24 documents, not more than --val_docs=24", "lower --val_docs"]),
-    ("max_docs_too_small", ["--max_docs=3 leaves no training documents", "--val_docs=5"]),
-    ("hub_offline", ["cannot reach the Hugging Face Hub", "--data_path"]),
-])
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("val_takes_everything", ["has 24 documents, not more than --val_docs=24", "lower --val_docs"]),
+        ("max_docs_too_small", ["--max_docs=3 leaves no training documents", "--val_docs=5"]),
+        ("hub_offline", ["cannot reach the Hugging Face Hub", "--data_path"]),
+    ],
+)
 def test_bad_input_is_one_line_error(env, shards, tmp_path, case, fragments):
     folder, _ = shards
     out = tmp_path / "out"
-    args = {"val_takes_everything": ["--data_path", folder, "--val_docs", "24"],
-            "max_docs_too_small": ["--data_path", folder, "--val_docs", "5", "--max_docs", "3"],
-            "hub_offline": []}[case]
+    args = {
+        "val_takes_everything": ["--data_path", folder, "--val_docs", "24"],
+        "max_docs_too_small": ["--data_path", folder, "--val_docs", "5", "--max_docs", "3"],
+        "hub_offline": [],
+    }[case]
     assert_one_line_error(run(env, PREPARE, *args, "--out_dir", out), *fragments)
     assert leftovers(out) == []
 
 
 @pytest.mark.skipif((REPO / "data" / "fineweb_edu" / "train.bin").exists(), reason="FineWeb-Edu is prepared here")
 def test_gpt2_config_with_dataset_fineweb_edu_reads_data_fineweb_edu(tmp_path):
-    cfg = train.parse_args([str(REPO / "config" / "train_gpt2_small_sophiag.py"), "--dataset=fineweb_edu",
-                            "--device=cpu", f"--out_dir={tmp_path}"])
+    cfg = train.parse_args(
+        [
+            str(REPO / "config" / "train_gpt2_small_sophiag.py"),
+            "--dataset=fineweb_edu",
+            "--device=cpu",
+            f"--out_dir={tmp_path}",
+        ]
+    )
     fix = r"data/fineweb_edu/train.bin not found: run `python data/fineweb_edu/prepare.py`"
     with pytest.raises(UserError, match=fix):
         train.setup(cfg, train.setup_distributed(cfg), print)

@@ -1,5 +1,6 @@
 """scripts/bench/gpu_check.py, the one command a GPU gets: its whole code path (--smoke: every step on the
 CPU at a tiny size) on prepared GPT-2 bins, the report it writes, and the budget that skips what does not fit."""
+
 import json
 import subprocess
 import sys
@@ -14,8 +15,13 @@ STEPS = ["a", "b", "c", "d", "e1", "e2", "e3", "e4"]
 
 
 def run_gpu_check(out, *args):
-    return subprocess.run([sys.executable, "-m", "scripts.bench.gpu_check", "--out", str(out), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.bench.gpu_check", "--out", str(out), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_smoke_on_prepared_bins_runs_every_step_and_reports_every_number(shakespeare, tmp_path):

@@ -2,6 +2,7 @@
 per-example computation, a model that memorised the fixture, 2 gloo ranks against 1 process through
 train.py, no recompilation after the first eval under torch.compile, the eval script on a checkpoint and
 an exported Hugging Face directory, and one-line errors. Tiny models (1 layer, 32 wide) throughout."""
+
 import json
 import random
 import subprocess
@@ -37,10 +38,24 @@ def fixture_examples(n=13, seed=0):
     for i in range(n):
         ctx = " ".join(rng.choice(FILLER) for _ in range(rng.choice([4, 10, 25, 45, 80]))).capitalize() + "."
         label = rng.randrange(4)
-        endings = [" ".join(rng.choice(RIGHT if k == label else WRONG) for _ in range(rng.randint(2, 12))) + "."
-                   for k in range(4)]
-        out.append({"ind": i, "activity_label": "Fixture", "ctx_a": ctx, "ctx_b": "", "ctx": ctx, "split": "val",
-                    "split_type": "indomain", "label": label, "endings": endings, "source_id": f"fixture~{i}"})
+        endings = [
+            " ".join(rng.choice(RIGHT if k == label else WRONG) for _ in range(rng.randint(2, 12))) + "."
+            for k in range(4)
+        ]
+        out.append(
+            {
+                "ind": i,
+                "activity_label": "Fixture",
+                "ctx_a": ctx,
+                "ctx_b": "",
+                "ctx": ctx,
+                "split": "val",
+                "split_type": "indomain",
+                "label": label,
+                "endings": endings,
+                "source_id": f"fixture~{i}",
+            }
+        )
     return out
 
 
@@ -50,8 +65,9 @@ def write_jsonl(path, rows):
 
 
 def prepare(*args):
-    return subprocess.run([sys.executable, str(PREPARE), *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(PREPARE), *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def assert_one_line(result, status, *fragments):
@@ -86,6 +102,7 @@ def tiny_model(seed=0):
 # -----------------------------------------------------------------------------
 # prepare
 
+
 def test_prepare_tokenizes_context_and_spaced_endings(prepared, examples):
     rows, npz = prepared
     enc = get_gpt2_encoding()
@@ -105,12 +122,13 @@ def test_prepare_tokenizes_context_and_spaced_endings(prepared, examples):
 # -----------------------------------------------------------------------------
 # the scorer
 
+
 def direct_losses(model, example):
     """Per ending: (summed, mean) cross-entropy over its tokens, one unpadded row at a time, in float64."""
     out = []
     for ending in example.endings:
-        row = torch.tensor(np.concatenate([example.ctx, ending])[-(BLOCK + 1):])
-        logits = model(row[None, :-1])[0][0, :, :hellaswag.GPT2_VOCAB_SIZE].double()
+        row = torch.tensor(np.concatenate([example.ctx, ending])[-(BLOCK + 1) :])
+        logits = model(row[None, :-1])[0][0, :, : hellaswag.GPT2_VOCAB_SIZE].double()
         n = min(len(ending), len(row) - 1)
         losses = F.cross_entropy(logits[-n:], row[-n:], reduction="none")
         out.append((losses.sum().item(), losses.mean().item()))
@@ -138,11 +156,11 @@ def test_batched_scorer_equals_direct_computation(examples):
 def test_memorised_fixture_picks_its_right_endings(examples):
     """Trained only on each context followed by its right ending, the model scores every example right."""
     model, block = tiny_model(1), BLOCK // 2  # rows cut to 33 tokens: half the compute
-    rows = [np.concatenate([ex.ctx, ex.endings[ex.label]])[-(block + 1):] for ex in examples]
+    rows = [np.concatenate([ex.ctx, ex.endings[ex.label]])[-(block + 1) :] for ex in examples]
     x = torch.zeros(len(rows), block, dtype=torch.long)
     y = torch.full((len(rows), block), -1)
     for i, row in enumerate(rows):
-        x[i, :len(row) - 1], y[i, :len(row) - 1] = torch.from_numpy(row[:-1]), torch.from_numpy(row[1:])
+        x[i, : len(row) - 1], y[i, : len(row) - 1] = torch.from_numpy(row[:-1]), torch.from_numpy(row[1:])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
     before = hellaswag.evaluate(model, examples, block, 1024)
     for _ in range(STEPS):
@@ -150,8 +168,10 @@ def test_memorised_fixture_picks_its_right_endings(examples):
         F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1).backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert hellaswag.evaluate(model, examples, block, 1024) == {"eval/hellaswag_acc": 1.0,
-                                                                 "eval/hellaswag_acc_norm": 1.0}
+    assert hellaswag.evaluate(model, examples, block, 1024) == {
+        "eval/hellaswag_acc": 1.0,
+        "eval/hellaswag_acc_norm": 1.0,
+    }
     assert before["eval/hellaswag_acc_norm"] < 1.0
     assert model.training
 
@@ -174,11 +194,22 @@ def test_nothing_recompiles_after_the_first_eval(examples):
 # -----------------------------------------------------------------------------
 # in the training loop, on 1 process and 2 gloo ranks; the eval script
 
+
 def loop_args(data, out, npz, **overrides):
     # 4 sequences of 32 tokens per forward: 1 example per pass, 13 passes, so one rank of two runs an
     # extra, uncounted pass
-    return tiny_args(data, out, **{"hellaswag_interval": 2, "hellaswag_data": npz, "max_iters": 2,
-                                   "eval_interval": 1, "optimizer_name": "adamw", **overrides})
+    return tiny_args(
+        data,
+        out,
+        **{
+            "hellaswag_interval": 2,
+            "hellaswag_data": npz,
+            "max_iters": 2,
+            "eval_interval": 1,
+            "optimizer_name": "adamw",
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +220,11 @@ def one_process(shakespeare, prepared, tmp_path_factory):
 
 
 def hellaswag_rows(out):
-    return [{k: r[k] for k in ("iter", "eval/hellaswag_acc", "eval/hellaswag_acc_norm")}
-            for r in metrics_rows(out) if "eval/hellaswag_acc" in r]
+    return [
+        {k: r[k] for k in ("iter", "eval/hellaswag_acc", "eval/hellaswag_acc_norm")}
+        for r in metrics_rows(out)
+        if "eval/hellaswag_acc" in r
+    ]
 
 
 def test_loop_logs_accuracy_and_its_time(one_process):
@@ -209,8 +243,7 @@ def test_two_gloo_ranks_give_the_accuracy_of_one_process(one_process, shakespear
 def test_eval_script_on_a_checkpoint_and_an_exported_directory(one_process, prepared, tmp_path, capsys):
     out, _ = one_process
     last = hellaswag_rows(out)[-1]
-    expected = (f"acc {last['eval/hellaswag_acc']:.4f} acc_norm {last['eval/hellaswag_acc_norm']:.4f} "
-                f"on 13 examples")
+    expected = f"acc {last['eval/hellaswag_acc']:.4f} acc_norm {last['eval/hellaswag_acc_norm']:.4f} on 13 examples"
     assert eval_hellaswag.cli([str(out), "--data", str(prepared[1]), "--device", "cpu"]) == 0
     assert "ckpt_00000002.pt (iter 2): " + expected in capsys.readouterr().out
     model, _, _ = eval_hellaswag.load_model(str(out))
@@ -224,13 +257,17 @@ def test_eval_script_on_a_checkpoint_and_an_exported_directory(one_process, prep
 # -----------------------------------------------------------------------------
 # one-line errors
 
-@pytest.mark.parametrize("case, fragments", [
-    ("missing_file", ["does not exist", "--data_path"]),
-    ("malformed_line", [":2: not valid JSON", "fix or delete that line"]),
-    ("label_outside", [":1: label 4 is not", "(0-3)"]),
-    ("empty_ending", [":1: ending 2 has no tokens"]),
-    ("three_endings", [":1: an example needs ctx (text), endings (4 texts) and label"]),
-])
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("missing_file", ["does not exist", "--data_path"]),
+        ("malformed_line", [":2: not valid JSON", "fix or delete that line"]),
+        ("label_outside", [":1: label 4 is not", "(0-3)"]),
+        ("empty_ending", [":1: ending 2 has no tokens"]),
+        ("three_endings", [":1: an example needs ctx (text), endings (4 texts) and label"]),
+    ],
+)
 def test_bad_jsonl_is_one_line(tmp_path, case, fragments):
     good = fixture_examples(2)
     rows = {
@@ -247,11 +284,22 @@ def test_bad_jsonl_is_one_line(tmp_path, case, fragments):
 
 def test_char_level_dataset_or_model_is_one_line(prepared, tmp_path):
     (tmp_path / "input.txt").write_text("To be, or not to be, that is the question.\n" * 200)
-    subprocess.run([sys.executable, str(REPO / "data" / "shakespeare_char" / "prepare.py"), "--input",
-                    str(tmp_path / "input.txt"), "--out_dir", str(tmp_path / "char")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "data" / "shakespeare_char" / "prepare.py"),
+            "--input",
+            str(tmp_path / "input.txt"),
+            "--out_dir",
+            str(tmp_path / "char"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     result = run_train(loop_args(tmp_path / "char", tmp_path / "out", prepared[1]), check=False)
-    assert_one_line(result, 2, "HellaSwag is scored in GPT-2 tokens", "a vocabulary of 17 characters",
-                    "hellaswag_interval=0")
+    assert_one_line(
+        result, 2, "HellaSwag is scored in GPT-2 tokens", "a vocabulary of 17 characters", "hellaswag_interval=0"
+    )
     with pytest.raises(UserError, match="scored in GPT-2 tokens but x uses a vocabulary of 2 characters"):
         hellaswag.check_vocab({"tokenizer": "char", "chars": "ab"}, "x", "fix")
 

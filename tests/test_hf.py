@@ -1,5 +1,6 @@
 """Hugging Face GPT-2 formats: a run exports to a transformers model with the same logits, and an
 exported directory trains, resumes and samples through init_from; mistakes are one line."""
+
 import json
 import os
 import shutil
@@ -76,9 +77,11 @@ def hf_dir(run_dir, tmp_path_factory):
     return hf
 
 
-@pytest.mark.parametrize("kw", [dict(bias=True), dict(bias=False),
-                                dict(bias=False, scale_attn_by_inverse_layer_idx=True)],
-                         ids=["bias", "no_bias", "scale_attn_by_inverse_layer_idx"])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(bias=True), dict(bias=False), dict(bias=False, scale_attn_by_inverse_layer_idx=True)],
+    ids=["bias", "no_bias", "scale_attn_by_inverse_layer_idx"],
+)
 def test_export_logits_equal_ours_and_load_back(kw, tmp_path):
     model = perturbed_gpt(**kw)
     save_hf(model, tmp_path)
@@ -94,8 +97,14 @@ def test_export_logits_equal_ours_and_load_back(kw, tmp_path):
 
 def test_export_script_writes_a_transformers_model_of_the_run(run_dir, hf_dir, capsys):
     names = {p.name for p in hf_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "vocab.json", "merges.txt"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+    } <= names
     assert not [p for p in hf_dir.parent.iterdir() if p.name.startswith(".")]  # no staging dir left
     ckpt = torch.load(sorted(run_dir.glob("ckpt_*.pt"))[-1], weights_only=True)
     model = GPT(GPTConfig(**ckpt["model_args"])).eval()
@@ -104,8 +113,9 @@ def test_export_script_writes_a_transformers_model_of_the_run(run_dir, hf_dir, c
     idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 32), generator=torch.Generator().manual_seed(2))
     hf = GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     torch.testing.assert_close(logits_of(hf, idx), logits_of(model, idx), rtol=0, atol=1e-4)
-    greedy = hf.generate(idx[:1, :8], max_new_tokens=8, do_sample=False,
-                         attention_mask=torch.ones(1, 8, dtype=torch.long))
+    greedy = hf.generate(
+        idx[:1, :8], max_new_tokens=8, do_sample=False, attention_mask=torch.ones(1, 8, dtype=torch.long)
+    )
     assert torch.equal(greedy, model.generate(idx[:1, :8], 8, temperature=0, vocab_size=GPT2_VOCAB_SIZE))
     # a second export into the same directory needs --force
     code, _, err = run_cli(export_hf.cli, capsys, [str(run_dir), str(hf_dir)])
@@ -126,14 +136,27 @@ def test_train_from_exported_dir_learns_and_resumes(hf_dir, shakespeare, tmp_pat
     """A user's command line: the model's shape comes from the directory, not from n_layer & co
     (left at their 12-layer defaults); the run resumes, and so does a resumed one."""
     shape_keys = ("--n_layer=", "--n_head=", "--n_embd=")
-    args = [a for a in tiny_args(shakespeare, tmp_path, init_from=str(hf_dir), max_iters=4, eval_interval=2,
-                                 warmup_iters=1, optimizer_name="adamw", learning_rate=1e-2)
-            if not a.startswith(shape_keys)]
+    args = [
+        a
+        for a in tiny_args(
+            shakespeare,
+            tmp_path,
+            init_from=str(hf_dir),
+            max_iters=4,
+            eval_interval=2,
+            warmup_iters=1,
+            optimizer_name="adamw",
+            learning_rate=1e-2,
+        )
+        if not a.startswith(shape_keys)
+    ]
     train.main(args)
     evals = [r["val/loss"] for r in metrics_rows(tmp_path) if "val/loss" in r]
     assert evals[-1] < evals[0] - 0.1, evals
-    resume = [a for a in args if not a.startswith(("--init_from=", "--max_iters="))] + ["--init_from=auto",
-                                                                                       "--max_iters=6"]
+    resume = [a for a in args if not a.startswith(("--init_from=", "--max_iters="))] + [
+        "--init_from=auto",
+        "--max_iters=6",
+    ]
     train.main(resume)
     ckpt = torch.load(sorted(tmp_path.glob("ckpt_*.pt"))[-1], weights_only=True)
     assert ckpt["iter"] == 6 and ckpt["config"]["init_from"] == "auto"
@@ -143,8 +166,11 @@ def test_train_from_exported_dir_learns_and_resumes(hf_dir, shakespeare, tmp_pat
 
 
 def test_sample_from_exported_dir(hf_dir, capsys):
-    code, out, err = run_cli(sample.cli, capsys, [f"--init_from={hf_dir}", "--start=ROMEO:", "--num_samples=1",
-                                                  "--max_new_tokens=8", "--device=cpu"])
+    code, out, err = run_cli(
+        sample.cli,
+        capsys,
+        [f"--init_from={hf_dir}", "--start=ROMEO:", "--num_samples=1", "--max_new_tokens=8", "--device=cpu"],
+    )
     assert code == 0, err
     text = out.split("---------------")[0]
     assert text.startswith("ROMEO:") and len(text.strip()) > len("ROMEO:")
@@ -213,8 +239,11 @@ def test_release_name_loads_from_the_cache_without_network(hf_dir, tmp_path, cap
     (tmp_path / "models--gpt2" / "refs").mkdir()
     (tmp_path / "models--gpt2" / "refs" / "main").write_text("0" * 40)
     hub(monkeypatch, tmp_path, offline=True)
-    code, out, err = run_cli(sample.cli, capsys, ["--init_from=gpt2", "--start=ROMEO:", "--num_samples=1",
-                                                  "--max_new_tokens=4", "--device=cpu"])
+    code, out, err = run_cli(
+        sample.cli,
+        capsys,
+        ["--init_from=gpt2", "--start=ROMEO:", "--num_samples=1", "--max_new_tokens=4", "--device=cpu"],
+    )
     assert code == 0 and out.startswith("ROMEO:"), err
 
 
@@ -231,8 +260,14 @@ def test_release_name_fails_fast_when_the_hub_is_unreachable(tmp_path, capsys, m
 def test_release_name_offline_is_one_line(tmp_path):
     """As a new user runs it: `python sample.py --init_from=gpt2` with HF_HUB_OFFLINE=1 and an empty HF_HOME."""
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, str(REPO / "sample.py"), "--init_from=gpt2"], cwd=REPO,
-                         capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "sample.py"), "--init_from=gpt2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert_one_error_line(out.returncode, out.stderr, "gpt2 is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
 
 

@@ -1,5 +1,6 @@
 """The character-level path: prepare (round trip and one-line errors), train, resume and sample on
 it, and the refusals where a GPT-2 vocabulary is needed."""
+
 import json
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from errors import UserError
 from tests.helpers import REPO, run_train, tiny_args
 
 PREPARE = REPO / "data" / "shakespeare_char" / "prepare.py"
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-        "All:\nSpeak, speak. \u2014 caf\u00e9 \u00e6\n") * 40
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak. \u2014 caf\u00e9 \u00e6\n"
+) * 40
 
 
 def prepare(*args):
@@ -49,12 +51,15 @@ def test_rerun_skips_and_another_text_is_refused_without_overwrite(char_data, tm
     assert other.returncode == 2 and "--overwrite" in other.stderr and len(other.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"caf\xe9 au lait\n", "is not UTF-8"),
-    ("".join(map(chr, range(0x10000, 0x10000 + 2 ** 16 + 1))).encode(), "more than the 65,536"),
-    (b"x", "too few to split"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"caf\xe9 au lait\n", "is not UTF-8"),
+        ("".join(map(chr, range(0x10000, 0x10000 + 2**16 + 1))).encode(), "more than the 65,536"),
+        (b"x", "too few to split"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, content, message):
     (tmp_path / "in.txt").write_bytes(content)
     out = prepare("--input", tmp_path / "in.txt", "--out_dir", tmp_path / "data")
@@ -91,24 +96,37 @@ def test_the_model_is_sized_by_the_dataset_vocabulary_and_the_checkpoint_carries
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(char_data, char_run, tmp_path):
     train.main(tiny_args(char_data, tmp_path / "split", max_iters=3, eval_interval=3, block_size=16))
-    train.main(tiny_args(char_data, tmp_path / "split", max_iters=6, eval_interval=3, block_size=16,
-                         init_from="auto"))
+    train.main(tiny_args(char_data, tmp_path / "split", max_iters=6, eval_interval=3, block_size=16, init_from="auto"))
     whole = torch.load(char_run / "ckpt_00000006.pt", weights_only=False)["model"]
     resumed = torch.load(tmp_path / "split" / "ckpt_00000006.pt", weights_only=False)["model"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
 def test_sample_prints_characters_of_the_vocabulary(char_data, char_run):
-    out = run_train(["--out_dir", str(char_run), "--start", "All:", "--num_samples", "1",
-                     "--max_new_tokens", "30", "--device", "cpu"], script=REPO / "sample.py")
+    out = run_train(
+        [
+            "--out_dir",
+            str(char_run),
+            "--start",
+            "All:",
+            "--num_samples",
+            "1",
+            "--max_new_tokens",
+            "30",
+            "--device",
+            "cpu",
+        ],
+        script=REPO / "sample.py",
+    )
     text = out.stdout.split("---------------")[0]
     assert text.startswith("All:") and len(text.rstrip("\n")) >= 4
     assert set(text) <= set(TEXT)
 
 
 def test_sample_refuses_a_character_outside_the_vocabulary(char_run):
-    out = run_train(["--out_dir", str(char_run), "--start", "Zebra", "--device", "cpu"], script=REPO / "sample.py",
-                    check=False)
+    out = run_train(
+        ["--out_dir", str(char_run), "--start", "Zebra", "--device", "cpu"], script=REPO / "sample.py", check=False
+    )
     assert out.returncode == 2 and "not in the model's" in out.stderr and len(out.stderr.splitlines()) == 2
     assert out.stderr.splitlines()[0].startswith("loaded ")  # the line naming the checkpoint, then the error
 

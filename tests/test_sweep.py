@@ -1,5 +1,6 @@
 """scripts/experiments/sweep.py: lr selection and per-seed speedup on known losses, and a real (minuscule)
 sweep through train.py: its outputs, resuming, skipping, failures and bad input."""
+
 import contextlib
 import io
 import json
@@ -18,9 +19,20 @@ from tests.helpers import REPO, make_run, write_run
 ADAMW, SOPHIAG = (str(REPO / "config" / f"train_tiny_{o}.py") for o in ("adamw", "sophiag"))
 # one thread per run: two threads on a busy 2-core machine are several times slower
 LAUNCHER = f"env OMP_NUM_THREADS=1 {shlex.quote(sys.executable)}"
-MINUSCULE = ["n_layer=1", "n_embd=16", "n_head=2", "block_size=16", "batch_size=4",
-             "total_batch_size=4", "max_iters=6", "eval_interval=3", "eval_iters=1",
-             "log_interval=1", "warmup_iters=1", "device=cpu"]
+MINUSCULE = [
+    "n_layer=1",
+    "n_embd=16",
+    "n_head=2",
+    "block_size=16",
+    "batch_size=4",
+    "total_batch_size=4",
+    "max_iters=6",
+    "eval_interval=3",
+    "eval_iters=1",
+    "log_interval=1",
+    "warmup_iters=1",
+    "device=cpu",
+]
 
 
 def write_point(root, optimizer, lr, seed, evals, max_iters=200):
@@ -30,6 +42,7 @@ def write_point(root, optimizer, lr, seed, evals, max_iters=200):
 
 
 # --------------------------------------------------------------------------- selection
+
 
 def test_select_lr_takes_the_lowest_mean_over_seeds_not_the_single_best_run():
     sel = select_lr({1e-3: [5.0, 5.2], 3e-3: [4.8, 4.9], 1e-2: [4.7, 5.3]})
@@ -58,18 +71,25 @@ def test_select_lr_skips_unfinished_lrs_and_ranks_diverged_ones_last():
 
 # --------------------------------------------------------------------------- speedup
 
-BASELINES = {0: make_run("adamw", [(0, 10.0), (100, 5.0), (200, 4.0)]),   # target 4.0
-             1: make_run("adamw", [(0, 10.0), (100, 6.0), (200, 4.5)])}   # target 4.5
+BASELINES = {
+    0: make_run("adamw", [(0, 10.0), (100, 5.0), (200, 4.0)]),  # target 4.0
+    1: make_run("adamw", [(0, 10.0), (100, 6.0), (200, 4.5)]),
+}  # target 4.5
 
 
 def test_speedup_compares_each_seed_with_the_baseline_of_the_same_seed():
-    sophia = {0: make_run("sophiag", [(0, 10.0), (100, 4.5), (200, 3.5)], tokens_per_iter=110),
-              1: make_run("sophiag", [(0, 10.0), (100, 4.5), (200, 4.0)], tokens_per_iter=110)}
+    sophia = {
+        0: make_run("sophiag", [(0, 10.0), (100, 4.5), (200, 3.5)], tokens_per_iter=110),
+        1: make_run("sophiag", [(0, 10.0), (100, 4.5), (200, 4.0)], tokens_per_iter=110),
+    }
     result = speedup(BASELINES, sophia)
     seed0, seed1 = result["per_seed"]
     # seed 0: 4.0 is halfway between the evals at 100 (4.5) and 200 (3.5)
-    assert (seed0["target"], seed0["to_target"].steps, seed0["baseline_to_target"].steps) == \
-        (4.0, pytest.approx(150.0), 200.0)
+    assert (seed0["target"], seed0["to_target"].steps, seed0["baseline_to_target"].steps) == (
+        4.0,
+        pytest.approx(150.0),
+        200.0,
+    )
     assert seed0["ratio"].steps == pytest.approx(0.75)
     assert seed0["ratio"].tokens == pytest.approx(0.75 * 1.1)  # Hessian tokens count
     # seed 1 hits its own baseline's 4.5 at 100 steps; seed 0's target (4.0) would give 1.0x
@@ -82,8 +102,10 @@ def test_speedup_compares_each_seed_with_the_baseline_of_the_same_seed():
 
 
 def test_speedup_not_reached_is_reported_as_such_never_as_a_number():
-    sophia = {0: make_run("sophiag", [(0, 10.0), (100, 4.5), (200, 3.5)]),
-              1: make_run("sophiag", [(0, 10.0), (100, 5.0), (200, 4.6)])}  # stops above 4.5
+    sophia = {
+        0: make_run("sophiag", [(0, 10.0), (100, 4.5), (200, 3.5)]),
+        1: make_run("sophiag", [(0, 10.0), (100, 5.0), (200, 4.6)]),
+    }  # stops above 4.5
     result = speedup(BASELINES, sophia)
     assert result["per_seed"][1]["reached"] is False
     assert result["per_seed"][1]["ratio"].steps is None
@@ -95,9 +117,13 @@ def test_speedup_not_reached_is_reported_as_such_never_as_a_number():
 
 def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_path):
     losses = {  # (optimizer, lr) -> final val loss of seed 0, seed 1
-        ("adamw", 1e-3): (4.6, 4.7), ("adamw", 3e-3): (4.0, 4.5), ("adamw", 1e-2): (4.3, 4.4),
-        ("sophiag", 1e-3): (4.2, 4.3), ("sophiag", 3e-3): (3.5, 4.6),
-        ("sophiag", 1e-2): (None, 4.0)}
+        ("adamw", 1e-3): (4.6, 4.7),
+        ("adamw", 3e-3): (4.0, 4.5),
+        ("adamw", 1e-2): (4.3, 4.4),
+        ("sophiag", 1e-3): (4.2, 4.3),
+        ("sophiag", 3e-3): (3.5, 4.6),
+        ("sophiag", 1e-2): (None, 4.0),
+    }
     points = []
     for seed in (0, 1):
         for (optimizer, lr), finals in losses.items():
@@ -136,14 +162,20 @@ def test_analyze_synthetic_sweep_selects_reports_and_writes_json_and_png(tmp_pat
 
 def test_analyze_with_tuning_seeds_selects_on_them_and_measures_every_seed(tmp_path):
     """--tune_seeds 1: seed 0 trains the grid and picks the lr, seeds 1 and 2 only train it."""
-    tune = [write_point(tmp_path, "adamw", lr, 0, [(0, 10.0), (100, 5.0), (200, final)])
-            for lr, final in ((1e-3, 4.6), (3e-3, 4.0), (1e-2, 4.3))]
-    tune += [write_point(tmp_path, "muon", lr, 0, [(0, 10.0), (100, 4.5), (200, final)])
-             for lr, final in ((1e-2, 3.9), (3e-2, 3.6), (1e-1, 3.8))]
-    confirm = [write_point(tmp_path, "adamw", 3e-3, 1, [(0, 10.0), (100, 5.0), (200, 4.2)]),
-               write_point(tmp_path, "muon", 3e-2, 1, [(0, 10.0), (100, 4.0), (200, 3.7)]),
-               write_point(tmp_path, "adamw", 3e-3, 2, [(0, 10.0), (100, 5.0), (200, 4.1)]),
-               write_point(tmp_path, "muon", 3e-2, 2, [(0, 10.0), (100, 4.2)])]  # unfinished
+    tune = [
+        write_point(tmp_path, "adamw", lr, 0, [(0, 10.0), (100, 5.0), (200, final)])
+        for lr, final in ((1e-3, 4.6), (3e-3, 4.0), (1e-2, 4.3))
+    ]
+    tune += [
+        write_point(tmp_path, "muon", lr, 0, [(0, 10.0), (100, 4.5), (200, final)])
+        for lr, final in ((1e-2, 3.9), (3e-2, 3.6), (1e-1, 3.8))
+    ]
+    confirm = [
+        write_point(tmp_path, "adamw", 3e-3, 1, [(0, 10.0), (100, 5.0), (200, 4.2)]),
+        write_point(tmp_path, "muon", 3e-2, 1, [(0, 10.0), (100, 4.0), (200, 3.7)]),
+        write_point(tmp_path, "adamw", 3e-3, 2, [(0, 10.0), (100, 5.0), (200, 4.1)]),
+        write_point(tmp_path, "muon", 3e-2, 2, [(0, 10.0), (100, 4.2)]),
+    ]  # unfinished
     summary, chosen = analyze(tune, confirm, "adamw", {})
     assert summary["tune_seeds"] == [0] and summary["seeds"] == [0, 1, 2]
     adamw = summary["selection"]["adamw"]
@@ -155,8 +187,9 @@ def test_analyze_with_tuning_seeds_selects_on_them_and_measures_every_seed(tmp_p
     # seed 1: target 4.2 (adamw seed 1); muon goes 10 -> 4.0 over 0..100: 4.2 at 96.7 steps
     assert per_seed[1]["ratio"].steps == pytest.approx(100 * 5.8 / 6.0 / 200)
     text = format_summary(summary)
-    assert "mean final val loss over seeds 0\n(seeds 1, 2 train each optimizer's selected lr " \
-           "only, --tune_seeds 1)" in text
+    assert (
+        "mean final val loss over seeds 0\n(seeds 1, 2 train each optimizer's selected lr only, --tune_seeds 1)" in text
+    )
     assert "seed 2: no finished run of both yet" in text
     assert "muon / adamw ratio, over 2 seeds" in text
     statuses = {(r["optimizer"], r["seed"]): r["status"] for r in summary["runs"]}
@@ -172,10 +205,26 @@ def test_step_time_is_each_optimizers_median_as_a_ratio_to_the_baseline():
 
 # --------------------------------------------------------------------------- a real sweep
 
-def sweep_argv(out, data_dir, lrs=("adamw=1e-3,1e-2", "sophiag=1e-2"), seeds=("0", "1"),
-               configs=(ADAMW, SOPHIAG), extra_sets=()):
-    return ["--configs", *configs, "--lrs", *lrs, "--seeds", *seeds, "--out", str(out),
-            "--launcher", LAUNCHER, "--set", *MINUSCULE, f"data_dir={data_dir}", *extra_sets]
+
+def sweep_argv(
+    out, data_dir, lrs=("adamw=1e-3,1e-2", "sophiag=1e-2"), seeds=("0", "1"), configs=(ADAMW, SOPHIAG), extra_sets=()
+):
+    return [
+        "--configs",
+        *configs,
+        "--lrs",
+        *lrs,
+        "--seeds",
+        *seeds,
+        "--out",
+        str(out),
+        "--launcher",
+        LAUNCHER,
+        "--set",
+        *MINUSCULE,
+        f"data_dir={data_dir}",
+        *extra_sets,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -191,13 +240,17 @@ def swept(shakespeare, tmp_path_factory):
 def test_sweep_trains_every_point_and_reports_the_speedup(swept):
     out, code, console = swept
     assert code == 0, console
-    names = [f"{o}_lr{lr}_seed{s}" for s in (0, 1) for o, lr in
-             (("adamw", "1e-3"), ("adamw", "1e-2"), ("sophiag", "1e-2"))]
+    names = [
+        f"{o}_lr{lr}_seed{s}" for s in (0, 1) for o, lr in (("adamw", "1e-3"), ("adamw", "1e-2"), ("sophiag", "1e-2"))
+    ]
     for k, name in enumerate(names, 1):
         config = json.loads((out / name / "config.json").read_text())
         optimizer, lr, seed = name.split("_")
-        assert (config["optimizer_name"], config["learning_rate"], config["seed"]) == \
-            (optimizer, float(lr[2:]), int(seed[4:]))
+        assert (config["optimizer_name"], config["learning_rate"], config["seed"]) == (
+            optimizer,
+            float(lr[2:]),
+            int(seed[4:]),
+        )
         assert "done: 6 iters" in (out / name / "train.log").read_text()
         assert f"[{k}/6] {optimizer} lr={lr[2:]} seed={seed[4:]}: done in" in console
     report = json.loads((out / "sweep_summary.json").read_text())
@@ -248,11 +301,14 @@ def test_unfinished_run_resumes_from_its_checkpoint(swept, shakespeare, capsys):
 def test_tune_seeds_plans_the_other_seeds_at_the_selected_lrs_only(swept, shakespeare, capsys):
     out, _, _ = swept
     assert main([*sweep_argv(out, shakespeare), "--tune_seeds", "1", "--dry_run"]) == 0
-    listed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()
-              if line.startswith("[")]
-    assert listed == ["[1/5] adamw lr=1e-3 seed=0", "[2/5] adamw lr=1e-2 seed=0",
-                      "[3/5] sophiag lr=1e-2 seed=0", "[4/5] adamw lr=1e-2 seed=1",
-                      "[5/5] sophiag lr=1e-2 seed=1"]
+    listed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert listed == [
+        "[1/5] adamw lr=1e-3 seed=0",
+        "[2/5] adamw lr=1e-2 seed=0",
+        "[3/5] sophiag lr=1e-2 seed=0",
+        "[4/5] adamw lr=1e-2 seed=1",
+        "[5/5] sophiag lr=1e-2 seed=1",
+    ]
 
 
 def test_tune_seeds_trains_the_grid_once_then_the_selected_lr(shakespeare, tmp_path, capsys):
@@ -260,8 +316,11 @@ def test_tune_seeds_trains_the_grid_once_then_the_selected_lr(shakespeare, tmp_p
     assert main([*argv, "--tune_seeds", "1"]) == 0
     console = capsys.readouterr().out
     assert "seeds 1: the selected lrs" in console
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == \
-        ["adamw_lr1e-2_seed0", "adamw_lr1e-2_seed1", "adamw_lr1e-3_seed0"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "adamw_lr1e-2_seed0",
+        "adamw_lr1e-2_seed1",
+        "adamw_lr1e-3_seed0",
+    ]
     report = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert report["tune_seeds"] == [0] and report["selection"]["adamw"]["best_lr"] == 1e-2
 
@@ -276,8 +335,14 @@ def test_changed_settings_on_an_existing_sweep_is_an_error(swept, shakespeare, c
 
 def test_failing_run_is_reported_and_the_sweep_goes_on(shakespeare, tmp_path, capsys):
     # the Hessian batch (6 sequences) does not split into micro-batches of 4: only Sophia fails
-    argv = sweep_argv(tmp_path, shakespeare, lrs=("adamw=1e-2", "sophiag=1e-2"), seeds=("0",),
-                      configs=(SOPHIAG, ADAMW), extra_sets=["hess_total_batch_size=6"])
+    argv = sweep_argv(
+        tmp_path,
+        shakespeare,
+        lrs=("adamw=1e-2", "sophiag=1e-2"),
+        seeds=("0",),
+        configs=(SOPHIAG, ADAMW),
+        extra_sets=["hess_total_batch_size=6"],
+    )
     assert main(argv) == 1
     console = capsys.readouterr().out
     assert "[1/2] sophiag lr=1e-2 seed=0: FAILED after" in console
@@ -289,8 +354,7 @@ def test_failing_run_is_reported_and_the_sweep_goes_on(shakespeare, tmp_path, ca
 
 
 def test_dry_run_and_analyze_only_train_nothing(shakespeare, tmp_path, capsys):
-    argv = sweep_argv(tmp_path / "sweep", shakespeare, lrs=("adamw=1e-3", "sophiag=1e-3"),
-                      seeds=("0",))
+    argv = sweep_argv(tmp_path / "sweep", shakespeare, lrs=("adamw=1e-3", "sophiag=1e-3"), seeds=("0",))
     assert main([*argv, "--dry_run"]) == 0
     console = capsys.readouterr().out
     assert "[1/2] adamw lr=1e-3 seed=0: would run" in console
@@ -301,21 +365,27 @@ def test_dry_run_and_analyze_only_train_nothing(shakespeare, tmp_path, capsys):
     assert "not started" in console and "no speedup" in console
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--configs", ADAMW, SOPHIAG, "--lrs", "adamw=1e-3", "sophiag=1e-3", "lion=1e-4"],
-     "--lrs lion: no --configs file trains 'lion' (they train adamw, sophiag)"),
-    (["--configs", ADAMW, "config/nope.py", "--lrs", "adamw=1e-3"],
-     "--configs config/nope.py: file not found"),
-    (["--configs", ADAMW, SOPHIAG, "--lrs", "adamw=1e-3"], "no --lrs for 'sophiag'"),
-    (["--configs", ADAMW, "--lrs", "adamw:1e-3"], "write OPTIMIZER=LR,LR,..."),
-    (["--configs", ADAMW, "--lrs", "adamw=1e-3,fast"], "learning rates must be numbers"),
-    (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--set", "seed=3"], "the sweep sets"),
-    (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--set", "n_layers=3"], "did you mean 'n_layer'"),
-    (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--seeds", "0", "0"], "a seed is repeated"),
-    (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--seeds", "0", "1", "--tune_seeds", "3"],
-     "--tune_seeds 3: must be 1 to 2"),
-    (["--configs", SOPHIAG, "--lrs", "sophiag=1e-3"], "--baseline adamw: no --configs file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--configs", ADAMW, SOPHIAG, "--lrs", "adamw=1e-3", "sophiag=1e-3", "lion=1e-4"],
+            "--lrs lion: no --configs file trains 'lion' (they train adamw, sophiag)",
+        ),
+        (["--configs", ADAMW, "config/nope.py", "--lrs", "adamw=1e-3"], "--configs config/nope.py: file not found"),
+        (["--configs", ADAMW, SOPHIAG, "--lrs", "adamw=1e-3"], "no --lrs for 'sophiag'"),
+        (["--configs", ADAMW, "--lrs", "adamw:1e-3"], "write OPTIMIZER=LR,LR,..."),
+        (["--configs", ADAMW, "--lrs", "adamw=1e-3,fast"], "learning rates must be numbers"),
+        (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--set", "seed=3"], "the sweep sets"),
+        (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--set", "n_layers=3"], "did you mean 'n_layer'"),
+        (["--configs", ADAMW, "--lrs", "adamw=1e-3", "--seeds", "0", "0"], "a seed is repeated"),
+        (
+            ["--configs", ADAMW, "--lrs", "adamw=1e-3", "--seeds", "0", "1", "--tune_seeds", "3"],
+            "--tune_seeds 3: must be 1 to 2",
+        ),
+        (["--configs", SOPHIAG, "--lrs", "sophiag=1e-3"], "--baseline adamw: no --configs file"),
+    ],
+)
 def test_bad_input_is_one_line_error_and_nonzero_exit(args, message, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
@@ -325,8 +395,22 @@ def test_bad_input_is_one_line_error_and_nonzero_exit(args, message, tmp_path, c
 
 
 def test_runs_as_a_script_with_one_line_errors(tmp_path):
-    out = subprocess.run([sys.executable, "scripts/experiments/sweep.py", "--configs", "config/nope.py",
-                          "--lrs", "adamw=1e-3", "--out", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/experiments/sweep.py",
+            "--configs",
+            "config/nope.py",
+            "--lrs",
+            "adamw=1e-3",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == "sweep.py: error: --configs config/nope.py: file not found"
