@@ -43,8 +43,7 @@ FORMATS = ".jsonl/.json/.parquet/.txt"
 
 
 def prepare_parser(doc: str, script: str, outputs: str = "train.bin, val.bin and meta.json") -> ArgumentParser:
-    """A prepare script's parser: its docstring's first paragraph, --out_dir (default: the folder of
-    `script`, the prepare script itself) and --overwrite."""
+    """A prepare script's parser: its docstring's first paragraph, --out_dir (default: `script`'s dir), --overwrite."""
     parser = ArgumentParser(description=doc.split("\n\n")[0].strip())
     default_dir = str(Path(script).resolve().parent)
     parser.add_argument("--out_dir", default=default_dir, help=f"where {outputs} go (default: this folder)")
@@ -59,9 +58,8 @@ def add_num_proc_arg(parser: ArgumentParser, default: int = 0, help_text: str = 
 
 
 def encode_document(enc: Any, text: str) -> np.ndarray:
-    """GPT-2 token ids of one document followed by EOT, as a uint16 array: the ids of
-    `enc.encode_ordinary(text) + [EOT_TOKEN]` (special-token text inside a document is ordinary text),
-    without building a list."""
+    """`enc.encode_ordinary(text) + [EOT_TOKEN]` as a uint16 array, without building a list (special-token
+    text inside a document is ordinary text)."""
     try:
         ids = enc.encode_to_numpy(text, disallowed_special=())
     except UnicodeEncodeError:  # lone surrogates: clean them up exactly as encode_ordinary does
@@ -176,8 +174,7 @@ def read_meta(data_dir: str | Path) -> dict | None:
 
 
 def split_problem(data_dir: str | Path, split: str, meta: dict | None) -> str | None:
-    """Why data_dir/<split>.bin is not a complete split of uint16 tokens (checked against meta's
-    token count when meta has one), or None when it is."""
+    """Why data_dir/<split>.bin is not a complete split of uint16 tokens (per meta's count if any), or None."""
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
         return "not found"
@@ -262,8 +259,7 @@ def _text_bytes(ds: Any, text_column: str) -> float:
 
 
 def _estimate_tokens(ds: Any, text_column: str, enc: Any, text_bytes: float, sample_docs: int = 64) -> int:
-    """Estimated token count (EOTs included) of a split holding `text_bytes` of text, from the
-    tokens per byte of up to `sample_docs` evenly spaced documents."""
+    """Token count (EOTs included) of a split, from the tokens per byte of `sample_docs` evenly spaced documents."""
     idx = np.unique(np.linspace(0, len(ds) - 1, num=min(sample_docs, len(ds))).astype(int))
     ds = _reopened(ds)
     texts = [ds[int(i)][text_column] or "" for i in idx]
@@ -407,13 +403,12 @@ def _write_bins(ranges: Generator, tmp_paths: dict[str, Path], num_docs: dict[st
 
 
 def write_meta(out_dir: str | Path, meta: dict) -> None:
-    """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the
-    bins' sizes, see complete_meta), so every prepare script writes it last, through here."""
+    """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the bins'
+    sizes, see complete_meta), so every prepare script writes it last, through here."""
     with atomic_write(Path(out_dir) / "meta.json") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a prepare script's `main(argv)`: a UserError is one line on stderr and exit code 2,
-    Ctrl-C exit code 130 (partial files are already removed)."""
+    """A prepare script's `main(argv)`: a UserError is one line and exit code 2, Ctrl-C 130 (partial files removed)."""
     return _run_cli(main, argv, interrupted="interrupted; partial files removed")
