@@ -1,12 +1,11 @@
-"""Training runs read back from their out_dirs (or wandb), for scripts/experiments/compare.py, sweep.py
-and regime_plot.py: a run's record, when it is finished, the steps / tokens / seconds it needed to first
-reach a target val loss (`Reach`), each run against a baseline (`summarize`, `speedup`), the plain-text
-tables and the comparison figure."""
+"""Training runs read back from their out_dirs (or wandb), for scripts/experiments/compare.py, sweep.py and
+regime_plot.py: the steps / tokens / seconds a run needed to first reach a target val loss (`Reach`), each
+run against a baseline (`summarize`, `speedup`), the plain-text tables and the comparison figure."""
 
 import json
 import math
 import statistics
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +83,7 @@ def clean_rows(rows: list[dict], where: str) -> list[dict]:
 def default_label(config: dict, fallback: str) -> str:
     if "optimizer_name" not in config:
         return fallback
-    lr = fmt_lr(config.get("learning_rate", "?"))
-    return f"{config['optimizer_name']} lr={lr} seed={config.get('seed', '?')}"
+    return f"{config['optimizer_name']} lr={fmt_lr(config.get('learning_rate', '?'))} seed={config.get('seed', '?')}"
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunRecord:
@@ -122,8 +120,7 @@ def first_crossing(rows: list[dict], target: float, x_key: str = "iter") -> floa
 
 @dataclass
 class Reach:
-    """Steps, tokens seen and training seconds to first reach a target val loss (None: never), or
-    (`ratio`) those counts as ratios to a baseline's."""
+    """Steps, tokens seen and training seconds to first reach a target val loss (None: never), or ratios of those."""
 
     steps: float | None = None
     tokens: float | None = None
@@ -140,9 +137,6 @@ class Reach:
     def columns(self, pattern: str) -> dict:
         """The flat keys of the CSV and JSON outputs: columns("{}_ratio") -> {"steps_ratio": ..., ...}."""
         return {pattern.format(unit): x for unit, x in asdict(self).items()}
-
-
-UNITS = tuple(f.name for f in fields(Reach))
 
 
 @dataclass
@@ -176,8 +170,7 @@ class Comparison:
 
 
 def summarize(runs: list[RunRecord], baseline: RunRecord) -> list[Comparison]:
-    """Each run against the baseline's final val loss: the steps / tokens / seconds to first reach it,
-    and their ratios to the baseline's own."""
+    """Each run's steps / tokens / seconds to first reach the baseline's final val loss, and their ratios."""
     target = baseline.final_val_loss
     if target is None or not math.isfinite(target):
         problem = "has no val/loss rows yet" if target is None else f"ended with val loss {target}"
@@ -188,19 +181,18 @@ def summarize(runs: list[RunRecord], baseline: RunRecord) -> list[Comparison]:
 
 
 def speedup(baselines: dict[int, RunRecord], runs: dict[int, RunRecord]) -> dict:
-    """Over seeds (sweep.py), what compare.py's table is for one run: per seed that has both runs, the
-    Reach of each run to the final val loss of the baseline run of the same seed and its ratio to the
-    baseline's own; and the ratios' spread (mean, min, max, sample std) over the seeds that reached it."""
+    """compare.py's table over seeds (sweep.py): per seed with both runs, each one's Reach to the baseline run's
+    final val loss and the ratio; the ratios' mean, min, max and sample std over the seeds that reached it."""
     per_seed = []
     for seed, base in baselines.items():
         target = base.final_val_loss
         if seed in runs and target is not None:
-            reach, base_reach = Reach.of(runs[seed], target), Reach.of(base, target)
-            final, reached = runs[seed].final_val_loss, reach.steps is not None
-            entry = dict(seed=seed, target=target, final_val_loss=final, reached=reached)
+            run, base_reach = runs[seed], Reach.of(base, target)
+            reach = Reach.of(run, target)
+            entry = dict(seed=seed, target=target, final_val_loss=run.final_val_loss, reached=reach.steps is not None)
             per_seed.append(entry | dict(to_target=reach, baseline_to_target=base_reach, ratio=reach.ratio(base_reach)))
     stats: dict[str, dict | None] = {}
-    for unit in UNITS:
+    for unit in FORMATS:
         x = [getattr(e["ratio"], unit) for e in per_seed if getattr(e["ratio"], unit) is not None]
         std = statistics.stdev(x) if len(x) > 1 else None
         stats[unit] = {"n": len(x), "mean": statistics.mean(x), "min": min(x), "max": max(x), "std": std} if x else None
@@ -280,8 +272,7 @@ COLUMNS = {"to_target": "{}_to_target", "baseline_to_target": "baseline_{}_to_ta
 
 
 def jsonable(value: Any) -> Any:
-    """JSON is strict: non-finite floats become null (a status or flag says diverged); a Reach
-    becomes its flat columns (COLUMNS)."""
+    """Non-finite floats become null (strict JSON; a status or flag says diverged), a Reach its COLUMNS."""
     if isinstance(value, dict):
         out: dict = {}
         for k, v in value.items():
@@ -326,9 +317,8 @@ def auto_smooth(runs: list[RunRecord]) -> float:
 def plot_runs(
     runs: list[RunRecord], baseline: RunRecord, summary: list[Comparison], out: str | Path, smooth: float | None = None
 ) -> Any:
-    """Draw the comparison figure into `out` (PNG) and return the matplotlib Figure: val loss against
-    steps, tokens and seconds above; train loss and Sophia's win_rate below. smooth: EMA coefficient
-    per logged train row (None: auto_smooth)."""
+    """The comparison figure, written to `out` (PNG): val loss against steps, tokens and seconds above; train
+    loss (EMA coefficient `smooth` per logged row, None: auto_smooth) and Sophia's win_rate below."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter

@@ -137,8 +137,7 @@ def win_rate_line(run: runs.RunRecord) -> str:
 
 
 def plot_groups(records: list[runs.RunRecord], out: str) -> None:
-    """The per-group telemetry of `records` against steps: update ratio (all runs), win_rate and Hessian
-    mean (Sophia runs), one column per parameter group."""
+    """Per parameter group, against steps: update ratio (all runs), win_rate and Hessian mean (Sophia runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,8 +148,7 @@ def plot_groups(records: list[runs.RunRecord], out: str) -> None:
         raise UserError(f"--groups: no run logged {PREFIX}* values (train.py logs them at every log_interval)")
     rows = [("update_ratio", "update RMS / weight RMS", "log"), ("win_rate", "win_rate (not clipped)", "linear")]
     rows.append(("hessian_mean", "Hessian EMA mean", "log"))
-    size = (3.2 * len(GROUPS), 8.5)
-    fig, axes = plt.subplots(3, len(GROUPS), figsize=size, sharex=True, sharey="row", squeeze=False)
+    fig, axes = plt.subplots(3, len(GROUPS), figsize=(3.2 * len(GROUPS), 8.5), sharex=True, sharey="row", squeeze=False)
     for (metric, ylabel, scale), ax_row in zip(rows, axes):
         for group, ax in zip(GROUPS, ax_row):
             key = f"{PREFIX}{group}/{metric}"

@@ -82,8 +82,7 @@ def load_cell(cell_dir: str) -> dict:
     params, batch_tokens = non_embedding_params(config), config["total_batch_size"] * config["block_size"]
     tokens, corpus = config["max_iters"] * batch_tokens, corpus_tokens(config)
     cell = {"cell": Path(cell_dir).name, "n_layer": config["n_layer"], "n_embd": config["n_embd"], "params": params}
-    cell |= {"steps": config["max_iters"], "batch_tokens": batch_tokens, "tokens": tokens}
-    cell["tokens_per_param"] = tokens / params
+    cell |= dict(steps=config["max_iters"], batch_tokens=batch_tokens, tokens=tokens, tokens_per_param=tokens / params)
     return cell | {"epochs": corpus and tokens / corpus, "best_lr": best, "seeds": seeds}
 
 
@@ -152,8 +151,7 @@ def plot(cells: list[dict], out: Path) -> None:
                 for c in group:
                     ax.scatter([c[axis]] * len(c["seeds"]), [s[value] for s in c["seeds"]], color=f"C{i}", s=10)
         for ax in (ax_gap, ax_ratio):
-            ax.set_xscale("log")
-            ax.set_xlabel(label)
+            ax.set(xscale="log", xlabel=label)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         ax_gap.axhline(0.0, color="gray", ls="--", lw=1)

@@ -128,7 +128,7 @@ def optimizers(configs: list[str], grid: dict[str, list[float]], sets: list[str]
 def plan(
     by_optimizer: dict[str, str], grid: dict[str, list[float]], seeds: list[int], out: Path, sets: list[str]
 ) -> list[Point]:
-    """Every point of grid x seeds, seed by seed (a full grid for the first seed comes first)."""
+    """Every point of grid x seeds, seed by seed, each checked against what its run dir already holds."""
     points, dirs = [], set()
     for seed in seeds:
         for name, path in by_optimizer.items():  # the --configs order
@@ -141,6 +141,8 @@ def plan(
                 args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}", f"--out_dir={out_dir}"]
                 args.append("--init_from=auto")
                 points.append(Point(name, lr, seed, out_dir, args, asdict(train.parse_args(args))))
+    for point in points:
+        check_settings(point)
     return points
 
 
@@ -209,10 +211,8 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
     means: dict[float, float | None] = {}
     for lr, values in losses.items():
         finals = [v for v in values if v is not None]
-        if len(finals) < len(values):
-            means[lr] = None
-        else:
-            means[lr] = statistics.mean(finals) if all(math.isfinite(v) for v in finals) else math.inf
+        finite = all(math.isfinite(v) for v in finals)
+        means[lr] = None if len(finals) < len(values) else statistics.mean(finals) if finite else math.inf
     judged = {lr: m for lr, m in means.items() if m is not None and math.isfinite(m)}
     best = min(judged, key=judged.__getitem__) if judged else None
     edge = None
@@ -229,8 +229,7 @@ def select_lr(losses: dict[float, list[float | None]]) -> dict:
 
 
 def step_time(seconds: dict[str, list[float]], baseline: str) -> dict:
-    """seconds: optimizer -> training seconds per step of each of its finished runs. Per optimizer:
-    median, min, max and the median as a ratio to the baseline's (None without it)."""
+    """Per optimizer, its finished runs' seconds per step: median, min, max, and the median / the baseline's."""
     out = {}
     for name, values in seconds.items():
         median = statistics.median(values)
@@ -264,9 +263,8 @@ def selected_lrs(points: list[Point]) -> dict[str, dict]:
 def analyze(
     tune_points: list[Point], confirm_points: list[Point], baseline: str, failed: dict[str, str]
 ) -> tuple[dict, dict]:
-    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: runs.RunRecord}}:
-    each lr is judged on the tuning runs (the full grid), the speedup is measured on every seed's
-    finished run at the selected lr."""
+    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: RunRecord}}: each lr
+    is judged on the tuning runs, the speedup measured on every seed's finished run at the selected lr."""
     points = tune_points + confirm_points
     loaded = {p.label: p.load() for p in points}
     rows, seconds = [], {}
@@ -391,13 +389,8 @@ def sweep(args: argparse.Namespace, command: str) -> int:
     def confirm() -> list[Point]:  # known once the tuning runs have finished: each optimizer at its selected lr
         selected = selected_lrs(tune_points).items()
         best = {name: [s["best"]] for name, s in selected if s["best"] is not None and None not in s["means"].values()}
-        points = plan(by_optimizer, best, confirm_seeds, out, sets)
-        for point in points:
-            check_settings(point)
-        return points
+        return plan(by_optimizer, best, confirm_seeds, out, sets)
 
-    for point in tune_points:
-        check_settings(point)
     if args.dry_run:
         points = tune_points + confirm()
         for k, p in enumerate(points, 1):
