@@ -54,7 +54,6 @@ def model_vocab_size(vocab: Vocab) -> int:
 
 
 def describe(vocab: Vocab) -> str:
-    """ "GPT-2's BPE vocabulary" or "a vocabulary of 65 characters"."""
     chars = vocab.get("chars", "")
     return "GPT-2's BPE vocabulary" if vocab["tokenizer"] == "gpt2" else f"a vocabulary of {len(chars)} characters"
 
@@ -83,9 +82,6 @@ class CharCodec:
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
-
-
-# ----------------------------------------------------------------------------- GPT-2's tokenizer, offline
 
 
 def tiktoken_cache_dir() -> str:

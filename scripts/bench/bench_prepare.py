@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         os.environ["HF_DATASETS_CACHE"] = str(tmp / "hf_cache")  # nothing left in ~/.cache
         docs = bench_documents(args.tokens)
-        with open(tmp / "docs.jsonl", "w") as f:
-            for doc in docs:
-                f.write(json.dumps({"text": doc}) + "\n")
+        (tmp / "docs.jsonl").write_text("".join(json.dumps({"text": doc}) + "\n" for doc in docs))
         ds = datasets.load_dataset("json", data_files=str(tmp / "docs.jsonl"), cache_dir=str(tmp / "hf_cache"))["train"]
         splits = split_train_val(ds, test_size=0.0005, seed=2357)
         for _ in range(args.repeats):
