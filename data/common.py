@@ -1,14 +1,12 @@
-"""
-Shared tokenization and writing for every data/<name>/prepare.py.
+"""Shared tokenization and writing for every data/<name>/prepare.py.
 
 A prepare script loads its source (`documents_to_prepare`: a Hub dataset or local files), splits it into
 "train" and "val" (e.g. `split_train_val`) and hands it to `write_splits`, which tokenizes every document
-with GPT-2's BPE (`encode_ordinary` + the end-of-text token) in `num_proc` worker processes and streams the
-ids into `<out_dir>/train.bin` and `val.bin` (flat uint16), then writes `meta.json`. Memory stays bounded:
-workers tokenize contiguous ranges of a few MB of text, at most 2 * num_proc ranges are in flight, and the
-main process appends each range's tokens to `<split>.bin.tmp` as they come back in order. Bins are renamed
-into place only when complete and meta.json is written last, so outputs are complete exactly when
-meta.json exists and matches the bin sizes. A UserError is one line and exit code 2 (`run_cli`).
+(GPT-2's BPE + the end-of-text token) in `num_proc` worker processes into `<out_dir>/train.bin` and
+`val.bin` (flat uint16), then writes `meta.json`. Memory stays bounded: workers tokenize contiguous ranges
+of a few MB of text, at most 2 * num_proc ranges are in flight, and the main process appends each range's
+tokens to `<split>.bin.tmp` as they come back in order. Bins are renamed into place only when complete and
+meta.json is written last, so outputs are complete exactly when meta.json exists and matches the bin sizes.
 """
 
 import errno
