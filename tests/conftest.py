@@ -71,3 +71,14 @@ def shakespeare(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shakespeare_char(tmp_path_factory):
     return prepared(tmp_path_factory, "shakespeare_char")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,12 +27,7 @@ from tests.helpers import REPO, deterministic, metrics_rows, run_harness, run_tr
 MAX_ITERS, EVAL_INTERVAL = 12, 4  # checkpoints at 4, 8, 12 (keep_last=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_args(data_dir, out_dir, **overrides):

@@ -24,13 +24,7 @@ from tests import train_harness
 from tests.helpers import REPO, deterministic, metrics_rows, same, straight_and_resumed, tiny_args, train_in_one_launch
 from tests.test_reliability import cli
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def inject(monkeypatch, *options):
