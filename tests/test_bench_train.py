@@ -74,19 +74,18 @@ def test_fused_optimizer_selects_the_fused_step():
         train.TrainConfig(optimizer_name="lion", fused_optimizer=True).validate()
 
 
+def tiny_bench_args(data_dir):
+    """bench_train.py's config and overrides for a one-layer model of 16 x 16 on the CPU."""
+    config = str(REPO / "config" / "train_tiny_sophiag.py")
+    model = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--batch_size=4", "--total_batch_size=4"]
+    return [config, f"--data_dir={data_dir}", "--device=cpu", *model]
+
+
 def test_bench_train_times_every_entry_against_adamw(shakespeare):
     cmd = [
         sys.executable,
         "scripts/bench/bench_train.py",
-        str(REPO / "config" / "train_tiny_sophiag.py"),
-        f"--data_dir={shakespeare}",
-        "--device=cpu",
-        "--n_layer=1",
-        "--n_embd=16",
-        "--n_head=2",
-        "--block_size=16",
-        "--batch_size=4",
-        "--total_batch_size=4",
+        *tiny_bench_args(shakespeare),
         "--hess_interval=2",
         "--optimizers",
         "adamw,sophiag,sophiag:hess_total_batch_size=2",
@@ -119,15 +118,7 @@ def test_bench_refresh_prices_every_lever_as_overhead_on_a_step(shakespeare):
         sys.executable,
         "scripts/bench/bench_train.py",
         "--refresh",
-        str(REPO / "config" / "train_tiny_sophiag.py"),
-        f"--data_dir={shakespeare}",
-        "--device=cpu",
-        "--n_layer=1",
-        "--n_embd=16",
-        "--n_head=2",
-        "--block_size=16",
-        "--batch_size=4",
-        "--total_batch_size=4",
+        *tiny_bench_args(shakespeare),
         "--fractions",
         "1,4",
         "--repeats",
