@@ -71,16 +71,9 @@ def start_wandb(cfg: TrainConfig, out_dir: Path, run_id: str | None, config: dic
     """Start (or, with the checkpoint's run id, continue) the wandb run; a new run's id is wandb's choice."""
     import wandb
 
-    name = cfg.wandb_run_name or out_dir.name
+    name, where = cfg.wandb_run_name or out_dir.name, os.environ.get("WANDB_DIR") or str(out_dir)
     try:
-        return wandb.init(
-            project=cfg.wandb_project,
-            name=name,
-            id=run_id,
-            resume="allow",
-            config=config,
-            dir=os.environ.get("WANDB_DIR") or str(out_dir),
-        )
+        return wandb.init(project=cfg.wandb_project, name=name, id=run_id, resume="allow", config=config, dir=where)
     except Exception as e:
         raise UserError(
             f"wandb could not start ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "

@@ -1,28 +1,11 @@
 """Loss spikes: an outlier skip of the update, and a rollback when they keep coming (docs/reliability.md).
 
-A step is an outlier when its training loss or its gradient norm (before clipping) lies more than
-spike_z standard deviations above the mean of a rolling window: the last spike_window steps that
-were not outliers. The window holds logarithms, so a spike is a ratio to the usual value: gradient
-norms are positive with a long upper tail, where a plain z-score flags bursts that clipping makes
-harmless (docs/reliability.md); for the loss, whose spread is small next to its size, the two
-agree. The update of an outlier step is skipped as a non-finite step's is: the weights and the
-optimizer state stay as they were. Sophia's Hessian refresh has a window of its own, of the norm of
-the estimator's gradient (Sophia-G's GNB gradient before clipping, Sophia-H's estimate): an outlier
-estimate does not enter the Hessian EMA. A window judges nothing until it holds spike_warmup
-values, and an outlier never enters it, so a spike cannot raise the bar for the next one.
-
-The windows live on the device and the verdict is computed there, as a 0/1 that travels back with
-the values the step already reads to the host (its loss, gradient norm and SIGTERM flag): no extra
-host sync. Its inputs are the all-reduced loss and the global gradient norm, equal on every rank, so
-every rank reaches the same verdict. The windows and the recent skips go into every checkpoint, so a
-resumed run decides exactly as an uninterrupted one.
-
-Outliers close together mean a model state, or a stretch of data, that keeps spiking. After
-spike_rollback_skips of them within spike_rollback_window steps the run reloads its newest checkpoint
-and moves the data on past the last outlier plus spike_rollback_batches more (PaLM's remedy, done by
-the loop): every batch is a function of (seed, stream, iteration, index), so the data position is an
-offset added to the iteration the data is drawn for, kept in the checkpoint. The run stops after
-spike_max_rollbacks rollbacks.
+A step whose training loss or gradient norm (before clipping) lies more than spike_z standard
+deviations above a rolling window of the last accepted values, on a log scale, is skipped like a
+non-finite step; Sophia's Hessian refresh has a window of its own (the estimator's gradient norm).
+The verdict is computed on the device and rides on the step's one read-back: no extra host sync.
+After spike_rollback_skips outliers within spike_rollback_window steps the loop reloads the newest
+checkpoint and moves the data on past them (PaLM's remedy).
 """
 
 import math
@@ -34,19 +17,16 @@ from torch import Tensor
 if typing.TYPE_CHECKING:
     from train_config import TrainConfig
 
-# The standard deviation a logarithm is measured in is at least this, i.e. a spread of 0.01% of the value. It
-# only matters for a window without noise (the same batch over and over, a frozen model), where the spread
-# is rounding and any change would be infinitely many deviations away. Float32 values round at ~1e-7 of
-# their size, 1000x below it; the batch-to-batch spread of real runs lies far above it (docs/reliability.md).
+# The floor of the logarithms' standard deviation: without noise (the same batch over and over) the spread
+# is rounding, and any change would be infinitely many deviations away (docs/reliability.md).
 STD_FLOOR = 1e-4
 # what each window holds, as named in the metrics (spike/<name>_mean, _std, _z)
 SIGNALS = {"step": ("loss", "grad_norm"), "hessian": ("estimator_norm",)}
 
 
 class Verdict(typing.NamedTuple):
-    """Judged values, read back on the host: the window's geometric mean and the standard deviation of its
-    logarithms before them, and how many of those each value's logarithm lies above the mean logarithm
-    (NaN while the window holds fewer than 2)."""
+    """Judged values read back on the host, with the window's geometric mean and its logarithms' standard
+    deviation before them, and each value's z on the log scale (NaN while the window holds fewer than 2)."""
 
     outlier: bool
     value: list[float]
@@ -66,9 +46,8 @@ class Window:
 
     @torch.no_grad()
     def judge(self, x: Tensor, z_max: float, warmup: int) -> Tensor:
-        """[outlier, x..., geometric mean..., std..., z...] of the positive values x (one per signal) against
-        the window, on the device, without a host sync; x enters the window unless it is an outlier or its
-        logarithm is not finite."""
+        """[outlier, x..., geometric mean..., std..., z...] of the positive values x (one per signal), on the
+        device; x enters the window unless it is an outlier or its logarithm is not finite."""
         size = self.values.shape[1]
         n = self.count.clamp(max=size)
         filled = self.slots < n
@@ -101,9 +80,8 @@ class Window:
 
 
 class SpikeGuard:
-    """A run's spike detection: a window per judged quantity ("step": the loss and the gradient norm;
-    "hessian": the estimator's gradient norm), the verdicts read back since the last metrics row, and
-    the iterations of the recent outlier skips, which decide a rollback. Every rank makes one."""
+    """A run's spike detection (every rank makes one): a window per judged quantity (SIGNALS), the verdicts
+    read back since the last metrics row, and the iterations of the recent outlier skips."""
 
     def __init__(self, cfg: "TrainConfig", device: torch.device):
         self.cfg = cfg
@@ -125,8 +103,7 @@ class SpikeGuard:
         return verdict
 
     def describe(self, name: str) -> str:
-        """'loss 9.123 (z 41.2: 4.3x the window's 2.1, spread 8.1%), ...': the last verdict of window `name`, for
-        a log line."""
+        """The last verdict of window `name` for a log line: 'loss 9.123 (z 41.2: 4.3x the window's 2.1, ...'."""
         v = self.verdicts[name]
         return ", ".join(
             f"{signal.replace('_', ' ')} {x:.4g} (z {z:.1f}: {x / m:.3g}x the window's {m:.4g}, spread {100 * s:.2g}%)"
@@ -138,8 +115,8 @@ class SpikeGuard:
         return self.on and name in self.verdicts and self.verdicts[name].outlier
 
     def skipped(self, it: int) -> bool:
-        """Record an outlier skip at iteration `it`; whether a rollback is due (spike_rollback_skips
-        skips within the last spike_rollback_window iterations)."""
+        """Record an outlier skip at iteration `it`; whether a rollback is due (spike_rollback_skips of them
+        within the last spike_rollback_window iterations)."""
         self.skips = [s for s in self.skips if s > it - self.cfg.spike_rollback_window] + [it]
         return 0 < self.cfg.spike_rollback_skips <= len(self.skips)
 
@@ -150,11 +127,8 @@ class SpikeGuard:
         for name, verdict in self.verdicts.items():
             for i, signal in enumerate(SIGNALS[name]):
                 if math.isfinite(verdict.std[i]):
-                    out |= {
-                        f"spike/{signal}_mean": verdict.mean[i],
-                        f"spike/{signal}_std": verdict.std[i],
-                        f"spike/{signal}_z": verdict.z[i],
-                    }
+                    for stat in ("mean", "std", "z"):
+                        out[f"spike/{signal}_{stat}"] = getattr(verdict, stat)[i]
         self.verdicts = {}
         return out
 
@@ -163,8 +137,7 @@ class SpikeGuard:
         return {"windows": {name: w.state_dict() for name, w in self.windows.items()}, "skips": list(self.skips)}
 
     def load_state_dict(self, state: dict | None) -> None:
-        """A checkpoint's windows and skips; None (a checkpoint written before the guard existed, or with it
-        off) empties them."""
+        """A checkpoint's windows and skips; None (a checkpoint without them) empties them."""
         for name, window in self.windows.items():
             if state is None:
                 window.values.zero_()

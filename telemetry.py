@@ -1,27 +1,13 @@
-"""Per-group optimizer telemetry: how far each kind of parameter moves, and for Sophia how much of it
-is clipped and how large its curvature estimate is.
+"""Per-group optimizer telemetry, measured on logged steps: for every group of GROUPS (by parameter name)
 
-The parameters of a GPT fall into the groups of GROUPS by their names. For every optimizer and
-group, on a logged step:
+- `group/<g>/update_ratio`: RMS of the step's update (weight decay included) over RMS of the weights before it;
+- Sophia: `group/<g>/win_rate`, the fraction of coordinates NOT clipped (|m| / (rho * h + eps) < 1 as the step's
+  clamp computes it, from m after the step and h before a refresh that follows it), and
+  `group/<g>/hessian_mean`, the mean of the Hessian EMA h; over all groups `train/win_rate` (the
+  coordinate-weighted mean) and `optim/hessian_norm` (the L1 norm of h), SophiaG.stats()'s values.
 
-- `group/<g>/update_ratio`: RMS of the step's update over RMS of the weights before it,
-  sqrt(sum (p_after - p_before)^2 / sum p_before^2) over the group's coordinates (weight decay
-  included: it is part of the update);
-
-and for Sophia, from the state the step used (m after its update, and h before a Hessian refresh
-that follows the step):
-
-- `group/<g>/win_rate`: the fraction of the group's coordinates NOT clipped, |m| / (rho * h + eps)
-  < 1 as the step's clamp computes it (the coordinate-weighted mean over groups is the overall
-  `train/win_rate`);
-- `group/<g>/hessian_mean`: the mean of the Hessian EMA h over the group's coordinates;
-
-and over all groups Sophia's `train/win_rate` and `optim/hessian_norm` (the L1 norm of h), the
-values of `SophiaG.stats()` for that step.
-
-Only logged steps pay for it: one copy of the parameters before the optimizer step (a rank's shards
-under FSDP) and a few reductions after it; under FSDP one all-reduce of the groups' sums makes the
-values global, so they are the same on any number of ranks.
+Only logged steps pay: a copy of the parameters before the step (a rank's shards under FSDP), a few
+reductions after it, and under FSDP one all-reduce that makes the values global.
 """
 
 from typing import cast
@@ -43,8 +29,7 @@ _BY_NAME = (
     (".attn.c_proj.", "attn_out"),
     (".mlp.c_fc.", "mlp_in"),
     (".mlp.c_proj.", "mlp_out"),
-    (".ln_", "ln"),
-    ("transformer.ln_f.", "ln"),
+    (".ln_", "ln"),  # ln_1, ln_2 and ln_f
 )
 
 
@@ -68,9 +53,8 @@ class Telemetry:
         named = list(model.named_parameters())
         self.params = [p for _, p in named]
         self.groups = [GROUPS.index(group_of(n)) for n, _ in named]
-        self.group_index = torch.tensor(
-            self.groups, device=_local(self.params[0]).device
-        )  # built once: no copy per step
+        # built once: no host-to-device copy per step
+        self.group_index = torch.tensor(self.groups, device=_local(self.params[0]).device)
         self.optimizer, self.sophia = optimizer, sophia
         self.sharded = any(isinstance(p, DTensor) for p in self.params)
 
@@ -84,23 +68,16 @@ class Telemetry:
         # per group, on the device: squared update, squared weight, clipped coordinates, sum of h
         sums = torch.zeros(len(GROUPS), 4, dtype=torch.float64, device=before[0].device)
         numel = [0] * len(GROUPS)  # coordinates per group, all ranks together (a DTensor's numel is global)
-        rho_eps = (
-            {id(p): (g["rho"], g["eps"]) for g in self.optimizer.param_groups for p in g["params"]}
-            if self.sophia
-            else {}
-        )
+        hyper = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
         new = [_local(p).detach() for p in self.params]
-        for col, norms in enumerate(
-            (torch._foreach_norm(torch._foreach_sub(new, before)), torch._foreach_norm(before))
-        ):
-            sums[:, col].index_add_(0, self.group_index, torch.stack(norms).double().square())
+        for col, tensors in enumerate((torch._foreach_sub(new, before), before)):
+            sums[:, col].index_add_(0, self.group_index, torch.stack(torch._foreach_norm(tensors)).double().square())
         for p, g in zip(self.params, self.groups):
             numel[g] += p.numel()
             state = self.optimizer.state.get(p, {})
             if "hessian" in state:
-                rho, eps = rho_eps[id(p)]
                 m, h = _local(state["exp_avg"]), _local(state["hessian"])
-                sums[g, 2] += torch.count_nonzero(clipped(m, h, rho, eps))
+                sums[g, 2] += torch.count_nonzero(clipped(m, h, hyper[id(p)]["rho"], hyper[id(p)]["eps"]))
                 sums[g, 3] += h.sum()
         if self.sharded:
             torch_dist.all_reduce(sums, group=cast(DTensor, self.params[0]).device_mesh.get_group())

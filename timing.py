@@ -1,17 +1,9 @@
-"""Where a training step's time goes: data loading, forward+backward, the optimizer step and
-Sophia's Hessian refresh (train.py marks those parts; scripts/bench/bench_train.py switches the timer on),
-and the model FLOPs utilisation (MFU) of a device.
+"""Where a training step's time goes (StepTimer: data, forward_backward, optimizer and Sophia's Hessian
+refresh, which train.py marks and scripts/bench/bench_train.py switches on), and a device's MFU.
 
-    timer = StepTimer(device, enabled=True)
-    with timer("data"):
-        x, y = get_batch(...)
-    timer.seconds()  # {"data": 0.0012, ...}
-
-A part opened inside another one is charged to the outer one (the Hessian refresh loads data and
-runs forward+backward too; all of it counts as "hessian"). On CUDA the parts are measured on the
-device timeline with events, so a part is charged the device time between its start and end,
-including any time the device sat idle waiting for the host: a stall shows up where it happens.
-Switched off, a part costs one attribute check.
+A part opened inside another one is charged to the outer one. On CUDA the parts are measured with
+events on the device timeline, so a part is also charged the time the device sat idle waiting for
+the host: a stall shows up where it happens. Switched off, a part costs an attribute check.
 """
 
 import time
@@ -49,22 +41,20 @@ class StepTimer:
     def __init__(self, device: torch.device, enabled: bool = False):
         self.device = device
         self.enabled = enabled
-        self._depth = 0
+        self._open = False  # a part is being timed: the parts opened inside it are charged to it
         self._spans: list[tuple[str, Any, Any]] = []  # (part, start, end): perf_counter seconds, or CUDA events
 
     def __call__(self, part: str) -> AbstractContextManager:
-        return self._timed(part) if self.enabled else nullcontext()
+        return self._timed(part) if self.enabled and not self._open else nullcontext()
 
     @contextmanager
     def _timed(self, part: str) -> Iterator[None]:
-        self._depth += 1
-        start = self._mark() if self._depth == 1 else None
+        self._open, start = True, self._mark()
         try:
             yield
         finally:
-            if self._depth == 1:
-                self._spans.append((part, start, self._mark()))
-            self._depth -= 1
+            self._spans.append((part, start, self._mark()))
+            self._open = False
 
     def _mark(self) -> Any:
         if self.device.type == "cuda":

@@ -120,12 +120,16 @@ class Plan:
     data_dir: Path
 
 
-def batch_sizes_that_fit(total: int, world_size: int) -> str:
-    """The end of a batch-divisibility error: which micro-batch sizes would work."""
+def indivisible(key: str, total: int, batch_size: int, world_size: int, fix: str) -> UserError:
+    """The error of a batch of `total` sequences that batch_size * world_size does not split, with the
+    micro-batch sizes that would."""
     fits = [str(b) for b in range(1, total // world_size + 1) if total % (b * world_size) == 0]
+    hint = f"batch_size values that fit world_size={world_size}: {', '.join(fits)}"
     if not fits:
-        return f" ({total} sequences cannot be split evenly over world_size={world_size}: use a multiple of it)"
-    return f" (batch_size values that fit world_size={world_size}: {', '.join(fits)})"
+        hint = f"{total} sequences cannot be split evenly over world_size={world_size}: use a multiple of it"
+    return UserError(
+        f"{key}={total} is not divisible by batch_size * world_size = {batch_size} * {world_size}: {fix} ({hint})"
+    )
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -140,19 +144,13 @@ def resolve(cfg: TrainConfig, world_size: int, device: torch.device) -> Plan:
     whether to compile and the data directory; a UserError when the batch does not split."""
     per_step = cfg.batch_size * world_size
     if cfg.total_batch_size % per_step:
-        raise UserError(
-            f"total_batch_size={cfg.total_batch_size} is not divisible by batch_size * world_size = "
-            f"{cfg.batch_size} * {world_size}: change batch_size or total_batch_size"
-            f"{batch_sizes_that_fit(cfg.total_batch_size, world_size)}"
-        )
+        fix = "change batch_size or total_batch_size"
+        raise indivisible("total_batch_size", cfg.total_batch_size, cfg.batch_size, world_size, fix)
     hess_total = cfg.hess_total_batch_size or cfg.total_batch_size
     hess_batch = min(cfg.batch_size, hess_total // world_size)
     if cfg.is_sophia and (hess_batch == 0 or hess_total % (hess_batch * world_size)):
-        raise UserError(
-            f"hess_total_batch_size={hess_total} is not divisible by batch_size * world_size = {cfg.batch_size} * "
-            f"{world_size}: use a multiple of it, or a multiple of world_size below it"
-            f"{batch_sizes_that_fit(hess_total, world_size)}"
-        )
+        fix = "use a multiple of it, or a multiple of world_size below it"
+        raise indivisible("hess_total_batch_size", hess_total, cfg.batch_size, world_size, fix)
     return Plan(
         grad_accum=cfg.total_batch_size // per_step,
         hess_micro=hess_total // (hess_batch * world_size),
@@ -360,31 +358,29 @@ def gnb_estimator_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return gnb_loss(model(x)[0])
 
 
+def load_batch(run: Run, stream: int, it: int, index: int) -> tuple[Tensor, Tensor]:
+    """Micro-batch `index` (global: independent of world size) of a stream at iteration it + run.data_offset."""
+    cfg, batch_size = run.cfg, run.plan.hess_batch_size if stream == HESSIAN else run.cfg.batch_size
+    with run.timer("data"):
+        return get_batch(
+            run.train_path, cfg.seed, stream, it + run.data_offset, index, batch_size, cfg.block_size, run.dist.device
+        )
+
+
 def forward_backward(run: Run, loss_fn: Callable[..., Tensor], stream: int, it: int, n_micro: int) -> Tensor:
     """Accumulate into .grad the gradient of loss_fn (the training loss, or Sophia-G's estimator) averaged
-    over n_micro micro-batches of iteration it + run.data_offset on each rank (and by DDP over ranks);
-    returns the mean loss on this rank, as a tensor (no host sync). The next micro-batch is read while
-    the device runs the current forward pass (CUDA kernels are asynchronous)."""
-    cfg, dist = run.cfg, run.dist
-    batch_size, data_it = run.plan.hess_batch_size if stream == HESSIAN else cfg.batch_size, it + run.data_offset
-
-    def load(micro: int) -> tuple[int, tuple[Tensor, Tensor]]:
-        index = dist.rank * n_micro + micro  # global micro-batch index: independent of world size
-        with run.timer("data"):
-            return index, get_batch(
-                run.train_path, cfg.seed, stream, data_it, index, batch_size, cfg.block_size, dist.device
-            )
-
-    total = torch.zeros((), device=dist.device)
-    index, (x, y) = load(0)
+    over n_micro micro-batches on each rank (and by DDP over ranks); returns the mean loss on this rank, as
+    a tensor (no host sync). The next micro-batch is read while the device runs the current forward pass."""
+    total = torch.zeros((), device=run.dist.device)
+    x, y = load_batch(run, stream, it, run.dist.rank * n_micro)
     for micro in range(n_micro):
-        reseed(cfg.seed, stream, data_it, index)
-        last = micro == n_micro - 1
+        index, last = run.dist.rank * n_micro + micro, micro == n_micro - 1
+        reseed(run.cfg.seed, stream, it + run.data_offset, index)
         with grad_sync(run.model, last):
             with run.timer("forward_backward"), run.autocast:
                 loss = loss_fn(run.model, x, y) / n_micro
             if not last:
-                index, (x, y) = load(micro + 1)
+                x, y = load_batch(run, stream, it, index + 1)
             with run.timer("forward_backward"):
                 run.scaler.scale(loss).backward()
         total += loss.detach()
@@ -392,10 +388,9 @@ def forward_backward(run: Run, loss_fn: Callable[..., Tensor], stream: int, it: 
 
 
 def clip_gradients(run: Run, clip: float) -> Tensor:
-    """Clip the (unscaled) gradients to global norm `clip` (0: no clipping); returns the norm before
-    clipping, a float64 tensor. torch.nn.utils.clip_grads_with_norm_'s rule, with the coefficient cast
-    to the gradients' dtype: a float64 coefficient on float32 gradients sends CUDA's _foreach_mul_ to
-    its one-kernel-per-tensor path (the product is the same: the CPU casts the coefficient too)."""
+    """Clip the (unscaled) gradients to global norm `clip` (0: no clipping); returns the norm before, a
+    float64 tensor. torch's clip_grads_with_norm_ rule with the coefficient cast to the gradients' dtype: a
+    float64 one sends CUDA's _foreach_mul_ to its one-kernel-per-tensor path (the CPU casts it too)."""
     grads = [p.grad for p in run.raw_model.parameters() if p.grad is not None]
     norm = global_norm(grads)
     if clip > 0:
@@ -410,16 +405,14 @@ def hutchinson_refresh(run: Run, it: int) -> tuple[list[torch.nn.Parameter], lis
     Runs on the raw model under the math attention kernel: fused kernels have no double backward."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    cfg, plan, params = run.cfg, run.plan, [p for p in run.raw_model.parameters() if p.requires_grad]
+    n_micro, params = run.plan.hess_micro, [p for p in run.raw_model.parameters() if p.requires_grad]
     total: Any = None
-    for micro in range(plan.hess_micro):
-        index, data_it = run.dist.rank * plan.hess_micro + micro, it + run.data_offset
-        x, y = get_batch(
-            run.train_path, cfg.seed, HESSIAN, data_it, index, plan.hess_batch_size, cfg.block_size, run.dist.device
-        )
-        reseed(cfg.seed, HESSIAN, data_it, index)
+    for micro in range(n_micro):
+        index = run.dist.rank * n_micro + micro
+        x, y = load_batch(run, HESSIAN, it, index)
+        reseed(run.cfg.seed, HESSIAN, it + run.data_offset, index)
         with sdpa_kernel(SDPBackend.MATH), run.autocast:
-            loss = run.raw_model(x, y)[1] / plan.hess_micro
+            loss = run.raw_model(x, y)[1] / n_micro
         estimates = hutchinson(loss, params)
         total = estimates if total is None else torch._foreach_add(total, estimates)
     for t in total:
@@ -477,9 +470,8 @@ class StepResult(NamedTuple):
 
 
 def train_step(run: Run, it: int) -> StepResult:
-    """One optimizer step at iteration `it`. A step that ends a log_interval also measures the
-    per-group telemetry, before a Hessian refresh changes the state it describes (on rank 0, or on
-    every rank under FSDP, whose reductions need them all)."""
+    """One optimizer step at iteration `it`. A step that ends a log_interval also measures the per-group
+    telemetry before a Hessian refresh changes the state it describes (rank 0's, or every rank's under FSDP)."""
     lr = lr_at(it, run.cfg)
     set_lr(run.optimizer, lr)
     loss = forward_backward(run, train_loss, TRAIN, it, run.plan.grad_accum)
@@ -506,19 +498,17 @@ def train_step(run: Run, it: int) -> StepResult:
 
 
 def iteration(run: Run, it: int) -> tuple[StepResult, bool | None]:
-    """An iteration of the loop, without its bookkeeping: the optimizer step, then Sophia's Hessian
-    refresh when it is due after a step that updated. Returns the step and the refresh's outcome
-    (None: no refresh; False: its estimate was not finite and was skipped)."""
+    """The optimizer step, then Sophia's Hessian refresh when it is due after a step that updated; returns
+    the step and the refresh's outcome (None: no refresh; False: its estimate was skipped)."""
     step = train_step(run, it)
     return step, refresh_hessian(run, it) if step.ok and hessian_due(run, it) else None
 
 
 @torch.no_grad()
 def evaluate(run: Run, it: int, log: Log) -> dict[str, float]:
-    """Mean loss over eval_iters fixed batches of each split (the same batches at every eval, for every
-    optimizer with the same seed), shared out across ranks, then HellaSwag's accuracy when it is due.
-    Every rank runs the same number of forward passes (FSDP's all-gathers need every rank); where
-    eval_iters does not divide evenly, a rank's extra pass is not counted."""
+    """Mean loss over eval_iters fixed batches of each split (the same at every eval and for every optimizer),
+    shared out across ranks, then HellaSwag's accuracy when it is due. Every rank runs as many forward passes
+    (FSDP's all-gathers need them all): where eval_iters does not divide evenly, the extra one is not counted."""
     cfg, dist, model = run.cfg, run.dist, run.eval_model
     model.eval()
     out = {}
@@ -536,16 +526,9 @@ def evaluate(run: Run, it: int, log: Log) -> dict[str, float]:
     model.train()
     line = f"eval iter {it}: val loss {out['val/loss']:.4f}, train loss {out['eval/train_loss']:.4f}"
     if run.hellaswag is not None and (it % cfg.hellaswag_interval == 0 or it >= cfg.max_iters):
-        t0 = time.perf_counter()
+        t0, tokens = time.perf_counter(), cfg.batch_size * cfg.block_size
         out |= hellaswag.evaluate(
-            model,
-            run.hellaswag,
-            cfg.block_size,
-            cfg.batch_size * cfg.block_size,
-            run.autocast,
-            dist.device,
-            dist.rank,
-            dist.world_size,
+            model, run.hellaswag, cfg.block_size, tokens, run.autocast, dist.device, dist.rank, dist.world_size
         )
         line += (
             f", hellaswag acc_norm {out['eval/hellaswag_acc_norm']:.4f} acc {out['eval/hellaswag_acc']:.4f} "
@@ -565,8 +548,7 @@ class Preempted(Exception):
 @contextmanager
 def preemptible(run: Run) -> Iterator[None]:
     """While training, SIGTERM sets run.sigterm, which the next step shares with all ranks; the loop then
-    checkpoints and raises Preempted, which cli() turns into exit code 143. Off the main thread no
-    handler can be installed."""
+    checkpoints and raises Preempted (cli(): exit code 143). Off the main thread no handler can be installed."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -637,11 +619,9 @@ KEPT = ("time_s", "rollbacks", "skipped_steps", "skipped_hessian", "spike_skippe
 
 
 def roll_back(run: Run, state: TrainState, metrics: MetricsLog | None, it: int, log: Callable[[str], None]) -> bool:
-    """After the outlier skip at iteration `it` that made a rollback due: reload the run's newest
-    checkpoint into the live model, optimizer and loop state (every rank), and move the data on past
-    iteration `it` plus spike_rollback_batches more. The clock and the counts of skips and rollbacks
-    carry on (KEPT); a UserError once spike_max_rollbacks rollbacks were not enough. False when there
-    is no checkpoint to go back to yet (the run carries on). Call on every rank."""
+    """After the outlier skip at iteration `it` that made a rollback due, on every rank: reload the newest
+    checkpoint (all but KEPT) and move the data on past `it` plus spike_rollback_batches; False when there
+    is no checkpoint yet, a UserError after spike_max_rollbacks rollbacks."""
     cfg = run.cfg
     kept, rollbacks, offset = {k: getattr(state, k) for k in KEPT}, state.rollbacks, state.rollback_batches
     skips = len(run.spikes.skips)
