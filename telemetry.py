@@ -70,7 +70,7 @@ class Telemetry:
         numel = [0] * len(GROUPS)  # coordinates per group, all ranks together (a DTensor's numel is global)
         hyper = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
         new = [_local(p).detach() for p in self.params]
-        for col, tensors in enumerate((torch._foreach_sub(new, before), before)):
+        for col, tensors in enumerate([torch._foreach_sub(new, before), before]):
             sums[:, col].index_add_(0, self.group_index, torch.stack(torch._foreach_norm(tensors)).double().square())
         for p, g in zip(self.params, self.groups):
             numel[g] += p.numel()
