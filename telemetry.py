@@ -70,8 +70,9 @@ class Telemetry:
         numel = [0] * len(GROUPS)  # coordinates per group, all ranks together (a DTensor's numel is global)
         hyper = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
         new = [_local(p).detach() for p in self.params]
-        for col, tensors in enumerate([torch._foreach_sub(new, before), before]):
-            sums[:, col].index_add_(0, self.group_index, torch.stack(torch._foreach_norm(tensors)).double().square())
+        update, weight = torch._foreach_norm(torch._foreach_sub(new, before)), torch._foreach_norm(before)
+        for col, norms in enumerate([update, weight]):
+            sums[:, col].index_add_(0, self.group_index, torch.stack(norms).double().square())
         for p, g in zip(self.params, self.groups):
             numel[g] += p.numel()
             state = self.optimizer.state.get(p, {})
