@@ -1,11 +1,9 @@
 """Pretrain GPT-2 with Sophia (or AdamW / Lion / Muon baselines), on one CPU, one GPU or many:
 `python train.py CONFIG_FILE [--key=value ...]`; train_config.py (or --help) lists every key.
 
-Every random draw of a training step (data windows, dropout, Sophia's sampled labels) is a pure
-function of (seed, iteration, global micro-batch index), so a resumed run, or one on a different
-number of GPUs with the same total batch, sees exactly what an uninterrupted run would have (but
-a Hessian batch smaller than one micro-batch per rank is split by rank, so its windows depend on
-the number of GPUs).
+Every random draw of a step (data windows, dropout, Sophia's sampled labels) is a pure function of (seed,
+iteration, global micro-batch index), so a resumed run, or one on another number of GPUs with the same total
+batch, sees what an uninterrupted run would have (a Hessian batch under one micro-batch per rank excepted).
 """
 
 import json
