@@ -115,10 +115,6 @@ class TrainConfig:
     peak_flops: float = 0.0  # one device's peak FLOP/s for MFU (0: A100/H100/H200 known, else MFU is not logged)
 
     def validate(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise UserError(msg)
-
         ranges = (  # (keys, test, what their values must be)
             ("eval_interval eval_iters log_interval keep_last max_skipped_steps batch_size", lambda v: v >= 1, ">= 1"),
             ("total_batch_size block_size hess_interval spike_rollback_window", lambda v: v >= 1, ">= 1"),
@@ -129,7 +125,8 @@ class TrainConfig:
         )
         for names, ok, what in ranges:
             for name in names.split():
-                need(ok(getattr(self, name)), f"{name} must be {what}, got {getattr(self, name)}")
+                if not ok(getattr(self, name)):
+                    raise UserError(f"{name} must be {what}, got {getattr(self, name)}")
         choices = {
             "dtype": ("auto", "float32", "bfloat16", "float16"),
             "backend": ("auto", "nccl", "gloo"),
@@ -137,62 +134,59 @@ class TrainConfig:
             "muon_adjust_lr_fn": ("original", "match_rms_adamw"),
         }
         for name, allowed in choices.items():
-            *most, last = map(repr, allowed)
-            need(getattr(self, name) in allowed, f"{name}={getattr(self, name)!r}: use {', '.join(most)} or {last}")
-        need(self.spike_z >= 0, f"spike_z must be >= 0 (0 turns the spike guard off), got {self.spike_z}")
-        need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
-        need(
-            2 <= self.spike_warmup <= self.spike_window,
-            f"spike_warmup={self.spike_warmup} must be between 2 and spike_window={self.spike_window}: a standard "
-            f"deviation needs 2 values, and the window holds no more than spike_window",
-        )
-        need(
-            self.spike_rollback_skips <= self.spike_rollback_window,
-            f"spike_rollback_skips={self.spike_rollback_skips} skips never fit in spike_rollback_window="
-            f"{self.spike_rollback_window} steps: lower it, or 0 to never roll back",
-        )
-        need(
-            self.hellaswag_interval >= 0 and self.hellaswag_interval % self.eval_interval == 0,
-            f"hellaswag_interval={self.hellaswag_interval} must be 0 (off) or a multiple of "
-            f"eval_interval={self.eval_interval}: HellaSwag runs with the evals",
-        )
-        need(
-            self.optimizer_name in OPTIMIZERS,
-            f"optimizer_name={self.optimizer_name!r} is not one of {', '.join(OPTIMIZERS)}",
-        )
-        need(
-            not self.fused_optimizer or self.optimizer_name in FUSED,
-            f"fused_optimizer=True but {self.optimizer_name} has no fused step (only {', '.join(FUSED)}): "
-            f"leave fused_optimizer unset",
-        )
-        need(
-            self.init_from in ("scratch", "resume", "auto") or is_pretrained(self.init_from),
-            f"init_from={self.init_from!r}: use 'scratch', 'resume', 'auto', one of {', '.join(RELEASES)} "
-            f"or the path of a Hugging Face GPT-2 directory",
-        )
-        fsdp = self.parallelism == "fsdp"
-        need(
-            not (fsdp and self.optimizer_name == "sophiah"),
-            "optimizer_name='sophiah' does not run under parallelism='fsdp' (its Hutchinson estimator needs "
-            "double backward through the unsharded parameters): use parallelism='ddp', or sophiag",
-        )
-        need(
-            not (fsdp and self.dtype == "float16"),
-            "dtype='float16' is not supported with parallelism='fsdp': use dtype='bfloat16' (or float32)",
-        )
-        need(
-            self.min_lr is None or 0 <= self.min_lr <= self.learning_rate,
-            f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}",
-        )
-        need(
-            self.hess_total_batch_size is None or self.hess_total_batch_size >= 1,
-            f"hess_total_batch_size must be >= 1 (or None for total_batch_size), got {self.hess_total_batch_size}",
-        )
-        need(
-            self.lr_decay_iters is None or self.lr_decay_iters >= self.warmup_iters,
-            f"lr_decay_iters={self.lr_decay_iters} must be >= warmup_iters={self.warmup_iters}",
-        )
-        need(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            if getattr(self, name) not in allowed:
+                *most, last = map(repr, allowed)
+                raise UserError(f"{name}={getattr(self, name)!r}: use {', '.join(most)} or {last}")
+        if not self.spike_z >= 0:
+            raise UserError(f"spike_z must be >= 0 (0 turns the spike guard off), got {self.spike_z}")
+        if not self.grad_clip >= 0:
+            raise UserError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        if not 2 <= self.spike_warmup <= self.spike_window:
+            raise UserError(
+                f"spike_warmup={self.spike_warmup} must be between 2 and spike_window={self.spike_window}: a standard "
+                f"deviation needs 2 values, and the window holds no more than spike_window"
+            )
+        if self.spike_rollback_skips > self.spike_rollback_window:
+            raise UserError(
+                f"spike_rollback_skips={self.spike_rollback_skips} skips never fit in spike_rollback_window="
+                f"{self.spike_rollback_window} steps: lower it, or 0 to never roll back"
+            )
+        if self.hellaswag_interval < 0 or self.hellaswag_interval % self.eval_interval:
+            raise UserError(
+                f"hellaswag_interval={self.hellaswag_interval} must be 0 (off) or a multiple of "
+                f"eval_interval={self.eval_interval}: HellaSwag runs with the evals"
+            )
+        if self.optimizer_name not in OPTIMIZERS:
+            raise UserError(f"optimizer_name={self.optimizer_name!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.fused_optimizer and self.optimizer_name not in FUSED:
+            raise UserError(
+                f"fused_optimizer=True but {self.optimizer_name} has no fused step (only {', '.join(FUSED)}): "
+                f"leave fused_optimizer unset"
+            )
+        if self.init_from not in ("scratch", "resume", "auto") and not is_pretrained(self.init_from):
+            raise UserError(
+                f"init_from={self.init_from!r}: use 'scratch', 'resume', 'auto', one of {', '.join(RELEASES)} "
+                f"or the path of a Hugging Face GPT-2 directory"
+            )
+        if self.parallelism == "fsdp" and self.optimizer_name == "sophiah":
+            raise UserError(
+                "optimizer_name='sophiah' does not run under parallelism='fsdp' (its Hutchinson estimator needs "
+                "double backward through the unsharded parameters): use parallelism='ddp', or sophiag"
+            )
+        if self.parallelism == "fsdp" and self.dtype == "float16":
+            raise UserError(
+                "dtype='float16' is not supported with parallelism='fsdp': use dtype='bfloat16' (or float32)"
+            )
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.learning_rate:
+            raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        if self.hess_total_batch_size is not None and self.hess_total_batch_size < 1:
+            raise UserError(
+                f"hess_total_batch_size must be >= 1 (or None for total_batch_size), got {self.hess_total_batch_size}"
+            )
+        if self.lr_decay_iters is not None and self.lr_decay_iters < self.warmup_iters:
+            raise UserError(f"lr_decay_iters={self.lr_decay_iters} must be >= warmup_iters={self.warmup_iters}")
+        if self.n_embd % self.n_head:
+            raise UserError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
 
     @property
     def is_sophia(self) -> bool:
