@@ -2,10 +2,10 @@
 
     python scripts/tools/convert_checkpoint.py out/gpt2_xl_sophiag/ckpt_00010000 xl_10000.pt
 
-The output holds everything the sharded checkpoint does, the weights and optimizer state whole; a run
-continues from it under DDP when it is placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified
-first; the conversion runs in one process and needs the CPU memory of the model and its optimizer state.
-(sample.py, train.py and export_hf.py read sharded checkpoints directly: this is for tools that want one file.)
+The output holds everything the sharded checkpoint does, the weights and optimizer state whole; a run continues from
+it under DDP when it is placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified first; the conversion runs
+in one process and needs the CPU memory of the model and its optimizer state. (sample.py, train.py and export_hf.py
+read sharded checkpoints directly: this is for tools that want one file.)
 """
 
 import argparse
