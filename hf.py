@@ -100,9 +100,10 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     return sorted(p for p in hf_dir.iterdir() if p.is_file())
 
 
-def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:
-    """GPTConfig of a GPT2Config, or a UserError naming what our GPT cannot represent."""
-    c, gelu = hf_config, hf_config.activation_function
+def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
+    """Our GPT with the weights of a transformers GPT2LMHeadModel (always with biases: GPT-2's), or a UserError naming
+    what our GPT cannot represent."""
+    c, gelu = hf.config, hf.config.activation_function
     found = {  # what our GPT cannot represent: whether this config has it
         f"activation_function={gelu!r} (ours is the tanh GELU)": gelu not in TANH_GELUS,
         f"n_inner={c.n_inner} (ours is 4 * n_embd = {4 * c.n_embd})": c.n_inner not in (None, 4 * c.n_embd),
@@ -116,12 +117,7 @@ def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:
         raise UserError(f"this GPT-2 model has {', '.join(problems)}: our GPT cannot load it")
     shape = dict(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd)
     shape |= dict(dropout=dropout, bias=True, scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx)
-    return GPTConfig(**shape)
-
-
-def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
-    """Our GPT with the weights of a transformers GPT2LMHeadModel (always with biases: GPT-2's)."""
-    model = GPT(config_from_hf(hf.config, dropout))
+    model = GPT(GPTConfig(**shape))
     ours = model.state_dict()
     theirs = dict(hf.named_parameters())  # parameters only: no attention-mask buffers
     head = theirs.pop("lm_head.weight", None)  # present only when not tied to the token embedding
@@ -137,26 +133,22 @@ def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
     return model
 
 
-def _check_gpt2_dir(path: str | Path) -> None:
-    config_path = Path(path) / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        fix = "export one with scripts/tools/export_hf.py"
-        raise UserError(f"{path} has no config.json, so it is not a Hugging Face model directory: {fix}") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != "gpt2":
-        fix = "only GPT-2 models load into our GPT"
-        raise UserError(f"{path} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): {fix}")
-
-
 def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
     """Our GPT from a local Hugging Face GPT-2 directory, or one of OpenAI's releases (from the Hugging Face cache, else
     downloaded when the Hub can be reached)."""
     if os.path.isdir(name_or_dir):
-        _check_gpt2_dir(name_or_dir)
+        config_path = Path(name_or_dir) / "config.json"
+        try:
+            config = json.loads(config_path.read_text())
+        except FileNotFoundError:
+            why = "so it is not a Hugging Face model directory: export one with scripts/tools/export_hf.py"
+            raise UserError(f"{name_or_dir} has no config.json, {why}") from None
+        except (OSError, ValueError) as e:
+            raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        if model_type != "gpt2":
+            fix = "only GPT-2 models load into our GPT"
+            raise UserError(f"{name_or_dir} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): {fix}")
         try:
             hf = _transformers().GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
         except OSError as e:

@@ -9,11 +9,10 @@ OUT_DIR: one line per checkpoint, newest first, `ok` with its iteration or `DAMA
 mismatch, an unreadable file, non-finite weights or optimizer state). Exit code 0 when every checkpoint is ok, 1 when
 any is damaged, 2 when OUT_DIR has none.
 
---bench: per size, a GPT with Sophia-G state (m and h for every parameter), in one process, saved and loaded in each
-format: one file (train.py's writer; the load as a resume does it, torch.load and load_state_dict into the model and
-the optimizer; then the verification a resume adds, every zip entry's CRC-32 and the finiteness of the loaded state)
-and sharded (DCP's save and load). The files are in the page cache, so the times compare work, not disk speed. Prints
-medians of --repeats.
+--bench: per size, a GPT with Sophia-G state (m and h for every parameter) saved and loaded in one process in each
+format: one file (train.py's writer; a resume's load, torch.load and load_state_dict into model and optimizer; then the
+verification a resume adds, every zip entry's CRC-32 and the loaded state's finiteness) and sharded (DCP's save and
+load). The files are in the page cache: the times compare work, not disk speed. Prints medians of --repeats.
 """
 
 import argparse
