@@ -47,13 +47,9 @@ class Example:
     label: int
 
     def rows(self, block_size: int) -> list[tuple[np.ndarray, int]]:
-        """The 4 rows (context + ending, cut to block_size + 1 tokens) and how many of each row's last tokens belong to
-        the ending."""
-        out = []
-        for ending in self.endings:
-            row = np.concatenate([self.ctx, ending])[-(block_size + 1) :]
-            out.append((row, min(len(ending), len(row) - 1)))
-        return out
+        """The 4 rows (context + ending, its last block_size + 1 tokens), each with how many last tokens are scored."""
+        rows = [np.concatenate([self.ctx, ending])[-(block_size + 1) :] for ending in self.endings]
+        return [(row, min(len(ending), len(row) - 1)) for row, ending in zip(rows, self.endings)]
 
 
 def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Example]:
@@ -61,15 +57,14 @@ def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Exam
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run `{PREPARE}` (or pass the file it wrote)")
+    bad = f"{path} is not a prepared HellaSwag file"
     try:
         with np.load(path) as f:
             tokens, offsets, labels = f["tokens"], f["offsets"], f["labels"]
     except (OSError, ValueError, KeyError) as e:
-        why = f"{path} is not a prepared HellaSwag file ({type(e).__name__})"
-        raise UserError(f"{why}: run `{PREPARE}` again") from None
+        raise UserError(f"{bad} ({type(e).__name__}): run `{PREPARE}` again") from None
     if offsets.ndim != 2 or offsets.shape[1] != 6 or len(labels) != len(offsets) or not len(labels):
-        shapes = f"offsets {offsets.shape}, labels {labels.shape}"
-        raise UserError(f"{path} is not a prepared HellaSwag file ({shapes}): run `{PREPARE}` again")
+        raise UserError(f"{bad} (offsets {offsets.shape}, labels {labels.shape}): run `{PREPARE}` again")
     tokens = tokens.astype(np.int64)
     endings = [[tokens[o[k] : o[k + 1]] for k in range(1, 5)] for o in offsets]
     examples = [Example(tokens[o[0] : o[1]], e, int(label)) for o, e, label in zip(offsets, endings, labels)]
@@ -81,17 +76,12 @@ def check_vocab(vocab: Vocab, what: str, fix: str) -> None:
         raise UserError(f"HellaSwag is scored in GPT-2 tokens but {what} uses {describe(vocab)}: {fix}")
 
 
-def lengths(block_size: int) -> list[int]:
-    """The padded row lengths: powers of two from MIN_LENGTH below block_size, then block_size."""
-    doublings = (MIN_LENGTH * 2**k for k in range(block_size.bit_length()))
-    return [n for n in doublings if n < block_size] + [block_size]
-
-
 def batches(examples: list[Example], block_size: int, tokens_per_forward: int) -> list[tuple[int, int, list[int]]]:
     """The fixed batches, as (padded length, examples per batch, example indices): each example goes to the shortest
     length that holds its longest row, and every batch of a length has room for tokens_per_forward // (4 * length)
     examples (at least 1, at most all of that length's); the last one of a length is padded."""
-    sizes = lengths(block_size)
+    doublings = (MIN_LENGTH * 2**k for k in range(block_size.bit_length()))
+    sizes = [n for n in doublings if n < block_size] + [block_size]  # the padded row lengths
     by_length: dict[int, list[int]] = {}
     for i, example in enumerate(examples):
         longest = max(len(row) - 1 for row, _ in example.rows(block_size))
