@@ -1,10 +1,8 @@
-"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, with checksums verified on
-every read, read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and one process; torch.save's
-zip archive, whose entries carry CRC-32s), or a directory `ckpt_XXXXXXXX/` (FSDP; DCP files, each rank writing its
-shards, `meta.pt` with everything but the weights and optimizer state, `checksums.json` with a CRC-32 of every file;
-DCP reshards on load). No RNG state: every draw of training is seeded from (seed, iteration, micro-batch).
-`Checkpointer` is what train.py uses; `load_model` gives sample.py, exports and evaluations a run's newest model.
-"""
+"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, checksums verified on every read,
+read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and one process; a zip whose entries carry
+CRC-32s), or a directory `ckpt_XXXXXXXX/` (FSDP: each rank's DCP shards, `meta.pt` with the rest, `checksums.json` with
+every file's CRC-32; DCP reshards on load). No RNG state: every draw of training is seeded from (seed, iteration,
+micro-batch). `Checkpointer` is train.py's; `load_model` gives sample.py and the tools a run's newest model."""
 
 import json
 import os
@@ -41,8 +39,7 @@ FULL = sd.StateDictOptions(full_state_dict=True)  # a one-file checkpoint's whol
 
 
 def checkpoint_paths(out_dir: Path) -> list[Path]:
-    """Complete checkpoints in out_dir, newest first: files (ckpt_N.pt) and sharded directories (ckpt_N).
-    Unfinished writes are hidden '.ckpt_*.tmp' files or directories."""
+    """Complete checkpoints in out_dir (ckpt_N.pt files, ckpt_N directories), newest first; unfinished are hidden."""
     found = []
     for p in out_dir.glob(f"{CKPT_PREFIX}*"):
         number = p.name[len(CKPT_PREFIX) :] if p.is_dir() else p.name[len(CKPT_PREFIX) : -3]
@@ -100,10 +97,9 @@ def damaged(path: Path, why: str) -> str:
     return why + "delete it (or restore it from a copy) to resume from an older one"
 
 
-def read_checkpoint(path: Path, device: str = "cpu", verify: bool = True) -> dict:
-    """Load a checkpoint safely (weights_only). With verify, a checksum mismatch or a non-finite weight or optimizer
-    state makes it invalid (UserError). A sharded checkpoint is read whole into this process: its weights under
-    "model", no optimizer state (train.py loads one shard-wise with `load_sharded`)."""
+def read_checkpoint(path: Path, verify: bool = True) -> dict:
+    """Load a checkpoint safely (weights_only); with verify, a UserError on a checksum mismatch or non-finite tensors. A
+    sharded one is read whole into this process, without its optimizer state (train.py uses `load_sharded`)."""
     if is_sharded(path):
         meta = read_sharded_meta(path, verify=verify)
         model = GPT(GPTConfig(**meta["model_args"]))
@@ -116,7 +112,7 @@ def read_checkpoint(path: Path, device: str = "cpu", verify: bool = True) -> dic
     why = verify_file(path) if verify else None
     if why is None:
         try:
-            ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:
             why = _why(e)
     if why is not None:
@@ -139,8 +135,7 @@ def _remove(path: Path) -> None:
 
 
 def _prune(out_dir: Path, path: Path, keep_last: int) -> None:
-    """Keep the keep_last newest up to path; those numbered after it were left by an abandoned attempt (e.g. a
-    corrupted one a resume fell back past)."""
+    """Keep the keep_last newest up to path; later ones were left by an abandoned attempt (a resume fell back past)."""
     paths = checkpoint_paths(out_dir)
     i = paths.index(path)
     for old in paths[:i] + paths[i + keep_last :]:
@@ -241,16 +236,14 @@ def read_sharded_meta(path: Path, verify: bool = True) -> dict:
 
 
 def _dcp_load(state: dict, path: Path) -> None:
-    """dcp.load in place; in one process when there is no process group (DCP warns about that every time, though it is
-    exactly what we mean then)."""
+    """dcp.load in place, in one process when there is no process group (silencing DCP's warning about just that)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=path, no_dist=not torch_dist.is_initialized())
 
 
 def load_sharded(path: Path, model: Module, optimizer: Optimizer) -> None:
-    """A sharded checkpoint's weights and optimizer state into model and optimizer, sharded (FSDP) or not, whatever
-    the number of ranks that wrote it. Call on every rank."""
+    """A sharded checkpoint into model and optimizer, FSDP or not, whatever ranks wrote it. Call on every rank."""
     model_state, optimizer_state = sd.get_state_dict(model, optimizer)
     _dcp_load({"model": model_state, "optimizer": optimizer_state}, path)
     sd.set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
@@ -301,8 +294,7 @@ def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announc
 
 
 def model_from(ckpt: dict, cfg: Any) -> GPT:
-    """The GPT of a checkpoint to resume, with its weights when they are in the file, after checking that the config
-    describes the same shape."""
+    """The GPT of a checkpoint to resume (with its weights when the file has them), if the config has its shape."""
     model_args = ckpt["model_args"]
     diff = {k: (model_args[k], getattr(cfg, k)) for k in SHAPE if model_args[k] != getattr(cfg, k)}
     # A run started from pretrained weights has their shape, not its config's: only a run whose
@@ -407,9 +399,8 @@ class Checkpointer:
 def load_model(
     source: str | Path, hint: str = "train first (train.py writes one at every eval_interval)"
 ) -> tuple[GPT, dict, str]:
-    """(GPT, its vocabulary, what was loaded) from `source`: a run's out_dir (its newest valid checkpoint, each damaged
-    one skipped with a warning on stderr), a Hugging Face GPT-2 directory or one of OpenAI's releases. A UserError
-    ending in `hint` when an out_dir has no checkpoint."""
+    """(GPT, its vocabulary, what was loaded) from a run's out_dir (its newest valid checkpoint; damaged ones skipped
+    with a warning), a Hugging Face GPT-2 directory or an OpenAI release. A UserError ending in `hint` if none."""
     if is_pretrained(str(source)):
         return load_gpt2(str(source)), GPT2, str(source)
     for path in checkpoint_paths(Path(source)):
