@@ -5,10 +5,9 @@
     python scripts/tools/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
     python scripts/tools/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
 
-Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8 for a multi-GPU estimate).
-dtype 'auto' is taken as bfloat16 (a GPU run). --measure trains the config for a few steps (one Hessian refresh, one
-eval) in this process on the CPU, fp32, one rank, and compares the peak resident memory that training added with the
-estimate for that setting.
+Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8); dtype 'auto' is taken as
+bfloat16 (a GPU run). --measure trains the config for a few steps (one Hessian refresh, one eval) in this process on the
+CPU, fp32, one rank, and compares the peak resident memory that training added with the estimate for that setting.
 """
 
 import sys

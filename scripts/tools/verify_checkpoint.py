@@ -5,9 +5,8 @@ checkpoint format costs.
     python scripts/tools/verify_checkpoint.py --bench                      # tiny (7M) and GPT-2 small (124M)
     python scripts/tools/verify_checkpoint.py --bench --sizes tiny --repeats 5
 
-OUT_DIR: one line per checkpoint, newest first, `ok` with its iteration or `DAMAGED` with the reason (a checksum
-mismatch, an unreadable file, non-finite weights or optimizer state). Exit code 0 when every checkpoint is ok, 1 when
-any is damaged, 2 when OUT_DIR has none.
+OUT_DIR: one line per checkpoint, newest first, `ok` with its iteration or `DAMAGED` with the reason. Exit code 0 when
+every checkpoint is ok, 1 when any is damaged (checksums, readability, finiteness), 2 when OUT_DIR has none.
 
 --bench: per size, a GPT with Sophia-G state (m and h for every parameter) saved and loaded in one process in each
 format: one file (train.py's writer; a resume's load, torch.load and load_state_dict into model and optimizer; then the
