@@ -5,11 +5,10 @@ followed by the tokens of " " + ending, by its cross-entropy over the ending tok
 the lowest summed loss, `acc_norm` the one with the lowest mean loss per token (the definitions of llm.c and
 build-nanogpt). A row longer than the model's context keeps its last block_size + 1 tokens (the context's start goes).
 
-Batched for a compiled model: the rows are padded to one of a few fixed lengths (powers of two up to block_size), and
-every forward pass of a length holds the same number of rows, so torch.compile sees a few shapes, all of them in the
-first evaluation. Padding is never scored. The batches are fixed by the data and the sizes alone and are dealt out over
-the ranks, every rank running the same number of forward passes (FSDP needs all ranks in each one), so any number of
-ranks gives the same accuracy.
+Batched for a compiled model: rows are padded to a few fixed lengths (powers of two up to block_size), every forward
+pass of a length holding the same number of rows, so torch.compile sees a few shapes, all in the first evaluation.
+Padding is never scored. The batches depend on the data and sizes alone and are dealt out over the ranks, each running
+the same number of forward passes (FSDP needs all ranks in each), so any number of ranks gives the same accuracy.
 
     python data/hellaswag/prepare.py                  # -> data/hellaswag/val.npz (10,042 examples)
     python scripts/tools/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
@@ -132,10 +131,9 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, float]:
-    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT, compiled, DDP-unwrapped or FSDP-sharded)
-    over `examples`, each rank scoring every world_size-th batch. Where the batches do not divide evenly, a rank's
-    extra forward pass (on a batch it has already seen) is not counted. All ranks must call it; returns the same
-    numbers on every rank."""
+    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT: compiled, DDP-unwrapped or FSDP-sharded)
+    over `examples`, each rank scoring every world_size-th batch (an extra pass where they do not divide evenly is not
+    counted). All ranks must call it; every rank gets the same numbers."""
     plan = batches(examples, block_size, tokens_per_forward)
     labels = torch.tensor([e.label for e in examples], device=device)
     correct = torch.zeros(2, device=device, dtype=torch.long)
