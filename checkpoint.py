@@ -166,9 +166,8 @@ def _crc32(path: Path) -> int:
 
 
 def save_sharded(model: Module, optimizer: Optimizer, meta: dict, out_dir: Path, keep_last: int, dist: Dist) -> Path:
-    """Every rank writes its shards (DCP) into a hidden directory; the ranks checksum its files in parallel (each its
-    share); rank 0 adds meta.pt and checksums.json, renames the directory into place and fsyncs; the ranks verify it;
-    only then rank 0 prunes. Call on every rank."""
+    """Every rank writes its DCP shards into a hidden directory and checksums its share of the files; rank 0 adds
+    meta.pt and checksums.json, renames it into place and fsyncs; all verify it; then rank 0 prunes. All ranks call."""
     path = out_dir / f"{CKPT_PREFIX}{meta['iter']:08d}"
     tmp = out_dir / f".{path.name}.tmp"
     if dist.master and tmp.exists():
@@ -257,9 +256,8 @@ Log = Callable[[str], None]
 
 
 def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announce: bool = True) -> tuple[Any, Any]:
-    """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest one that verifies,
-    each damaged one skipped with a warning. Rank 0 chooses, so that every rank loads the same one; a sharded
-    checkpoint's meta only (its tensors are loaded shard-wise)."""
+    """(path, checkpoint) to resume from, or (None, None): the newest that verifies (damaged ones skipped, warned),
+    as rank 0 chose it, so every rank loads the same one; of a sharded one its meta only (tensors load shard-wise)."""
     paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
     if init_from not in ("resume", "auto"):
         if paths:
@@ -310,9 +308,8 @@ def model_from(ckpt: dict, cfg: Any) -> GPT:
 
 
 class Checkpointer:
-    """A training run's checkpoints, as torchtitan's CheckpointManager keeps them: it finds the one to resume from,
-    checks that it belongs to this run (optimizer, model shape, vocabulary), loads it, and saves new ones in the format
-    of the parallelism, keeping the newest keep_last. Every rank makes one."""
+    """A run's checkpoints, as torchtitan's CheckpointManager keeps them: finds the one to resume from, checks that
+    it is this run's (optimizer, shape, vocabulary), loads it, saves new ones in the parallelism's format. Per rank."""
 
     def __init__(self, cfg: Any, vocab: dict, data_dir: Path, dist: Dist, log: Log) -> None:
         self.cfg, self.vocab, self.dist, self.log = cfg, vocab, dist, log
