@@ -248,10 +248,6 @@ def load_sharded(path: Path, model: Module, optimizer: Optimizer) -> None:
     sd.set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
-def _is_fsdp(model: Module) -> bool:
-    return isinstance(next(model.parameters()), DTensor)
-
-
 Log = Callable[[str], None]
 
 
@@ -341,7 +337,7 @@ class Checkpointer:
             why = agree("non-finite weights or optimizer state" if bad else None, self.dist)
             if why is not None:
                 raise UserError(damaged(path, why))
-        elif _is_fsdp(model):
+        elif isinstance(next(model.parameters()), DTensor):  # an FSDP-sharded model
             # torch's format numbers parameters in param_groups order; DCP shards from parameter names
             name = {id(p): n for n, p in model.named_parameters()}
             names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
@@ -366,7 +362,7 @@ class Checkpointer:
             return None
         self.path = path
         if not is_sharded(path):  # a sharded checkpoint's weights come with its optimizer state, in load()
-            if _is_fsdp(model):
+            if isinstance(next(model.parameters()), DTensor):  # an FSDP-sharded model
                 sd.set_model_state_dict(model, self.ckpt["model"], options=FULL)
             else:
                 model.load_state_dict(self.ckpt["model"])
