@@ -36,6 +36,7 @@ CKPT_PREFIX = "ckpt_"
 META, CHECKSUMS = "meta.pt", "checksums.json"  # in a sharded checkpoint's directory, next to DCP's files
 SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")
 FULL = sd.StateDictOptions(full_state_dict=True)  # a one-file checkpoint's whole tensors into an FSDP-sharded model
+Log = Callable[[str], None]
 
 
 def checkpoint_paths(out_dir: Path) -> list[Path]:
@@ -246,9 +247,6 @@ def load_sharded(path: Path, model: Module, optimizer: Optimizer) -> None:
     model_state, optimizer_state = sd.get_state_dict(model, optimizer)
     _dcp_load({"model": model_state, "optimizer": optimizer_state}, path)
     sd.set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
-
-
-Log = Callable[[str], None]
 
 
 def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announce: bool = True) -> tuple[Any, Any]:
