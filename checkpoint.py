@@ -180,8 +180,7 @@ def save_sharded(model: Module, optimizer: Optimizer, meta: dict, out_dir: Path,
     gathered: list[Any] = [None] * dist.world_size
     torch_dist.all_gather_object(gathered, crcs)
     if dist.master:
-        with atomic_write(tmp / META, "wb") as f:
-            torch.save(meta, f)
+        write_file(meta, tmp / META)
         files = {name: crc for part in gathered for name, crc in part.items()} | {META: _crc32(tmp / META)}
         with atomic_write(tmp / CHECKSUMS) as f:
             json.dump({"iter": meta["iter"], "files": files}, f, indent=1, sort_keys=True)
