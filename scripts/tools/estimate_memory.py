@@ -82,14 +82,12 @@ def measure(argv: list[str]) -> None:
     print(f"estimate {e.total / GB:.3f} GB, measured peak {peak / GB:.3f} GB ({measured}): {ratio}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--table"]:
-        table()
-        return 0
+        return table()
     if argv[:1] == ["--measure"]:
-        measure(argv[1:])
-        return 0
+        return measure(argv[1:])
     world = [a for a in argv if a.startswith("--world_size=")]
     world_size = int(world[-1].split("=", 1)[1]) if world else 8
     cfg = parse_args([a for a in argv if not a.startswith("--world_size=")])
@@ -102,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:14} {getattr(e, name) / GB:8.2f} GB")
     print(f"  {e.other_name:14} {e.other / GB:8.2f} GB")
     print(f"  {'total':14} {e.total / GB:8.2f} GB per rank (+ ~{RESERVED_GB:.0f} GB CUDA context and fragmentation)")
-    return 0
 
 
 if __name__ == "__main__":
