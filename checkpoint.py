@@ -1,11 +1,8 @@
-"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, with checksums
-verified on every read, read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and
-one process; torch.save's zip archive, whose entries carry CRC-32s), or a directory `ckpt_XXXXXXXX/`
-(FSDP; DCP files, each rank writing its shards, `meta.pt` with everything but the weights and optimizer
-state, `checksums.json` with a CRC-32 of every file; DCP reshards on load). No RNG state: every draw
-of training is seeded from (seed, iteration, micro-batch). `Checkpointer` is what train.py uses;
-`load_model` gives sample.py, exports and evaluations the newest trained model of a run.
-"""
+"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, checksums verified on every read,
+read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and one process; a zip whose entries carry
+CRC-32s), or a directory `ckpt_XXXXXXXX/` (FSDP: each rank's DCP shards, `meta.pt` with the rest, `checksums.json` with
+every file's CRC-32; DCP reshards on load). No RNG state: every draw of training is seeded from (seed, iteration,
+micro-batch). `Checkpointer` is train.py's; `load_model` gives sample.py and the tools a run's newest model."""
 
 import json
 import os
@@ -38,11 +35,12 @@ from vocab import GPT2, check_same, from_meta
 CKPT_PREFIX = "ckpt_"
 META, CHECKSUMS = "meta.pt", "checksums.json"  # in a sharded checkpoint's directory, next to DCP's files
 SHAPE = ("n_layer", "n_head", "n_embd", "block_size", "bias")
+FULL = sd.StateDictOptions(full_state_dict=True)  # a one-file checkpoint's whole tensors into an FSDP-sharded model
+Log = Callable[[str], None]
 
 
 def checkpoint_paths(out_dir: Path) -> list[Path]:
-    """Complete checkpoints in out_dir, newest first: files (ckpt_N.pt) and sharded directories (ckpt_N).
-    Unfinished writes are hidden '.ckpt_*.tmp' files or directories."""
+    """Complete checkpoints in out_dir (ckpt_N.pt files, ckpt_N directories), newest first; unfinished are hidden."""
     found = []
     for p in out_dir.glob(f"{CKPT_PREFIX}*"):
         number = p.name[len(CKPT_PREFIX) :] if p.is_dir() else p.name[len(CKPT_PREFIX) : -3]
@@ -60,9 +58,8 @@ def _why(e: Exception) -> str:
 
 
 def verify_file(path: Path) -> str | None:
-    """Why the checkpoint file at path is damaged, or None. torch.load never checks the CRC-32 that
-    every zip entry carries: recomputing them catches damage that keeps the file's size and structure
-    (bit rot, a half-finished copy)."""
+    """Why the checkpoint file at path is damaged, or None. torch.load never checks the CRC-32 that every zip entry
+    carries: recomputing them catches damage that keeps the file's size and structure (bit rot, a partial copy)."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -101,10 +98,9 @@ def damaged(path: Path, why: str) -> str:
     return why + "delete it (or restore it from a copy) to resume from an older one"
 
 
-def read_checkpoint(path: Path, device: str = "cpu", verify: bool = True) -> dict:
-    """Load a checkpoint safely (weights_only). With verify, a checksum mismatch or a non-finite weight or
-    optimizer state makes it invalid (UserError). A sharded checkpoint is read whole into this process:
-    its weights under "model", no optimizer state (train.py loads one shard-wise with `load_sharded`)."""
+def read_checkpoint(path: Path, verify: bool = True) -> dict:
+    """Load a checkpoint safely (weights_only); with verify, a UserError on a checksum mismatch or non-finite tensors. A
+    sharded one is read whole into this process, without its optimizer state (train.py uses `load_sharded`)."""
     if is_sharded(path):
         meta = read_sharded_meta(path, verify=verify)
         model = GPT(GPTConfig(**meta["model_args"]))
@@ -117,7 +113,7 @@ def read_checkpoint(path: Path, device: str = "cpu", verify: bool = True) -> dic
     why = verify_file(path) if verify else None
     if why is None:
         try:
-            ckpt = torch.load(path, map_location=device, weights_only=True, mmap=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:
             why = _why(e)
     if why is not None:
@@ -131,8 +127,7 @@ def read_checkpoint(path: Path, device: str = "cpu", verify: bool = True) -> dic
 
 
 def _remove(path: Path) -> None:
-    """Delete a checkpoint; a directory is first renamed out of sight, so a kill in the middle never
-    leaves a half-deleted checkpoint under a valid name."""
+    """Delete a checkpoint; a directory is first renamed out of sight: a kill never leaves half of one named valid."""
     if not is_sharded(path):
         return path.unlink()
     doomed = path.with_name(f".{path.name}.deleting")
@@ -141,8 +136,7 @@ def _remove(path: Path) -> None:
 
 
 def _prune(out_dir: Path, path: Path, keep_last: int) -> None:
-    """Keep the keep_last newest up to path; those numbered after it were left by an abandoned attempt
-    (e.g. a corrupted one a resume fell back past)."""
+    """Keep the keep_last newest up to path; later ones were left by an abandoned attempt (a resume fell back past)."""
     paths = checkpoint_paths(out_dir)
     i = paths.index(path)
     for old in paths[:i] + paths[i + keep_last :]:
@@ -155,8 +149,7 @@ def write_file(state: dict, path: Path) -> None:
 
 
 def save_checkpoint(state: dict, out_dir: Path, it: int, keep_last: int) -> Path:
-    """Write atomically, verify the new file loads, and only then prune: a kill at any moment leaves the
-    previous good one in place."""
+    """Write atomically, verify that the new file loads, and only then prune: a kill leaves the previous one."""
     path = out_dir / f"{CKPT_PREFIX}{it:08d}.pt"
     write_file(state, path)
     if read_checkpoint(path)["iter"] != it:
@@ -173,15 +166,9 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _share(names: Iterable[str], rank: int, world_size: int) -> list[str]:
-    """This rank's share of a checkpoint's files, so that the ranks checksum them in parallel."""
-    return sorted(names)[rank::world_size]
-
-
 def save_sharded(model: Module, optimizer: Optimizer, meta: dict, out_dir: Path, keep_last: int, dist: Dist) -> Path:
-    """Every rank writes its shards (DCP) into a hidden directory; the ranks checksum its files in
-    parallel; rank 0 adds meta.pt and checksums.json, renames the directory into place and fsyncs; the
-    ranks verify it; only then rank 0 prunes. Call on every rank."""
+    """Every rank writes its DCP shards into a hidden directory and checksums its share of the files; rank 0 adds
+    meta.pt and checksums.json, renames it into place and fsyncs; all verify it; then rank 0 prunes. All ranks call."""
     path = out_dir / f"{CKPT_PREFIX}{meta['iter']:08d}"
     tmp = out_dir / f".{path.name}.tmp"
     if dist.master and tmp.exists():
@@ -189,12 +176,11 @@ def save_sharded(model: Module, optimizer: Optimizer, meta: dict, out_dir: Path,
     torch_dist.barrier()
     model_state, optimizer_state = sd.get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)  # fsyncs its files
-    crcs = {name: _crc32(tmp / name) for name in _share([f.name for f in tmp.iterdir()], dist.rank, dist.world_size)}
+    crcs = {name: _crc32(tmp / name) for name in sorted(f.name for f in tmp.iterdir())[dist.rank :: dist.world_size]}
     gathered: list[Any] = [None] * dist.world_size
     torch_dist.all_gather_object(gathered, crcs)
     if dist.master:
-        with atomic_write(tmp / META, "wb") as f:
-            torch.save(meta, f)
+        write_file(meta, tmp / META)
         files = {name: crc for part in gathered for name, crc in part.items()} | {META: _crc32(tmp / META)}
         with atomic_write(tmp / CHECKSUMS) as f:
             json.dump({"iter": meta["iter"], "files": files}, f, indent=1, sort_keys=True)
@@ -222,8 +208,8 @@ def agree(why: str | None, dist: Dist) -> str | None:
 
 
 def verify_sharded(path: Path, rank: int = 0, world_size: int = 1) -> str | None:
-    """Why the sharded checkpoint at path is damaged, or None: its files must be exactly those of
-    checksums.json, and this rank's share of them must match their CRC-32s (one rank: all of them)."""
+    """Why the sharded checkpoint at path is damaged, or None: its files must be exactly those of checksums.json, and
+    this rank's share of them must match their CRC-32s (one rank: all of them)."""
     try:
         files = json.loads((path / CHECKSUMS).read_text())["files"]
         present = {f.name for f in path.iterdir()} - {CHECKSUMS}
@@ -231,7 +217,7 @@ def verify_sharded(path: Path, rank: int = 0, world_size: int = 1) -> str | None
         return f"no readable {CHECKSUMS}: {type(e).__name__}"
     if present != set(files):
         return f"files missing or unexpected: {', '.join(sorted(present ^ set(files)))}"
-    for name in _share(files, rank, world_size):
+    for name in sorted(files)[rank::world_size]:
         if _crc32(path / name) != files[name]:
             return f"checksum mismatch in {name}"
     return None
@@ -249,61 +235,22 @@ def read_sharded_meta(path: Path, verify: bool = True) -> dict:
 
 
 def _dcp_load(state: dict, path: Path) -> None:
-    """dcp.load in place; in one process when there is no process group (DCP warns about that every
-    time, though it is exactly what we mean then)."""
+    """dcp.load in place, in one process when there is no process group (silencing DCP's warning about just that)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=path, no_dist=not torch_dist.is_initialized())
 
 
 def load_sharded(path: Path, model: Module, optimizer: Optimizer) -> None:
-    """A sharded checkpoint's weights and optimizer state into model and optimizer, sharded (FSDP) or
-    not, whatever the number of ranks that wrote it. Call on every rank."""
+    """A sharded checkpoint into model and optimizer, FSDP or not, whatever ranks wrote it. Call on every rank."""
     model_state, optimizer_state = sd.get_state_dict(model, optimizer)
     _dcp_load({"model": model_state, "optimizer": optimizer_state}, path)
     sd.set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
 
 
-def _is_fsdp(model: Module) -> bool:
-    return isinstance(next(model.parameters()), DTensor)
-
-
-def load_full_model_state(model: Module, model_state: dict) -> None:
-    """A one-file checkpoint's weights into a live model, sharded (FSDP) or not."""
-    if _is_fsdp(model):
-        sd.set_model_state_dict(model, model_state, options=sd.StateDictOptions(full_state_dict=True))
-    else:
-        model.load_state_dict(model_state)
-
-
-def load_training_state(path: Path, ckpt: dict, model: Module, optimizer: Optimizer, dist: Dist) -> None:
-    """Resume: the checkpoint's optimizer state into optimizer, and a sharded one's weights into model
-    (a one-file checkpoint's weights are loaded before the model is sharded). Call on every rank."""
-    if is_sharded(path):
-        load_sharded(path, model, optimizer)
-        bad = non_finite(live_tensors(model, optimizer))
-        why = agree("non-finite weights or optimizer state" if bad else None, dist)
-        if why is not None:
-            raise UserError(damaged(path, why))
-    elif _is_fsdp(model):
-        # torch's format numbers parameters in param_groups order; DCP shards from parameter names
-        name = {id(p): n for n, p in model.named_parameters()}
-        names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
-        state = ckpt["optimizer"]
-        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
-        by_name: dict[str, Any] = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
-        sd.set_optimizer_state_dict(model, optimizer, by_name, options=sd.StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(ckpt["optimizer"])
-
-
-Log = Callable[[str], None]
-
-
 def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announce: bool = True) -> tuple[Any, Any]:
-    """(path, checkpoint) to resume from (init_from 'resume' or 'auto'), or (None, None): the newest one
-    that verifies, each damaged one skipped with a warning. Rank 0 chooses, so that every rank loads the
-    same one; a sharded checkpoint's meta only (its tensors are loaded shard-wise)."""
+    """(path, checkpoint) to resume from, or (None, None): the newest that verifies (damaged ones skipped, warned),
+    as rank 0 chose it, so every rank loads the same one; of a sharded one its meta only (tensors load shard-wise)."""
     paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
     if init_from not in ("resume", "auto"):
         if paths:
@@ -338,8 +285,7 @@ def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announc
 
 
 def model_from(ckpt: dict, cfg: Any) -> GPT:
-    """The GPT of a checkpoint to resume, with its weights when they are in the file, after checking
-    that the config describes the same shape."""
+    """The GPT of a checkpoint to resume (with its weights when the file has them), if the config has its shape."""
     model_args = ckpt["model_args"]
     diff = {k: (model_args[k], getattr(cfg, k)) for k in SHAPE if model_args[k] != getattr(cfg, k)}
     # A run started from pretrained weights has their shape, not its config's: only a run whose
@@ -355,9 +301,8 @@ def model_from(ckpt: dict, cfg: Any) -> GPT:
 
 
 class Checkpointer:
-    """A training run's checkpoints, as torchtitan's CheckpointManager keeps them: it finds the one to
-    resume from, checks that it belongs to this run (optimizer, model shape, vocabulary), loads it, and
-    saves new ones in the format of the parallelism, keeping the newest keep_last. Every rank makes one."""
+    """A run's checkpoints, as torchtitan's CheckpointManager keeps them: finds the one to resume from, checks that
+    it is this run's (optimizer, shape, vocabulary), loads it, saves new ones in the parallelism's format. Per rank."""
 
     def __init__(self, cfg: Any, vocab: dict, data_dir: Path, dist: Dist, log: Log) -> None:
         self.cfg, self.vocab, self.dist, self.log = cfg, vocab, dist, log
@@ -379,32 +324,51 @@ class Checkpointer:
         return model_from(self.ckpt, self.cfg)
 
     def load(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> None:
-        """The checkpoint's optimizer state (and a sharded one's weights), fp16 loss scale and the loop's
-        counters (into `state`), then the checkpoint is let go. Call on every rank."""
-        assert self.path is not None and self.ckpt is not None
-        load_training_state(self.path, self.ckpt, model, optimizer, self.dist)
-        if self.ckpt["scaler"] or not scaler.is_enabled():
-            scaler.load_state_dict(self.ckpt["scaler"])
+        """The checkpoint's optimizer state (a sharded one's weights too: one-file weights go in before sharding), fp16
+        loss scale and the loop's counters (into `state`), then the checkpoint is let go. Call on every rank."""
+        path, ckpt = self.path, self.ckpt
+        assert path is not None and ckpt is not None
+        if is_sharded(path):
+            load_sharded(path, model, optimizer)
+            bad = non_finite(live_tensors(model, optimizer))
+            why = agree("non-finite weights or optimizer state" if bad else None, self.dist)
+            if why is not None:
+                raise UserError(damaged(path, why))
+        elif isinstance(next(model.parameters()), DTensor):  # an FSDP-sharded model
+            # torch's format numbers parameters in param_groups order; DCP shards from parameter names
+            name = {id(p): n for n, p in model.named_parameters()}
+            names = [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
+            opt = ckpt["optimizer"]
+            groups = [{**g, "params": [names[i] for i in g["params"]]} for g in opt["param_groups"]]
+            by_name: dict[str, Any] = {"state": {names[i]: s for i, s in opt["state"].items()}, "param_groups": groups}
+            sd.set_optimizer_state_dict(model, optimizer, by_name, options=FULL)
+        else:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] or not scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
         else:
             self.log("the checkpoint has no fp16 loss scale (its run was not float16): starting from the default")
-        state.update({k: self.ckpt[k] for k in state if k in self.ckpt})  # an older checkpoint lacks the newer keys
+        state.update({k: ckpt[k] for k in state if k in ckpt})  # an older checkpoint lacks the newer keys
         self.ckpt = None
 
     def reload(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> Path | None:
-        """A rollback: the newest valid checkpoint into the live model, optimizer, scaler and `state`, as
-        load() does for a resume; its path, or None when out_dir has none yet. Call on every rank."""
+        """A rollback: the newest valid checkpoint into the live model, optimizer, scaler and `state`, as load() does
+        for a resume; its path, or None when out_dir has none yet. Call on every rank."""
         path, self.ckpt = find_checkpoint(self.out_dir, "auto", self.dist, self.log, announce=False)
         if path is None or self.ckpt is None:
             return None
         self.path = path
-        if not is_sharded(path):  # a sharded checkpoint's weights come with its optimizer state
-            load_full_model_state(model, self.ckpt["model"])
+        if not is_sharded(path):  # a sharded checkpoint's weights come with its optimizer state, in load()
+            if isinstance(next(model.parameters()), DTensor):  # an FSDP-sharded model
+                sd.set_model_state_dict(model, self.ckpt["model"], options=FULL)
+            else:
+                model.load_state_dict(self.ckpt["model"])
         self.load(model, optimizer, scaler, state)
         return path
 
     def save(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> None:
-        """Model, optimizer, fp16 loss scale and the loop state: one file written by rank 0, or under FSDP
-        a sharded checkpoint that every rank writes its part of. Call on every rank."""
+        """Model, optimizer, fp16 loss scale and the loop state: one file written by rank 0, or under FSDP a sharded
+        checkpoint that every rank writes its part of. Call on every rank."""
         sharded = self.cfg.parallelism == "fsdp"
         if not (sharded or self.dist.master):
             return
@@ -422,13 +386,11 @@ class Checkpointer:
             save_checkpoint(model_state | meta, self.out_dir, state["iter"], self.cfg.keep_last)
 
 
-HINT = "train first (train.py writes one at every eval_interval)"
-
-
-def load_model(source: str | Path, hint: str = HINT) -> tuple[GPT, dict, str]:
-    """(GPT, its vocabulary, what was loaded) from `source`: a run's out_dir (its newest valid checkpoint,
-    each damaged one skipped with a warning on stderr), a Hugging Face GPT-2 directory or one of OpenAI's
-    releases. A UserError ending in `hint` when an out_dir has no checkpoint."""
+def load_model(
+    source: str | Path, hint: str = "train first (train.py writes one at every eval_interval)"
+) -> tuple[GPT, dict, str]:
+    """(GPT, its vocabulary, what was loaded) from a run's out_dir (its newest valid checkpoint; damaged ones skipped
+    with a warning), a Hugging Face GPT-2 directory or an OpenAI release. A UserError ending in `hint` if none."""
     if is_pretrained(str(source)):
         return load_gpt2(str(source)), GPT2, str(source)
     for path in checkpoint_paths(Path(source)):

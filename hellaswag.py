@@ -1,16 +1,14 @@
 """HellaSwag accuracy of a GPT: the downstream number that GPT-2 reproductions report beside val loss.
 
-Each example is a context and 4 endings, one of them right. The model scores 4 rows, the context's
-GPT-2 tokens followed by the tokens of " " + ending, by its cross-entropy over the ending tokens
-only: `acc` takes the ending with the lowest summed loss, `acc_norm` the one with the lowest mean
-loss per token (the definitions of llm.c and build-nanogpt). A row longer than the model's context
-keeps its last block_size + 1 tokens (the start of the context is dropped).
+Each example is a context and 4 endings, one of them right. The model scores 4 rows, the context's GPT-2 tokens
+followed by the tokens of " " + ending, by its cross-entropy over the ending tokens only: `acc` takes the ending with
+the lowest summed loss, `acc_norm` the one with the lowest mean loss per token (the definitions of llm.c and
+build-nanogpt). A row longer than the model's context keeps its last block_size + 1 tokens (the context's start goes).
 
-Batched for a compiled model: the rows are padded to one of a few fixed lengths (powers of two up to
-block_size), and every forward pass of a length holds the same number of rows, so torch.compile sees
-a few shapes, all of them in the first evaluation. Padding is never scored. The batches are fixed by
-the data and the sizes alone and are dealt out over the ranks, every rank running the same number of
-forward passes (FSDP needs all ranks in each one), so any number of ranks gives the same accuracy.
+Batched for a compiled model: rows are padded to a few fixed lengths (powers of two up to block_size), every forward
+pass of a length holding the same number of rows, so torch.compile sees a few shapes, all in the first evaluation.
+Padding is never scored. The batches depend on the data and sizes alone and are dealt out over the ranks, each running
+the same number of forward passes (FSDP needs all ranks in each), so any number of ranks gives the same accuracy.
 
     python data/hellaswag/prepare.py                  # -> data/hellaswag/val.npz (10,042 examples)
     python scripts/tools/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
@@ -48,13 +46,9 @@ class Example:
     label: int
 
     def rows(self, block_size: int) -> list[tuple[np.ndarray, int]]:
-        """The 4 rows (context + ending, cut to block_size + 1 tokens) and how many of each row's last
-        tokens belong to the ending."""
-        out = []
-        for ending in self.endings:
-            row = np.concatenate([self.ctx, ending])[-(block_size + 1) :]
-            out.append((row, min(len(ending), len(row) - 1)))
-        return out
+        """The 4 rows (context + ending, its last block_size + 1 tokens), each with how many last tokens are scored."""
+        rows = [np.concatenate([self.ctx, ending])[-(block_size + 1) :] for ending in self.endings]
+        return [(row, min(len(ending), len(row) - 1)) for row, ending in zip(rows, self.endings)]
 
 
 def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Example]:
@@ -62,15 +56,14 @@ def load(path: str | Path = DEFAULT_DATA, limit: int | None = None) -> list[Exam
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run `{PREPARE}` (or pass the file it wrote)")
+    bad = f"{path} is not a prepared HellaSwag file"
     try:
         with np.load(path) as f:
             tokens, offsets, labels = f["tokens"], f["offsets"], f["labels"]
     except (OSError, ValueError, KeyError) as e:
-        why = f"{path} is not a prepared HellaSwag file ({type(e).__name__})"
-        raise UserError(f"{why}: run `{PREPARE}` again") from None
+        raise UserError(f"{bad} ({type(e).__name__}): run `{PREPARE}` again") from None
     if offsets.ndim != 2 or offsets.shape[1] != 6 or len(labels) != len(offsets) or not len(labels):
-        shapes = f"offsets {offsets.shape}, labels {labels.shape}"
-        raise UserError(f"{path} is not a prepared HellaSwag file ({shapes}): run `{PREPARE}` again")
+        raise UserError(f"{bad} (offsets {offsets.shape}, labels {labels.shape}): run `{PREPARE}` again")
     tokens = tokens.astype(np.int64)
     endings = [[tokens[o[k] : o[k + 1]] for k in range(1, 5)] for o in offsets]
     examples = [Example(tokens[o[0] : o[1]], e, int(label)) for o, e, label in zip(offsets, endings, labels)]
@@ -82,21 +75,12 @@ def check_vocab(vocab: Vocab, what: str, fix: str) -> None:
         raise UserError(f"HellaSwag is scored in GPT-2 tokens but {what} uses {describe(vocab)}: {fix}")
 
 
-def lengths(block_size: int) -> list[int]:
-    """The padded row lengths: powers of two from MIN_LENGTH below block_size, then block_size."""
-    out, n = [], MIN_LENGTH
-    while n < block_size:
-        out.append(n)
-        n *= 2
-    return out + [block_size]
-
-
 def batches(examples: list[Example], block_size: int, tokens_per_forward: int) -> list[tuple[int, int, list[int]]]:
-    """The fixed batches, as (padded length, examples per batch, example indices): each example goes to
-    the shortest length that holds its longest row, and every batch of a length has room for
-    tokens_per_forward // (4 * length) examples (at least 1, at most all of that length's); the last
-    one of a length is padded."""
-    sizes = lengths(block_size)
+    """The fixed batches, as (padded length, examples per batch, example indices): each example goes to the shortest
+    length that holds its longest row, and every batch of a length has room for tokens_per_forward // (4 * length)
+    examples (at least 1, at most all of that length's); the last one of a length is padded."""
+    doublings = (MIN_LENGTH * 2**k for k in range(block_size.bit_length()))
+    sizes = [n for n in doublings if n < block_size] + [block_size]  # the padded row lengths
     by_length: dict[int, list[int]] = {}
     for i, example in enumerate(examples):
         longest = max(len(row) - 1 for row, _ in example.rows(block_size))
@@ -112,8 +96,7 @@ def batches(examples: list[Example], block_size: int, tokens_per_forward: int) -
 def batch_tensors(
     examples: list[Example], length: int, per_batch: int, indices: list[int], block_size: int, device: Device
 ) -> Iterator[torch.Tensor]:
-    """Inputs, targets and the mask of the scored (ending) targets, each (4 * per_batch, length); empty
-    rows pad a short batch."""
+    """Inputs, targets and the mask of the scored (ending) targets, each (4 * per_batch, length); empty rows pad."""
     x = np.zeros((4 * per_batch, length), dtype=np.int64)
     y = np.zeros_like(x)
     mask = np.zeros(x.shape, dtype=bool)
@@ -148,10 +131,9 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, float]:
-    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT, compiled, DDP-unwrapped or
-    FSDP-sharded) over `examples`, each rank scoring every world_size-th batch. Where the batches do
-    not divide evenly, a rank's extra forward pass (on a batch it has already seen) is not counted.
-    All ranks must call it; returns the same numbers on every rank."""
+    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT: compiled, DDP-unwrapped or FSDP-sharded)
+    over `examples`, each rank scoring every world_size-th batch (an extra pass where they do not divide evenly is not
+    counted). All ranks must call it; every rank gets the same numbers."""
     plan = batches(examples, block_size, tokens_per_forward)
     labels = torch.tensor([e.label for e in examples], device=device)
     correct = torch.zeros(2, device=device, dtype=torch.long)

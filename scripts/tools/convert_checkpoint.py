@@ -2,10 +2,10 @@
 
     python scripts/tools/convert_checkpoint.py out/gpt2_xl_sophiag/ckpt_00010000 xl_10000.pt
 
-The output holds everything the sharded checkpoint does, the weights and optimizer state whole; a run
-continues from it under DDP when it is placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified
-first; the conversion runs in one process and needs the CPU memory of the model and its optimizer state.
-(sample.py, train.py and export_hf.py read sharded checkpoints directly: this is for tools that want one file.)
+The output holds everything the sharded checkpoint does, the weights and optimizer state whole; a run continues from
+it under DDP when it is placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified first; the conversion runs
+in one process and needs the CPU memory of the model and its optimizer state. (sample.py, train.py and export_hf.py
+read sharded checkpoints directly: this is for tools that want one file.)
 """
 
 import argparse
@@ -20,17 +20,6 @@ from optimizers import make_optimizer
 from train import TrainConfig
 
 
-def convert(src: Path, dst: Path) -> int:
-    meta = read_sharded_meta(src)
-    model = GPT(GPTConfig(**meta["model_args"]))
-    cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
-    optimizer = make_optimizer(cfg, model, model.lm_head.weight.device)
-    load_sharded(src, model, optimizer)
-    write_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **meta}, dst)
-    read_checkpoint(dst)  # verify what was written
-    return meta["iter"]
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path, help="a sharded checkpoint directory, e.g. out/run/ckpt_00010000")
@@ -42,8 +31,14 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"{args.dst} exists: choose another output file or delete it")
     if not args.dst.parent.is_dir():
         raise UserError(f"{args.dst.parent} is not a directory: create it first")
-    it = convert(args.src, args.dst)
-    print(f"wrote {args.dst}: iteration {it}, {args.dst.stat().st_size / 1e6:.1f} MB")
+    meta = read_sharded_meta(args.src)
+    model = GPT(GPTConfig(**meta["model_args"]))
+    cfg = TrainConfig(**{f.name: meta["config"][f.name] for f in fields(TrainConfig) if f.name in meta["config"]})
+    optimizer = make_optimizer(cfg, model, model.lm_head.weight.device)
+    load_sharded(args.src, model, optimizer)
+    write_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **meta}, args.dst)
+    read_checkpoint(args.dst)  # verify what was written
+    print(f"wrote {args.dst}: iteration {meta['iter']}, {args.dst.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -5,21 +5,21 @@
     python scripts/tools/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
     python scripts/tools/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
 
-Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8 for a
-multi-GPU estimate). dtype 'auto' is taken as bfloat16 (a GPU run). --measure trains the config for
-a few steps (one Hessian refresh, one eval) in this process on the CPU, fp32, one rank, and compares
-the peak resident memory that training added with the estimate for that setting.
+Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8); dtype 'auto' is taken as
+bfloat16 (a GPU run). --measure trains the config for a few steps (one Hessian refresh, one eval) in this process on the
+CPU, fp32, one rank, and compares the peak resident memory that training added with the estimate for that setting.
 """
 
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from errors import run_cli
-from memory import GB, Estimate, estimate, parameter_counts
+from memory import GB, estimate, parameter_counts
 from model import PADDED_VOCAB_SIZE
 from provenance import REPO
-from train import TrainConfig, parse_args
+from train import TrainConfig, parse_args, setup_distributed, train
 
 SIZES = ("small", "medium", "large", "xl")
 RESERVED_GB = 2.0  # CUDA context and allocator fragmentation, not in the estimate
@@ -29,14 +29,14 @@ def resolved_dtype(cfg: TrainConfig) -> str:
     return "bfloat16" if cfg.dtype == "auto" else cfg.dtype
 
 
-def fitting_batch(cfg: TrainConfig, world_size: int, capacity_gb: float) -> tuple[int | None, Estimate | None]:
-    """The largest micro-batch that divides the global batch and fits capacity_gb, or None."""
+def fitting_batch(cfg: TrainConfig, world_size: int, capacity_gb: float) -> str:
+    """The largest micro-batch that divides the global batch and fits capacity_gb, and its memory (a table cell)."""
     per_rank = cfg.total_batch_size // world_size
     for b in sorted((b for b in range(1, per_rank + 1) if per_rank % b == 0), reverse=True):
         e = estimate(replace(cfg, batch_size=b), world_size, resolved_dtype(cfg), PADDED_VOCAB_SIZE)
         if e.total / GB + RESERVED_GB <= capacity_gb:
-            return b, e
-    return None, None
+            return f"batch_size={b} ({e.total / GB:.1f} GB)"
+    return "does not fit"
 
 
 def table(world_size: int = 8) -> None:
@@ -51,10 +51,7 @@ def table(world_size: int = 8) -> None:
             for checkpointing in (False, True):
                 cfg = replace(base, parallelism=parallelism, activation_checkpointing=checkpointing)
                 e = estimate(cfg, world_size, "bfloat16", PADDED_VOCAB_SIZE)
-                cells = []
-                for capacity in (40, 80):
-                    b, fit = fitting_batch(cfg, world_size, capacity)
-                    cells.append(f"batch_size={b} ({fit.total / GB:.1f} GB)" if b else "does not fit")
+                cells = [fitting_batch(cfg, world_size, capacity) for capacity in (40, 80)]
                 name = parallelism + (" + activation_checkpointing" if checkpointing else "")
                 state = (e.weights + e.gradients + e.optimizer) / GB
                 print(f"| {size} | {n / 1e6:.0f}M | {name} | {state:.1f} GB | {cells[0]} | {cells[1]} |")
@@ -68,10 +65,7 @@ def resident_bytes() -> int:
 
 
 def measure(argv: list[str]) -> None:
-    import resource
-    import tempfile
-
-    import train
+    import resource  # Unix only
 
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = parse_args(argv)
@@ -80,7 +74,7 @@ def measure(argv: list[str]) -> None:
         overrides += ["--eval_iters=2", "--wandb_log=False", "--parallelism=ddp", f"--out_dir={out_dir}"]
         cfg = parse_args(argv + overrides)
         before = resident_bytes()
-        train.train(cfg, train.setup_distributed(cfg))
+        train(cfg, setup_distributed(cfg))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # Linux: ru_maxrss in KiB
     e = estimate(cfg, 1, "float32", PADDED_VOCAB_SIZE)
     measured = f"resident memory added by training, fp32, CPU, 1 rank, batch_size={cfg.batch_size}"
@@ -88,14 +82,12 @@ def measure(argv: list[str]) -> None:
     print(f"estimate {e.total / GB:.3f} GB, measured peak {peak / GB:.3f} GB ({measured}): {ratio}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--table"]:
-        table()
-        return 0
+        return table()
     if argv[:1] == ["--measure"]:
-        measure(argv[1:])
-        return 0
+        return measure(argv[1:])
     world = [a for a in argv if a.startswith("--world_size=")]
     world_size = int(world[-1].split("=", 1)[1]) if world else 8
     cfg = parse_args([a for a in argv if not a.startswith("--world_size=")])
@@ -108,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:14} {getattr(e, name) / GB:8.2f} GB")
     print(f"  {e.other_name:14} {e.other / GB:8.2f} GB")
     print(f"  {'total':14} {e.total / GB:8.2f} GB per rank (+ ~{RESERVED_GB:.0f} GB CUDA context and fragmentation)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
-"""HellaSwag accuracy of a finished model: a run's newest checkpoint, a Hugging Face GPT-2 directory or an
-OpenAI GPT-2 release (the release needs the Hugging Face cache or the Hub); or with --bench (first), what
-an eval costs at a config's model size.
+"""HellaSwag accuracy of a finished model (a run's newest checkpoint, a Hugging Face GPT-2 directory or an OpenAI GPT-2
+release, from the Hugging Face cache or the Hub), or with --bench (first) what an eval costs at a config's model size.
 
     python scripts/tools/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
     python scripts/tools/eval_hellaswag.py out/hf/sophiag                  # scripts/tools/export_hf.py's output
@@ -8,15 +7,13 @@ an eval costs at a config's model size.
     python scripts/tools/eval_hellaswag.py --bench config/train_tiny_sophiag.py --examples 128
     python scripts/tools/eval_hellaswag.py --bench config/train_gpt2_small_adamw.py --device=cuda --compile=True
 
-Scores the examples that data/hellaswag/prepare.py wrote (hellaswag.py defines the scorer) and
-prints acc, acc_norm, the number of examples and the time taken.
+Scores data/hellaswag/prepare.py's examples (hellaswag.py defines the scorer): prints acc, acc_norm, examples, time.
 
---bench: milliseconds per example through the batched scorer as train.py runs it (tokens per forward
-pass = batch_size * block_size), on this machine. Config files and --key=value overrides are train.py's;
-the model has the config's shape and random weights (the cost does not depend on them). Examples come
-from --data when it exists, else --examples synthetic ones of random tokens (contexts of 20-60 tokens,
-endings of 10-30). Prints the median of --repeats timed evals (after one untimed warm-up eval), the
-padded tokens and the forward FLOPs (2 x parameters x padded tokens) per example.
+--bench: milliseconds per example through the batched scorer as train.py runs it (batch_size * block_size tokens per
+forward pass) on this machine, for a model of the config's shape with random weights (train.py's config files and
+--key=value overrides). Examples come from --data if it exists, else --examples synthetic ones (random tokens, contexts
+of 20-60, endings of 10-30). Prints the median of --repeats timed evals after an untimed warm-up, and the padded tokens
+and forward FLOPs (2 x parameters x padded tokens) per example.
 """
 
 import argparse
@@ -44,8 +41,8 @@ def autocast_for(dtype: str, device: torch.device) -> tuple[str, Any]:
     return dtype, nullcontext() if dtype == "float32" else torch.autocast(device.type, getattr(torch, dtype))
 
 
-def synthetic_examples(n: int, seed: int = 0) -> list[hellaswag.Example]:
-    rng = np.random.default_rng(seed)
+def synthetic_examples(n: int) -> list[hellaswag.Example]:
+    rng = np.random.default_rng(0)
 
     def tokens(lo: int, hi: int) -> np.ndarray:
         return rng.integers(0, hellaswag.GPT2_VOCAB_SIZE, rng.integers(lo, hi + 1))

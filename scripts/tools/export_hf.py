@@ -3,10 +3,10 @@
     python scripts/tools/export_hf.py out/quickstart/sophiag out/hf/sophiag
 
 HF_DIR gets config.json, model.safetensors and GPT-2's tokenizer files, so that
-`transformers.AutoModelForCausalLM.from_pretrained(HF_DIR)`, lm-evaluation-harness
-(`lm_eval --model hf --model_args pretrained=HF_DIR`), `python sample.py --init_from=HF_DIR` and
-`python train.py --init_from=HF_DIR` load it without network. Its logits over the 50257 real tokens
-equal the run's (the padded rows of the vocabulary are never targets and are left out).
+`transformers.AutoModelForCausalLM.from_pretrained(HF_DIR)`, lm-evaluation-harness (`lm_eval --model hf --model_args
+pretrained=HF_DIR`), `python sample.py --init_from=HF_DIR` and `python train.py --init_from=HF_DIR` load it without
+network. Its logits over the 50257 real tokens equal the run's (the padded rows of the vocabulary are never targets and
+are left out).
 """
 
 import argparse
