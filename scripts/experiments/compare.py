@@ -11,9 +11,6 @@ trained from (docs/sweep_and_compare.md).
     python scripts/experiments/compare.py --wandb my-team/sophia --runs adamw-125m sophiag-125m
     python scripts/experiments/compare.py out/char/sophiag_* --win_rate   # is Sophia's clipping engaged?
     python scripts/experiments/compare.py out/regime/s1/adamw_lr3e-2_seed0 out/regime/s1/sophiag_* --groups g.png
-
---win_rate also prints each Sophia run's train/win_rate range after warmup and its share of logged steps
-inside 0.1-0.5; --groups draws the per-group telemetry (telemetry.py) against steps.
 """
 
 import argparse
@@ -162,8 +159,7 @@ def compare(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="train.py out_dirs")
     baseline = "label, run dir, dir name or wandb run id of the baseline"
-    baseline += " (default: the first adamw run, else the first run)"
-    p.add_argument("--baseline", help=baseline)
+    p.add_argument("--baseline", help=baseline + " (default: the first adamw run, else the first run)")
     p.add_argument("--out", default="compare.png", help="PNG to write (default compare.png)")
     p.add_argument("--labels", nargs="+", help="one label per run, in order (after the RUN_DIRs)")
     p.add_argument("--csv", help="also write the table as CSV here")

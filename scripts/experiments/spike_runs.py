@@ -105,9 +105,8 @@ def main(argv):
         counts = f"{s['skipped']} | {s['hessian']} | {s['rollbacks']}"
         after = f"{s['after'][1]:.4f} (iter {s['after'][0]}) | {s['final']:.4f} | {delta}"
         print(f"| {Path(config).stem} | {name} | {counts} | {after} |")
-    print(
-        "\n| config | signal | largest z once judged (its value index) | largest z in the warm-up |\n|---|---|---|---|"
-    )
+    head = "\n| config | signal | largest z once judged (its value index) | largest z in the warm-up |"
+    print(head + "\n|---|---|---|---|")
     for (config, name), (_, verdicts) in results.items():
         if name != "clean":
             continue

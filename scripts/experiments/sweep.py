@@ -270,8 +270,7 @@ def analyze(
 
 
 def format_summary(summary: dict) -> str:
-    baseline, seeds, tune = (summary[k] for k in ("baseline", "seeds", "tune_seeds"))
-    selection = summary["selection"]
+    baseline, seeds, tune, selection = (summary[k] for k in ("baseline", "seeds", "tune_seeds", "selection"))
     rows = [["optimizer", "lr", "seed", "final val loss", "status"]]
     for r in summary["runs"]:
         loss = runs.fmt_loss(r["final_val_loss"])
