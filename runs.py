@@ -294,19 +294,6 @@ def ema(values: list[float], beta: float) -> list[float]:
     return out
 
 
-def focus_ylim(ax: Any, curves: list[tuple[list, list]], target: float) -> None:
-    """Zoom the loss axis to the target and each curve after its first 10% (the initial drop from
-    ~10.8 would otherwise flatten everything that matters)."""
-    ys = [target]
-    for xs, vals in curves:
-        if xs:
-            start = xs[0] + 0.1 * (xs[-1] - xs[0])
-            ys += [y for x, y in zip(xs, vals) if x >= start and math.isfinite(y)]
-    lo, hi = min(ys), max(ys)
-    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.1
-    ax.set_ylim(lo - pad, hi + pad)
-
-
 def auto_smooth(runs: list[RunRecord]) -> float:
     """EMA coefficient whose window (~1/(1-beta) logged rows) is 2.5% of the longest run and at least
     3 rows, so the curve neither lags a 60-step CPU run nor stays noisy over 100k."""
@@ -319,7 +306,6 @@ def plot_runs(
 ) -> Any:
     """The comparison figure, written to `out` (PNG): val loss against steps, tokens and seconds above; train
     loss (EMA coefficient `smooth` per logged row, None: auto_smooth) and Sophia's win_rate below."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
@@ -328,7 +314,6 @@ def plot_runs(
     max_s = max((r.rows[-1]["time_s"] for r in runs if r.rows), default=0.0)
     t_div, t_unit = (3600, "hours") if max_s >= 7200 else (60, "min") if max_s >= 120 else (1, "s")
     fig = Figure(figsize=(19, 10.5), layout="constrained")
-    FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 6)
     val_axes = [fig.add_subplot(grid[0, 2 * i : 2 * i + 2]) for i in range(3)]
     train_ax, win_ax = fig.add_subplot(grid[1, :3]), fig.add_subplot(grid[1, 3:])
@@ -344,9 +329,14 @@ def plot_runs(
         return f"{run.label} (incomplete {run.last_iter}/{run.max_iters})" if run.incomplete else run.label
 
     def finish(ax: Any, xlabel: str, ylabel: str, title: str, curves: list | None = None, line: str = "") -> None:
-        if curves is not None:
+        if curves is not None:  # zoom to the target and each curve past its first 10% (the initial drop from ~10.8)
             ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4f}{line}")
-            focus_ylim(ax, curves, target)
+            ys = [target]
+            for xs, vals in curves:
+                start = xs[0] + 0.1 * (xs[-1] - xs[0]) if xs else 0
+                ys += [y for x, y in zip(xs, vals) if x >= start and math.isfinite(y)]
+            pad = 0.05 * (max(ys) - min(ys)) or 0.05 * abs(max(ys)) or 0.1
+            ax.set_ylim(min(ys) - pad, max(ys) + pad)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -1,20 +1,16 @@
 """
 Compare training runs: loss curves, and how fast each run reaches the baseline's final val loss.
 
-Reads train.py out_dirs or runs of a wandb project, draws one PNG (val loss against steps, tokens seen and
-training wall-clock; smoothed train loss and Sophia's win_rate against steps) and prints per run its final
-val loss, the steps / tokens / seconds it needed to FIRST reach the target (the baseline's final val loss,
-linearly interpolated between the evals around it), each as a ratio to the baseline's own (0.50x = half
-as many) or "not reached", and the git commit it was trained from (docs/sweep_and_compare.md).
+Reads train.py out_dirs or runs of a wandb project, draws one PNG of the curves and prints per run its final
+val loss, the steps / tokens / seconds it needed to FIRST reach the target (the baseline's final val loss),
+each as a ratio to the baseline's own (0.50x = half as many) or "not reached", and the git commit it was
+trained from (docs/sweep_and_compare.md).
 
     python scripts/experiments/compare.py out/adamw out/sophiag --out compare.png
     python scripts/experiments/compare.py out/* --baseline "adamw lr=6e-4 seed=0" --csv table.csv
     python scripts/experiments/compare.py --wandb my-team/sophia --runs adamw-125m sophiag-125m
     python scripts/experiments/compare.py out/char/sophiag_* --win_rate   # is Sophia's clipping engaged?
     python scripts/experiments/compare.py out/regime/s1/adamw_lr3e-2_seed0 out/regime/s1/sophiag_* --groups g.png
-
---win_rate also prints each Sophia run's train/win_rate range after warmup and its share of logged steps
-inside 0.1-0.5; --groups draws the per-group telemetry (telemetry.py) against steps.
 """
 
 import argparse
@@ -36,12 +32,10 @@ RATIO = "ratio = run / baseline (lower = faster)"
 
 
 def rows_from_wandb_history(history: Iterable[dict]) -> list[dict]:
-    """wandb history rows (Run.scan_history(): the keys logged at that step and wandb's own _step,
-    _runtime, _timestamp, which are dropped) -> metrics.jsonl rows. clean_rows reads wandb's "NaN",
-    "Infinity" and a null as non-finite; rows without "iter" come from other wandb.log calls."""
+    """wandb history rows (Run.scan_history(), less wandb's own _step, _runtime, _timestamp) -> metrics.jsonl
+    rows; rows without "iter" come from other wandb.log calls."""
     history = list(history)
-    rows = [{k: v for k, v in raw.items() if not k.startswith("_")} for raw in history]
-    rows = [row for row in rows if "iter" in row]
+    rows = [{k: v for k, v in raw.items() if not k.startswith("_")} for raw in history if "iter" in raw]
     if history and not rows:
         fix = "log train.py's metrics rows (wandb_log=True) so the history holds iter, tokens_seen, time_s"
         raise UserError(f"wandb history has no 'iter' key: {fix}")
@@ -97,14 +91,6 @@ def same_path(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def note(row: runs.Comparison) -> str:
-    run = row.run
-    notes = ["baseline"] if row.is_baseline else []
-    notes += [f"incomplete ({run.last_iter}/{run.max_iters} iters)"] if run.incomplete else []
-    notes += [f"diverged (final val loss {run.final_val_loss})"] if row.diverged else []
-    return ", ".join(notes + ([] if run.evals else ["no eval yet"]))
-
-
 def format_table(summary: list[runs.Comparison]) -> str:
     """The comparison as aligned text; a HellaSwag acc_norm column when a run logged it."""
     key = "eval/hellaswag_acc_norm"
@@ -119,7 +105,10 @@ def format_table(summary: list[runs.Comparison]) -> str:
         for unit, fmt in runs.FORMATS.items():
             x = getattr(row.reach, unit)
             cells.append("not reached" if x is None else f"{fmt(x)} ({runs.fmt_ratio(getattr(row.ratio, unit))})")
-        rows.append(cells + [run.commit[:12], note(row)])
+        notes = ["baseline"] if row.is_baseline else []
+        notes += [f"incomplete ({run.last_iter}/{run.max_iters} iters)"] if run.incomplete else []
+        notes += [f"diverged (final val loss {run.final_val_loss})"] if row.diverged else []
+        rows.append(cells + [run.commit[:12], ", ".join(notes + ([] if run.evals else ["no eval yet"]))])
     return runs.table(rows)
 
 
@@ -138,17 +127,15 @@ def win_rate_line(run: runs.RunRecord) -> str:
 
 def plot_groups(records: list[runs.RunRecord], out: str) -> None:
     """Per parameter group, against steps: update ratio (all runs), win_rate and Hessian mean (Sophia runs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     logged = [r for r in records if any(k.startswith(PREFIX) for row in r.rows for k in row)]
     if not logged:
         raise UserError(f"--groups: no run logged {PREFIX}* values (train.py logs them at every log_interval)")
     rows = [("update_ratio", "update RMS / weight RMS", "log"), ("win_rate", "win_rate (not clipped)", "linear")]
     rows.append(("hessian_mean", "Hessian EMA mean", "log"))
-    fig, axes = plt.subplots(3, len(GROUPS), figsize=(3.2 * len(GROUPS), 8.5), sharex=True, sharey="row", squeeze=False)
+    fig = Figure(figsize=(3.2 * len(GROUPS), 8.5))
+    axes = fig.subplots(3, len(GROUPS), sharex=True, sharey="row", squeeze=False)
     for (metric, ylabel, scale), ax_row in zip(rows, axes):
         for group, ax in zip(GROUPS, ax_row):
             key = f"{PREFIX}{group}/{metric}"
@@ -166,33 +153,13 @@ def plot_groups(records: list[runs.RunRecord], out: str) -> None:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
 
 
-def write_table(
-    summary: list[runs.Comparison], baseline: runs.RunRecord, csv_path: str | None, json_path: str | None
-) -> None:
-    """The table as CSV and as JSON (strict, no NaN: a NaN final loss becomes null, with "diverged": true)."""
-    if csv_path:
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(summary[0].flat()))
-            writer.writeheader()
-            writer.writerows(row.flat() for row in summary)
-        print(f"wrote {csv_path}")
-    if json_path:
-        crossing = "first eval at or below target, linearly interpolated from the previous eval"
-        report = {"baseline": baseline.label, "target": summary[0].target, "crossing": f"{crossing}; {RATIO}"}
-        report["runs"] = [r.flat() for r in summary]
-        Path(json_path).write_text(json.dumps(runs.jsonable(report), indent=2, allow_nan=False) + "\n")
-        print(f"wrote {json_path}")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def compare(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="train.py out_dirs")
     baseline = "label, run dir, dir name or wandb run id of the baseline"
-    baseline += " (default: the first adamw run, else the first run)"
-    p.add_argument("--baseline", help=baseline)
+    p.add_argument("--baseline", help=baseline + " (default: the first adamw run, else the first run)")
     p.add_argument("--out", default="compare.png", help="PNG to write (default compare.png)")
     p.add_argument("--labels", nargs="+", help="one label per run, in order (after the RUN_DIRs)")
     p.add_argument("--csv", help="also write the table as CSV here")
@@ -204,11 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     win_rate = f"also print each Sophia run's win_rate after warmup against the band {BAND[0]}-{BAND[1]}"
     p.add_argument("--win_rate", action="store_true", help=win_rate)
     p.add_argument("--groups", metavar="PNG", help="also draw the per-group telemetry (telemetry.py) into this PNG")
-    return p.parse_args(argv)
-
-
-def compare(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = p.parse_args(argv)
     if not args.run_dirs and not args.wandb:
         raise UserError("nothing to compare: give RUN_DIRs (train.py out_dirs) or --wandb ENTITY/PROJECT")
     if args.runs and not args.wandb:
@@ -233,9 +196,8 @@ def compare(argv: list[str] | None = None) -> None:
         print("warning:  the baseline is incomplete, so the target is not its final loss yet")
     commits = {run.commit for run in records}
     if len(commits) > 1:
-        shown = ", ".join(sorted(c[:12] for c in commits))
-        print(f"warning:  the runs were trained from {len(commits)} different commits ({shown}): ", end="")
-        print("code changes may explain differences")
+        shown = f"{len(commits)} different commits ({', '.join(sorted(c[:12] for c in commits))})"
+        print(f"warning:  the runs were trained from {shown}: code changes may explain differences")
     print(f"crossing: first eval at or below the target, linearly interpolated from the eval before; {RATIO}\n")
     print(format_table(summary) + "\n")
     if args.win_rate:
@@ -246,7 +208,18 @@ def compare(argv: list[str] | None = None) -> None:
     if args.groups:
         plot_groups(records, args.groups)
         print(f"wrote {args.groups}")
-    write_table(summary, baseline, args.csv, args.json)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(summary[0].flat()))
+            writer.writeheader()
+            writer.writerows(row.flat() for row in summary)
+        print(f"wrote {args.csv}")
+    if args.json:  # strict JSON: a NaN final loss becomes null, with "diverged": true
+        crossing = "first eval at or below target, linearly interpolated from the previous eval"
+        report = {"baseline": baseline.label, "target": summary[0].target, "crossing": f"{crossing}; {RATIO}"}
+        report["runs"] = [r.flat() for r in summary]
+        Path(args.json).write_text(json.dumps(runs.jsonable(report), indent=2, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
 
 
 def main(argv: list[str] | None = None) -> int:

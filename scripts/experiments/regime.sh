@@ -7,13 +7,10 @@
 #     bash scripts/experiments/regime.sh [OUT]              # default out/regime; rerunning resumes
 #     CELLS="s1 s4" bash scripts/experiments/regime.sh      # some cells only
 #
-# Horizon cells: size s = 2 x 64 (0.10M non-embedding parameters) at 1x, 4x and 16x Chinchilla
-# (20, 80, 320 tokens per parameter: 1000, 4000, 16000 steps of 32 x 64 characters), and size m =
-# 4 x 128 (0.79M) at 0.13x and 0.52x (1000 and 4000 steps). Warmup (10%), the cosine decay and the
-# eval interval (40 evals) scale with the length. Batch cells: size m, the same 8.2M tokens at 2k,
-# 8k and 32k tokens per step (4000, 1000, 250 steps; micro-batch 32 with 1, 4, 16 micro-steps, so
-# every cell evaluates on the same batches), the Hessian estimated on the whole batch.
-# The cells s, m and l are scripts/experiments/ladder.sh's sizes, at the recipe's own length.
+# Cells (sizes and lengths in docs/results.md): s1, s4, s16, m1 and m2k vary the length at sizes s and m, with
+# warmup, cosine decay and eval interval scaled to it; m2k, m8k and m32k hold the tokens and vary the batch (more
+# micro-steps of the same micro-batch, so every cell evaluates on the same batches; the Hessian on the whole
+# batch). The cells s, m and l are scripts/experiments/ladder.sh's sizes, at the recipe's own length.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-out/regime}
@@ -22,12 +19,8 @@ export OMP_NUM_THREADS=1
 read -r -a cells <<< "${CELLS:-s1 s4 m1 m2k m8k m32k s16}"
 s="n_layer=2 n_head=2 n_embd=64"
 m="n_layer=4 n_head=4 n_embd=128"
-length() {  # steps: max_iters, warmup and eval interval for a run of $1 steps
-    echo "max_iters=$1 warmup_iters=$(($1 / 10)) eval_interval=$(($1 / 40))"
-}
-batch() {  # sequences of 64 characters per step
-    echo "total_batch_size=$1 hess_total_batch_size=$1"
-}
+length() { echo "max_iters=$1 warmup_iters=$(($1 / 10)) eval_interval=$(($1 / 40))"; }  # a run of $1 steps
+batch() { echo "total_batch_size=$1 hess_total_batch_size=$1"; }  # $1 sequences of 64 characters per step
 declare -A sets=([s1]="$s $(length 1000)" [s4]="$s $(length 4000)" [s16]="$s $(length 16000)"
                  [m1]="$m $(length 1000)" [m2k]="$m $(length 4000)"
                  [m8k]="$m $(length 1000) $(batch 128)" [m32k]="$m $(length 250) $(batch 512)"

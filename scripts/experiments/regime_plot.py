@@ -1,16 +1,10 @@
 """
-The regime map's figure and table, the size ladder's too: Sophia-G against AdamW per cell, a cell
-being one model size, training length and batch size with both optimizers lr-tuned on it
-(scripts/experiments/regime.sh and ladder.sh; one sweep.py per optimizer). Per cell and seed, both
-optimizers at their selected lr:
-- Sophia-G's final val loss minus AdamW's;
-- Sophia-G's steps to the loss both reach (the higher of the two final val losses) over AdamW's
-  steps to it: the usual speedup where Sophia-G ends below AdamW, a ratio above 1 where it ends
-  above (its own steps to its final loss over the steps AdamW took to get there).
-Each row of the figure varies one axis with the others fixed, one curve per setting of them:
-non-embedding parameters (the ladder), tokens per non-embedding parameter (the horizon) and
-tokens per step (the batch). The table adds each cell's epochs of the corpus and its final
-val - train loss gap (repetition would widen it).
+The regime map's figure and table, the size ladder's too: Sophia-G against AdamW per cell (one model size,
+training length and batch, both optimizers lr-tuned on it by scripts/experiments/regime.sh or ladder.sh).
+Per cell and seed, both at their selected lr: Sophia-G's final val loss minus AdamW's, and Sophia-G's
+steps to the loss both reach (the higher final val loss) over AdamW's. Each row of the figure varies one
+axis (parameters, tokens per parameter, tokens per step) with the others fixed; the table adds each
+cell's epochs of the corpus and its final val - train gap (repetition would widen it).
 
     python scripts/experiments/regime_plot.py out/regime/s1 out/regime/s4 ... --out out/regime/regime.png
 
@@ -44,12 +38,6 @@ def non_embedding_params(config: dict) -> int:
         return GPT(config_from_dict({**config, "vocab_size": 1, "block_size": 1})).num_params(non_embedding=True)
 
 
-def corpus_tokens(config: dict) -> int | None:
-    data_dir = Path(config["data_dir"]) if config.get("data_dir") else REPO / "data" / config.get("dataset", "")
-    path = data_dir / "train.bin"
-    return path.stat().st_size // 2 if path.is_file() else None
-
-
 def load_cell(cell_dir: str) -> dict:
     """One cell: its shape, length, batch and, per seed, both optimizers' selected runs compared."""
     path = Path(cell_dir) / "sweep_summary.json"
@@ -80,7 +68,9 @@ def load_cell(cell_dir: str) -> dict:
         raise UserError(f"{path}: no seed has both optimizers' selected runs finished")
     config = runs[("adamw", seeds[0]["seed"])].config
     params, batch_tokens = non_embedding_params(config), config["total_batch_size"] * config["block_size"]
-    tokens, corpus = config["max_iters"] * batch_tokens, corpus_tokens(config)
+    data_dir = Path(config["data_dir"]) if config.get("data_dir") else REPO / "data" / config.get("dataset", "")
+    tokens, corpus_bin = config["max_iters"] * batch_tokens, data_dir / "train.bin"
+    corpus = corpus_bin.stat().st_size // 2 if corpus_bin.is_file() else None
     cell = {"cell": Path(cell_dir).name, "n_layer": config["n_layer"], "n_embd": config["n_embd"], "params": params}
     cell |= dict(steps=config["max_iters"], batch_tokens=batch_tokens, tokens=tokens, tokens_per_param=tokens / params)
     return cell | {"epochs": corpus and tokens / corpus, "best_lr": best, "seeds": seeds}
@@ -133,17 +123,15 @@ def describe(cell: dict, fixed: tuple[str, ...]) -> str:
 
 
 def plot(cells: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     rows = [(axis, fixed, label, series(cells, axis, fixed)) for axis, fixed, label in AXES]
     rows = [row for row in rows if row[3]]
     if not rows:
         raise UserError("no two cells differ in one axis only (size, tokens per parameter or batch): nothing to draw")
-    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(11, 4 * len(rows)))
+    axes = fig.subplots(len(rows), 2, squeeze=False)
     for (axis, fixed, label, groups), (ax_gap, ax_ratio) in zip(rows, axes):
         for i, group in enumerate(groups):
             for ax, value in ((ax_gap, "gap"), (ax_ratio, "ratio")):
@@ -153,7 +141,7 @@ def plot(cells: list[dict], out: Path) -> None:
                     ax.scatter([c[axis]] * len(c["seeds"]), [s[value] for s in c["seeds"]], color=f"C{i}", s=10)
         for ax in (ax_gap, ax_ratio):
             ax.set(xscale="log", xlabel=label)
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a span under a decade: no crowded labels
+            ax.xaxis.set_minor_formatter(NullFormatter())  # a span under a decade: no crowded labels
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         ax_gap.axhline(0.0, color="gray", ls="--", lw=1)
@@ -180,9 +168,5 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.json')}")
 
 
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(main, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_cli(main))

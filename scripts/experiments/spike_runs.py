@@ -6,9 +6,8 @@ each injection of tests/train_harness.py with the guard on and with it off; prin
         config/train_shakespeare_char_adamw.py
     python scripts/experiments/spike_runs.py config/train_tiny_sophiag.py --injections clean --out out/spikes_tiny
 
-Every run is train.py under the harness in its own process, one thread each, --jobs at a time; a run
-that has reached max_iters is not run again, so rerunning the command only adds what is missing.
-Extra --key=value arguments go to every run.
+Every run is train.py under the harness in its own process, one thread each, --jobs at a time; rerunning
+the command only adds the runs that have not reached max_iters. Extra --key=value arguments go to every run.
 """
 
 import argparse
@@ -22,24 +21,26 @@ from pathlib import Path
 
 import train
 from errors import run_cli
+from metrics import read_metrics
 from provenance import REPO
 
 
 def injections(at, scale, length):
     """name -> (harness options, guard on); 'clean' has none."""
-    its = ",".join(str(at + i) for i in range(length))
     spike = ["--spike_at_iter", str(at), "--spike_scale", str(scale)]
-    poison = ["--poison_at_iter", its]
+    poison = ["--poison_at_iter", ",".join(str(at + i) for i in range(length))]
     chosen = {"clean": ([], True), "spike": (spike, True), "spike, guard off": (spike, False)}
     return chosen | {"poison": (poison, True), "poison, guard off": (poison, False)}
 
 
-def run(config, name, options, guard, out, overrides):
+def run(config, name, options, guard, root, overrides):
     """One run, unless it has finished already; its metrics rows and verdicts."""
+    out = Path(root) / Path(config).stem / name.replace(", ", "_").replace(" ", "_")
     out.mkdir(parents=True, exist_ok=True)
     metrics, verdicts = out / "metrics.jsonl", out / "verdicts.jsonl"
     max_iters = train.parse_args([config, *overrides]).max_iters
-    if not finished(metrics, max_iters):
+    rows = read_metrics(metrics) if metrics.exists() else []
+    if not any(r["iter"] == max_iters and "val/loss" in r for r in rows):  # its final eval is not logged yet
         verdicts.unlink(missing_ok=True)
         cmd = [sys.executable, str(REPO / "tests" / "train_harness.py"), *options, "--verdicts", str(verdicts)]
         cmd += ["--", config, f"--out_dir={out}", "--init_from=auto", *overrides, *([] if guard else ["--spike_z=0"])]
@@ -48,23 +49,9 @@ def run(config, name, options, guard, out, overrides):
             done = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{config} {name} failed ({done.returncode}): see {out / 'train.log'}")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        rows = read_metrics(metrics)
     seen = [json.loads(line) for line in verdicts.read_text().splitlines()] if verdicts.exists() else []
     return rows, seen
-
-
-def finished(metrics, max_iters):
-    """Whether the run's metrics.jsonl has its final eval (a line cut short by a kill is no row)."""
-    if not metrics.exists():
-        return False
-    for line in metrics.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if row["iter"] == max_iters and "val/loss" in row:
-            return True
-    return False
 
 
 def margins(verdicts, warmup):
@@ -107,14 +94,8 @@ def main(argv):
     if args.injections:
         chosen = {k: chosen[k] for k in args.injections.split(",")}
     cells = [(c, name, opts, guard) for c in args.configs for name, (opts, guard) in chosen.items()]
-
-    def one(cell):
-        config, name, opts, guard = cell
-        out = Path(args.out) / Path(config).stem / name.replace(", ", "_").replace(" ", "_")
-        return run(config, name, opts, guard, out, overrides)
-
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip([(c, n) for c, n, _, _ in cells], pool.map(one, cells)))
+        results = dict(zip([(c, n) for c, n, _, _ in cells], pool.map(lambda c: run(*c, args.out, overrides), cells)))
     head = "| config | run | outlier steps skipped | Hessian refreshes skipped | rollbacks | "
     print(head + "val loss at the eval after the injection | final val loss | vs clean |\n" + "|---" * 8 + "|")
     for (config, name), (rows, _) in results.items():
@@ -124,9 +105,8 @@ def main(argv):
         counts = f"{s['skipped']} | {s['hessian']} | {s['rollbacks']}"
         after = f"{s['after'][1]:.4f} (iter {s['after'][0]}) | {s['final']:.4f} | {delta}"
         print(f"| {Path(config).stem} | {name} | {counts} | {after} |")
-    print(
-        "\n| config | signal | largest z once judged (its value index) | largest z in the warm-up |\n|---|---|---|---|"
-    )
+    head = "\n| config | signal | largest z once judged (its value index) | largest z in the warm-up |"
+    print(head + "\n|---|---|---|---|")
     for (config, name), (_, verdicts) in results.items():
         if name != "clean":
             continue

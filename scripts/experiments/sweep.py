@@ -1,12 +1,10 @@
 """
 A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
 
-Trains every (optimizer, learning rate, seed) point with train.py, one at a time, each in
-<out>/<optimizer>_lr<lr>_seed<seed> (its console output in train.log there); selects per optimizer the lr
-of lowest mean final val loss across seeds; then, per seed, the steps / tokens / seconds the selected run
-of each other optimizer needed to first reach the final val loss of the selected baseline run of the SAME
-seed, as a ratio to the baseline's own, with mean, min-max and std across seeds; and the training
-wall-clock per step as a ratio to the baseline's. docs/sweep_and_compare.md has the details.
+Trains every (optimizer, learning rate, seed) point with train.py, one at a time, in
+<out>/<optimizer>_lr<lr>_seed<seed> (console output in train.log there); selects per optimizer the lr of
+lowest mean final val loss; then, per seed, the speedup of each selected run over the selected baseline
+run of the SAME seed, and the wall-clock per step (docs/sweep_and_compare.md).
 
     python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
@@ -15,10 +13,9 @@ wall-clock per step as a ratio to the baseline's. docs/sweep_and_compare.md has 
     python scripts/experiments/sweep.py ... --analyze_only                           # no training
     python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # the grid on seed 0 only
 
-Rerunning the same command resumes: a finished run (its last eval at max_iters) is skipped, an unfinished
-one continues from its newest checkpoint (train.py --init_from=auto). A run that fails is reported and the
-sweep goes on; the exit status is then 1. Writes <out>/sweep_summary.json and <out>/sweep_best.png
-(compare.py's figure of the selected runs, all seeds; its target is the first seed's baseline run).
+Rerunning the same command resumes: finished runs are skipped, unfinished ones continue from their newest
+checkpoint. A failed run is reported and the sweep goes on (exit status 1). Writes <out>/sweep_summary.json
+and <out>/sweep_best.png (compare.py's figure of the selected runs, all seeds).
 """
 
 import argparse
@@ -30,8 +27,8 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import checkpoint
 import runs
@@ -42,10 +39,7 @@ from provenance import REPO
 # train.py keys the sweep sets itself for every run
 RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
 SUMMARY_JSON, BEST_PNG = "sweep_summary.json", "sweep_best.png"
-
-
-def say(*args: Any) -> None:
-    print(*args, flush=True)  # the console is often a nohup log file
+say = partial(print, flush=True)  # the console is often a nohup log file
 
 
 @dataclass
@@ -141,34 +135,19 @@ def plan(
                 args = [path, *sets, f"--learning_rate={lr!r}", f"--seed={seed}", f"--out_dir={out_dir}"]
                 args.append("--init_from=auto")
                 points.append(Point(name, lr, seed, out_dir, args, asdict(train.parse_args(args))))
-    for point in points:
-        check_settings(point)
+    defaults = asdict(train.TrainConfig())
+    for p in points:  # a run dir left by a sweep with other settings would be resumed or skipped wrongly
+        saved = p.out_dir / "config.json"
+        if not saved.is_file():
+            continue
+        # a key train.py gained since the run matches at its default; out_dir is where config.json was found,
+        # however the sweep that made it spelled the path
+        old = json.loads(saved.read_text()) | {"out_dir": p.settings["out_dir"]}
+        diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in p.settings.items() if old.get(k, defaults[k]) != v]
+        if diff:
+            fix = "use another --out, or delete that directory"
+            raise UserError(f"{p.out_dir} holds a run with other settings ({'; '.join(diff[:3])}): {fix}")
     return points
-
-
-def check_settings(point: Point) -> None:
-    """A run dir left by a sweep with other settings would be resumed or skipped wrongly."""
-    path = point.out_dir / "config.json"
-    if not path.is_file():
-        return
-    old, defaults = json.loads(path.read_text()), asdict(train.TrainConfig())
-    old["out_dir"] = point.settings["out_dir"]
-    # a key that train.py gained after the run was made matches when it is left at its default;
-    # out_dir is where config.json was found, however the sweep that made it spelled the path
-    diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in point.settings.items() if old.get(k, defaults[k]) != v]
-    if diff:
-        fix = "use another --out, or delete that directory"
-        raise UserError(f"{point.out_dir} holds a run with other settings ({'; '.join(diff[:3])}): {fix}")
-
-
-def train_point(point: Point, launcher: list[str]) -> int:
-    """train.py for one point, its output appended to train.log in the run dir; exit status."""
-    cmd = [*launcher, str(REPO / "train.py"), *point.args]
-    point.out_dir.mkdir(parents=True, exist_ok=True)
-    with open(point.out_dir / "train.log", "a") as log:
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep.py runs: {shlex.join(cmd)}\n")
-        log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
 
 
 def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
@@ -184,8 +163,12 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
         verb = "resuming" if checkpoint.checkpoint_paths(point.out_dir) else "training"
         eta = f"ETA {runs.fmt_seconds(statistics.mean(durations) * todo)}" if durations else "ETA after the first run"
         say(f"{head} {verb} (log: {log}) | elapsed {runs.fmt_seconds(time.time() - start)} | {todo} runs left, {eta}")
-        t0 = time.time()
-        code = train_point(point, launcher)
+        t0, cmd = time.time(), [*launcher, str(REPO / "train.py"), *point.args]
+        point.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:  # train.py's output appended to train.log in the run dir
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep.py runs: {shlex.join(cmd)}\n")
+            f.flush()
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
         durations.append(time.time() - t0)
         todo, run, took = todo - 1, point.load(), runs.fmt_seconds(durations[-1])
         if code == 0 and run is not None and run.finished:
@@ -201,13 +184,9 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
 
 
 def select_lr(losses: dict[float, list[float | None]]) -> dict:
-    """losses: lr -> the final val loss of each seed's run (None: not finished).
-
-    The mean is None when a seed's run is unfinished (that lr cannot be judged yet) and inf when
-    one diverged (non-finite final loss). The best lr has the lowest finite mean; `edge` says
-    when it is the lowest or highest lr of the grid (a diverged lr counts, an unfinished one
-    does not), i.e. when the optimum may lie outside it.
-    """
+    """losses: lr -> the final val loss of each seed's run (None: not finished). The mean is None while a
+    seed's run is unfinished and inf when one diverged; the best lr has the lowest finite mean; `edge` says
+    when it is the grid's lowest or highest lr (the optimum may lie outside the grid)."""
     means: dict[float, float | None] = {}
     for lr, values in losses.items():
         finals = [v for v in values if v is not None]
@@ -291,8 +270,7 @@ def analyze(
 
 
 def format_summary(summary: dict) -> str:
-    baseline, seeds, tune = (summary[k] for k in ("baseline", "seeds", "tune_seeds"))
-    selection = summary["selection"]
+    baseline, seeds, tune, selection = (summary[k] for k in ("baseline", "seeds", "tune_seeds", "selection"))
     rows = [["optimizer", "lr", "seed", "final val loss", "status"]]
     for r in summary["runs"]:
         loss = runs.fmt_loss(r["final_val_loss"])
@@ -346,28 +324,6 @@ def write_outputs(summary: dict, chosen: dict, out: Path) -> list[Path]:
     return written
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    intro, examples = __doc__.strip().split("\n\n    ", 1)
-    formatter = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(description=intro, epilog="    " + examples, formatter_class=formatter)
-    configs = "train.py config files, one per optimizer (its optimizer_name)"
-    p.add_argument("--configs", nargs="+", required=True, metavar="CONFIG", help=configs)
-    lrs = "learning rates per optimizer, e.g. adamw=1e-3,3e-3,1e-2"
-    p.add_argument("--lrs", nargs="+", required=True, metavar="OPT=LR,LR", help=lrs)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="default: 0 1")
-    tune = "select each lr on the first N seeds' full grid, then train the other seeds at the selected lr only"
-    p.add_argument("--tune_seeds", type=int, metavar="N", help=tune + " (default: every seed trains the full grid)")
-    p.add_argument("--out", default="out/sweep", help="root of the run dirs (default out/sweep)")
-    sets = "train.py settings for every run, e.g. max_iters=100 device=cpu"
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=sets)
-    p.add_argument("--baseline", default="adamw", help="optimizer whose final val loss is the target (default adamw)")
-    launcher = 'command that runs train.py (default: this python), e.g. "torchrun --standalone --nproc_per_node=8"'
-    p.add_argument("--launcher", default=shlex.quote(sys.executable), help=launcher)
-    p.add_argument("--dry_run", action="store_true", help="print the runs and their commands, train nothing")
-    p.add_argument("--analyze_only", action="store_true", help="summarize the existing run dirs, train nothing")
-    return p.parse_args(argv)
-
-
 def sweep(args: argparse.Namespace, command: str) -> int:
     """The whole sweep; a UserError for bad input, before anything trains."""
     out = Path(args.out)
@@ -418,7 +374,25 @@ def sweep(args: argparse.Namespace, command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    intro, examples = __doc__.strip().split("\n\n    ", 1)
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=intro, epilog="    " + examples, formatter_class=formatter)
+    configs = "train.py config files, one per optimizer (its optimizer_name)"
+    p.add_argument("--configs", nargs="+", required=True, metavar="CONFIG", help=configs)
+    lrs = "learning rates per optimizer, e.g. adamw=1e-3,3e-3,1e-2"
+    p.add_argument("--lrs", nargs="+", required=True, metavar="OPT=LR,LR", help=lrs)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="default: 0 1")
+    tune = "select each lr on the first N seeds' full grid, then train the other seeds at the selected lr only"
+    p.add_argument("--tune_seeds", type=int, metavar="N", help=tune + " (default: every seed trains the full grid)")
+    p.add_argument("--out", default="out/sweep", help="root of the run dirs (default out/sweep)")
+    sets = "train.py settings for every run, e.g. max_iters=100 device=cpu"
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=sets)
+    p.add_argument("--baseline", default="adamw", help="optimizer whose final val loss is the target (default adamw)")
+    launcher = 'command that runs train.py (default: this python), e.g. "torchrun --standalone --nproc_per_node=8"'
+    p.add_argument("--launcher", default=shlex.quote(sys.executable), help=launcher)
+    p.add_argument("--dry_run", action="store_true", help="print the runs and their commands, train nothing")
+    p.add_argument("--analyze_only", action="store_true", help="summarize the existing run dirs, train nothing")
+    args = p.parse_args(argv)
     command = shlex.join(["scripts/experiments/sweep.py", *(sys.argv[1:] if argv is None else argv)])
     interrupted = "interrupted: rerun the same command to resume (finished runs are skipped)"
     return run_cli(lambda _: sweep(args, command), prog="sweep.py", interrupted=interrupted)
