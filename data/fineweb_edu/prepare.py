@@ -6,11 +6,8 @@ Prepare FineWeb-Edu (HuggingFaceFW/fineweb-edu, config sample-10BT by default) a
     python data/fineweb_edu/prepare.py --data_path shards/     # local parquet shards of the dataset
     python data/fineweb_edu/prepare.py --max_docs 100000       # a quick sample
 
-Validation is a fixed slice: the first --val_docs documents (default 10,000) in the dataset's
-published order (the Hub's parquet shards in order; local files sorted by name), train is all the
-rest. No shuffling, so the split does not depend on a seed or on the number of documents read.
-Loading, tokenizing, writing, the disk-space check and re-runs are the OpenWebText prepare's
-(data/common.py); output format: see data/common.py.
+Validation is the first --val_docs documents in the dataset's published order, train all the rest: no
+shuffling, no seed (README.md). Everything else is the OpenWebText prepare's, in data/common.py.
 """
 
 import argparse
@@ -45,14 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     val_docs = f"the first N documents are the validation split (default {VAL_DOCS:,})"
     parser.add_argument("--val_docs", type=int, default=VAL_DOCS, help=val_docs)
     args = parser.parse_args(argv)
-    if args.num_proc < 1:
-        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.val_docs < 1:
         raise UserError(f"--val_docs must be >= 1, got {args.val_docs}")
     if args.max_docs is not None and args.max_docs <= args.val_docs:
         fix = f"after the --val_docs={args.val_docs} validation documents: raise --max_docs or lower --val_docs"
         raise UserError(f"--max_docs={args.max_docs} leaves no training documents {fix}")
-    args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what load_documents reads
+    args.dataset, args.split, args.sample_by = HUB_DATASET, "train", "document"  # what documents_to_prepare reads
 
     docs, source = documents_to_prepare(args, describe_source)
     if docs is None:

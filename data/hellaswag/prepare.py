@@ -8,7 +8,7 @@ Reads the jsonl (one example per line: ctx, endings [4 texts], label 0-3, and fi
 used), tokenizes every context and " " + every ending with GPT-2's BPE, and writes `val.npz`
 (`tokens`: all token ids, uint16; `offsets`: per example the start of its context and of its 4
 endings and the end of the last, int64 (n, 6); `labels`: int8) and `meta.json` last. hellaswag.py
-scores it. Mistakes are one line and exit status 1, as in the other prepare scripts.
+scores it.
 """
 
 import hashlib
@@ -21,26 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_write
-from data.common import DTYPE, make_out_dir, prepare_parser, run_cli, write_meta
+from data.common import DTYPE, make_out_dir, prepare_parser, read_meta, run_cli, write_meta
 from errors import UserError
 from vocab import get_gpt2_encoding
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 JSONL = "hellaswag_val.jsonl"
-
-
-def download(out_dir: Path) -> Path:
-    """The validation jsonl in out_dir, downloaded first if it is not there yet."""
-    path = out_dir / "hellaswag_val.jsonl"
-    if not path.is_file():
-        print(f"downloading {URL}")
-        try:
-            with urllib.request.urlopen(URL, timeout=60) as response, atomic_write(path, "wb") as f:
-                f.write(response.read())
-        except OSError as e:
-            fix = "download it elsewhere and pass --data_path FILE"
-            raise UserError(f"cannot download {URL} ({getattr(e, 'reason', e)}); {fix}") from None
-    return path
 
 
 def read_examples(path: Path) -> list[tuple[str, list[str], int]]:
@@ -79,17 +65,11 @@ def read_examples(path: Path) -> list[tuple[str, list[str], int]]:
 def tokenize(examples: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """tokens (uint16), offsets (n, 6) and labels (int8) of the examples, as val.npz stores them."""
     enc = get_gpt2_encoding()
-    pieces, offsets, position = [], [], 0
-    for ctx, endings, _ in examples:
-        starts = []
-        for text in [ctx] + [" " + e for e in endings]:
-            ids = enc.encode_ordinary(text)
-            starts.append(position)
-            pieces.append(np.array(ids, dtype=DTYPE))
-            position += len(ids)
-        offsets.append(starts + [position])
+    pieces = [enc.encode_ordinary(text) for ctx, endings, _ in examples for text in [ctx] + [" " + e for e in endings]]
+    bounds = np.cumsum([0] + [len(ids) for ids in pieces], dtype=np.int64)  # 5 pieces per example
+    offsets = np.stack([bounds[i : i + 6] for i in range(0, len(pieces), 5)])
     labels = np.array([label for _, _, label in examples], dtype=np.int8)
-    return np.concatenate(pieces), np.array(offsets, dtype=np.int64), labels
+    return np.array([t for ids in pieces for t in ids], dtype=DTYPE), offsets, labels
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,20 +80,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.data_path and not Path(args.data_path).is_file():
         raise UserError(f"--data_path {args.data_path} does not exist; pass HellaSwag's {JSONL}")
     source = f"local:{os.path.abspath(args.data_path)}" if args.data_path else URL
-    npz, meta_path = out_dir / "val.npz", out_dir / "meta.json"
+    npz = out_dir / "val.npz"
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+        meta = read_meta(out_dir)
+    except UserError:  # unreadable: prepared again
         meta = None
     if meta and meta.get("source") == source and npz.is_file() and not args.overwrite:
         done = f"{out_dir} is already prepared from {source!r} ({meta['examples']:,} examples)"
         print(f"{done}; pass --overwrite to redo it")
         return
     make_out_dir(out_dir)
-    path = Path(args.data_path) if args.data_path else download(out_dir)
+    path = Path(args.data_path or out_dir / JSONL)
+    if not path.is_file():  # no --data_path: the download, once
+        print(f"downloading {URL}")
+        try:
+            with urllib.request.urlopen(URL, timeout=60) as response, atomic_write(path, "wb") as f:
+                f.write(response.read())
+        except OSError as e:
+            fix = "download it elsewhere and pass --data_path FILE"
+            raise UserError(f"cannot download {URL} ({getattr(e, 'reason', e)}); {fix}") from None
     examples = read_examples(path)
     tokens, offsets, labels = tokenize(examples)
-    meta_path.unlink(missing_ok=True)  # outputs are complete exactly when meta.json exists
+    (out_dir / "meta.json").unlink(missing_ok=True)  # outputs are complete exactly when meta.json exists
     try:
         with atomic_write(npz, "wb") as f:
             np.savez(f, tokens=tokens, offsets=offsets, labels=labels)

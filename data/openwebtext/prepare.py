@@ -53,8 +53,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.data_path and args.dataset:
         raise UserError("pass either --dataset (Hub) or --data_path (local files), not both")
     args.dataset = args.dataset or HUB_DATASET
-    if args.num_proc < 1:
-        raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     if args.max_docs is not None and args.max_docs < 2:
         raise UserError(f"--max_docs must be >= 2 (one train and one val document), got {args.max_docs}")
 

