@@ -186,11 +186,8 @@ class SophiaG(_Sophia):
 
     @torch.no_grad()
     def update_hessian(self, num_tokens: float) -> None:
-        """h <- beta2 * h + (1 - beta2) * num_tokens * g * g, from each parameter's current `.grad`.
-
-        `.grad` must hold the gradient of `gnb_loss` averaged over `num_tokens` predictions (for DDP:
-        after the all-reduce, and num_tokens counts the predictions of all ranks together).
-        """
+        """h <- beta2 * h + (1 - beta2) * num_tokens * g * g, g the `.grad` of `gnb_loss` averaged over
+        `num_tokens` predictions (for DDP: after the all-reduce, num_tokens counting every rank's)."""
         number = isinstance(num_tokens, (int, float)) and not isinstance(num_tokens, bool)
         if not (number and math.isfinite(num_tokens) and num_tokens > 0):
             raise ValueError(f"num_tokens must be a positive number (the GNB loss's predictions), got {num_tokens!r}")
@@ -221,17 +218,11 @@ class SophiaH(_Sophia):
 
     @torch.no_grad()
     def update_hessian(self, params: Sequence[Tensor], estimates: Sequence[Tensor]) -> None:
-        """h <- beta2 * h + (1 - beta2) * max(estimate, 0) for each (param, estimate) pair.
-
-        `params` are parameters of this optimizer (any order, any subset); `estimates[i]` is the
-        Hessian-diagonal estimate for `params[i]`, e.g. `hutchinson(loss, params)`, possibly averaged
-        across ranks.
-        """
+        """h <- beta2 * h + (1 - beta2) * max(estimate, 0) for each (param, estimate) pair: params of this
+        optimizer (any order, any subset), estimates e.g. `hutchinson(loss, params)` (averaged over ranks)."""
         params, estimates = list(params), list(estimates)
         if len(params) != len(estimates):
-            raise ValueError(
-                f"got {len(params)} params but {len(estimates)} estimates: pass one estimate per parameter"
-            )
+            raise ValueError(f"{len(params)} params, {len(estimates)} estimates: pass one estimate per parameter")
         group_of = {id(p): i for i, group in enumerate(self.param_groups) for p in group["params"]}
         per_group: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         for p, e in zip(params, estimates):
@@ -445,14 +436,13 @@ def _fused_kernel(device: torch.device, dtype: torch.dtype) -> Callable[..., Non
 def _fused_sophia(lists: Lists, hp: _Hyper) -> None:
     # The kernel sees every contiguous parameter viewed flat, so shapes of any rank share its graphs;
     # the rare non-contiguous ones take the per-tensor path rather than compiling a graph per layout.
-    flat = [all(t.is_contiguous() for t in ts[:4]) for ts in zip(*lists)]
-    if not all(flat):
-        _single_tensor_sophia(cast(Lists, tuple([t for t, f in zip(ts, flat) if not f] for ts in lists)), hp)
-    for (param, grad, exp_avg, hessian, step), is_flat in zip(zip(*lists), flat):
-        if is_flat:
-            step += 1
-            views = (t.detach().view(-1) for t in (param, -grad if hp.maximize else grad, exp_avg, hessian))
-            _fused_kernel(param.device, param.dtype)(*views, hp.beta1, hp.lr, hp.rho, hp.weight_decay, hp.eps)
+    for param, grad, exp_avg, hessian, step in zip(*lists):
+        if not all(t.is_contiguous() for t in (param, grad, exp_avg, hessian)):
+            _single_tensor_sophia(([param], [grad], [exp_avg], [hessian], [step]), hp)
+            continue
+        step += 1
+        views = (t.detach().view(-1) for t in (param, -grad if hp.maximize else grad, exp_avg, hessian))
+        _fused_kernel(param.device, param.dtype)(*views, hp.beta1, hp.lr, hp.rho, hp.weight_decay, hp.eps)
 
 
 def _single_tensor_update_hessian(hessians: TL, estimates: TL, *, beta2: float, num_tokens: float | None) -> None:
