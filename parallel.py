@@ -110,10 +110,9 @@ def parallelize(
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:
-    """The 2-norm of all tensors together, as a float64 tensor equal on every rank (for FSDP's
-    DTensors: one all-reduce of the shards' partial norms). Accumulated in float64: in float32 its
-    rounding (~1e-5 relative on CPU) depends on how the tensors are split into shards, which would make
-    gradient clipping, and so the whole run, depend on the number of ranks."""
+    """The 2-norm of all tensors together, a float64 tensor equal on every rank (FSDP's DTensors: one
+    all-reduce of the shards' partial norms). In float32 its rounding would depend on how the tensors are
+    sharded, and so would gradient clipping, and the whole run, on the number of ranks."""
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)))
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
 

@@ -134,9 +134,8 @@ class _Sophia(Optimizer):
                 if isinstance(p, DTensor):
                     shard_group = p.device_mesh.get_group()
                 m, h = _local([state["exp_avg"], state["hessian"]])
-                part = torch.stack(
-                    [torch.count_nonzero(clipped(m, h, group["rho"], group["eps"])).double(), h.sum().double()]
-                )
+                n_clipped = torch.count_nonzero(clipped(m, h, group["rho"], group["eps"]))
+                part = torch.stack([n_clipped.double(), h.sum().double()])
                 totals = part if totals is None else totals + part.to(totals.device)
                 numel += p.numel()  # a DTensor's numel is the whole tensor's
         if totals is None:
@@ -224,17 +223,15 @@ class SophiaH(_Sophia):
         if len(params) != len(estimates):
             raise ValueError(f"{len(params)} params, {len(estimates)} estimates: pass one estimate per parameter")
         group_of = {id(p): i for i, group in enumerate(self.param_groups) for p in group["params"]}
-        per_group: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         for p, e in zip(params, estimates):
             if id(p) not in group_of:
                 raise ValueError("update_hessian got a tensor that is not a parameter of this optimizer")
             if e.shape != p.shape:
                 raise ValueError(f"estimate of shape {tuple(e.shape)} for a parameter of shape {tuple(p.shape)}")
-            pair = per_group.setdefault(group_of[id(p)], ([], []))
-            pair[0].append(p)
-            pair[1].append(e)
-        for i, (group_params, group_estimates) in per_group.items():
-            self._update_hessians(self.param_groups[i], group_params, group_estimates, None)
+        for i, group in enumerate(self.param_groups):
+            pairs = [(p, e) for p, e in zip(params, estimates) if group_of[id(p)] == i]
+            if pairs:
+                self._update_hessians(group, [p for p, _ in pairs], [e for _, e in pairs], None)
 
 
 def _check_hyperparameters(name: str, group: dict) -> None:

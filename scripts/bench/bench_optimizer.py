@@ -5,12 +5,11 @@ AdamW for the non-matrix parameters, as optimizer_name='muon' trains) against to
     python scripts/bench/bench_optimizer.py --device cpu --steps 20
     python scripts/bench/bench_optimizer.py --model tiny         # the shapes of config/train_tiny_*.py
 
-All optimizers share one set of parameters and gradients. Each is timed over runs of consecutive
-steps, in two rounds over all optimizers (alternating every step would charge the large frees of
-one optimizer's temporaries to the next one's time). Prints the median wall time of `step()`
-(synchronized on CUDA), its ratio to the fastest AdamW and to AdamW foreach, and the
-optimizer-state bytes per parameter. SophiaG's step includes its clip statistics; its Hessian
-refresh is timed on its own.
+All optimizers share one set of parameters and gradients; each is timed over runs of consecutive steps,
+in two rounds over all of them (alternating every step would charge the large frees of one optimizer's
+temporaries to the next one's time). Prints the median wall time of `step()` (synchronized on CUDA), its
+ratio to the fastest AdamW and to AdamW foreach, the optimizer-state bytes per parameter, and the time of
+SophiaG's Hessian refresh.
 """
 
 import argparse
