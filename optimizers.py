@@ -94,11 +94,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 
 class GatheredMuon(torch.optim.Muon):
-    """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step.
-    Newton-Schulz must see the whole matrix (each rank's rows orthogonalised alone are another update),
-    and torch.optim.Muon on DTensors pays a collective for nearly every operation (docs/muon.md). Here
-    the momentum runs on the local shards, the Nesterov update is gathered once and orthogonalised whole
-    by torch's own Newton-Schulz, and each rank keeps its rows: torch.optim.Muon's update, unsharded."""
+    """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step (on
+    DTensors torch.optim.Muon pays a collective for nearly every operation, docs/muon.md). The momentum runs
+    on the local shards; the Nesterov update is gathered and orthogonalised whole by torch's Newton-Schulz
+    (each rank's rows alone would give another update), and each rank keeps its rows."""
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
