@@ -40,9 +40,7 @@ class Lion(torch.optim.Optimizer):
         self, params: ParamsT, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0
     ) -> None:
         if lr < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(
-                f"Lion needs lr >= 0, weight_decay >= 0, betas in [0, 1); got {lr}, {weight_decay}, {betas}"
-            )
+            raise ValueError(f"Lion needs lr, weight_decay >= 0 and betas in [0, 1); got {lr}, {weight_decay}, {betas}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -96,11 +94,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 
 class GatheredMuon(torch.optim.Muon):
-    """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step.
-    Newton-Schulz must see the whole matrix (each rank's rows orthogonalised alone are another update),
-    and torch.optim.Muon on DTensors pays a collective for nearly every operation (docs/muon.md). Here
-    the momentum runs on the local shards, the Nesterov update is gathered once and orthogonalised whole
-    by torch's own Newton-Schulz, and each rank keeps its rows: torch.optim.Muon's update, unsharded."""
+    """torch.optim.Muon for FSDP's sharded (DTensor) matrices, at one all-gather per matrix per step (on
+    DTensors torch.optim.Muon pays a collective for nearly every operation, docs/muon.md). The momentum runs
+    on the local shards; the Nesterov update is gathered and orthogonalised whole by torch's Newton-Schulz
+    (each rank's rows alone would give another update), and each rank keeps its rows."""
 
     @torch.no_grad()
     def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
@@ -116,13 +113,8 @@ class GatheredMuon(torch.optim.Muon):
                 update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
                 # torch builds whose Muon has a use_addmm option take it here too (a private function)
                 addmm = (group["use_addmm"],) if "use_addmm" in group else ()
-                whole = _zeropower_via_newtonschulz(
-                    cast(DTensor, update).full_tensor(),
-                    group["ns_coefficients"],
-                    group["ns_steps"],
-                    group["eps"],
-                    *addmm,
-                )
+                ns = (group["ns_coefficients"], group["ns_steps"], group["eps"], *addmm)
+                whole = _zeropower_via_newtonschulz(cast(DTensor, update).full_tensor(), *ns)
                 rows = distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)  # local slice
                 param.mul_(1 - group["lr"] * group["weight_decay"])
                 param.add_(rows, alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], param.shape))

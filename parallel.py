@@ -49,10 +49,7 @@ def choose_device(name: str, cuda_available: bool, local_rank: int = 0, world_si
     if not cuda_available:
         raise UserError(f"device={name!r} but CUDA is not available here: use --device=cpu")
     if device.index is not None and world_size > 1:
-        raise UserError(
-            f"device={name!r} would put all {world_size} ranks on one GPU: use device='cuda' "
-            f"(each rank takes cuda:LOCAL_RANK)"
-        )
+        raise UserError(f"device={name!r} would put all {world_size} ranks on one GPU: use device='cuda'")
     return device if device.index is not None else torch.device("cuda", local_rank)
 
 
@@ -89,11 +86,9 @@ def parallelize(
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Place the model (built on the CPU) for cfg.parallelism; returns (the module the training step
     calls, the module evaluation calls). DDP: the compiled model, DDP-wrapped under torchrun for
-    training, bare for evaluation (which has no gradients to synchronise). FSDP2, in place, both
-    calls on the sharded model: each transformer block is one unit (all-gathered just before its
-    forward and backward, freed after), the root holds the rest. The tied token embedding / LM head
-    is a single parameter of the root unit, so it stays tied (sharding lm_head alone would untie it).
-    fully_shard moves each rank's shards to the mesh's device: a rank never holds the whole model."""
+    training, bare for evaluation (no gradients to synchronise). FSDP2, in place, both on the sharded
+    model: each transformer block is one unit, the root holds the rest, so the tied token embedding /
+    LM head stays one parameter; each rank's shards go to its device, never the whole model."""
     model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.parallelism == "fsdp":
         mesh = init_device_mesh(dist.device.type, (dist.world_size,))
@@ -115,10 +110,9 @@ def parallelize(
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:
-    """The 2-norm of all tensors together, as a float64 tensor equal on every rank (for FSDP's
-    DTensors: one all-reduce of the shards' partial norms). Accumulated in float64: in float32 its
-    rounding (~1e-5 relative on CPU) depends on how the tensors are split into shards, which would make
-    gradient clipping, and so the whole run, depend on the number of ranks."""
+    """The 2-norm of all tensors together, a float64 tensor equal on every rank (FSDP's DTensors: one
+    all-reduce of the shards' partial norms). In float32 its rounding would depend on how the tensors are
+    sharded, and so would gradient clipping, and the whole run, on the number of ranks."""
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)))
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
 

@@ -29,19 +29,16 @@ TL = list[Tensor]
 Lists = tuple[TL, TL, TL, TL, TL]  # params, grads, exp_avgs, hessians, state_steps
 __all__ = ["SophiaG", "SophiaH", "by_device_and_dtype", "clipped", "gnb_loss", "hutchinson", "sophia"]
 
-# The multi-tensor step walks the parameters in buckets of at most this many elements and keeps its
-# two temporaries (denominator, clipped ratio) in one scratch buffer reused by every bucket, so a
-# step allocates nothing parameter-sized. On CPU a bucket's slices of p, g, m, h plus the scratch
-# (~6 MB) stay in the cache across the step's passes; 2^18 is the fastest size measured on CPU
-# (docs/performance.md). Elsewhere the bucket only bounds the scratch memory.
+# The multi-tensor step walks the parameters in buckets of at most this many elements, its two
+# temporaries in one scratch buffer reused by every bucket: a step allocates nothing parameter-sized.
+# On CPU a bucket's slices stay in the cache across the step's passes (the fastest size measured,
+# docs/performance.md); elsewhere the bucket only bounds the scratch memory.
 _CPU_BUCKET_NUMEL = 1 << 18
 _BUCKET_NUMEL = 1 << 24
-# gnb_loss samples its labels a few rows of logits at a time, so that its temporaries (probabilities
-# and their running sums) take at most this many elements instead of the whole (N, V). On CPU a
-# fresh tensor of the whole is mapped anew and page-faulted in on every call, while chunks of 16 MB
-# are recycled by the allocator (docs/performance.md). On a GPU every chunk costs ~5 kernel launches
-# and the caching allocator recycles any size: chunks of 256 MB keep a GPT-2 micro-batch (12 x 1024
-# positions x 50304) to ten. The labels are the same either way.
+# gnb_loss samples its labels a few rows of logits at a time, its temporaries at most this many
+# elements instead of the whole (N, V): on CPU the allocator recycles chunks, while a whole is mapped
+# and page-faulted anew every call; on a GPU each chunk costs a few kernel launches, so chunks are
+# larger (docs/performance.md). The labels are the same either way.
 _CPU_SAMPLE_CHUNK_NUMEL = 1 << 22
 _SAMPLE_CHUNK_NUMEL = 1 << 26
 
@@ -120,19 +117,13 @@ class _Sophia(Optimizer):
     def stats(self) -> dict[str, Tensor]:
         """Clipping and curvature statistics of the state, as 0-dim tensors on the parameters' device.
 
-        - "win_rate": fraction of the coordinates that the step's clamp leaves unclipped given the
-          current m and h, |m| / (rho * h + eps) < 1 (see `clipped`): called after `step()` and
-          before the next `update_hessian()`, the coordinates that step moved by less than lr, all
-          others by exactly lr (apart from weight decay). The official repo's `train/win_rate`;
-          healthy runs sit around 0.1-0.5 (near 0: nearly every step is the clipped +-lr, rho is
-          too small; near 1: rho is too large and Sophia takes small Newton-like steps).
-        - "hessian_norm": L1 norm (sum over all coordinates) of the Hessian EMA h. For SophiaG that is
-          the official repo's `hessian_norm` times its `bs`.
+        - "win_rate": fraction of the coordinates left unclipped by the current m and h, |m| / (rho * h
+          + eps) < 1 (see `clipped`); after `step()`, those it moved by less than lr. The official
+          repo's `train/win_rate` (docs/sophia.md: near 0, rho is too small; near 1, too large).
+        - "hessian_norm": L1 norm of the Hessian EMA h (for SophiaG, the official `hessian_norm` x `bs`).
 
-        Over every parameter with state; computed here (the step itself counts nothing), so call it
-        when logging, not every step, and `.item()` the values then. Raises RuntimeError before the
-        first `step()`. With sharded (FSDP2 DTensor) parameters each rank counts its shards and one
-        all-reduce sums them, so every rank must call stats() and gets the global values.
+        Computed here, not in the step: call it when logging. Raises RuntimeError before the first
+        `step()`. With FSDP2 (DTensor) parameters one all-reduce sums the shards: every rank must call it.
         """
         totals, numel, shard_group = None, 0, None
         for group in self.param_groups:
@@ -143,9 +134,8 @@ class _Sophia(Optimizer):
                 if isinstance(p, DTensor):
                     shard_group = p.device_mesh.get_group()
                 m, h = _local([state["exp_avg"], state["hessian"]])
-                part = torch.stack(
-                    [torch.count_nonzero(clipped(m, h, group["rho"], group["eps"])).double(), h.sum().double()]
-                )
+                n_clipped = torch.count_nonzero(clipped(m, h, group["rho"], group["eps"]))
+                part = torch.stack([n_clipped.double(), h.sum().double()])
                 totals = part if totals is None else totals + part.to(totals.device)
                 numel += p.numel()  # a DTensor's numel is the whole tensor's
         if totals is None:
@@ -173,10 +163,9 @@ class SophiaG(_Sophia):
     N * g * g is an unbiased estimate of the diagonal of the Gauss-Newton matrix of the mean loss, so
     rho means the same for any batch size. State per parameter: `step`, `exp_avg` (m), `hessian` (h).
 
-    Exact equivalence with the official code (github.com/Liuhong99/Sophia, `SophiaG.update_hessian()`
-    and `SophiaG.step(bs=N)`): fed the same gradients and hyperparameters, the parameters follow the
-    official trajectory (up to float rounding) and our `hessian` equals the official one times N.
-    `lr` is the paper's eta and `rho` its gamma; `eps` is the official code's 1e-15.
+    Fed the same gradients, it follows the official `SophiaG.step(bs=N)` (github.com/Liuhong99/Sophia)
+    up to float rounding, our `hessian` being the official one times N. `lr` is the paper's eta and
+    `rho` its gamma; `eps` is the official code's.
 
     Args:
         params: iterable of parameters or of param-group dicts.
@@ -196,17 +185,11 @@ class SophiaG(_Sophia):
 
     @torch.no_grad()
     def update_hessian(self, num_tokens: float) -> None:
-        """h <- beta2 * h + (1 - beta2) * num_tokens * g * g, from each parameter's current `.grad`.
-
-        `.grad` must hold the gradient of `gnb_loss` averaged over `num_tokens` predictions (for DDP:
-        after the all-reduce, and num_tokens counts the predictions of all ranks together).
-        """
+        """h <- beta2 * h + (1 - beta2) * num_tokens * g * g, g the `.grad` of `gnb_loss` averaged over
+        `num_tokens` predictions (for DDP: after the all-reduce, num_tokens counting every rank's)."""
         number = isinstance(num_tokens, (int, float)) and not isinstance(num_tokens, bool)
         if not (number and math.isfinite(num_tokens) and num_tokens > 0):
-            raise ValueError(
-                f"num_tokens must be a positive number, got {num_tokens!r}: the number of "
-                "predictions the GNB loss averaged over (sequences x tokens per sequence)"
-            )
+            raise ValueError(f"num_tokens must be a positive number (the GNB loss's predictions), got {num_tokens!r}")
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
             if params:
@@ -234,36 +217,21 @@ class SophiaH(_Sophia):
 
     @torch.no_grad()
     def update_hessian(self, params: Sequence[Tensor], estimates: Sequence[Tensor]) -> None:
-        """h <- beta2 * h + (1 - beta2) * max(estimate, 0) for each (param, estimate) pair.
-
-        `params` are parameters of this optimizer (any order, any subset); `estimates[i]` is the
-        Hessian-diagonal estimate for `params[i]`, e.g. `hutchinson(loss, params)`, possibly averaged
-        across ranks.
-        """
+        """h <- beta2 * h + (1 - beta2) * max(estimate, 0) for each (param, estimate) pair: params of this
+        optimizer (any order, any subset), estimates e.g. `hutchinson(loss, params)` (averaged over ranks)."""
         params, estimates = list(params), list(estimates)
         if len(params) != len(estimates):
-            raise ValueError(
-                f"got {len(params)} params but {len(estimates)} estimates: pass one estimate per "
-                "parameter, e.g. estimates = hutchinson(loss, params)"
-            )
+            raise ValueError(f"{len(params)} params, {len(estimates)} estimates: pass one estimate per parameter")
         group_of = {id(p): i for i, group in enumerate(self.param_groups) for p in group["params"]}
-        per_group: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         for p, e in zip(params, estimates):
             if id(p) not in group_of:
-                raise ValueError(
-                    "update_hessian got a tensor that is not a parameter of this optimizer: "
-                    "pass the parameter objects that the optimizer was built with"
-                )
+                raise ValueError("update_hessian got a tensor that is not a parameter of this optimizer")
             if e.shape != p.shape:
-                raise ValueError(
-                    f"estimate of shape {tuple(e.shape)} for a parameter of shape {tuple(p.shape)}: "
-                    "pass estimates aligned with params"
-                )
-            pair = per_group.setdefault(group_of[id(p)], ([], []))
-            pair[0].append(p)
-            pair[1].append(e)
-        for i, (group_params, group_estimates) in per_group.items():
-            self._update_hessians(self.param_groups[i], group_params, group_estimates, None)
+                raise ValueError(f"estimate of shape {tuple(e.shape)} for a parameter of shape {tuple(p.shape)}")
+        for i, group in enumerate(self.param_groups):
+            pairs = [(p, e) for p, e in zip(params, estimates) if group_of[id(p)] == i]
+            if pairs:
+                self._update_hessians(group, [p for p, _ in pairs], [e for _, e in pairs], None)
 
 
 def _check_hyperparameters(name: str, group: dict) -> None:
@@ -465,14 +433,13 @@ def _fused_kernel(device: torch.device, dtype: torch.dtype) -> Callable[..., Non
 def _fused_sophia(lists: Lists, hp: _Hyper) -> None:
     # The kernel sees every contiguous parameter viewed flat, so shapes of any rank share its graphs;
     # the rare non-contiguous ones take the per-tensor path rather than compiling a graph per layout.
-    flat = [all(t.is_contiguous() for t in ts[:4]) for ts in zip(*lists)]
-    if not all(flat):
-        _single_tensor_sophia(cast(Lists, tuple([t for t, f in zip(ts, flat) if not f] for ts in lists)), hp)
-    for (param, grad, exp_avg, hessian, step), is_flat in zip(zip(*lists), flat):
-        if is_flat:
-            step += 1
-            views = (t.detach().view(-1) for t in (param, -grad if hp.maximize else grad, exp_avg, hessian))
-            _fused_kernel(param.device, param.dtype)(*views, hp.beta1, hp.lr, hp.rho, hp.weight_decay, hp.eps)
+    for param, grad, exp_avg, hessian, step in zip(*lists):
+        if not all(t.is_contiguous() for t in (param, grad, exp_avg, hessian)):
+            _single_tensor_sophia(([param], [grad], [exp_avg], [hessian], [step]), hp)
+            continue
+        step += 1
+        views = (t.detach().view(-1) for t in (param, -grad if hp.maximize else grad, exp_avg, hessian))
+        _fused_kernel(param.device, param.dtype)(*views, hp.beta1, hp.lr, hp.rho, hp.weight_decay, hp.eps)
 
 
 def _single_tensor_update_hessian(hessians: TL, estimates: TL, *, beta2: float, num_tokens: float | None) -> None:

@@ -1,9 +1,7 @@
-# GPT-2 XL-size (1.5B), the paper's largest GPT-2 (its abstract: 125M to 1.5B). The official repo trains
-# it with levanter's gpt2_1536 model, mirrored here: 48 layers, 1536 wide, 24 heads, context 1024, batch
-# 512 sequences, 200k steps (github.com/Liuhong99/Sophia README, levanter config gpt2_1536); warmup is
-# the other sizes' 2k (the official 1.5B command does not state it). Sharded with FSDP: under DDP every
-# GPU would hold all the weights, gradients and optimizer state (python scripts/tools/estimate_memory.py
-# CONFIG gives the memory per GPU; docs/scaling.md the table).
+# GPT-2 XL-size (1.5B), the paper's largest GPT-2: the official repo's levanter gpt2_1536 model and batch
+# (github.com/Liuhong99/Sophia README); warmup is the other sizes' (the official command does not state it).
+# Sharded with FSDP: under DDP every GPU would hold all the weights, gradients and optimizer state
+# (scripts/tools/estimate_memory.py CONFIG gives the memory per GPU; docs/scaling.md the table).
 from config.gpt2 import *
 
 n_layer = 48

@@ -1,9 +1,7 @@
-# Muon on the 2-D weight matrices of the transformer blocks: KellerJordan/Muon's recipe (lr 0.02, weight
-# decay 0.01, Nesterov momentum 0.95, 5 Newton-Schulz steps, its per-matrix lr scaling, which its author
-# says needs no retuning as the model grows). AdamW trains the rest (token and position embeddings = the
-# tied LM head, norm gains) with config/adamw.py's betas and weight decay, as in that recipe; each config
-# sets muon_adamw_lr. Under FSDP each matrix is gathered once per step and orthogonalised whole
-# (optimizers.GatheredMuon).
+# Muon on the 2-D weight matrices of the transformer blocks, KellerJordan/Muon's recipe (its per-matrix lr
+# scaling needs no retuning as the model grows, its author says); AdamW trains the rest (embeddings = the
+# tied LM head, norm gains) with config/adamw.py's betas and weight decay, as in that recipe, at each
+# config's muon_adamw_lr. Under FSDP each matrix is gathered once per step (optimizers.GatheredMuon).
 from config.adamw import beta1, beta2, weight_decay as muon_adamw_weight_decay
 
 optimizer_name = "muon"

@@ -1,5 +1,4 @@
 # GPT-2 medium (355M) on OpenWebText with Sophia-G, the paper's lr and rho.
-# torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_medium_sophiag.py
 from config.gpt2_medium import *
 from config.sophiag import *
 

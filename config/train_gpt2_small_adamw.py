@@ -1,5 +1,4 @@
 # GPT-2 small (125M) on OpenWebText with AdamW, the paper's lr.
-# torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_small_adamw.py
 from config.adamw import *
 from config.gpt2_small import *
 

@@ -1,5 +1,4 @@
 # GPT-2 small (125M) on OpenWebText with Lion, the paper's lr.
-# torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_small_lion.py
 from config.gpt2_small import *
 from config.lion import *
 

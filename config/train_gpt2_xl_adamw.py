@@ -1,5 +1,4 @@
 # GPT-2 XL-size (1.5B) on OpenWebText with AdamW.
-# torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_xl_adamw.py
 from config.adamw import *
 from config.gpt2_xl import *
 

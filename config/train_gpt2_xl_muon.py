@@ -1,5 +1,4 @@
 # GPT-2 XL-size (1.5B) on OpenWebText with Muon, not tuned at this size; its AdamW part at AdamW's lr.
-# torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_xl_muon.py
 from config.gpt2_xl import *
 from config.muon import *
 from config.train_gpt2_xl_adamw import learning_rate as muon_adamw_lr

@@ -1,5 +1,4 @@
 # GPT-2 XL-size (1.5B) on OpenWebText with Sophia-G.
-# torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_xl_sophiag.py
 from config.gpt2_xl import *
 from config.sophiag import *
 

@@ -1,5 +1,4 @@
 # The baby GPT on character-level Shakespeare (config/shakespeare_char.py) with AdamW.
-# python train.py config/train_shakespeare_char_adamw.py
 from config.adamw import *
 from config.shakespeare_char import *
 

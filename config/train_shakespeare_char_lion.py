@@ -1,5 +1,4 @@
 # The baby GPT on character-level Shakespeare (config/shakespeare_char.py) with Lion.
-# python train.py config/train_shakespeare_char_lion.py
 from config.lion import *
 from config.shakespeare_char import *
 

@@ -1,5 +1,4 @@
 # The baby GPT on character-level Shakespeare (config/shakespeare_char.py) with Muon.
-# python train.py config/train_shakespeare_char_muon.py
 from config.muon import *
 from config.shakespeare_char import *
 

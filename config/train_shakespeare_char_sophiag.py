@@ -1,5 +1,4 @@
 # The baby GPT on character-level Shakespeare (config/shakespeare_char.py) with Sophia-G.
-# python train.py config/train_shakespeare_char_sophiag.py
 from config.shakespeare_char import *
 from config.sophiag import *
 

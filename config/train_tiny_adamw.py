@@ -1,5 +1,4 @@
 # The tiny GPT on the embedded Shakespeare corpus (config/tiny.py) with AdamW.
-# python train.py config/train_tiny_adamw.py
 from config.adamw import *
 from config.tiny import *
 

@@ -1,5 +1,4 @@
 # The tiny GPT on the embedded Shakespeare corpus (config/tiny.py) with Lion.
-# python train.py config/train_tiny_lion.py
 from config.lion import *
 from config.tiny import *
 

@@ -1,7 +1,5 @@
-# The tiny GPT on the embedded Shakespeare corpus (config/tiny.py) with Muon: Muon on the 0.8M
-# parameters of the blocks' matrices, AdamW on the rest (6.4M of it the token embedding) at
-# train_tiny_adamw.py's tuned lr.
-# python train.py config/train_tiny_muon.py
+# The tiny GPT on the embedded Shakespeare corpus (config/tiny.py) with Muon on the blocks' matrices,
+# AdamW on the rest (mostly the token embedding) at train_tiny_adamw.py's tuned lr.
 from config.muon import *
 from config.tiny import *
 from config.train_tiny_adamw import learning_rate as muon_adamw_lr

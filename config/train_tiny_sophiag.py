@@ -1,5 +1,4 @@
 # The tiny GPT on the embedded Shakespeare corpus (config/tiny.py) with Sophia-G.
-# python train.py config/train_tiny_sophiag.py
 from config.sophiag import *
 from config.tiny import *
 

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# From a fresh clone: .venv with the pinned requirements, the character-level Shakespeare corpus, a
-# baby GPT trained with Sophia-G and with AdamW side by side (one thread each, the same data,
-# tokens and seed, each at its tuned learning rate), then out/quickstart/compare.png and the
-# comparison table. About 6 minutes on 2 CPU cores, install included; no GPU, no download beyond
-# the package index. Re-running continues (or skips) finished work.
-# Extra arguments go to both train.py runs, e.g. `bash scripts/quickstart.sh --max_iters=200`.
+# From a fresh clone: .venv, the character-level Shakespeare corpus, a baby GPT trained with Sophia-G and
+# with AdamW side by side (one thread each, same data and seed, each at its tuned lr), then the comparison
+# (out/quickstart/compare.png and its table). Minutes on 2 CPU cores, no GPU, no download beyond the package
+# index; a rerun continues finished work. Extra arguments go to both runs, e.g. --max_iters=200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS

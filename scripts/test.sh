@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# The test suite from a fresh clone: sets up .venv, then the gate (ruff's lint and format check, mypy's types,
-# set in pyproject.toml) and pytest (CPU only, no network).
-# The test files run in parallel, one pytest worker per core (pytest-xdist), each file on one worker
-# so that its module fixtures are built once. Extra arguments go to pytest, e.g.
-# `bash scripts/test.sh -k resume -x`; `-n 0` runs everything in this one process.
+# The test suite from a fresh clone: .venv, the gate (ruff lint and format check, mypy; pyproject.toml), then
+# pytest on the CPU, one worker per core, each test file on one worker (its module fixtures built once).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k resume -x`; `-n 0` runs in this one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh

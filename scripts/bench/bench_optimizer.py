@@ -5,12 +5,11 @@ AdamW for the non-matrix parameters, as optimizer_name='muon' trains) against to
     python scripts/bench/bench_optimizer.py --device cpu --steps 20
     python scripts/bench/bench_optimizer.py --model tiny         # the shapes of config/train_tiny_*.py
 
-All optimizers share one set of parameters and gradients. Each is timed over runs of consecutive
-steps, in two rounds over all optimizers (alternating every step would charge the large frees of
-one optimizer's temporaries to the next one's time). Prints the median wall time of `step()`
-(synchronized on CUDA), its ratio to the fastest AdamW and to AdamW foreach, and the
-optimizer-state bytes per parameter. SophiaG's step includes its clip statistics; its Hessian
-refresh is timed on its own.
+All optimizers share one set of parameters and gradients; each is timed over runs of consecutive steps,
+in two rounds over all of them (alternating every step would charge the large frees of one optimizer's
+temporaries to the next one's time). Prints the median wall time of `step()` (synchronized on CUDA), its
+ratio to the fastest AdamW and to AdamW foreach, the optimizer-state bytes per parameter, and the time of
+SophiaG's Hessian refresh.
 """
 
 import argparse
@@ -22,37 +21,32 @@ from typing import Any
 
 import torch
 
+from model import GPT, GPTConfig
 from optimizers import Lion, MuonWithAdamW
 from scripts.bench import timed
 from sophia import SophiaG
 
-MODELS = {"124m": dict(n_layer=12, n_embd=768, block_size=1024), "tiny": dict(n_layer=4, n_embd=128, block_size=64)}
-
-
-def gpt2_shapes(n_layer: int = 12, n_embd: int = 768, vocab_size: int = 50304, block_size: int = 1024) -> list:
-    """Parameter shapes of bias-free GPT-2 124M (the LM head is tied to wte)."""
-    shapes = [(vocab_size, n_embd), (block_size, n_embd)]
-    ln, attn = (n_embd,), [(3 * n_embd, n_embd), (n_embd, n_embd)]  # attn.c_attn, attn.c_proj
-    mlp = [(4 * n_embd, n_embd), (n_embd, 4 * n_embd)]  # mlp.c_fc, mlp.c_proj
-    shapes += [ln, *attn, ln, *mlp] * n_layer  # ln_1, attention, ln_2, MLP
-    return shapes + [(n_embd,)]  # ln_f
+MODELS = {
+    "124m": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+    "tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (after warm-up steps)")
-    shapes = "parameter shapes: GPT-2 124M or the tiny configs'"
-    parser.add_argument("--model", choices=MODELS, default="124m", help=shapes)
+    parser.add_argument("--model", choices=MODELS, default="124m", help="the shapes of GPT-2 124M or the tiny configs")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a GPU and a CUDA build of torch; pass --device cpu")
+    with torch.device("meta"):  # the model's parameter shapes in order (the LM head tied to wte), no memory
+        shapes = [p.shape for p in GPT(MODELS[args.model]).parameters()]
     torch.manual_seed(0)
-
-    params = [torch.nn.Parameter(0.02 * torch.randn(s, device=device)) for s in gpt2_shapes(**MODELS[args.model])]
+    params = [torch.nn.Parameter(0.02 * torch.randn(s, device=device)) for s in shapes]
     for p in params:
         p.grad = 1e-3 * torch.randn_like(p)
     n_params = sum(p.numel() for p in params)
@@ -76,8 +70,7 @@ def main() -> None:
         "Muon + AdamW": muon_with_adamw,
     }
     if device.type == "cpu" and args.model == "124m":  # torch's Newton-Schulz runs in bf16: slow on most CPUs
-        print("skipping Muon + AdamW: its bf16 Newton-Schulz iteration is very slow at 124M shapes on a CPU; ", end="")
-        print("use --model tiny or a GPU")
+        print("skipping Muon + AdamW: its bf16 Newton-Schulz is very slow at 124M on a CPU; use --model tiny or a GPU")
         del candidates["Muon + AdamW"]
     optimizers = {}
     for name, make in candidates.items():

@@ -1,15 +1,12 @@
-"""
-Tokenize+write throughput of our prepare path (data/common.py) vs a plain nanoGPT-style one,
-on the same local documents and the same number of worker processes. No download: documents
-are cut from the embedded Shakespeare corpus (runs of 5-40 speeches: median 1.7 KB, mean 2.3 KB
-of text, short web pages) and repeated to reach --tokens.
+"""Tokenize+write throughput of our prepare path (data/common.py) vs a plain nanoGPT-style one,
+on the same local documents and the same number of worker processes.
 
     python scripts/bench/bench_prepare.py --num_proc 2 --tokens 20_000_000
 
-The baseline is what nanoGPT's data/openwebtext/prepare.py did before batched writes:
-`datasets.map(num_proc)` turns each document into a Python list of ids (stored in an Arrow
-cache), then one memmap slice assignment per document. Both paths write identical bins
-(checked). Times cover tokenizing and writing, not loading or splitting (shared by both).
+No download: documents are runs of speeches of the embedded Shakespeare (the size of short web
+pages), repeated to reach --tokens. The baseline is nanoGPT's data/openwebtext/prepare.py before
+batched writes: `datasets.map(num_proc)` to Python lists of ids, then one memmap slice assignment
+per document. Both write identical bins (checked); times cover tokenizing and writing only.
 """
 
 import argparse
@@ -64,11 +61,10 @@ def nanogpt_style(splits: Any, out_dir: Path, num_proc: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    both = "worker processes, the same for both paths (default min(2, cores))"
+    both = "worker processes for both paths (default min(2, cores))"
     parser.add_argument("--num_proc", type=int, default=min(2, os.cpu_count() or 1), help=both)
     parser.add_argument("--tokens", type=int, default=20_000_000, help="approximate corpus size")
-    repeats = "runs of each path, alternating (best and median are reported)"
-    parser.add_argument("--repeats", type=int, default=3, help=repeats)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each path, alternating (best and median)")
     parser.add_argument("--work_dir", default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
     import datasets

@@ -6,20 +6,18 @@
     torchrun --standalone --nproc_per_node=8 scripts/bench/bench_train.py config/train_gpt2_small_sophiag.py ...
     python scripts/bench/bench_train.py --refresh config/train_tiny_sophiag.py      # the Hessian refresh's levers
 
-Config files and --key=value overrides are train.py's. Each entry of --optimizers is an optimizer name,
-optionally with its own overrides (`sophiag:hess_total_batch_size=8:fused_optimizer=True`). Every entry is
-set up by train.setup(), warmed up (compilation, one Hessian refresh), then timed for --rounds rounds of
---steps iterations of train.iteration(), the entries taking turns at every iteration (each leading in
-turn), so that a load change hits all alike; --steps should be a multiple of hess_interval. Printed per
-entry: ms/iter (median over rounds, and range), tokens/s, MFU (on a GPU whose peak train.py knows, or
---peak_flops), the iteration's shares (train.py's StepTimer), peak memory (CUDA) beside memory.estimate's,
-and ms/iter as a ratio to the adamw entry's in the same round; on CPU the peak RSS. --json writes it all.
+Config files and --key=value overrides are train.py's; an --optimizers entry is an optimizer name with
+optional overrides of its own (`sophiag:hess_total_batch_size=8:fused_optimizer=True`). Every entry is set
+up by train.setup() and warmed up (compilation, one Hessian refresh), then the entries take turns at every
+iteration of train.iteration() (each leading in turn, so that a load change hits all alike) for --rounds
+rounds of --steps (a multiple of hess_interval). Printed per entry: ms/iter (median and range over rounds),
+tokens/s, MFU, the StepTimer's shares, peak memory (CUDA; on CPU the peak RSS) beside memory.estimate's,
+and ms/iter over the adamw entry's in the same round. --json writes it all.
 
---refresh prices each way of refreshing Sophia-G's Hessian as overhead on training (R ms of refresh per
-hess_interval steps of S ms): train.train_step() ("step"); train.refresh_hessian() on a fresh batch of the
-training batch divided by each of --fractions; labels sampled from the training forward's own logits with
-a second backward (the time this adds to a plain forward+backward); and sophia.gnb_loss's label sampling
-against torch.multinomial. One process, total_batch_size = batch_size, medians of --repeats.
+--refresh prices each way of refreshing Sophia-G's Hessian as overhead on hess_interval training steps:
+train.refresh_hessian() on fresh batches of the training batch divided by each of --fractions; labels
+sampled from the training forward's logits with a second backward (over a plain forward+backward); and
+gnb_loss's sampling against torch.multinomial. One process, total_batch_size = batch_size.
 """
 
 import argparse
@@ -53,16 +51,14 @@ PARTS = ("data", "forward_backward", "optimizer", "hessian")
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter, allow_abbrev=False)
-    entries = "comma-separated entries: name[:key=value[:key=value...]]"
-    parser.add_argument("--optimizers", default="adamw,sophiag", help=entries)
+    parser.add_argument("--optimizers", default="adamw,sophiag", help="comma-separated name[:key=value[:key=value...]]")
     parser.add_argument("--steps", type=int, default=10, help="timed iterations per entry and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per entry before the rounds")
     parser.add_argument("--json", help="also write every entry's numbers (and its config) to this JSON file")
     parser.add_argument("--refresh", action="store_true", help="time the Hessian refresh's levers instead")
     parser.add_argument("--repeats", type=int, default=5, help="with --refresh: timings per lever")
-    fractions = "with --refresh: Hessian batches, the training batch divided by these"
-    parser.add_argument("--fractions", default="1,2,4,8", help=fractions)
+    parser.add_argument("--fractions", default="1,2,4,8", help="with --refresh: the training batch / these")
     args, train_args = parser.parse_known_args(argv)
     if args.steps < 1 or args.rounds < 1 or args.warmup < 0 or args.repeats < 1:
         parser.error("--steps, --rounds and --repeats must be >= 1, --warmup >= 0")
@@ -207,8 +203,8 @@ def refresh(args: argparse.Namespace, train_args: list[str]) -> None:
     for b in sizes:
         args_b = base + [f"--hess_total_batch_size={b}", f"--out_dir={scratch.name}/{b}"]
         runs[b] = set_up(train.parse_args(args_b), dist)
-    run, device = runs[sizes[0]], dist.device
-    model = run.model
+    run = runs[sizes[0]]
+    model, device = run.model, dist.device
     x, y = train.get_batch(run.train_path, cfg.seed, train.TRAIN, 0, 0, cfg.batch_size, cfg.block_size, device)
 
     def plain() -> None:
