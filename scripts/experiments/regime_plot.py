@@ -141,7 +141,9 @@ def plot(cells: list[dict], out: Path) -> None:
                     ax.scatter([c[axis]] * len(c["seeds"]), [s[value] for s in c["seeds"]], color=f"C{i}", s=10)
         for ax in (ax_gap, ax_ratio):
             ax.set(xscale="log", xlabel=label)
-            ax.xaxis.set_minor_formatter(NullFormatter())  # a span under a decade: no crowded labels
+            ticks = sorted({c[axis] for group in groups for c in group})  # labelled at the cells measured
+            ax.set_xticks(ticks, [f"{v:,.0f}" if v >= 100 else f"{v:.3g}" for v in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         ax_gap.axhline(0.0, color="gray", ls="--", lw=1)
