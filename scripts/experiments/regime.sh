@@ -25,10 +25,10 @@ declare -A sets=([s1]="$s $(length 1000)" [s4]="$s $(length 4000)" [s16]="$s $(l
                  [m1]="$m $(length 1000)" [m2k]="$m $(length 4000)"
                  [m8k]="$m $(length 1000) $(batch 128)" [m32k]="$m $(length 250) $(batch 512)"
                  [s]="$s" [m]="$m" [l]="n_layer=6 n_head=5 n_embd=160")
-declare -A adamw_lrs=([s1]=1e-2,3e-2,1e-1 [s4]=3e-3,1e-2,3e-2,1e-1 [s16]=3e-3,1e-2,3e-2
+declare -A adamw_lrs=([s1]=1e-2,3e-2,1e-1 [s4]=3e-3,1e-2,3e-2,1e-1 [s16]=1e-3,3e-3,1e-2,3e-2
                       [m1]=3e-3,1e-2,3e-2 [m2k]=3e-3,1e-2,3e-2 [m8k]=3e-3,1e-2,3e-2 [m32k]=3e-3,1e-2,3e-2
                       [s]=1e-2,3e-2,1e-1 [m]=3e-3,1e-2,3e-2 [l]=1e-3,3e-3,1e-2,3e-2)
-declare -A sophiag_lrs=([s1]=1e-4,3e-4,1e-3,3e-3 [s4]=1e-4,3e-4,1e-3,3e-3 [s16]=3e-4,1e-3,3e-3
+declare -A sophiag_lrs=([s1]=1e-4,3e-4,1e-3,3e-3 [s4]=1e-4,3e-4,1e-3,3e-3 [s16]=3e-4,1e-3,3e-3,1e-2
                         [m1]=3e-4,1e-3,3e-3 [m2k]=3e-4,1e-3,3e-3 [m8k]=3e-4,1e-3,3e-3 [m32k]=3e-4,1e-3,3e-3
                         [s]=1e-4,3e-4,1e-3,3e-3,1e-2 [m]=3e-4,1e-3,3e-3 [l]=1e-4,3e-4,1e-3)
 configs=(config/train_shakespeare_char_adamw.py config/train_shakespeare_char_sophiag.py)
