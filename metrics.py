@@ -1,5 +1,4 @@
-"""A run's metrics: metrics.jsonl in its out_dir, always, and wandb when wandb_log is set; and the one
-reader of metrics.jsonl."""
+"""A run's metrics: metrics.jsonl in its out_dir and wandb (when wandb_log); and the one reader of metrics.jsonl."""
 
 import json
 import math
@@ -13,9 +12,7 @@ from train_config import TrainConfig
 
 
 class MetricsLog:
-    """metrics.jsonl in out_dir (always) and wandb (when wandb_log); rank 0 only. Every row has
-    iter, tokens_seen and time_s. After a resume, rows past the checkpoint's iteration are dropped
-    first, so the file never has duplicated or missing rows."""
+    """Rank 0's metrics; a resume first drops the rows past its checkpoint, so no row is duplicated or missing."""
 
     def __init__(self, out_dir: Path, resume_iter: int | None, wandb_run: Any) -> None:
         self.path = out_dir / "metrics.jsonl"
@@ -50,8 +47,7 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl, in order. A half-written last line (a run still writing, or one
-    killed mid-write) is left out; a broken line elsewhere is a UserError."""
+    """The rows of a metrics.jsonl; a half-written last line is left out, a broken line elsewhere is a UserError."""
     text = Path(path).read_text()
     lines = text.splitlines()
     rows = []

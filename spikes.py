@@ -1,12 +1,5 @@
 """Loss spikes: an outlier skip of the update, and a rollback when they keep coming (docs/reliability.md).
-
-A step whose training loss or gradient norm (before clipping) lies more than spike_z standard
-deviations above a rolling window of the last accepted values, on a log scale, is skipped like a
-non-finite step; Sophia's Hessian refresh has a window of its own (the estimator's gradient norm).
-The verdict is computed on the device and rides on the step's one read-back: no extra host sync.
-After spike_rollback_skips outliers within spike_rollback_window steps the loop reloads the newest
-checkpoint and moves the data on past them (PaLM's remedy).
-"""
+The verdict is computed on the device and rides on the step's one read-back: no extra host sync."""
 
 import math
 import typing
@@ -17,16 +10,14 @@ from torch import Tensor
 if typing.TYPE_CHECKING:
     from train_config import TrainConfig
 
-# The floor of the logarithms' standard deviation: without noise (the same batch over and over) the spread
-# is rounding, and any change would be infinitely many deviations away (docs/reliability.md).
+# The floor of the logs' std: without noise the spread is rounding, and any change an infinite z (docs/reliability.md)
 STD_FLOOR = 1e-4
 # what each window holds, as named in the metrics (spike/<name>_mean, _std, _z)
 SIGNALS = {"step": ("loss", "grad_norm"), "hessian": ("estimator_norm",)}
 
 
 class Verdict(typing.NamedTuple):
-    """Judged values read back on the host, with the window's geometric mean and its logarithms' standard
-    deviation before them, and each value's z on the log scale (NaN while the window holds fewer than 2)."""
+    """Judged values, with the window's geometric mean, its logs' std and each value's log-scale z (NaN under 2)."""
 
     outlier: bool
     value: list[float]
@@ -80,8 +71,7 @@ class Window:
 
 
 class SpikeGuard:
-    """A run's spike detection (every rank makes one): a window per judged quantity (SIGNALS), the verdicts
-    read back since the last metrics row, and the iterations of the recent outlier skips."""
+    """A run's spike detection (every rank makes one): a Window per SIGNALS entry, recent verdicts and skips."""
 
     def __init__(self, cfg: "TrainConfig", device: torch.device):
         self.cfg = cfg
@@ -111,18 +101,15 @@ class SpikeGuard:
         )
 
     def outlier(self, name: str) -> bool:
-        """Whether the last values judged in window `name` were an outlier."""
         return self.on and name in self.verdicts and self.verdicts[name].outlier
 
     def skipped(self, it: int) -> bool:
-        """Record an outlier skip at iteration `it`; whether a rollback is due (spike_rollback_skips of them
-        within the last spike_rollback_window iterations)."""
+        """Record an outlier skip at iteration `it`; whether a rollback is due."""
         self.skips = [s for s in self.skips if s > it - self.cfg.spike_rollback_window] + [it]
         return 0 < self.cfg.spike_rollback_skips <= len(self.skips)
 
     def row(self) -> dict[str, float]:
-        """spike/<signal>_mean, _std and _z of the verdicts read since the last row (the logged step's;
-        the Hessian window's when a refresh came since), once their window held 2 values."""
+        """spike/<signal>_mean, _std and _z of the verdicts read since the last row, once their window held 2 values."""
         out: dict[str, float] = {}
         for name, verdict in self.verdicts.items():
             for i, signal in enumerate(SIGNALS[name]):

@@ -1,14 +1,5 @@
-"""Per-group optimizer telemetry, measured on logged steps: for every group of GROUPS (by parameter name)
-
-- `group/<g>/update_ratio`: RMS of the step's update (weight decay included) over RMS of the weights before it;
-- Sophia: `group/<g>/win_rate`, the fraction of coordinates NOT clipped (|m| / (rho * h + eps) < 1 as the step's
-  clamp computes it, from m after the step and h before a refresh that follows it), and
-  `group/<g>/hessian_mean`, the mean of the Hessian EMA h; over all groups `train/win_rate` (the
-  coordinate-weighted mean) and `optim/hessian_norm` (the L1 norm of h), SophiaG.stats()'s values.
-
-Only logged steps pay: a copy of the parameters before the step (a rank's shards under FSDP), a few
-reductions after it, and under FSDP one all-reduce that makes the values global.
-"""
+"""Per-group optimizer telemetry of logged steps (the `group/<g>/...` metrics of docs/training.md): only they pay,
+a copy of the parameters before the step (a rank's shards under FSDP), a few reductions and under FSDP an all-reduce."""
 
 from typing import cast
 
@@ -46,8 +37,7 @@ def _local(t: Tensor) -> Tensor:
 
 
 class Telemetry:
-    """The per-group values of one model and its optimizer. Every rank makes one and calls both
-    methods on a logged step (under FSDP measure() all-reduces)."""
+    """Per-group values of a model and optimizer; every rank calls both on a logged step (FSDP: measure all-reduces)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, sophia: bool):
         named = list(model.named_parameters())

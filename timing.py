@@ -1,10 +1,6 @@
-"""Where a training step's time goes (StepTimer: data, forward_backward, optimizer and Sophia's Hessian
-refresh, which train.py marks and scripts/bench/bench_train.py switches on), and a device's MFU.
-
-A part opened inside another one is charged to the outer one. On CUDA the parts are measured with
-events on the device timeline, so a part is also charged the time the device sat idle waiting for
-the host: a stall shows up where it happens. Switched off, a part costs an attribute check.
-"""
+"""Where a training step's time goes (StepTimer, switched on by scripts/bench/bench_train.py), and a device's MFU.
+On CUDA the parts are timed with events on the device timeline, so a part is also charged the time the device sat
+idle waiting for the host: a stall shows up where it happens."""
 
 import time
 from collections import defaultdict
@@ -15,7 +11,6 @@ from typing import Any
 import torch
 
 # Dense bf16 tensor-core peak per device (torchtitan's table), first match of the device name wins.
-# Override with train.py's `peak_flops`.
 PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 
 
@@ -32,15 +27,12 @@ def peak_flops(device: torch.device, override: float = 0.0) -> float | None:
 def mfu(flops_per_token: float, tokens: int, seconds: float, world_size: int, peak: float | None) -> float | None:
     """Model FLOPs utilisation per device, as nanoGPT reports it: the FLOP/s that `tokens` (processed
     by all `world_size` devices together in `seconds`) stand for, per device, over one device's peak."""
-    if not peak:
-        return None
-    return flops_per_token * tokens / seconds / world_size / peak
+    return flops_per_token * tokens / seconds / world_size / peak if peak else None
 
 
 class StepTimer:
     def __init__(self, device: torch.device, enabled: bool = False):
-        self.device = device
-        self.enabled = enabled
+        self.device, self.enabled = device, enabled
         self._open = False  # a part is being timed: the parts opened inside it are charged to it
         self._spans: list[tuple[str, Any, Any]] = []  # (part, start, end): perf_counter seconds, or CUDA events
 

@@ -1,10 +1,6 @@
 """Pretrain GPT-2 with Sophia (or AdamW / Lion / Muon baselines), on one CPU, one GPU or many:
 `python train.py CONFIG_FILE [--key=value ...]`; train_config.py (or --help) lists every key.
-
-Every random draw of a step (data windows, dropout, Sophia's sampled labels) is a pure function of (seed,
-iteration, global micro-batch index), so a resumed run, or one on another number of GPUs with the same total
-batch, sees what an uninterrupted run would have (a Hessian batch under one micro-batch per rank excepted).
-"""
+Every random draw is a function of (seed, stream, iteration, global micro-batch index): docs/reliability.md."""
 
 import json
 import math
@@ -71,8 +67,7 @@ def open_split(data_dir: Path, split: str, block_size: int, meta: dict | None) -
 def get_batch(
     path: Path, seed: int, stream: int, it: int, index: int, batch_size: int, block_size: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """Micro-batch (x, y) number `index` of iteration `it` in a stream: random windows of the
-    memmap drawn from a generator seeded by (seed, stream, it, index) alone."""
+    """Micro-batch (x, y) `index` of iteration `it` in a stream: random windows seeded by (seed, stream, it, index)."""
     data = np.memmap(path, dtype=np.uint16, mode="r")  # re-opened per batch: a long-lived memmap leaks memory
     ix = np.random.default_rng([seed, stream, it, index]).integers(0, len(data) - block_size, size=batch_size)
     x = torch.from_numpy(np.stack([data[i : i + block_size] for i in ix]).astype(np.int64))
@@ -119,8 +114,7 @@ class Plan:
 
 
 def indivisible(key: str, total: int, batch_size: int, world_size: int, fix: str) -> UserError:
-    """The error of a batch of `total` sequences that batch_size * world_size does not split, with the
-    micro-batch sizes that would."""
+    """The error of a batch that batch_size * world_size does not split, with the micro-batch sizes that would."""
     fits = [str(b) for b in range(1, total // world_size + 1) if total % (b * world_size) == 0]
     hint = f"batch_size values that fit world_size={world_size}: {', '.join(fits)}"
     if not fits:
@@ -138,8 +132,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 
 
 def resolve(cfg: TrainConfig, world_size: int, device: torch.device) -> Plan:
-    """The Plan of a run: the batch split over ranks and micro-steps (training and Hessian), the dtype,
-    whether to compile and the data directory; a UserError when the batch does not split."""
+    """The Plan of a run; a UserError when the batch does not split."""
     per_step = cfg.batch_size * world_size
     if cfg.total_batch_size % per_step:
         fix = "change batch_size or total_batch_size"
@@ -165,8 +158,7 @@ def resolve(cfg: TrainConfig, world_size: int, device: torch.device) -> Plan:
 
 @dataclass
 class TrainState:
-    """The loop's state: what a checkpoint carries besides the weights, the optimizer and the loss
-    scale, under these keys (torchtitan's TrainState). A rollback keeps some of it (KEPT)."""
+    """The loop's state: what a checkpoint carries besides weights, optimizer and loss scale (torchtitan's)."""
 
     iter: int = 0
     tokens_seen: int = 0
@@ -248,8 +240,7 @@ def build_model(cfg: TrainConfig, vocab: Vocab = GPT2, log: Log = print) -> GPT:
 
 
 def setup(cfg: TrainConfig, dist: Dist, log: Log) -> tuple[Run, TrainState, MetricsLog | None]:
-    """Everything before the first step: checks, data, resume, model, optimizer and logging.
-    Returns the Run, the loop's state and the metrics log (rank 0's; None on the others)."""
+    """Everything before the first step; returns the Run, the loop's state and rank 0's metrics log (else None)."""
     if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         log(
             "warning: torchrun shares its TCP store with the workers, so restarted workers can read the last "
@@ -351,8 +342,7 @@ def train_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 def gnb_estimator_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Sophia-G's Gauss-Newton-Bartlett estimator: cross-entropy against labels sampled from the
-    model's own predictions (the real targets y are not used)."""
+    """Sophia-G's Gauss-Newton-Bartlett estimator: cross-entropy against labels sampled from the model (y unused)."""
     return gnb_loss(model(x)[0])
 
 
@@ -366,9 +356,8 @@ def load_batch(run: Run, stream: int, it: int, index: int) -> tuple[Tensor, Tens
 
 
 def forward_backward(run: Run, loss_fn: Callable[..., Tensor], stream: int, it: int, n_micro: int) -> Tensor:
-    """Accumulate into .grad the gradient of loss_fn (the training loss, or Sophia-G's estimator) averaged
-    over n_micro micro-batches on each rank (and by DDP over ranks); returns the mean loss on this rank, as
-    a tensor (no host sync). The next micro-batch is read while the device runs the current forward pass."""
+    """Accumulate into .grad loss_fn's gradient averaged over n_micro micro-batches (and ranks); returns this rank's
+    mean loss as a tensor (no host sync). The next micro-batch is read while the device runs the forward pass."""
     total = torch.zeros((), device=run.dist.device)
     x, y = load_batch(run, stream, it, run.dist.rank * n_micro)
     for micro in range(n_micro):
@@ -419,13 +408,11 @@ def hutchinson_refresh(run: Run, it: int) -> tuple[list[torch.nn.Parameter], lis
 
 
 def hessian_due(run: Run, it: int) -> bool:
-    """Sophia refreshes its Hessian estimate after every hess_interval-th step."""
     return run.cfg.is_sophia and (it + 1) % run.cfg.hess_interval == 0
 
 
 def usable_estimate(run: Run, norm: Tensor) -> bool:
-    """Whether a Hessian estimate whose (estimator's gradient) norm is `norm` may enter the EMA: the norm
-    is finite and, with the spike guard on, not an outlier. One host sync for both."""
+    """Whether an estimate of norm `norm` may enter the EMA: finite and not an outlier; one host sync for both."""
     if not run.spikes.on:
         return bool(torch.isfinite(norm).item())
     finite, *judged = torch.cat([torch.isfinite(norm).view(1).double(), run.spikes.judge("hessian", [norm])]).tolist()
@@ -433,8 +420,7 @@ def usable_estimate(run: Run, norm: Tensor) -> bool:
 
 
 def refresh_hessian(run: Run, it: int) -> bool:
-    """Update Sophia's Hessian EMA from a fresh batch; returns False if the estimate was not finite or
-    (run.spikes.outlier("hessian")) an outlier."""
+    """Update Sophia's Hessian EMA from a fresh batch; False if the estimate was not finite or an outlier."""
     optimizer: Any = run.optimizer  # SophiaG or SophiaH
     with run.timer("hessian"):
         optimizer.zero_grad(set_to_none=True)
@@ -468,8 +454,7 @@ class StepResult(NamedTuple):
 
 
 def train_step(run: Run, it: int) -> StepResult:
-    """One optimizer step at iteration `it`. A step that ends a log_interval also measures the per-group
-    telemetry before a Hessian refresh changes the state it describes (rank 0's, or every rank's under FSDP)."""
+    """One optimizer step; on a logged step, the telemetry is measured before a Hessian refresh changes the state."""
     lr = lr_at(it, run.cfg)
     set_lr(run.optimizer, lr)
     loss = forward_backward(run, train_loss, TRAIN, it, run.plan.grad_accum)
@@ -496,17 +481,15 @@ def train_step(run: Run, it: int) -> StepResult:
 
 
 def iteration(run: Run, it: int) -> tuple[StepResult, bool | None]:
-    """The optimizer step, then Sophia's Hessian refresh when it is due after a step that updated; returns
-    the step and the refresh's outcome (None: no refresh; False: its estimate was skipped)."""
+    """The optimizer step, then Sophia's refresh if due and the step updated (None: no refresh; False: skipped)."""
     step = train_step(run, it)
     return step, refresh_hessian(run, it) if step.ok and hessian_due(run, it) else None
 
 
 @torch.no_grad()
 def evaluate(run: Run, it: int, log: Log) -> dict[str, float]:
-    """Mean loss over eval_iters fixed batches of each split (the same at every eval and for every optimizer),
-    shared out across ranks, then HellaSwag's accuracy when it is due. Every rank runs as many forward passes
-    (FSDP's all-gathers need them all): where eval_iters does not divide evenly, the extra one is not counted."""
+    """Mean loss over eval_iters fixed batches of each split, then HellaSwag's accuracy when due. Every rank runs as
+    many forward passes (FSDP's all-gathers need them all): where eval_iters does not divide, extra ones are unused."""
     cfg, dist, model = run.cfg, run.dist, run.eval_model
     model.eval()
     out = {}
@@ -545,8 +528,7 @@ class Preempted(Exception):
 
 @contextmanager
 def preemptible(run: Run) -> Iterator[None]:
-    """While training, SIGTERM sets run.sigterm, which the next step shares with all ranks; the loop then
-    checkpoints and raises Preempted (cli(): exit code 143). Off the main thread no handler can be installed."""
+    """SIGTERM sets run.sigterm, which the next step shares with all ranks. Off the main thread there is no handler."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -566,8 +548,7 @@ def save(run: Run, state: TrainState) -> None:
 def log_step(
     run: Run, state: TrainState, since: TrainState, step: StepResult, metrics: MetricsLog | None, log: Log
 ) -> None:
-    """The metrics row and the console line of the steps since the last one (`since`: the state then).
-    Call on every rank: under FSDP the norms need all of them."""
+    """The metrics row and console line of the steps since state `since`; on every rank (FSDP's norms need them)."""
     cfg = run.cfg
     param_norm = global_norm(list(run.raw_model.parameters())).item()
     if metrics is None:
@@ -617,18 +598,15 @@ KEPT = ("time_s", "rollbacks", "skipped_steps", "skipped_hessian", "spike_skippe
 
 
 def roll_back(run: Run, state: TrainState, metrics: MetricsLog | None, it: int, log: Callable[[str], None]) -> bool:
-    """After the outlier skip at iteration `it` that made a rollback due, on every rank: reload the newest
-    checkpoint (all but KEPT) and move the data on past `it` plus spike_rollback_batches; False when there
-    is no checkpoint yet, a UserError after spike_max_rollbacks rollbacks."""
+    """On every rank: reload the newest checkpoint (all but KEPT) and move the data on; False when there is none yet."""
     cfg = run.cfg
     kept, rollbacks, offset = {k: getattr(state, k) for k in KEPT}, state.rollbacks, state.rollback_batches
     skips = len(run.spikes.skips)
     if rollbacks >= cfg.spike_max_rollbacks:
         raise UserError(
-            f"{skips} outlier steps within {cfg.spike_rollback_window} steps at iter {it + 1} after "
-            f"{rollbacks} rollbacks: stopping. Lower learning_rate or raise rho (Sophia) / weight_decay "
-            f"(or spike_max_rollbacks), then continue from the last good checkpoint in {cfg.out_dir} "
-            f"with --init_from=auto"
+            f"{skips} outlier steps within {cfg.spike_rollback_window} steps at iter {it + 1} after {rollbacks} "
+            f"rollbacks: stopping. Lower learning_rate or raise rho (Sophia) / weight_decay (or spike_max_rollbacks), "
+            f"then continue from the last good checkpoint in {cfg.out_dir} with --init_from=auto"
         )
     loaded = state.state_dict()  # the checkpoint fills it by key
     path = run.checkpointer.reload(run.raw_model, run.optimizer, run.scaler, loaded)
@@ -671,15 +649,13 @@ def train(cfg: TrainConfig, dist: Dist) -> None:
 
 
 def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> None:
-    """Evaluate and checkpoint every eval_interval iterations and at the end; in between, one optimizer
-    step per iteration, a log line every log_interval, a rollback when outliers come close together."""
+    """Evaluate and checkpoint every eval_interval and at the end; in between, steps, log lines and rollbacks."""
     cfg = run.cfg
     since = replace(state)  # at the last log line
     consecutive_skips, stop = 0, False  # stop: SIGTERM on some rank, learnt in the last step
     while True:
         it = state.iter
 
-        # evaluate and checkpoint, every eval_interval and at the end
         if (it % cfg.eval_interval == 0 or it >= cfg.max_iters) and state.last_eval_iter != it:
             losses = evaluate(run, it, log)
             state.last_eval_iter, state.best_val_loss = it, min(state.best_val_loss, losses["val/loss"])
@@ -697,7 +673,6 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
                 f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; continue with --init_from=auto"
             )
 
-        # one optimizer step (skipped when the loss or the gradient is not finite, or an outlier)
         t0 = time.perf_counter()
         step, refreshed = iteration(run, it)
         stop, tokens, rollback_due = step.stop, run.plan.tokens_per_iter, False
@@ -719,7 +694,6 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
                     f"checkpoint in {cfg.out_dir} (if any) with --init_from=auto"
                 )
 
-        # Sophia: the Hessian estimate refreshed every hess_interval steps
         if refreshed is not None:
             tokens += run.plan.hess_tokens
             if not refreshed and run.spikes.outlier("hessian"):
@@ -729,9 +703,8 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
                 state.skipped_hessian += 1
                 log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
 
-        # the one clock: training time, evals and checkpoints excluded. No device synchronize here: the
-        # step's loss read-back waits for the device, which meanwhile runs the optimizer step while the
-        # host reads the next batch
+        # training time, evals and checkpoints excluded. No device synchronize: the step's loss read-back waits for
+        # the device, which meanwhile runs the optimizer step while the host reads the next batch
         state.time_s += time.perf_counter() - t0
         state.iter = it + 1
         state.tokens_seen += tokens
@@ -740,7 +713,6 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
             log_step(run, state, since, step, metrics, log)
             since = replace(state)
 
-        # outlier steps close together: back to the last checkpoint, the data moved on past them
         if rollback_due and roll_back(run, state, metrics, it, log):
             since, consecutive_skips = replace(state), 0
 
@@ -756,8 +728,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def cli() -> int:
-    """Command-line entry: user mistakes are one line on stderr and exit code 2, never a traceback;
-    a pre-emption exits 143."""
+    """Command-line entry: a user mistake is one line on stderr and exit code 2; a pre-emption exits 143."""
     try:
         return run_cli(lambda _: main())
     except Preempted as e:

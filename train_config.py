@@ -37,22 +37,18 @@ class TrainConfig:
     init_from: str = "scratch"  # 'scratch' | 'resume' | 'auto' (resume if a checkpoint exists) | 'gpt2*' | a HF dir
     keep_last: int = 2  # checkpoints kept in out_dir
     max_skipped_steps: int = 20  # consecutive non-finite steps that stop the run
-    # loss spikes (spikes.py, docs/reliability.md): a step whose loss or gradient norm lies more than spike_z
-    # standard deviations above those of the last spike_window steps (on a log scale) is skipped, once
-    # spike_warmup steps are in (Sophia: a Hessian estimate too, against the last refreshes). spike_rollback_skips
-    # skips within spike_rollback_window steps reload the newest checkpoint and move the data past the last of
-    # them plus spike_rollback_batches batches; the run stops after spike_max_rollbacks rollbacks
+    # loss spikes (spikes.py, docs/reliability.md): a step whose loss or gradient norm lies more than spike_z standard
+    # deviations above the last spike_window steps' (log scale) is skipped; Sophia: a Hessian estimate too
     spike_z: float = 6.0  # 0: off
     spike_window: int = 128
-    spike_warmup: int = 128
-    spike_rollback_skips: int = 5  # 0: never roll back
+    spike_warmup: int = 128  # steps in the window before any is judged
+    spike_rollback_skips: int = 5  # skips in spike_rollback_window steps that reload the newest checkpoint (0: never)
     spike_rollback_window: int = 100
-    spike_rollback_batches: int = 200
-    spike_max_rollbacks: int = 5
-    # HellaSwag accuracy (hellaswag.py) at the evals of every hellaswag_interval-th iteration and at the
-    # end (0: off); hellaswag_data is the file data/hellaswag/prepare.py wrote ('': data/hellaswag/val.npz)
-    hellaswag_interval: int = 0
-    hellaswag_data: str = ""
+    spike_rollback_batches: int = 200  # batches a rollback moves the data on past the last skip
+    spike_max_rollbacks: int = 5  # rollbacks after which the run stops
+    # HellaSwag accuracy (hellaswag.py)
+    hellaswag_interval: int = 0  # at the evals of every hellaswag_interval-th iteration and at the end (0: off)
+    hellaswag_data: str = ""  # the file data/hellaswag/prepare.py wrote ('': data/hellaswag/val.npz)
     # wandb
     wandb_log: bool = False
     wandb_project: str = "sophia-gpt2"
@@ -80,24 +76,18 @@ class TrainConfig:
     beta1: float = 0.965
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
-    # True: a fused step (AdamW: torch's kernel; Sophia: one torch.compile'd kernel per parameter);
-    # None: fused on CUDA, the foreach step elsewhere (Lion and Muon's matrices have only that one)
-    fused_optimizer: bool | None = None
+    # True: a fused step (AdamW: torch's kernel; Sophia: one torch.compile'd kernel per parameter)
+    fused_optimizer: bool | None = None  # None: fused on CUDA, else foreach (Lion and Muon's only step)
     rho: float = 0.05  # Sophia's clipping threshold
     hess_interval: int = 10  # Sophia: refresh the Hessian estimate every k steps
     # sequences in each Hessian estimate (None: total_batch_size); below batch_size * world_size, each
     # rank draws one micro-batch of hess_total_batch_size / world_size sequences
     hess_total_batch_size: int | None = None
     hess_grad_clip: bool = True  # clip the estimator's gradient at grad_clip, as the official code does
-    # Muon (optimizer_name='muon'; defaults: KellerJordan/Muon's recipe): learning_rate and weight_decay
-    # are Muon's, which trains the 2-D weight matrices inside the transformer blocks; AdamW trains the
-    # rest (token and position embeddings = the tied LM head, norm gains, biases) with beta1, beta2 and
-    # the muon_adamw_* keys. Both follow the lr schedule, the AdamW part scaled to peak at muon_adamw_lr.
-    # muon_adjust_lr_fn is torch.optim.Muon's per-matrix lr: 'original' (Keller Jordan's, lr * sqrt(max(1,
-    # rows / cols))) or 'match_rms_adamw' (Moonshot's, lr * 0.2 * sqrt(max(rows, cols)): updates as large
-    # as AdamW's, so that AdamW's learning_rate and weight_decay carry over).
+    # Muon (optimizer_name='muon', docs/muon.md): learning_rate and weight_decay are Muon's, for the blocks' 2-D
+    # weights; AdamW trains the rest with beta1, beta2 and muon_adamw_*, its lr scaled to peak at muon_adamw_lr
     muon_momentum: float = 0.95  # Nesterov momentum
-    muon_adjust_lr_fn: str = "original"  # 'original' | 'match_rms_adamw'
+    muon_adjust_lr_fn: str = "original"  # per-matrix lr: 'original' (Keller Jordan's) | 'match_rms_adamw' (AdamW's RMS)
     muon_adamw_lr: float = 3e-4
     muon_adamw_weight_decay: float = 0.01  # on the embeddings; none on gains and biases
     # learning-rate schedule: linear warmup, then cosine decay to min_lr
@@ -242,8 +232,7 @@ def _set(cfg: TrainConfig, key: str, value: Any, source: str) -> None:
 
 
 def usage() -> str:
-    """This module's docstring, then every config key with its default and its comment, in the order
-    and with the section comments of TrainConfig's source."""
+    """This module's docstring, then every config key with its default and comment, as in TrainConfig's source."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     lines = ["usage: python train.py [CONFIG_FILE ...] [--key=value ...]", "", str(__doc__).strip(), ""]
     lines.append("config keys (--key=default  comment):")
@@ -262,8 +251,7 @@ def usage() -> str:
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
-    """TrainConfig from config files (executed Python) and --key=value overrides (Python literals);
-    --help prints usage() and exits."""
+    """TrainConfig from config files (executed Python) and --key=value overrides; --help prints usage() and exits."""
     cfg = TrainConfig()
     for arg in argv:
         if arg in ("-h", "--help"):
