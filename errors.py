@@ -19,9 +19,8 @@ def say_stderr(line: str) -> None:
 
 
 def run_cli(main: Main, argv: list[str] | None = None, prog: str = "", interrupted: str = "interrupted") -> int:
-    """Run a script's `main(argv)` as its command-line entry: its return value (None: 0) is the exit
-    code; a UserError is one line on stderr ("[prog: ]error: ...") and exit code 2; Ctrl-C prints
-    `interrupted` and exits 130."""
+    """Run a script's `main(argv)` as its command-line entry: its return value (None: 0) is the exit code; a
+    UserError is one line on stderr ("[prog: ]error: ...") and exit code 2; Ctrl-C prints `interrupted`, exit 130."""
     try:
         return main(argv) or 0
     except UserError as e:

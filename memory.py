@@ -1,18 +1,5 @@
 """Training memory per rank, estimated from the config alone (no GPU, no model built): what
-scripts/tools/estimate_memory.py prints and train.py reports at start-up.
-
-Per parameter (fp32 master weights): weights 4 bytes, gradients 4, optimizer state 8 for Sophia (m, h) and AdamW
-(m, v), 4 for Lion (m), for Muon 4 on the block matrices (momentum) and 8 on the rest (its AdamW part). DDP keeps
-every byte of this on every rank, plus its gradient buckets (a second copy of the gradients, torch's default); FSDP
-divides it by the world size and adds the parameters and gradients it unshards for one unit at a time: the root
-(embeddings, LM head) and two blocks (the current one and the prefetched next) in the compute dtype, one block's
-gradients in fp32.
-
-Activations per micro-batch of b sequences of s tokens, per layer of width h, with SDPA (flash attention: no s x s
-scores are stored): 34 * s * b * h bytes in bf16/fp16 (Korthikanti et al. 2022, without the 5 a s / h attention-scores
-term), twice that in fp32; with activation checkpointing only each block's input (s * b * h values) plus one block
-recomputed at a time. The logits: 10 bytes per (token, vocabulary entry) in bf16 (the logits, cross-entropy's fp32
-log-softmax, their gradient), 12 in fp32. Not included: the CUDA context and the allocator's fragmentation (1-3 GB).
+scripts/tools/estimate_memory.py prints and train.py reports at start-up. The model is in docs/scaling.md (Memory).
 """
 
 from dataclasses import dataclass

@@ -1,9 +1,7 @@
-"""GPT-2 in one file: the model that train.py pretrains and sample.py samples from.
-
-Token + learned position embeddings, pre-LayerNorm transformer blocks with causal self-attention
-(torch's scaled_dot_product_attention, flash kernels on CUDA) and a GELU MLP, a final LayerNorm
-and an LM head tied to the token embedding. This file never imports an optimizer: train.py owns
-optimisation, so the model can be used with any of them.
+"""GPT-2 in one file, the model that train.py pretrains and sample.py samples from: token + learned position
+embeddings, pre-LayerNorm blocks with causal self-attention (torch's scaled_dot_product_attention, flash kernels
+on CUDA) and a GELU MLP, a final LayerNorm and an LM head tied to the token embedding. It imports nothing of the
+repo (no optimizer: train.py owns optimisation), so any training loop can use it.
 """
 
 import math
@@ -112,8 +110,7 @@ class GPT(nn.Module):
         self.transformer = Transformer(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
-        # Recompute each block's activations in the backward pass instead of storing them (training
-        # only): memory for ~1/3 more compute. A run-time switch, not part of the architecture.
+        # Recompute block activations in the backward pass (training only), compute for memory; a run-time switch.
         self.activation_checkpointing = False
         self.apply(self._init_weights)
         # GPT-2 paper: scale the residual projections by 1/sqrt(2 * n_layer) (two per block).
@@ -136,9 +133,8 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """idx (B, T) token ids -> (logits (B, T, vocab_size), loss or None).
-
-        The loss is the mean cross-entropy over all B*T positions when targets (B, T) are given."""
+        """idx (B, T) token ids -> (logits (B, T, vocab_size), the mean cross-entropy over all B*T positions
+        against targets (B, T), or None without them)."""
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
@@ -153,9 +149,8 @@ class GPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
     def flops_per_token(self) -> int:
-        """Training FLOPs (forward + backward) per token: 6 per weight that a token multiplies (the
-        non-embedding ones and the LM head) plus the attention scores and values, 12 * n_layer *
-        n_embd * T (PaLM paper, appendix B)."""
+        """Training FLOPs (forward + backward) per token: 6 per weight that a token multiplies (the non-embedding
+        ones and the LM head) plus the attention scores and values, 12 * n_layer * n_embd * T (PaLM, appendix B)."""
         cfg = self.config
         matmul = self.num_params(non_embedding=True) + self.lm_head.weight.numel()
         return 6 * matmul + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
@@ -182,8 +177,7 @@ class GPT(nn.Module):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]
-            logits, _ = self(idx_cond)
+            logits, _ = self(idx[:, -self.config.block_size :])
             logits = logits[:, -1, :vocab_size].float()
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)

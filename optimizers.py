@@ -103,11 +103,9 @@ class GatheredMuon(torch.optim.Muon):
     def step(self, closure: Closure = None) -> float | None:  # type: ignore[override]
         loss = evaluate_closure(closure)
         for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            bufs: list[torch.Tensor] = []
-            self._init_group(group, params, grads, bufs)
-            for param, grad, buf in zip(params, grads, bufs):
+            lists: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+            self._init_group(group, *lists)  # fills params, grads, momentum buffers
+            for param, grad, buf in zip(*lists):
                 assert isinstance(param, DTensor), "GatheredMuon is for FSDP's sharded parameters"
                 buf.lerp_(grad, 1 - group["momentum"])
                 update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
@@ -149,8 +147,7 @@ def decay_groups(params: list[torch.nn.Parameter], weight_decay: float, **extra:
 
 
 def make_optimizer(cfg: "TrainConfig", model: "GPT", device: torch.device) -> torch.optim.Optimizer:
-    """cfg's optimizer over the model's trainable parameters, with the fused step as `use_fused` says
-    for AdamW, Muon's AdamW part and Sophia."""
+    """cfg's optimizer over the model's trainable parameters (AdamW's and Sophia's step fused as `use_fused` says)."""
     params = [p for p in model.parameters() if p.requires_grad]
     betas, fused, lr = (cfg.beta1, cfg.beta2), use_fused(cfg.fused_optimizer, device), cfg.learning_rate
     if cfg.optimizer_name == "muon":
@@ -172,6 +169,5 @@ def make_optimizer(cfg: "TrainConfig", model: "GPT", device: torch.device) -> to
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused, foreach=not fused)
     if cfg.optimizer_name == "lion":
         return Lion(groups, lr=lr, betas=betas)
-    return (SophiaG if cfg.optimizer_name == "sophiag" else SophiaH)(
-        groups, lr=lr, betas=betas, rho=cfg.rho, fused=fused
-    )
+    sophia_class = SophiaG if cfg.optimizer_name == "sophiag" else SophiaH
+    return sophia_class(groups, lr=lr, betas=betas, rho=cfg.rho, fused=fused)

@@ -84,11 +84,10 @@ def all_reduce_mean(t: Tensor, dist: Dist) -> Tensor:
 def parallelize(
     model: "GPT", cfg: "TrainConfig", dist: Dist, dtype: str, use_compile: bool
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Place the model (built on the CPU) for cfg.parallelism; returns (the module the training step
-    calls, the module evaluation calls). DDP: the compiled model, DDP-wrapped under torchrun for
-    training, bare for evaluation (no gradients to synchronise). FSDP2, in place, both on the sharded
-    model: each transformer block is one unit, the root holds the rest, so the tied token embedding /
-    LM head stays one parameter; each rank's shards go to its device, never the whole model."""
+    """Place the model (built on the CPU) for cfg.parallelism: (the module the training step calls, the one
+    evaluation calls). DDP: the compiled model, DDP-wrapped under torchrun for training, bare for evaluation (no
+    gradients to synchronise). FSDP2: both are the model, sharded in place: each block one unit, the root the rest
+    (the tied embedding / LM head stays one parameter); each rank's shards go to its device, never the whole."""
     model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.parallelism == "fsdp":
         mesh = init_device_mesh(dist.device.type, (dist.world_size,))
@@ -118,7 +117,6 @@ def global_norm(tensors: list[Tensor]) -> Tensor:
 
 
 def grad_sync(model: torch.nn.Module, last: bool) -> AbstractContextManager:
-    """DDP all-reduces the gradients on the last micro-step only (no_sync before it). FSDP
-    reduce-scatters them after every micro-step: holding them back would keep every rank's full
-    unsharded gradient in memory between micro-steps, the memory that sharding is there to save."""
+    """DDP all-reduces the gradients on the last micro-step only (no_sync before it). FSDP reduce-scatters them
+    after every micro-step: holding them back would keep every rank's full unsharded gradient in memory."""
     return model.no_sync() if isinstance(model, DDP) and not last else nullcontext()

@@ -1,7 +1,6 @@
-"""Where a run came from, recorded in its config.json and wandb config (as modded-nanogpt logs its
-source and versions): the git commit and whether the tree had uncommitted changes, the torch, CUDA
-and Python versions, the device (a GPU's memory and bf16 support), the host and the command line.
-REPO is the repository's root, the one name every module and test uses for it."""
+"""Where a run came from, recorded in its config.json and wandb config: the git commit and whether the tree had
+uncommitted changes, the torch, CUDA and Python versions, the device (a GPU's memory and bf16 support), the host
+and the command line. REPO is the repository's root, the one name every module and test uses for it."""
 
 import platform
 import shlex

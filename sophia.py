@@ -8,9 +8,8 @@
     optimizer.update_hessian(num_tokens=N) # N = number of predictions in that batch
     optimizer.stats()                      # {"win_rate", "hessian_norm"} as device tensors
 
-The optimizers follow the layout of torch/optim/adamw.py: validated hyperparameters, per-parameter
-state created in one place, and a functional core (`sophia`) with a per-tensor loop and a
-multi-tensor (torch._foreach_*) path, plus an optional torch.compile'd fused path.
+Laid out like torch/optim/adamw.py: validated hyperparameters, state created in one place, a functional core
+(`sophia`) with per-tensor, multi-tensor (torch._foreach_*) and torch.compile'd fused paths.
 """
 
 import functools
@@ -29,16 +28,14 @@ TL = list[Tensor]
 Lists = tuple[TL, TL, TL, TL, TL]  # params, grads, exp_avgs, hessians, state_steps
 __all__ = ["SophiaG", "SophiaH", "by_device_and_dtype", "clipped", "gnb_loss", "hutchinson", "sophia"]
 
-# The multi-tensor step walks the parameters in buckets of at most this many elements, its two
-# temporaries in one scratch buffer reused by every bucket: a step allocates nothing parameter-sized.
-# On CPU a bucket's slices stay in the cache across the step's passes (the fastest size measured,
-# docs/performance.md); elsewhere the bucket only bounds the scratch memory.
+# The multi-tensor step walks the parameters in buckets of at most this many elements, its two temporaries in
+# one reused scratch buffer (a step allocates nothing parameter-sized). On CPU a bucket stays in the cache across
+# the step's passes (the fastest size measured, docs/performance.md); elsewhere it only bounds the scratch memory.
 _CPU_BUCKET_NUMEL = 1 << 18
 _BUCKET_NUMEL = 1 << 24
-# gnb_loss samples its labels a few rows of logits at a time, its temporaries at most this many
-# elements instead of the whole (N, V): on CPU the allocator recycles chunks, while a whole is mapped
-# and page-faulted anew every call; on a GPU each chunk costs a few kernel launches, so chunks are
-# larger (docs/performance.md). The labels are the same either way.
+# gnb_loss samples its labels a few rows of logits at a time, its temporaries at most this many elements: on CPU
+# the allocator recycles chunks, while a whole (N, V) is mapped and page-faulted anew every call; on a GPU each
+# chunk costs kernel launches, so chunks are larger (docs/performance.md). The labels are the same either way.
 _CPU_SAMPLE_CHUNK_NUMEL = 1 << 22
 _SAMPLE_CHUNK_NUMEL = 1 << 26
 
@@ -69,7 +66,6 @@ class _Sophia(Optimizer):
         super().add_param_group(param_group)
 
     def _state(self, p: Tensor) -> dict:
-        """The state of parameter p, created on first use: step count, exp_avg (m), hessian (h)."""
         state = self.state[p]
         if not state:
             if torch.is_complex(p):
@@ -79,7 +75,7 @@ class _Sophia(Optimizer):
             state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def _params_with_grad(self, group: dict) -> tuple[list[Tensor], list[Tensor]]:
+    def _params_with_grad(self, group: dict) -> tuple[TL, TL]:
         params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         if any(g.is_sparse for g in grads):
@@ -98,33 +94,23 @@ class _Sophia(Optimizer):
             if not params:
                 continue
             states = [self._state(p) for p in params]
-            exp_avgs, hessians = ([s[k] for s in states] for k in ("exp_avg", "hessian"))
+            exp_avgs, hessians, steps = ([s[k] for s in states] for k in ("exp_avg", "hessian", "step"))
             hyper = {k: group[k] for k in ("foreach", "fused", "lr", "rho", "weight_decay", "eps", "maximize")}
-            steps = [s["step"] for s in states]
             p, g, m, h = map(_local, (params, grads, exp_avgs, hessians))
             sophia(p, g, m, h, steps, beta1=group["betas"][0], **hyper)
         return loss
 
-    def _update_hessians(
-        self, group: dict, params: list[Tensor], estimates: list[Tensor], num_tokens: float | None
-    ) -> None:
+    def _update_hessians(self, group: dict, params: TL, estimates: TL, num_tokens: float | None) -> None:
         hessians = [self._state(p)["hessian"] for p in params]
-        _, beta2 = group["betas"]
         fn = _single_tensor_update_hessian if group["foreach"] is False else _multi_tensor_update_hessian
-        fn(_local(hessians), _local(estimates), beta2=beta2, num_tokens=num_tokens)
+        fn(_local(hessians), _local(estimates), beta2=group["betas"][1], num_tokens=num_tokens)
 
     @torch.no_grad()
     def stats(self) -> dict[str, Tensor]:
-        """Clipping and curvature statistics of the state, as 0-dim tensors on the parameters' device.
-
-        - "win_rate": fraction of the coordinates left unclipped by the current m and h, |m| / (rho * h
-          + eps) < 1 (see `clipped`); after `step()`, those it moved by less than lr. The official
-          repo's `train/win_rate` (docs/sophia.md: near 0, rho is too small; near 1, too large).
-        - "hessian_norm": L1 norm of the Hessian EMA h (for SophiaG, the official `hessian_norm` x `bs`).
-
-        Computed here, not in the step: call it when logging. Raises RuntimeError before the first
-        `step()`. With FSDP2 (DTensor) parameters one all-reduce sums the shards: every rank must call it.
-        """
+        """The state's clip and curvature statistics as 0-dim tensors on the parameters' device: "win_rate", the
+        fraction of coordinates that `clipped` leaves unclipped, and "hessian_norm", the L1 norm of h (docs/sophia.md).
+        Computed here, not in the step: call it when logging. Raises RuntimeError before the first `step()`. With
+        FSDP2 (DTensor) parameters one all-reduce sums the shards: every rank must call it."""
         totals, numel, shard_group = None, 0, None
         for group in self.param_groups:
             for p in group["params"]:
@@ -162,25 +148,20 @@ class SophiaG(_Sophia):
 
     N * g * g is an unbiased estimate of the diagonal of the Gauss-Newton matrix of the mean loss, so
     rho means the same for any batch size. State per parameter: `step`, `exp_avg` (m), `hessian` (h).
-
-    Fed the same gradients, it follows the official `SophiaG.step(bs=N)` (github.com/Liuhong99/Sophia)
-    up to float rounding, our `hessian` being the official one times N. `lr` is the paper's eta and
-    `rho` its gamma; `eps` is the official code's.
+    It follows the official `SophiaG.step(bs=N)` to float rounding; our `hessian` is the official one times N.
 
     Args:
         params: iterable of parameters or of param-group dicts.
-        lr: largest per-coordinate step. Official GPT-2 small: 6e-4.
+        lr: largest per-coordinate step, the paper's eta. Official GPT-2 small: 6e-4.
         betas: (beta1, beta2), the EMA coefficients of m and h, each in [0, 1).
-        rho: scale of the Hessian in the clip ratio, >= 0. Official GPT-2 small: 0.05.
+        rho: scale of the Hessian in the clip ratio, the paper's gamma, >= 0. Official GPT-2 small: 0.05.
         weight_decay: decoupled weight decay coefficient, >= 0. Official GPT-2 small: 0.2.
-        eps: added to the denominator, >= 0.
+        eps: added to the denominator (the official code's), >= 0.
         maximize: maximize the objective instead of minimizing it.
         foreach: None/True: multi-tensor path (torch._foreach_*, grouped by device and dtype); False:
             per-tensor loop. The two agree bit for bit for fp32/fp64 parameters.
         fused: True: one torch.compile'd kernel per parameter (compiled on the first step). Matches
             the other paths to float rounding. docs/performance.md compares the three paths' times.
-
-    `stats()` returns the clip and curvature statistics of the state (see `_Sophia.stats`).
     """
 
     @torch.no_grad()
@@ -199,18 +180,15 @@ class SophiaG(_Sophia):
 class SophiaH(_Sophia):
     r"""Sophia-H: Sophia with the Hutchinson Hessian-diagonal estimator.
 
-    `step()` is SophiaG's (see its docstring). Every k steps, estimate the Hessian diagonal with
-    `hutchinson(loss, params)` (u * (H u) for a Rademacher u) and pass it to
-    `update_hessian(params, estimates)`, which keeps only its positive part so that h stays >= 0:
+    `step()` is SophiaG's. Every k steps, pass `hutchinson(loss, params)` (u * (H u) for a Rademacher u)
+    to `update_hessian(params, estimates)`, which keeps only its positive part so that h stays >= 0:
 
         h <- beta2 * h + (1 - beta2) * max(u * (H u), 0)
 
-    The estimate is of the Hessian of the mean loss, the same scale as SophiaG's N * g * g, so rho
-    carries over. The estimator needs double backward through the model:
-      - torch's fused SDPA kernels (flash / memory-efficient, on CPU too) have no double backward:
-        run that forward pass under `torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`;
-      - torch.compile'd modules do not support double backward: use the uncompiled module (for DDP,
-        the raw module; all-reduce the estimates yourself before `update_hessian`).
+    It estimates the Hessian of the mean loss, the scale of SophiaG's N * g * g, so rho carries over. It
+    needs double backward, which torch's fused SDPA kernels (on CPU too) and torch.compile'd modules lack:
+    run that forward pass under `sdpa_kernel(SDPBackend.MATH)` on the uncompiled module (for DDP, the raw
+    module; all-reduce the estimates yourself before `update_hessian`).
 
     Args: as SophiaG.
     """
@@ -244,9 +222,8 @@ def _check_hyperparameters(name: str, group: dict) -> None:
 
 
 def _local(tensors: list[Tensor]) -> list[Tensor]:
-    """Each tensor's local shard where it is a DTensor (FSDP2 shards parameters, gradients and the state
-    created from them), else the tensor itself. Sophia's update is elementwise, so every rank updates
-    its own shards in place, with the same arithmetic as unsharded and no communication."""
+    """Each DTensor's local shard (FSDP2 shards parameters, gradients and state), other tensors as they are: the
+    update is elementwise, so each rank updates its own shards in place, as unsharded, with no communication."""
     return [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
 
 
@@ -258,14 +235,10 @@ def clipped(exp_avg: Tensor, hessian: Tensor, rho: float, eps: float) -> Tensor:
 
 
 def gnb_loss(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """The Gauss-Newton-Bartlett loss: mean cross-entropy of logits against labels sampled from them.
-
-    logits: (..., V). Samples y_hat ~ softmax(logits) per position (in float32 whatever the logits'
-    dtype; no gradient flows through the sampling) and returns the mean over all positions of
-    cross_entropy(logits, y_hat). Backpropagate it, then call `SophiaG.update_hessian(num_tokens=N)`
-    with N = logits[..., 0].numel() (summed over ranks and micro-batches).
-    generator: a torch.Generator on the logits' device, for reproducible sampling.
-    """
+    """The Gauss-Newton-Bartlett loss: mean cross-entropy of logits (..., V) against labels y_hat ~ softmax(logits)
+    sampled per position (in float32, no gradient through the sampling). Backpropagate it, then call
+    `SophiaG.update_hessian(num_tokens=N)`, N = logits[..., 0].numel() summed over ranks and micro-batches.
+    generator: a torch.Generator on the logits' device, for reproducible sampling."""
     log_probs = F.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))  # (N, V)
     with torch.no_grad():
         # Inverse-CDF sampling: one uniform per position. Same distribution as torch.multinomial, and
@@ -288,13 +261,10 @@ def _sample(log_probs: Tensor, u: Tensor) -> Tensor:
 
 
 def hutchinson(loss: Tensor, params: Sequence[Tensor], generator: torch.Generator | None = None) -> list[Tensor]:
-    """Hutchinson estimates u * (H u) of the diagonal of the Hessian of `loss`, one per parameter.
-
-    u is one Rademacher (+-1) vector over all params, H the Hessian of `loss` w.r.t. them; the mean of
-    u * (H u) over u is diag(H). Parameters that `loss` does not depend on (to second order) get
-    zeros. Needs a loss that supports double backward: see SophiaH for SDPA and torch.compile.
-    generator: a torch.Generator on the parameters' device, for reproducible u.
-    """
+    """Hutchinson estimates u * (H u) of the diagonal of the Hessian H of `loss`, one per parameter: u is one
+    Rademacher (+-1) vector over all params, and the mean of u * (H u) over u is diag(H). Parameters that `loss`
+    does not depend on (to second order) get zeros. Needs double backward: see SophiaH for SDPA and torch.compile.
+    generator: a torch.Generator on the parameters' device, for reproducible u."""
     params = list(params)
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     us = [torch.empty_like(p).bernoulli_(0.5, generator=generator).mul_(2).sub_(1) for p in params]
@@ -383,10 +353,8 @@ def by_device_and_dtype(tensor_lists: Sequence[TL]) -> list[tuple[torch.device, 
 
 
 def _buckets(tensor_lists: list[list[Tensor]], max_numel: int) -> list[list[tuple[Tensor, ...]]]:
-    """Split aligned tensor lists into buckets of aligned slices with at most max_numel elements in all.
-
-    Contiguous tensors are cut into flat slices; a tensor that is not contiguous in every list stays
-    whole (its bucket may then exceed max_numel)."""
+    """Aligned tensor lists cut into buckets of aligned flat slices, at most max_numel elements each; a tensor not
+    contiguous in every list stays whole (its bucket may then exceed max_numel)."""
     buckets: list[list[tuple[Tensor, ...]]] = []
     bucket: list[tuple[Tensor, ...]] = []
     numel = 0
@@ -422,9 +390,8 @@ def _fused_kernel(device: torch.device, dtype: torch.dtype) -> Callable[..., Non
     # Not fullgraph: should a model's mix of dtypes and sizes ever exhaust dynamo's recompile limit,
     # the kernel falls back to running eagerly (same math) instead of failing.
     kernel = torch.compile(_fused_update, dynamic=True)
-    # Inductor's CPU backend decides from the first call's sizes whether the compiled loop runs
-    # multi-threaded (later, smaller sizes get a graph of their own); compile it on a large dummy so
-    # that big parameters get threads.
+    # Inductor's CPU backend decides from the first call's sizes whether the compiled loop runs multi-threaded
+    # (later, smaller sizes get a graph of their own): compiled on a large dummy, big parameters get threads.
     p, g, m, h = (torch.ones(1 << 20, device=device, dtype=dtype) for _ in range(4))
     kernel(p, g, m, h, 0.965, 1e-4, 0.04, 0.1, 1e-15)
     return cast(Callable[..., None], kernel)
