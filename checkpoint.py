@@ -1,8 +1,5 @@
-"""Checkpoints in two formats (docs/reliability.md says why two), written atomically, checksums verified on every read,
-read safely (tensors and plain data only): one file `ckpt_XXXXXXXX.pt` (DDP and one process; a zip whose entries carry
-CRC-32s), or a directory `ckpt_XXXXXXXX/` (FSDP: each rank's DCP shards, `meta.pt` with the rest, `checksums.json` with
-every file's CRC-32; DCP reshards on load). No RNG state: every draw of training is seeded from (seed, iteration,
-micro-batch). `Checkpointer` is train.py's; `load_model` gives sample.py and the tools a run's newest model."""
+"""Checkpoints (docs/reliability.md): one file (DDP, one process) or a directory of DCP shards (FSDP), written
+atomically and verified on every read. `Checkpointer` is train.py's; `load_model` gives tools a run's newest model."""
 
 import json
 import os
@@ -58,8 +55,7 @@ def _why(e: Exception) -> str:
 
 
 def verify_file(path: Path) -> str | None:
-    """Why the checkpoint file at path is damaged, or None. torch.load never checks the CRC-32 that every zip entry
-    carries: recomputing them catches damage that keeps the file's size and structure (bit rot, a partial copy)."""
+    """Why the checkpoint file at path is damaged, or None; checks every zip entry's CRC-32 (torch.load never does)."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -69,8 +65,8 @@ def verify_file(path: Path) -> str | None:
 
 
 def finite_by_device(tensors: Iterable[Any]) -> dict[torch.device, torch.Tensor]:
-    """{device: 0-dim bool tensor, whether every floating-point tensor among `tensors` on it is finite}
-    (DTensors: this rank's shard). One reduction per device: an optimizer's `step` counters stay on the CPU."""
+    """{device: 0-dim bool tensor, are its floating-point tensors finite} (DTensors: this rank's shard), one reduction
+    per device: an optimizer's `step` counters stay on the CPU."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for t in tensors:
         if torch.is_tensor(t) and t.is_floating_point():
@@ -99,8 +95,7 @@ def damaged(path: Path, why: str) -> str:
 
 
 def read_checkpoint(path: Path, verify: bool = True) -> dict:
-    """Load a checkpoint safely (weights_only); with verify, a UserError on a checksum mismatch or non-finite tensors. A
-    sharded one is read whole into this process, without its optimizer state (train.py uses `load_sharded`)."""
+    """Load a checkpoint (weights_only), with verify a UserError if damaged; a sharded one without its optimizer."""
     if is_sharded(path):
         meta = read_sharded_meta(path, verify=verify)
         model = GPT(GPTConfig(**meta["model_args"]))
@@ -167,8 +162,7 @@ def _crc32(path: Path) -> int:
 
 
 def save_sharded(model: Module, optimizer: Optimizer, meta: dict, out_dir: Path, keep_last: int, dist: Dist) -> Path:
-    """Every rank writes its DCP shards into a hidden directory and checksums its share of the files; rank 0 adds
-    meta.pt and checksums.json, renames it into place and fsyncs; all verify it; then rank 0 prunes. All ranks call."""
+    """Write a sharded checkpoint as docs/reliability.md describes, verify it, then prune. All ranks call."""
     path = out_dir / f"{CKPT_PREFIX}{meta['iter']:08d}"
     tmp = out_dir / f".{path.name}.tmp"
     if dist.master and tmp.exists():
@@ -208,8 +202,7 @@ def agree(why: str | None, dist: Dist) -> str | None:
 
 
 def verify_sharded(path: Path, rank: int = 0, world_size: int = 1) -> str | None:
-    """Why the sharded checkpoint at path is damaged, or None: its files must be exactly those of checksums.json, and
-    this rank's share of them must match their CRC-32s (one rank: all of them)."""
+    """Why the sharded checkpoint at path is damaged, or None; checks its file list and CRC-32s (this rank's share)."""
     try:
         files = json.loads((path / CHECKSUMS).read_text())["files"]
         present = {f.name for f in path.iterdir()} - {CHECKSUMS}
@@ -249,8 +242,7 @@ def load_sharded(path: Path, model: Module, optimizer: Optimizer) -> None:
 
 
 def find_checkpoint(out_dir: Path, init_from: str, dist: Dist, log: Log, announce: bool = True) -> tuple[Any, Any]:
-    """(path, checkpoint) to resume from, or (None, None): the newest that verifies (damaged ones skipped, warned),
-    as rank 0 chose it, so every rank loads the same one; of a sharded one its meta only (tensors load shard-wise)."""
+    """(path, checkpoint) to resume from, or (None, None): the newest that verifies, the same on all ranks."""
     paths = checkpoint_paths(out_dir)  # every rank sees the same shared out_dir
     if init_from not in ("resume", "auto"):
         if paths:
@@ -288,8 +280,7 @@ def model_from(ckpt: dict, cfg: Any) -> GPT:
     """The GPT of a checkpoint to resume (with its weights when the file has them), if the config has its shape."""
     model_args = ckpt["model_args"]
     diff = {k: (model_args[k], getattr(cfg, k)) for k in SHAPE if model_args[k] != getattr(cfg, k)}
-    # A run started from pretrained weights has their shape, not its config's: only a run whose
-    # config described its model can have been resumed with a config of another shape by mistake.
+    # Only a run whose config described its model (not pretrained weights) can be resumed with another shape by mistake.
     if diff and all(ckpt["config"][k] == model_args[k] for k in SHAPE):
         desc = ", ".join(f"{k}={a} (config says {b})" for k, (a, b) in diff.items())
         fix = "use another out_dir or the checkpoint's shape"
@@ -301,8 +292,7 @@ def model_from(ckpt: dict, cfg: Any) -> GPT:
 
 
 class Checkpointer:
-    """A run's checkpoints, as torchtitan's CheckpointManager keeps them: finds the one to resume from, checks that
-    it is this run's (optimizer, shape, vocabulary), loads it, saves new ones in the parallelism's format. Per rank."""
+    """A run's checkpoints, as torchtitan's CheckpointManager: find, check it is this run's, load, save. Per rank."""
 
     def __init__(self, cfg: Any, vocab: dict, data_dir: Path, dist: Dist, log: Log) -> None:
         self.cfg, self.vocab, self.dist, self.log = cfg, vocab, dist, log
@@ -352,8 +342,7 @@ class Checkpointer:
         self.ckpt = None
 
     def reload(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> Path | None:
-        """A rollback: the newest valid checkpoint into the live model, optimizer, scaler and `state`, as load() does
-        for a resume; its path, or None when out_dir has none yet. Call on every rank."""
+        """A rollback: the newest valid checkpoint loaded as for a resume; its path, or None. Call on every rank."""
         path, self.ckpt = find_checkpoint(self.out_dir, "auto", self.dist, self.log, announce=False)
         if path is None or self.ckpt is None:
             return None
@@ -367,8 +356,7 @@ class Checkpointer:
         return path
 
     def save(self, model: Module, optimizer: Optimizer, scaler: GradScaler, state: dict) -> None:
-        """Model, optimizer, fp16 loss scale and the loop state: one file written by rank 0, or under FSDP a sharded
-        checkpoint that every rank writes its part of. Call on every rank."""
+        """One file written by rank 0, or under FSDP a sharded checkpoint that every rank writes. Call on every rank."""
         sharded = self.cfg.parallelism == "fsdp"
         if not (sharded or self.dist.master):
             return
@@ -389,8 +377,7 @@ class Checkpointer:
 def load_model(
     source: str | Path, hint: str = "train first (train.py writes one at every eval_interval)"
 ) -> tuple[GPT, dict, str]:
-    """(GPT, its vocabulary, what was loaded) from a run's out_dir (its newest valid checkpoint; damaged ones skipped
-    with a warning), a Hugging Face GPT-2 directory or an OpenAI release. A UserError ending in `hint` if none."""
+    """(GPT, vocabulary, what was loaded) of a run's newest valid checkpoint, an OpenAI release or an HF directory."""
     if is_pretrained(str(source)):
         return load_gpt2(str(source)), GPT2, str(source)
     for path in checkpoint_paths(Path(source)):

@@ -1,7 +1,5 @@
-"""Hugging Face GPT-2 formats, our GPT <-> transformers' GPT2LMHeadModel: `load_gpt2` (OpenAI's releases or a local
-Hugging Face GPT-2 directory; train.py's and sample.py's init_from) and `save_hf` (scripts/tools/export_hf.py: a run ->
-a directory that transformers, lm-evaluation-harness and the Hub load). transformers is imported only here, and only
-when a conversion runs, so that model.py and train.py start without it."""
+"""Our GPT <-> transformers' GPT2LMHeadModel: `load_gpt2` (init_from) and `save_hf` (scripts/tools/export_hf.py).
+transformers is imported only when a conversion runs, so that model.py and train.py start without it."""
 
 import json
 import os
@@ -18,18 +16,14 @@ from vocab import EOT_TOKEN, GPT2_VOCAB_SIZE, bundled_gpt2_files
 RELEASES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # GPT2LMHeadModel's Conv1D layers store their weights as (in, out), the transpose of nn.Linear's.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# Our MLP is F.gelu(approximate="tanh"), which transformers calls "gelu_pytorch_tanh" (the very same
-# op); OpenAI's configs say "gelu_new", the same formula written out in Python (differs by rounding).
-EXPORT_ACTIVATION = "gelu_pytorch_tanh"
+# Our F.gelu(approximate="tanh") is transformers' "gelu_pytorch_tanh" (exported); OpenAI's "gelu_new": same formula.
 TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new")
 # GPTConfig fields that GPT2Config expresses; any other field must stay at its default to export.
-MAPPED_FIELDS = {"block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias"}
-MAPPED_FIELDS.add("scale_attn_by_inverse_layer_idx")
+MAPPED_FIELDS = set("block_size vocab_size n_layer n_head n_embd dropout bias scale_attn_by_inverse_layer_idx".split())
 
 
 def is_pretrained(name: str) -> bool:
-    """True for an OpenAI GPT-2 release or a Hugging Face model directory (its config.json has a model_type; a run's
-    out_dir has a config.json without one). load_gpt2 checks that it is GPT-2."""
+    """Whether name is an OpenAI GPT-2 release or a directory whose config.json has a model_type (a run's has none)."""
     try:
         return name in RELEASES or "model_type" in json.loads((Path(name) / "config.json").read_text())
     except (OSError, ValueError, TypeError):
@@ -60,9 +54,8 @@ def to_hf(model: GPT) -> Any:
     tf = _transformers()
     kwargs: dict[str, Any] = dict(n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head)
     kwargs |= dict(resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, tie_word_embeddings=True)
-    kwargs |= dict(activation_function=EXPORT_ACTIVATION, layer_norm_epsilon=model.transformer.ln_f.eps)
+    kwargs |= dict(activation_function=TANH_GELUS[0], layer_norm_epsilon=model.transformer.ln_f.eps)
     kwargs |= dict(scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, bos_token_id=EOT_TOKEN)
-    # the padded rows of the vocabulary are never targets: they are left out
     kwargs |= dict(vocab_size=GPT2_VOCAB_SIZE, eos_token_id=EOT_TOKEN, architectures=["GPT2LMHeadModel"])
     hf = tf.GPT2LMHeadModel(tf.GPT2Config(**kwargs))
     ours = model.state_dict()
@@ -92,8 +85,7 @@ def save_hf(model: GPT, hf_dir: str | Path) -> list[Path]:
     merges = [tuple(line.split()) for line in bpe["vocab.bpe"].read_text(encoding="utf-8").splitlines()[1:] if line]
     tokenizer = _transformers().GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=model.config.block_size)
     tokenizer.save_pretrained(hf_dir)
-    # the same two files as plain vocab.json / merges.txt, as OpenAI's releases on the Hub ship them
-    (hf_dir / "vocab.json").write_bytes(bpe["encoder.json"].read_bytes())
+    (hf_dir / "vocab.json").write_bytes(bpe["encoder.json"].read_bytes())  # as OpenAI's releases on the Hub ship them
     (hf_dir / "merges.txt").write_bytes(bpe["vocab.bpe"].read_bytes())
     return sorted(p for p in hf_dir.iterdir() if p.is_file())
 

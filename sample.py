@@ -3,8 +3,7 @@
     python sample.py --out_dir=out/quickstart/sophiag --start="ROMEO:" --num_samples=3
     python sample.py --init_from=gpt2 --start="The meaning of life is"
     python sample.py --init_from=out/hf/sophiag --start="ROMEO:"
-    python sample.py --out_dir=out/x --start=FILE:prompt.txt
-    python sample.py --out_dir=out/shakespeare_char_sophiag --start="ROMEO:"   # a character-level run
+    python sample.py --out_dir=out/shakespeare_char_sophiag --start=FILE:prompt.txt   # a character-level run
 
 A checkpoint carries its vocabulary: GPT-2's BPE, or the characters of a character-level dataset.
 """

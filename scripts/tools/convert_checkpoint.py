@@ -2,10 +2,8 @@
 
     python scripts/tools/convert_checkpoint.py out/gpt2_xl_sophiag/ckpt_00010000 xl_10000.pt
 
-The output holds everything the sharded checkpoint does, the weights and optimizer state whole; a run continues from
-it under DDP when it is placed in an out_dir as ckpt_XXXXXXXX.pt. The checkpoint is verified first; the conversion runs
-in one process and needs the CPU memory of the model and its optimizer state. (sample.py, train.py and export_hf.py
-read sharded checkpoints directly: this is for tools that want one file.)
+The output (weights and optimizer state whole, and the rest) resumes a DDP run as an out_dir's ckpt_XXXXXXXX.pt. The
+source is verified first; the conversion runs in one process, in the CPU memory of the model and its optimizer state.
 """
 
 import argparse

@@ -1,13 +1,11 @@
-"""Training memory per rank for a config, estimated without a GPU (see memory.py for the model).
+"""Training memory per rank for a config, estimated without a GPU (memory.py holds the model; docs/scaling.md).
 
-    python scripts/tools/estimate_memory.py config/train_gpt2_xl_sophiag.py
     python scripts/tools/estimate_memory.py config/train_gpt2_large_sophiag.py --parallelism=ddp --world_size=8
     python scripts/tools/estimate_memory.py --table          # 125M..1.5B x DDP/FSDP on 8 GPUs, micro-batch that fits
     python scripts/tools/estimate_memory.py --measure config/train_tiny_sophiag.py   # estimate vs measured, CPU
 
-Takes train.py's arguments (config files, --key=value) plus --world_size=N (default 8); dtype 'auto' is taken as
-bfloat16 (a GPU run). --measure trains the config for a few steps (one Hessian refresh, one eval) in this process on the
-CPU, fp32, one rank, and compares the peak resident memory that training added with the estimate for that setting.
+Takes train.py's arguments plus --world_size=N (default 8); dtype 'auto' is taken as bfloat16. --measure trains the
+config for a few steps on the CPU (fp32, one rank) and compares the peak resident memory training added with it.
 """
 
 import sys

@@ -1,19 +1,14 @@
 """HellaSwag accuracy of a finished model (a run's newest checkpoint, a Hugging Face GPT-2 directory or an OpenAI GPT-2
-release, from the Hugging Face cache or the Hub), or with --bench (first) what an eval costs at a config's model size.
+release), or with --bench (first) what an eval costs at a config's model size (docs/evals.md).
 
     python scripts/tools/eval_hellaswag.py out/gpt2_small_sophiag          # a run's out_dir
     python scripts/tools/eval_hellaswag.py out/hf/sophiag                  # scripts/tools/export_hf.py's output
     python scripts/tools/eval_hellaswag.py gpt2 --device cuda --compile    # OpenAI's 124M
     python scripts/tools/eval_hellaswag.py --bench config/train_tiny_sophiag.py --examples 128
-    python scripts/tools/eval_hellaswag.py --bench config/train_gpt2_small_adamw.py --device=cuda --compile=True
 
-Scores data/hellaswag/prepare.py's examples (hellaswag.py defines the scorer): prints acc, acc_norm, examples, time.
-
---bench: milliseconds per example through the batched scorer as train.py runs it (batch_size * block_size tokens per
-forward pass) on this machine, for a model of the config's shape with random weights (train.py's config files and
---key=value overrides). Examples come from --data if it exists, else --examples synthetic ones (random tokens, contexts
-of 20-60, endings of 10-30). Prints the median of --repeats timed evals after an untimed warm-up, and the padded tokens
-and forward FLOPs (2 x parameters x padded tokens) per example.
+--bench: ms per example through the batched scorer as train.py runs it, for a model of the config's shape (train.py's
+arguments) with random weights, on --data if it exists, else on --examples synthetic ones: the median of --repeats
+timed evals after a warm-up, and the padded tokens and forward FLOPs per example.
 """
 
 import argparse
@@ -97,8 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     dtype = "autocast dtype (auto: as train.py, bfloat16 on a CUDA GPU that has it, else float32)"
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"), help=dtype)
-    batch = "padded tokens per forward pass (examples are grouped up to this many)"
-    p.add_argument("--batch_tokens", type=int, default=4096, help=batch)
+    p.add_argument("--batch_tokens", type=int, default=4096, help="padded tokens per forward pass")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a GPU)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1 or args.batch_tokens < 1:

@@ -1,12 +1,9 @@
-"""Export the newest checkpoint of a run as a Hugging Face transformers GPT-2 model.
+"""Export the newest checkpoint of a run as a Hugging Face transformers GPT-2 model (docs/huggingface.md).
 
     python scripts/tools/export_hf.py out/quickstart/sophiag out/hf/sophiag
 
-HF_DIR gets config.json, model.safetensors and GPT-2's tokenizer files, so that
-`transformers.AutoModelForCausalLM.from_pretrained(HF_DIR)`, lm-evaluation-harness (`lm_eval --model hf --model_args
-pretrained=HF_DIR`), `python sample.py --init_from=HF_DIR` and `python train.py --init_from=HF_DIR` load it without
-network. Its logits over the 50257 real tokens equal the run's (the padded rows of the vocabulary are never targets and
-are left out).
+HF_DIR gets config.json, model.safetensors and GPT-2's tokenizer files: transformers, lm-evaluation-harness and
+`sample.py`/`train.py --init_from=HF_DIR` load it offline. Its logits over the 50257 real tokens equal the run's.
 """
 
 import argparse
@@ -26,8 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="a run's out_dir (its newest valid checkpoint is exported)")
     p.add_argument("hf_dir", help="the directory to write the Hugging Face model into")
-    force = "write into a non-empty hf_dir, replacing the files of an earlier export"
-    p.add_argument("--force", action="store_true", help=force)
+    p.add_argument("--force", action="store_true", help="replace an earlier export's files in a non-empty hf_dir")
     args = p.parse_args(argv)
     out_dir, hf_dir = Path(args.out_dir), Path(args.hf_dir)
     if not out_dir.is_dir():

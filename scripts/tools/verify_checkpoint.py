@@ -1,17 +1,12 @@
-"""Check every checkpoint of a run before relying on it (e.g. after copying a run elsewhere), or measure what each
-checkpoint format costs.
+"""Check every checkpoint of a run before relying on it (e.g. after copying it elsewhere), or with --bench measure what
+each checkpoint format costs (docs/reliability.md).
 
     python scripts/tools/verify_checkpoint.py OUT_DIR
-    python scripts/tools/verify_checkpoint.py --bench                      # tiny (7M) and GPT-2 small (124M)
     python scripts/tools/verify_checkpoint.py --bench --sizes tiny --repeats 5
 
-OUT_DIR: one line per checkpoint, newest first, `ok` with its iteration or `DAMAGED` with the reason. Exit code 0 when
-every checkpoint is ok, 1 when any is damaged (checksums, readability, finiteness), 2 when OUT_DIR has none.
-
---bench: per size, a GPT with Sophia-G state (m and h for every parameter) saved and loaded in one process in each
-format: one file (train.py's writer; a resume's load, torch.load and load_state_dict into model and optimizer; then the
-verification a resume adds, every zip entry's CRC-32 and the loaded state's finiteness) and sharded (DCP's save and
-load). The files are in the page cache: the times compare work, not disk speed. Prints medians of --repeats.
+OUT_DIR: one line per checkpoint, newest first, `ok` or `DAMAGED` with the reason. Exit code 0 when every checkpoint is
+ok, 1 when any is damaged, 2 when OUT_DIR has none. --bench: a GPT with Sophia-G state saved, loaded and verified in
+one process as a resume does, and saved and loaded by DCP; the files are in the page cache. Prints medians of --repeats.
 """
 
 import argparse
