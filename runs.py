@@ -1,6 +1,4 @@
-"""Training runs read back from their out_dirs (or wandb), for scripts/experiments/compare.py, sweep.py and
-regime_plot.py: the steps / tokens / seconds a run needed to first reach a target val loss (`Reach`), each
-run against a baseline (`summarize`, `speedup`), the plain-text tables and the comparison figure."""
+"""Training runs read back for scripts/experiments/compare.py, sweep.py and regime_plot.py: Reach, tables, figure."""
 
 import json
 import math
@@ -33,9 +31,7 @@ class RunRecord:
         return self.last_logged("val/loss")
 
     def last_logged(self, key: str) -> Any:
-        """The last value of `key` in the rows, None if it was never logged (e.g. eval/hellaswag_acc)."""
-        values = [r[key] for r in self.rows if r.get(key) is not None]
-        return values[-1] if values else None
+        return next((r[key] for r in reversed(self.rows) if r.get(key) is not None), None)
 
     @property
     def last_iter(self) -> int:
@@ -48,8 +44,7 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         """Its final eval, at max_iters, is logged (a run of unknown max_iters: any eval)."""
-        evals = self.evals
-        return bool(evals) and (self.max_iters is None or evals[-1]["iter"] >= self.max_iters)
+        return bool(self.evals) and (self.max_iters is None or self.evals[-1]["iter"] >= self.max_iters)
 
     @property
     def incomplete(self) -> bool:
@@ -57,7 +52,6 @@ class RunRecord:
 
     @property
     def commit(self) -> str:
-        """The git commit train.py ran from ("+dirty" when the tree had changes), or "unknown"."""
         provenance = self.config.get("provenance") or {}
         return (provenance.get("git_commit") or "unknown") + ("+dirty" if provenance.get("git_dirty") else "")
 
@@ -87,7 +81,6 @@ def default_label(config: dict, fallback: str) -> str:
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunRecord:
-    """One train.py out_dir (metrics.jsonl + config.json)."""
     run_dir = Path(path)
     for name in ("metrics.jsonl", "config.json"):
         if not (run_dir / name).is_file():
@@ -101,9 +94,7 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecord:
 
 
 def first_crossing(rows: list[dict], target: float, x_key: str = "iter") -> float | None:
-    """x_key value at which val/loss first reaches <= target, None if it never does. Between the last
-    eval above the target and the first at or below it, x is linearly interpolated in loss; after a
-    NaN/inf eval there is nothing to interpolate from, so the crossing eval's own x (an upper bound)."""
+    """x_key value where val/loss first reaches <= target (None: never), linearly interpolated from the eval before."""
     prev = None
     for row in rows:
         if "val/loss" not in row:
@@ -119,9 +110,7 @@ def first_crossing(rows: list[dict], target: float, x_key: str = "iter") -> floa
 
 
 @dataclass
-class Reach:
-    """Steps, tokens seen and training seconds to first reach a target val loss (None: never), or ratios of those."""
-
+class Reach:  # steps, tokens seen and training seconds to first reach a target val loss (None: never), or their ratios
     steps: float | None = None
     tokens: float | None = None
     seconds: float | None = None
@@ -140,9 +129,7 @@ class Reach:
 
 
 @dataclass
-class Comparison:
-    """One run against the target (the baseline's final val loss)."""
-
+class Comparison:  # one run against the target (the baseline's final val loss)
     run: RunRecord
     target: float
     reach: Reach  # steps / tokens / seconds to first reach the target
@@ -181,8 +168,7 @@ def summarize(runs: list[RunRecord], baseline: RunRecord) -> list[Comparison]:
 
 
 def speedup(baselines: dict[int, RunRecord], runs: dict[int, RunRecord]) -> dict:
-    """compare.py's table over seeds (sweep.py): per seed with both runs, each one's Reach to the baseline run's
-    final val loss and the ratio; the ratios' mean, min, max and sample std over the seeds that reached it."""
+    """Per seed with both runs: each one's Reach to the baseline's final val loss, their ratio; the ratios' stats."""
     per_seed = []
     for seed, base in baselines.items():
         target = base.final_val_loss
@@ -304,8 +290,7 @@ def auto_smooth(runs: list[RunRecord]) -> float:
 def plot_runs(
     runs: list[RunRecord], baseline: RunRecord, summary: list[Comparison], out: str | Path, smooth: float | None = None
 ) -> Any:
-    """The comparison figure, written to `out` (PNG): val loss against steps, tokens and seconds above; train
-    loss (EMA coefficient `smooth` per logged row, None: auto_smooth) and Sophia's win_rate below."""
+    """The comparison figure (docs/sweep_and_compare.md), PNG `out`; smooth: train loss EMA beta (None: auto_smooth)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 

@@ -1,10 +1,6 @@
-"""
-Compare training runs: loss curves, and how fast each run reaches the baseline's final val loss.
-
-Reads train.py out_dirs or runs of a wandb project, draws one PNG of the curves and prints per run its final
-val loss, the steps / tokens / seconds it needed to FIRST reach the target (the baseline's final val loss),
-each as a ratio to the baseline's own (0.50x = half as many) or "not reached", and the git commit it was
-trained from (docs/sweep_and_compare.md).
+"""Compare training runs (train.py out_dirs or a wandb project's runs): one PNG of the loss curves, and per run its
+final val loss, the steps / tokens / seconds it needed to FIRST reach the baseline's final val loss, each as a ratio
+to the baseline's own (0.50x = half as many) or "not reached", and its git commit (docs/sweep_and_compare.md).
 
     python scripts/experiments/compare.py out/adamw out/sophiag --out compare.png
     python scripts/experiments/compare.py out/* --baseline "adamw lr=6e-4 seed=0" --csv table.csv
@@ -32,8 +28,7 @@ RATIO = "ratio = run / baseline (lower = faster)"
 
 
 def rows_from_wandb_history(history: Iterable[dict]) -> list[dict]:
-    """wandb history rows (Run.scan_history(), less wandb's own _step, _runtime, _timestamp) -> metrics.jsonl
-    rows; rows without "iter" come from other wandb.log calls."""
+    """wandb history rows (Run.scan_history()) -> metrics.jsonl rows, less wandb's _keys and other wandb.log rows."""
     history = list(history)
     rows = [{k: v for k, v in raw.items() if not k.startswith("_")} for raw in history if "iter" in raw]
     if history and not rows:
@@ -43,8 +38,7 @@ def rows_from_wandb_history(history: Iterable[dict]) -> list[dict]:
 
 
 def load_wandb_runs(project: str, refs: list[str] | None = None) -> list[runs.RunRecord]:
-    """Runs of a wandb project ("entity/project"); refs are run ids or display names (all runs of the
-    project, oldest first, when refs is empty)."""
+    """Runs of a wandb project ("entity/project") by run id or display name (no refs: all, oldest first)."""
     if project.count("/") != 1:
         raise UserError(f"--wandb {project!r}: expected ENTITY/PROJECT, e.g. my-team/sophia")
     try:
@@ -80,15 +74,14 @@ def pick_baseline(records: list[runs.RunRecord], choice: str | None = None) -> t
         if adamw:
             return adamw[0], "the first run with optimizer_name='adamw'"
         return records[0], "the first run; no run has optimizer_name='adamw'"
-    matches = [r for r in records if choice in (r.label, r.source, Path(r.source).name) or same_path(choice, r.source)]
+    here = Path(choice).resolve()
+    matches = [
+        r for r in records if choice in (r.label, r.source, Path(r.source).name) or here == Path(r.source).resolve()
+    ]
     if len(matches) != 1:
         fix = f"give one of the labels {', '.join(repr(r.label) for r in records)} or a run dir"
         raise UserError(f"--baseline {choice!r} matches {len(matches)} runs; {fix}")
     return matches[0], "--baseline"
-
-
-def same_path(a: str, b: str) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
 
 
 def format_table(summary: list[runs.Comparison]) -> str:
@@ -144,11 +137,8 @@ def plot_groups(records: list[runs.RunRecord], out: str) -> None:
                 if points:
                     ax.plot(*zip(*points), color=f"C{i}", lw=1.2, label=run.label)
             ax.set_yscale(scale)
+            ax.set(title=group if metric == "update_ratio" else "", xlabel="steps" if metric == "hessian_mean" else "")
             ax.grid(alpha=0.3)
-            if metric == "update_ratio":
-                ax.set_title(group)
-            if metric == "hessian_mean":
-                ax.set_xlabel("steps")
         ax_row[0].set_ylabel(ylabel)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

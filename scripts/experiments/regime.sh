@@ -1,16 +1,9 @@
 #!/usr/bin/env bash
-# The regime map: Sophia-G against AdamW along training length (tokens per non-embedding parameter)
-# and batch size, on the character-level Shakespeare recipe (config/train_shakespeare_char_*.py).
-# Each cell is one scripts/experiments/sweep.py per optimizer: the lr grid on seed 0, then seed 1 at the selected
-# lr (--tune_seeds 1); the two optimizers' sweeps run side by side, one thread each.
-#
+# The regime map (docs/results.md): Sophia-G against AdamW along training length and batch size (more micro-steps of
+# the same micro-batch) on the character-level recipe; s, m and l are ladder.sh's sizes. Each cell is one sweep.py per
+# optimizer (the lr grid on seed 0, then seed 1 at the selected lr), the two side by side, one thread each.
 #     bash scripts/experiments/regime.sh [OUT]              # default out/regime; rerunning resumes
 #     CELLS="s1 s4" bash scripts/experiments/regime.sh      # some cells only
-#
-# Cells (sizes and lengths in docs/results.md): s1, s4, s16, m1 and m2k vary the length at sizes s and m, with
-# warmup, cosine decay and eval interval scaled to it; m2k, m8k and m32k hold the tokens and vary the batch (more
-# micro-steps of the same micro-batch, so every cell evaluates on the same batches; the Hessian on the whole
-# batch). The cells s, m and l are scripts/experiments/ladder.sh's sizes, at the recipe's own length.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-out/regime}

@@ -1,14 +1,8 @@
-"""
-The regime map's figure and table, the size ladder's too: Sophia-G against AdamW per cell (one model size,
-training length and batch, both optimizers lr-tuned on it by scripts/experiments/regime.sh or ladder.sh).
-Per cell and seed, both at their selected lr: Sophia-G's final val loss minus AdamW's, and Sophia-G's
-steps to the loss both reach (the higher final val loss) over AdamW's. Each row of the figure varies one
-axis (parameters, tokens per parameter, tokens per step) with the others fixed; the table adds each
-cell's epochs of the corpus and its final val - train gap (repetition would widen it).
+"""The regime map's and the size ladder's figure and table (docs/results.md): per cell (one model size, length and
+batch: a sweep.py --out of regime.sh or ladder.sh) and seed, both optimizers at their selected lr, Sophia-G's final
+val loss minus AdamW's and its steps to the loss both reach over AdamW's; a figure row varies one axis.
 
     python scripts/experiments/regime_plot.py out/regime/s1 out/regime/s4 ... --out out/regime/regime.png
-
-Each directory is one cell: its sweep_summary.json and run directories, written by sweep.py.
 """
 
 import argparse
@@ -30,12 +24,6 @@ AXES = (
     ("tokens_per_param", ("params", "batch_tokens"), "tokens per non-embedding parameter (Chinchilla: 20)"),
     ("batch_tokens", ("params", "tokens"), "tokens per step"),
 )
-
-
-def non_embedding_params(config: dict) -> int:
-    """GPT.num_params(non_embedding=True) of a run's shape (built on the meta device: no memory)."""
-    with torch.device("meta"):
-        return GPT(config_from_dict({**config, "vocab_size": 1, "block_size": 1})).num_params(non_embedding=True)
 
 
 def load_cell(cell_dir: str) -> dict:
@@ -67,7 +55,9 @@ def load_cell(cell_dir: str) -> dict:
     if not seeds:
         raise UserError(f"{path}: no seed has both optimizers' selected runs finished")
     config = runs[("adamw", seeds[0]["seed"])].config
-    params, batch_tokens = non_embedding_params(config), config["total_batch_size"] * config["block_size"]
+    with torch.device("meta"):  # the run's shape only, no memory
+        params = GPT(config_from_dict({**config, "vocab_size": 1, "block_size": 1})).num_params(non_embedding=True)
+    batch_tokens = config["total_batch_size"] * config["block_size"]
     data_dir = Path(config["data_dir"]) if config.get("data_dir") else REPO / "data" / config.get("dataset", "")
     tokens, corpus_bin = config["max_iters"] * batch_tokens, data_dir / "train.bin"
     corpus = corpus_bin.stat().st_size // 2 if corpus_bin.is_file() else None
@@ -83,12 +73,9 @@ def mean_spread(values: list[float], fmt: str = "{:.3f}") -> str:
 
 
 def table(cells: list[dict]) -> str:
-    lines = [
-        "| cell | model | tokens / param | tokens / step | steps | epochs | AdamW lr: final val loss per seed | "
-        "Sophia-G lr: final val loss per seed | Sophia-G - AdamW | Sophia-G / AdamW steps to the loss both "
-        "reach | Sophia-G / AdamW steps to AdamW's final loss | val - train |",
-        "|---" * 12 + "|",
-    ]
+    head = "| cell | model | tokens / param | tokens / step | steps | epochs | AdamW lr: final val loss per seed | "
+    head += "Sophia-G lr: final val loss per seed | Sophia-G - AdamW | Sophia-G / AdamW steps to the loss both reach | "
+    lines = [head + "Sophia-G / AdamW steps to AdamW's final loss | val - train |", "|---" * 12 + "|"]
     for c in cells:
         seeds = c["seeds"]
         finals = {k: " / ".join(f"{s[k]:.4f}" for s in seeds) for k in ("adamw", "sophiag")}
@@ -158,16 +145,15 @@ def plot(cells: list[dict], out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cells", nargs="+", help="one cell's directory: both optimizers' sweeps (sweep.py)")
-    p.add_argument("--out", default="regime.png", help="the figure to write; its table goes to .md, its data to .json")
+    p.add_argument("--out", type=Path, default="regime.png", help="the figure; its table and data go to .md and .json")
     args = p.parse_args(argv)
     cells = [load_cell(d) for d in args.cells]
     text = table(cells)
     print(text)
-    out = Path(args.out)
-    plot(cells, out)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(cells, indent=2) + "\n")
-    print(f"wrote {out}, {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    plot(cells, args.out)
+    args.out.with_suffix(".md").write_text(text + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(cells, indent=2) + "\n")
+    print(f"wrote {args.out}, {args.out.with_suffix('.md')} and {args.out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

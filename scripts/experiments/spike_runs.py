@@ -1,13 +1,10 @@
-"""The spike guard on full runs (docs/reliability.md, "Loss spikes"): for each config, a clean run (the
-false-positive check: how many steps it skips, none expected, and the largest z each window saw), then
-each injection of tests/train_harness.py with the guard on and with it off; prints markdown tables.
+"""The spike guard on full runs (docs/reliability.md, "Loss spikes"): per config a clean run (false positives: its
+skips, the largest z each window saw) and each tests/train_harness.py injection, guard on and off; markdown tables.
 
-    python scripts/experiments/spike_runs.py config/train_shakespeare_char_sophiag.py \
-        config/train_shakespeare_char_adamw.py
+    python scripts/experiments/spike_runs.py config/train_shakespeare_char_{sophiag,adamw}.py
     python scripts/experiments/spike_runs.py config/train_tiny_sophiag.py --injections clean --out out/spikes_tiny
 
-Every run is train.py under the harness in its own process, one thread each, --jobs at a time; rerunning
-the command only adds the runs that have not reached max_iters. Extra --key=value arguments go to every run.
+A rerun only adds the runs not at max_iters yet; extra --key=value arguments (train.py settings) go to every run.
 """
 
 import argparse
@@ -61,21 +58,16 @@ def margins(verdicts, warmup):
         seen = [v for v in verdicts if v["window"] == window]
         for i, signal in enumerate(("loss", "grad_norm") if window == "step" else ("estimator_norm",)):
             z = [(v["z"][i], k) for k, v in enumerate(seen) if not math.isnan(v["z"][i])]
-            judged = [p for p in z if p[1] >= warmup]
-            early = [p for p in z if p[1] < warmup]
+            judged, early = [p for p in z if p[1] >= warmup], [p for p in z if p[1] < warmup]
             if z:
-                out[signal] = (max(judged) if judged else None, max(early) if early else None)
+                out[signal] = (max(judged, default=None), max(early, default=None))
     return out
 
 
-COUNTS = {"skipped": "skipped_steps", "hessian": "skipped_hessian", "rollbacks": "rollbacks"}
-
-
 def summary(rows, at):
-    trains = [r for r in rows if "train/loss" in r]
-    evals = [r for r in rows if "val/loss" in r]
+    trains, evals = [r for r in rows if "train/loss" in r], [r for r in rows if "val/loss" in r]
     after = next((r for r in evals if r["iter"] > at), evals[-1])
-    counts = {k: trains[-1].get(f"spike/{key}", 0) for k, key in COUNTS.items()}
+    counts = {k: trains[-1].get(f"spike/{k}", 0) for k in ("skipped_steps", "skipped_hessian", "rollbacks")}
     return counts | {"after": (after["iter"], after["val/loss"]), "final": evals[-1]["val/loss"]}
 
 
@@ -88,7 +80,7 @@ def main(argv):
     p.add_argument("--scale", type=float, default=100.0, help="the spike's loss multiplier")
     p.add_argument("--poison_length", type=int, default=1, help="consecutive garbage batches from --at on")
     p.add_argument("--injections", default=None, help="comma-separated names (default: all)")
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, each train.py under the harness on one thread")
     args, overrides = p.parse_known_args(argv)
     chosen = injections(args.at, args.scale, args.poison_length)
     if args.injections:
@@ -102,7 +94,7 @@ def main(argv):
         s = summary(rows, args.at)
         clean = results.get((config, "clean"))
         delta = f"{s['final'] - summary(clean[0], args.at)['final']:+.4f}" if clean else ""
-        counts = f"{s['skipped']} | {s['hessian']} | {s['rollbacks']}"
+        counts = f"{s['skipped_steps']} | {s['skipped_hessian']} | {s['rollbacks']}"
         after = f"{s['after'][1]:.4f} (iter {s['after'][0]}) | {s['final']:.4f} | {delta}"
         print(f"| {Path(config).stem} | {name} | {counts} | {after} |")
     head = "\n| config | signal | largest z once judged (its value index) | largest z in the warm-up |"

@@ -1,21 +1,12 @@
-"""
-A fair baseline: a learning-rate sweep per optimizer over several seeds, then the speedup.
-
-Trains every (optimizer, learning rate, seed) point with train.py, one at a time, in
-<out>/<optimizer>_lr<lr>_seed<seed> (console output in train.log there); selects per optimizer the lr of
-lowest mean final val loss; then, per seed, the speedup of each selected run over the selected baseline
-run of the SAME seed, and the wall-clock per step (docs/sweep_and_compare.md).
+"""A fair baseline: an lr sweep per optimizer over seeds, then the speedup (docs/sweep_and_compare.md). Each (optimizer,
+lr, seed) is a train.py run in <out>/<optimizer>_lr<lr>_seed<seed> (log: train.log); per optimizer the lr of lowest mean
+final val loss wins; per seed, the selected runs' speedup over the baseline's of the SAME seed; the wall-clock per step.
 
     python scripts/experiments/sweep.py --configs config/train_tiny_adamw.py config/train_tiny_sophiag.py \\
         --lrs adamw=1e-3,3e-3,1e-2 sophiag=1e-3,3e-3,1e-2 --seeds 0 1 --out out/sweep
-    python scripts/experiments/sweep.py ... --set max_iters=100 eval_interval=10      # any train.py key
-    python scripts/experiments/sweep.py ... --launcher "torchrun --standalone --nproc_per_node=8"
-    python scripts/experiments/sweep.py ... --analyze_only                           # no training
-    python scripts/experiments/sweep.py ... --seeds 0 1 2 --tune_seeds 1             # the grid on seed 0 only
 
-Rerunning the same command resumes: finished runs are skipped, unfinished ones continue from their newest
-checkpoint. A failed run is reported and the sweep goes on (exit status 1). Writes <out>/sweep_summary.json
-and <out>/sweep_best.png (compare.py's figure of the selected runs, all seeds).
+Rerunning the same command resumes (finished runs are skipped); a failed run is reported and the sweep goes on
+(exit status 1). Writes <out>/sweep_summary.json and <out>/sweep_best.png (compare.py's figure of the selected runs).
 """
 
 import argparse
@@ -36,16 +27,13 @@ import train
 from errors import UserError, run_cli
 from provenance import REPO
 
-# train.py keys the sweep sets itself for every run
-RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")
+RESERVED = ("learning_rate", "seed", "out_dir", "init_from", "optimizer_name")  # train.py keys the sweep sets itself
 SUMMARY_JSON, BEST_PNG = "sweep_summary.json", "sweep_best.png"
 say = partial(print, flush=True)  # the console is often a nohup log file
 
 
 @dataclass
-class Point:
-    """One training run of the grid."""
-
+class Point:  # one training run of the grid
     optimizer: str
     lr: float
     seed: int
@@ -58,7 +46,6 @@ class Point:
         return f"{self.optimizer} lr={runs.fmt_lr(self.lr)} seed={self.seed}"
 
     def load(self) -> runs.RunRecord | None:
-        """The run as on disk; None when it has not logged anything readable yet."""
         try:
             return runs.load_run(self.out_dir, self.label)
         except UserError:
@@ -140,8 +127,7 @@ def plan(
         saved = p.out_dir / "config.json"
         if not saved.is_file():
             continue
-        # a key train.py gained since the run matches at its default; out_dir is where config.json was found,
-        # however the sweep that made it spelled the path
+        # keys added to train.py since match at their default; out_dir is where config.json was found (any spelling)
         old = json.loads(saved.read_text()) | {"out_dir": p.settings["out_dir"]}
         diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in p.settings.items() if old.get(k, defaults[k]) != v]
         if diff:
@@ -184,9 +170,7 @@ def run_sweep(points: list[Point], launcher: list[str]) -> dict[str, str]:
 
 
 def select_lr(losses: dict[float, list[float | None]]) -> dict:
-    """losses: lr -> the final val loss of each seed's run (None: not finished). The mean is None while a
-    seed's run is unfinished and inf when one diverged; the best lr has the lowest finite mean; `edge` says
-    when it is the grid's lowest or highest lr (the optimum may lie outside the grid)."""
+    """losses: lr -> each seed's final val loss (None: unfinished); the means, the best lr, and if it is a grid edge."""
     means: dict[float, float | None] = {}
     for lr, values in losses.items():
         finals = [v for v in values if v is not None]
@@ -232,7 +216,6 @@ def final_loss(run: runs.RunRecord | None) -> float | None:
 
 
 def selected_lrs(points: list[Point]) -> dict[str, dict]:
-    """select_lr for each optimizer over these points' finished runs."""
     losses: dict[str, dict[float, list]] = {}
     for p in points:
         losses.setdefault(p.optimizer, {}).setdefault(p.lr, []).append(final_loss(p.load()))
@@ -242,8 +225,7 @@ def selected_lrs(points: list[Point]) -> dict[str, dict]:
 def analyze(
     tune_points: list[Point], confirm_points: list[Point], baseline: str, failed: dict[str, str]
 ) -> tuple[dict, dict]:
-    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: RunRecord}}: each lr
-    is judged on the tuning runs, the speedup measured on every seed's finished run at the selected lr."""
+    """The summary (JSON-ready but for inf/NaN) and the selected runs {optimizer: {seed: RunRecord}}."""
     points = tune_points + confirm_points
     loaded = {p.label: p.load() for p in points}
     rows, seconds = [], {}
