@@ -1,18 +1,9 @@
 """HellaSwag accuracy of a GPT: the downstream number that GPT-2 reproductions report beside val loss.
 
-Each example is a context and 4 endings, one of them right. The model scores 4 rows, the context's GPT-2 tokens
-followed by the tokens of " " + ending, by its cross-entropy over the ending tokens only: `acc` takes the ending with
-the lowest summed loss, `acc_norm` the one with the lowest mean loss per token (the definitions of llm.c and
-build-nanogpt). A row longer than the model's context keeps its last block_size + 1 tokens (the context's start goes).
-
-Batched for a compiled model: rows are padded to a few fixed lengths (powers of two up to block_size), every forward
-pass of a length holding the same number of rows, so torch.compile sees a few shapes, all in the first evaluation.
-Padding is never scored. The batches depend on the data and sizes alone and are dealt out over the ranks, each running
-the same number of forward passes (FSDP needs all ranks in each), so any number of ranks gives the same accuracy.
-
-    python data/hellaswag/prepare.py                  # -> data/hellaswag/val.npz (10,042 examples)
-    python scripts/tools/eval_hellaswag.py out/my_run       # a finished run, an HF directory or gpt2*
-    python train.py ... --hellaswag_interval=2000     # during training, at every 2000th iteration's eval
+`acc` picks the ending with the lowest summed loss over its tokens, `acc_norm` the lowest mean (llm.c's definitions).
+Rows are padded to a few fixed lengths, so torch.compile sees a few shapes, and the fixed batches are dealt out over
+the ranks, all running the same number of forward passes (FSDP needs all ranks in each). Run by train.py
+(--hellaswag_interval) and scripts/tools/eval_hellaswag.py on data/hellaswag/prepare.py's file; docs/evals.md.
 """
 
 import math
@@ -76,9 +67,8 @@ def check_vocab(vocab: Vocab, what: str, fix: str) -> None:
 
 
 def batches(examples: list[Example], block_size: int, tokens_per_forward: int) -> list[tuple[int, int, list[int]]]:
-    """The fixed batches, as (padded length, examples per batch, example indices): each example goes to the shortest
-    length that holds its longest row, and every batch of a length has room for tokens_per_forward // (4 * length)
-    examples (at least 1, at most all of that length's); the last one of a length is padded."""
+    """(padded length, examples per batch, example indices) of each batch: an example goes to the shortest length that
+    holds its longest row; a batch holds tokens_per_forward // (4 * length) examples (at least 1), the last padded."""
     doublings = (MIN_LENGTH * 2**k for k in range(block_size.bit_length()))
     sizes = [n for n in doublings if n < block_size] + [block_size]  # the padded row lengths
     by_length: dict[int, list[int]] = {}
@@ -131,9 +121,8 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, float]:
-    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of `model` (a GPT: compiled, DDP-unwrapped or FSDP-sharded)
-    over `examples`, each rank scoring every world_size-th batch (an extra pass where they do not divide evenly is not
-    counted). All ranks must call it; every rank gets the same numbers."""
+    """{"eval/hellaswag_acc", "eval/hellaswag_acc_norm"} of a GPT (compiled, DDP-unwrapped or FSDP-sharded), the same
+    on every rank; all ranks must call it, each scoring every world_size-th batch (a padding pass is not counted)."""
     plan = batches(examples, block_size, tokens_per_forward)
     labels = torch.tensor([e.label for e in examples], device=device)
     correct = torch.zeros(2, device=device, dtype=torch.long)

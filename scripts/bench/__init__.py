@@ -8,7 +8,6 @@ import torch
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds that fn() takes, its CUDA work included."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()

@@ -1,15 +1,13 @@
-"""Optimizer step time on GPT-2 124M parameter shapes: SophiaG (three paths), Lion and Muon (with
-AdamW for the non-matrix parameters, as optimizer_name='muon' trains) against torch's AdamW.
+"""Optimizer step time on GPT-2 124M parameter shapes: SophiaG (three paths), Lion and Muon (with AdamW for the
+non-matrix parameters, as optimizer_name='muon' trains) against torch's AdamW.
 
     python scripts/bench/bench_optimizer.py                      # CUDA when present, else CPU
     python scripts/bench/bench_optimizer.py --device cpu --steps 20
     python scripts/bench/bench_optimizer.py --model tiny         # the shapes of config/train_tiny_*.py
 
-All optimizers share one set of parameters and gradients; each is timed over runs of consecutive steps,
-in two rounds over all of them (alternating every step would charge the large frees of one optimizer's
-temporaries to the next one's time). Prints the median wall time of `step()` (synchronized on CUDA), its
-ratio to the fastest AdamW and to AdamW foreach, the optimizer-state bytes per parameter, and the time of
-SophiaG's Hessian refresh.
+Each optimizer is timed over runs of consecutive steps, in two rounds (alternating every step would charge the large
+frees of one optimizer's temporaries to the next one's time). Prints the median time of `step()`, its ratio to the
+fastest AdamW and to AdamW foreach, the optimizer-state bytes per parameter, and SophiaG's Hessian refresh time.
 """
 
 import argparse

@@ -1,12 +1,10 @@
-"""Tokenize+write throughput of our prepare path (data/common.py) vs a plain nanoGPT-style one,
-on the same local documents and the same number of worker processes.
+"""Tokenize+write throughput of our prepare path (data/common.py) vs a plain nanoGPT-style one, on the same local
+documents and the same number of worker processes.
 
     python scripts/bench/bench_prepare.py --num_proc 2 --tokens 20_000_000
 
-No download: documents are runs of speeches of the embedded Shakespeare (the size of short web
-pages), repeated to reach --tokens. The baseline is nanoGPT's data/openwebtext/prepare.py before
-batched writes: `datasets.map(num_proc)` to Python lists of ids, then one memmap slice assignment
-per document. Both write identical bins (checked); times cover tokenizing and writing only.
+No download: documents are runs of speeches of the embedded Shakespeare (the size of short web pages). Both paths
+write identical bins (checked); times cover tokenizing and writing only.
 """
 
 import argparse
@@ -25,20 +23,19 @@ from vocab import get_gpt2_encoding
 
 
 def bench_documents(target_tokens: int) -> list[str]:
-    """Documents of 5, 10, 20 or 40 consecutive speeches (in turn), repeated to ~target_tokens
-    (Shakespeare has ~1.5M tokens)."""
+    """Documents of 5, 10, 20 or 40 consecutive speeches in turn, repeated to ~target_tokens (Shakespeare: ~1.55M)."""
     speeches = [s for scene in shakespeare_documents() for s in scene.split("\n\n")]
     docs, i, sizes = [], 0, (5, 10, 20, 40)
     while i < len(speeches):
         n = sizes[len(docs) % len(sizes)]
         docs.append("\n\n".join(speeches[i : i + n]))
         i += n
-    repeats = max(1, round(target_tokens / 1.55e6))
-    return docs * repeats
+    return docs * max(1, round(target_tokens / 1.55e6))
 
 
 def nanogpt_style(splits: Any, out_dir: Path, num_proc: int) -> None:
-    """Baseline: per-document map to Python lists, then a per-document memmap write loop."""
+    """Baseline, nanoGPT's openwebtext prepare before batched writes: `datasets.map` to Python lists of ids, then one
+    memmap slice assignment per document."""
     enc = get_gpt2_encoding()
 
     def process(example: dict) -> dict:

@@ -6,18 +6,15 @@
     torchrun --standalone --nproc_per_node=8 scripts/bench/bench_train.py config/train_gpt2_small_sophiag.py ...
     python scripts/bench/bench_train.py --refresh config/train_tiny_sophiag.py      # the Hessian refresh's levers
 
-Config files and --key=value overrides are train.py's; an --optimizers entry is an optimizer name with
-optional overrides of its own (`sophiag:hess_total_batch_size=8:fused_optimizer=True`). Every entry is set
-up by train.setup() and warmed up (compilation, one Hessian refresh), then the entries take turns at every
-iteration of train.iteration() (each leading in turn, so that a load change hits all alike) for --rounds
-rounds of --steps (a multiple of hess_interval). Printed per entry: ms/iter (median and range over rounds),
-tokens/s, MFU, the StepTimer's shares, peak memory (CUDA; on CPU the peak RSS) beside memory.estimate's,
-and ms/iter over the adamw entry's in the same round. --json writes it all.
+Config files and --key=value overrides are train.py's; an --optimizers entry is an optimizer name with optional
+overrides of its own (`sophiag:hess_total_batch_size=8:fused_optimizer=True`). After set-up and warm-up, the entries
+take turns at every train.iteration() (each leading in turn) for --rounds rounds of --steps (a multiple of
+hess_interval). Per entry: ms/iter, tokens/s, MFU, the StepTimer's shares, peak memory (CUDA; on CPU the peak RSS)
+beside memory.estimate's, and ms/iter over the adamw entry's in the same round; --json writes it all.
 
---refresh prices each way of refreshing Sophia-G's Hessian as overhead on hess_interval training steps:
-train.refresh_hessian() on fresh batches of the training batch divided by each of --fractions; labels
-sampled from the training forward's logits with a second backward (over a plain forward+backward); and
-gnb_loss's sampling against torch.multinomial. One process, total_batch_size = batch_size.
+--refresh prices each way of refreshing Sophia-G's Hessian as overhead on hess_interval training steps (fresh batches
+of the training batch / each of --fractions, labels sampled from the training forward, gnb_loss's sampling against
+torch.multinomial); one process, total_batch_size = batch_size. Details: docs/performance.md.
 """
 
 import argparse
@@ -75,8 +72,6 @@ def set_up(cfg: train.TrainConfig, dist: Any) -> Any:
 
 @dataclass
 class Result:
-    """One entry's measurements."""
-
     entry: str
     cfg: train.TrainConfig
     device: str
@@ -94,8 +89,7 @@ class Result:
 
 
 def measure(args: argparse.Namespace, train_args: list[str]) -> list[Result]:
-    """Set up every entry with train.setup(), warm it up, then time `rounds` rounds of `steps` iterations,
-    the entries taking turns; one Result per entry, in order."""
+    """One Result per entry: each set up and warmed up, then `rounds` rounds of `steps` iterations, in turns."""
     scratch, cfgs = tempfile.TemporaryDirectory(prefix="bench_train_"), {}
     for i, entry in enumerate(args.optimizers.split(",")):
         name, *overrides = entry.split(":")
@@ -139,7 +133,6 @@ def measure(args: argparse.Namespace, train_args: list[str]) -> list[Result]:
         base = next((timings[label] for label, run in runs.items() if run.cfg.optimizer_name == "adamw"), None)
 
         def summarize(label: str, run: Any) -> Result:
-            """A Result from one entry's (seconds, parts) per round and the adamw entry's (base, or None)."""
             seconds, model, cfg = sum(s for s, _ in timings[label]), run.raw_model, run.cfg
             shares = {p: sum(parts.get(p, 0.0) for _, parts in timings[label]) / seconds for p in PARTS}
             shares["other"] = 1 - sum(shares.values())
@@ -199,10 +192,8 @@ def refresh(args: argparse.Namespace, train_args: list[str]) -> None:
         if f < 1 or cfg.batch_size % f:
             raise UserError(f"--fractions: batch_size={cfg.batch_size} is not divisible by {text!r}")
         sizes.append(cfg.batch_size // f)
-    runs = {}
-    for b in sizes:
-        args_b = base + [f"--hess_total_batch_size={b}", f"--out_dir={scratch.name}/{b}"]
-        runs[b] = set_up(train.parse_args(args_b), dist)
+    extra = {b: [f"--hess_total_batch_size={b}", f"--out_dir={scratch.name}/{b}"] for b in sizes}
+    runs = {b: set_up(train.parse_args(base + extra[b]), dist) for b in sizes}
     run = runs[sizes[0]]
     model, device = run.model, dist.device
     x, y = train.get_batch(run.train_path, cfg.seed, train.TRAIN, 0, 0, cfg.batch_size, cfg.block_size, device)

@@ -1,10 +1,9 @@
-"""One prepared command for a GPU, from the repository root (--smoke: the same path on the CPU, tiny):
-
-    python -m scripts.bench.gpu_check --out DIR [--budget_s 480] [--commit HASH] [--smoke]
+"""One prepared command for a GPU, run from the repository root as `python -m scripts.bench.gpu_check --out DIR`.
 
 Checks the environment (exit 2 when a piece is missing), then runs each step in its own processes on --data or
 synthetic tokens (train.py with a checkpoint and a resume, the CUDA-only tests, bench_train at every size, bf16 vs
-fp32); a step runs if the time left holds its estimate (measured: seconds per parameter per model built, median)."""
+fp32); a step runs if the time left holds its estimate (measured: seconds per parameter per model built, median).
+--smoke runs the same path on the CPU, tiny (docs/performance.md)."""
 
 import argparse
 import importlib.util
