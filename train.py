@@ -656,6 +656,7 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
     while True:
         it = state.iter
 
+        # evaluate and checkpoint, every eval_interval and at the end
         if (it % cfg.eval_interval == 0 or it >= cfg.max_iters) and state.last_eval_iter != it:
             losses = evaluate(run, it, log)
             state.last_eval_iter, state.best_val_loss = it, min(state.best_val_loss, losses["val/loss"])
@@ -673,6 +674,7 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
                 f"SIGTERM at iter {it}: checkpoint written to {cfg.out_dir}; continue with --init_from=auto"
             )
 
+        # one optimizer step (skipped when the loss or the gradient is not finite, or an outlier)
         t0 = time.perf_counter()
         step, refreshed = iteration(run, it)
         stop, tokens, rollback_due = step.stop, run.plan.tokens_per_iter, False
@@ -694,6 +696,7 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
                     f"checkpoint in {cfg.out_dir} (if any) with --init_from=auto"
                 )
 
+        # Sophia: the Hessian estimate refreshed every hess_interval steps
         if refreshed is not None:
             tokens += run.plan.hess_tokens
             if not refreshed and run.spikes.outlier("hessian"):
@@ -703,8 +706,8 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
                 state.skipped_hessian += 1
                 log(f"iter {it + 1}: non-finite Hessian estimate: refresh skipped")
 
-        # training time, evals and checkpoints excluded. No device synchronize: the step's loss read-back waits for
-        # the device, which meanwhile runs the optimizer step while the host reads the next batch
+        # the one clock: training time, evals and checkpoints excluded. No device synchronize: the step's loss
+        # read-back waits for the device, which meanwhile runs the optimizer step while the host reads the next batch
         state.time_s += time.perf_counter() - t0
         state.iter = it + 1
         state.tokens_seen += tokens
@@ -713,6 +716,7 @@ def loop(run: Run, state: TrainState, metrics: MetricsLog | None, log: Log) -> N
             log_step(run, state, since, step, metrics, log)
             since = replace(state)
 
+        # outlier steps close together: back to the last checkpoint, the data moved on past them
         if rollback_due and roll_back(run, state, metrics, it, log):
             since, consecutive_skips = replace(state), 0
 
